@@ -1,0 +1,117 @@
+"""The device model: one frozen, validated dataclass whose fields document the physics.
+
+Conventions (SI units): conductances in siemens, times in seconds.  ``g~ = g / g_max`` is
+the normalised conductance that state-dependent laws are written in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from devices import validation as v
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """A memristive device for inference: programming, read and retention behaviour.
+
+    Conductance window
+        ``g_min``, ``g_max`` (S): the lowest and highest programmable conductance;
+        ``0 <= g_min < g_max``.
+    Levels
+        ``levels``: number of evenly spaced programmable conductances in
+        ``[g_min, g_max]`` (>= 2), or ``None`` for a continuous (analog) device.
+    Programming variation (device-to-device, drawn once per programming)
+        ``G = target + sigma_prog(target) * N(0, 1)``, clipped at 0 S, with
+        ``sigma_prog = prog_sigma_rel * target + prog_sigma_abs
+        + g_max * sum_k prog_sigma_poly[k] * g~**k`` (state-dependent part as a
+        polynomial in ``g~``, as in the PCM model of Nandakumar et al. 2019).
+    Stuck-at faults (drawn once per programming)
+        each device is stuck at ``g_min`` with probability ``p_stuck_low`` and at
+        ``g_max`` with probability ``p_stuck_high``, whatever its target.
+    Read noise (drawn anew at every read)
+        ``G_read = G * (1 + sigma_read_rel(G) * N(0, 1))`` with
+        ``sigma_read_rel = min(read_sigma_rel * g~**(-read_sigma_exponent), read_sigma_max)``.
+    Drift (one exponent per device, drawn once per programming)
+        ``G(t) = G0 * (t / drift_t0)**(-nu)`` for ``t > drift_t0`` (no change before),
+        ``nu ~ N(mu_nu(g~), sigma_nu(g~))`` with
+        ``mu_nu = clip(drift_nu_mean + drift_nu_mean_log_slope * ln g~, *drift_nu_mean_clip)``
+        and likewise ``sigma_nu`` with ``drift_nu_std`` and ``drift_nu_std_log_slope``.
+    """
+
+    name: str = "custom"
+    g_min: float = 1e-6
+    g_max: float = 1e-4
+    levels: int | None = None
+    prog_sigma_rel: float = 0.0
+    prog_sigma_abs: float = 0.0
+    prog_sigma_poly: tuple[float, ...] = ()
+    p_stuck_low: float = 0.0
+    p_stuck_high: float = 0.0
+    read_sigma_rel: float = 0.0
+    read_sigma_exponent: float = 0.0
+    read_sigma_max: float = math.inf
+    drift_t0: float = 1.0
+    drift_nu_mean: float = 0.0
+    drift_nu_std: float = 0.0
+    drift_nu_mean_log_slope: float = 0.0
+    drift_nu_std_log_slope: float = 0.0
+    drift_nu_mean_clip: tuple[float, float] = (-math.inf, math.inf)
+    drift_nu_std_clip: tuple[float, float] = (0.0, math.inf)
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        o = "DeviceModel"
+        v.non_negative(o, "g_min", self.g_min)
+        v.positive(o, "g_max", self.g_max)
+        if self.g_min >= self.g_max:
+            v.fail(o, "g_min", self.g_min, f"must be < g_max = {self.g_max!r} (S)")
+        v.int_at_least(o, "levels", self.levels, 2, optional=True)
+        for name in ("prog_sigma_rel", "prog_sigma_abs", "read_sigma_rel", "read_sigma_exponent"):
+            v.non_negative(o, name, getattr(self, name))
+        if self.drift_nu_std_log_slope == 0:
+            v.non_negative(o, "drift_nu_std", self.drift_nu_std)
+        else:  # intercept of a state-dependent law: any sign, the clip keeps it >= 0
+            v.finite(o, "drift_nu_std", self.drift_nu_std)
+        if not isinstance(self.prog_sigma_poly, tuple):
+            v.fail(o, "prog_sigma_poly", self.prog_sigma_poly, "must be a tuple of floats")
+        for c in self.prog_sigma_poly:
+            v.finite(o, "prog_sigma_poly", c)
+        v.probability(o, "p_stuck_low", self.p_stuck_low)
+        v.probability(o, "p_stuck_high", self.p_stuck_high)
+        if self.p_stuck_low + self.p_stuck_high > 1:
+            v.fail(o, "p_stuck_high", self.p_stuck_high, "p_stuck_low + p_stuck_high must be <= 1")
+        if not (self.read_sigma_max > 0):
+            v.fail(o, "read_sigma_max", self.read_sigma_max, "must be > 0 (inf for no cap)")
+        v.positive(o, "drift_t0", self.drift_t0)
+        v.finite(o, "drift_nu_mean", self.drift_nu_mean)
+        v.finite(o, "drift_nu_mean_log_slope", self.drift_nu_mean_log_slope)
+        v.finite(o, "drift_nu_std_log_slope", self.drift_nu_std_log_slope)
+        for name in ("drift_nu_mean_clip", "drift_nu_std_clip"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                v.fail(o, name, (lo, hi), "must be (low, high) with low <= high")
+        if self.drift_nu_std_clip[0] < 0:
+            v.fail(o, "drift_nu_std_clip", self.drift_nu_std_clip, "low end must be >= 0")
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when programming and reading are exact (levels may still quantize)."""
+        return (self.prog_sigma_rel == 0 and self.prog_sigma_abs == 0
+                and not any(self.prog_sigma_poly) and self.p_stuck_low == 0
+                and self.p_stuck_high == 0 and self.read_sigma_rel == 0)
+
+    @property
+    def has_read_noise(self) -> bool:
+        return self.read_sigma_rel > 0
+
+    @property
+    def has_drift(self) -> bool:
+        return self.drift_nu_mean != 0 or self.drift_nu_std != 0 or self.drift_nu_mean_log_slope != 0
+
+    def replace(self, **changes) -> "DeviceModel":
+        """A copy with some fields changed (validated like a new one)."""
+        from dataclasses import replace
+
+        return replace(self, **changes)

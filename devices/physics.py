@@ -1,0 +1,102 @@
+"""Pure functions of one device model on conductance tensors (siemens).
+
+Every random draw takes an explicit ``torch.Generator``; tensors of any shape are
+accepted (leading dimensions are trials and tiles), and the generator must live on
+the tensor's device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from devices.model import DeviceModel
+
+_TINY = 1e-6  # floor of g~ where a law takes its logarithm or a negative power
+
+
+def _normal(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _uniform(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def prog_sigma(target: torch.Tensor, model: DeviceModel) -> torch.Tensor:
+    """Standard deviation (S) of the programmed conductance for each target (S)."""
+    sigma = model.prog_sigma_rel * target.abs() + model.prog_sigma_abs
+    if model.prog_sigma_poly:
+        gn = target / model.g_max
+        poly = torch.zeros_like(target)
+        for power, coeff in enumerate(model.prog_sigma_poly):
+            poly = poly + coeff * gn**power
+        sigma = sigma + model.g_max * poly.clamp_min(0.0)
+    return sigma
+
+
+def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
+    """Program devices to ``target`` (S): variation and stuck-at faults, drawn once.
+
+    Returns the programmed conductances (S), same shape, clipped at 0 S.  Draw order is
+    fixed (variation, then faults), so one generator state gives one programming.
+    """
+    g = target
+    if model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly):
+        g = g + prog_sigma(target, model) * _normal(target.shape, target, generator)
+    g = g.clamp_min(0.0)
+    if model.p_stuck_low or model.p_stuck_high:
+        u = _uniform(target.shape, target, generator)
+        g = torch.where(u < model.p_stuck_low, torch.full_like(g, model.g_min), g)
+        high = (u >= model.p_stuck_low) & (u < model.p_stuck_low + model.p_stuck_high)
+        g = torch.where(high, torch.full_like(g, model.g_max), g)
+    return g
+
+
+def read_sigma(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
+    """Standard deviation (S) of one read of devices at conductance ``g`` (S)."""
+    if not model.has_read_noise:
+        return torch.zeros_like(g)
+    rel = torch.full_like(g, model.read_sigma_rel)
+    if model.read_sigma_exponent:
+        gn = (g / model.g_max).clamp_min(_TINY)
+        rel = rel * gn ** (-model.read_sigma_exponent)
+    rel = rel.clamp_max(model.read_sigma_max)
+    return rel * g.abs()
+
+
+def read(g: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
+    """One read of every device: the conductance seen by this read (S), fresh noise."""
+    if not model.has_read_noise:
+        return g
+    return g + read_sigma(g, model) * _normal(g.shape, g, generator)
+
+
+def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
+    """Draw one drift exponent per device, from its state-dependent distribution."""
+    gn = (g0 / model.g_max).clamp_min(_TINY)
+    log_gn = torch.log(gn)
+    mu = (model.drift_nu_mean + model.drift_nu_mean_log_slope * log_gn).clamp(*model.drift_nu_mean_clip)
+    sd = (model.drift_nu_std + model.drift_nu_std_log_slope * log_gn).clamp(*model.drift_nu_std_clip)
+    return mu + sd * _normal(g0.shape, g0, generator)
+
+
+def drift_factor(nu: torch.Tensor, t: float, model: DeviceModel) -> torch.Tensor:
+    """``(t / t0)**(-nu)`` for ``t > t0``, else 1."""
+    if t <= model.drift_t0:
+        return torch.ones_like(nu)
+    return torch.exp(-nu * math.log(t / model.drift_t0))
+
+
+def drift(g0: torch.Tensor, t: float, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
+    """Conductance (S) at ``t`` seconds after programming, for devices programmed to ``g0``.
+
+    Draws a drift exponent per device (see :func:`drift_nu`); to follow one programmed
+    state through several times, draw ``nu`` once and use :func:`drift_factor`.
+    """
+    if t < 0 or not math.isfinite(t):
+        raise ValueError(f"drift: t = {t!r} is not allowed: must be a finite time >= 0 (s)")
+    if not model.has_drift:
+        return g0
+    return g0 * drift_factor(drift_nu(g0, model, generator), t, model)

@@ -1,0 +1,71 @@
+"""Device presets from published data; each one names its source.
+
+``presets`` maps a name to a :class:`DeviceModel`:
+
+``ideal``
+    A continuous, noiseless device (1 uS .. 100 uS): the reference for ideal limits.
+``rram_hfo2``
+    HfO2 1T1R RRAM with incremental-gate-voltage program-verify, after V. Milo et al.,
+    "Optimized programming algorithms for multilevel RRAM in hardware neural
+    networks", IEEE IRPS 2021 (IHP 4 kbit HfO2 arrays).  Window 50 uS .. 225 uS;
+    programming std from the linear fit to their Fig. 4 (IGVVA-100 algorithm), as used by
+    Sandia CrossSim's ``RRAMMilo`` model: ``sigma_G = 4.782321 uS - 0.009107 * G``.
+    That paper gives no read-noise, fault or drift figures, so those are zero here:
+    set them for a study (``presets["rram_hfo2"].replace(read_sigma_rel=0.02)``).
+``pcm``
+    Phase-change memory after the statistical model of S. R. Nandakumar et al.,
+    "Phase-change memory models for deep learning training and inference", ICECS 2019
+    (IBM aihwkit ``inference/noise/pcm.py``), g_max = 25 uS:
+    programming std ``(g_max / 25 uS) * (0.26348 + 1.9650 g~ - 1.1731 g~^2)`` uS;
+    drift ``t0 = 20 s``, ``mu_nu = clip(-0.0155 ln g~ + 0.0244, 0.049, 0.1)``,
+    ``sigma_nu = clip(-0.0125 ln g~ - 0.0059, 0.008, 0.045)``;
+    1/f read noise ``sigma/G = min(0.0088 g~^-0.65, 0.2) * sqrt(ln((t + t_read) / (2 t_read)))``
+    with ``t_read = 250 ns``, here with its time factor taken at ``t = t0 = 20 s``
+    (factor 4.19), i.e. a read within the first tens of seconds after programming.
+"""
+
+from __future__ import annotations
+
+import math
+from types import MappingProxyType
+
+from devices.model import DeviceModel
+
+_US = 1e-6
+
+_PCM_G_MAX = 25 * _US
+_PCM_T0 = 20.0
+_PCM_T_READ = 250e-9
+_PCM_READ_TIME_FACTOR = math.sqrt(math.log((_PCM_T0 + _PCM_T_READ) / (2 * _PCM_T_READ)))
+
+_RRAM_G_MAX = 225 * _US
+
+presets = MappingProxyType({
+    "ideal": DeviceModel(name="ideal", g_min=1 * _US, g_max=100 * _US,
+                         source="ideal reference device"),
+    "rram_hfo2": DeviceModel(
+        name="rram_hfo2",
+        g_min=50 * _US,
+        g_max=_RRAM_G_MAX,
+        # sigma = 4.782321 uS - 0.009107 G  ==  g_max * (4.782321/225 - 0.009107 g~)
+        prog_sigma_poly=(4.782321 / 225.0, -0.009107),
+        source="Milo et al., IEEE IRPS 2021, Fig. 4 (via Sandia CrossSim RRAMMilo)",
+    ),
+    "pcm": DeviceModel(
+        name="pcm",
+        g_min=0.0,
+        g_max=_PCM_G_MAX,
+        prog_sigma_poly=(0.26348 / 25.0, 1.9650 / 25.0, -1.1731 / 25.0),
+        read_sigma_rel=0.0088 * _PCM_READ_TIME_FACTOR,
+        read_sigma_exponent=0.65,
+        read_sigma_max=0.2 * _PCM_READ_TIME_FACTOR,
+        drift_t0=_PCM_T0,
+        drift_nu_mean=0.0244,
+        drift_nu_mean_log_slope=-0.0155,
+        drift_nu_mean_clip=(0.049, 0.1),
+        drift_nu_std=-0.0059,
+        drift_nu_std_log_slope=-0.0125,
+        drift_nu_std_clip=(0.008, 0.045),
+        source="Nandakumar et al., ICECS 2019 (IBM aihwkit PCMLikeNoiseModel)",
+    ),
+})

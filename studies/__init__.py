@@ -1,0 +1,2 @@
+"""What do users run?  Embedded datasets, SNN architectures, surrogate-gradient training,
+Monte Carlo robustness studies, figures and the ``xbar`` command line."""

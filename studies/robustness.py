@@ -1,0 +1,106 @@
+"""The default robustness study: a trained SNN on non-ideal crossbars, Monte Carlo over
+programmings, error accumulation over timesteps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+import xbar
+from devices import presets
+from devices import validation as v
+from mapping.layout import SCHEMES
+from studies.data import EMBEDDED, load_dataset
+from studies.models import ARCHITECTURES
+from studies.plots import robustness_figure
+from studies.train import TrainConfig, load_or_train
+
+RESULTS_FILE = "robustness.nc"
+FIGURE_FILE = "robustness.png"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One robustness study.  ``timesteps`` is the longest run: the accuracy and errors
+    after every ``t <= timesteps`` steps come from the same run (neuron state is reset
+    between samples, so the first ``t`` steps of a long run are a run of ``t`` steps)."""
+
+    dataset: str = "mnist5k"
+    arch: str = "conv"
+    device: str = "pcm"
+    tile: tuple[int, int] = (64, 64)
+    mapping: str = "differential"
+    adc_bits: int | None = 6
+    trials: int = 5
+    timesteps: int = 16
+    seed: int = 0
+    n_test: int | None = None
+    batch_size: int = 200
+    train_epochs: int = 12
+    train_timesteps: int = 4
+
+    def __post_init__(self) -> None:
+        o = "StudyConfig"
+        v.one_of(o, "dataset", self.dataset, EMBEDDED)
+        v.one_of(o, "arch", self.arch, ARCHITECTURES)
+        v.one_of(o, "device", self.device, presets)
+        v.one_of(o, "mapping", self.mapping, SCHEMES)
+        v.int_at_least(o, "adc_bits", self.adc_bits, 1, optional=True)
+        v.int_at_least(o, "trials", self.trials, 1)
+        v.int_at_least(o, "timesteps", self.timesteps, 1)
+        v.int_at_least(o, "seed", self.seed, 0)
+        v.int_at_least(o, "n_test", self.n_test, 1, optional=True)
+        v.int_at_least(o, "batch_size", self.batch_size, 1)
+        v.int_at_least(o, "train_epochs", self.train_epochs, 1)
+        v.int_at_least(o, "train_timesteps", self.train_timesteps, 1)
+        self.spec()  # validates the tile
+
+    def spec(self) -> xbar.Spec:
+        return xbar.Spec(tile=tuple(self.tile), device=presets[self.device], mapping=self.mapping,
+                         adc_bits=self.adc_bits)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=self.train_timesteps,
+                           epochs=self.train_epochs)
+
+
+def check_output_dir(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out = {str(out)!r} is not allowed: it exists and is not a folder")
+    return out
+
+
+def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
+    """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
+    model, info = load_or_train(config.train_config(), progress=progress)
+    data = load_dataset(config.dataset)
+    x, y = data.x_test, data.y_test
+    if config.n_test is not None:
+        x, y = x[: config.n_test], y[: config.n_test]
+    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials)
+    batches = [(x[i : i + config.batch_size], y[i : i + config.batch_size])
+               for i in range(0, len(x), config.batch_size)]
+    attrs = {f"study_{k}": json.dumps(val) if isinstance(val, (tuple, list)) or val is None else val
+             for k, val in asdict(config).items()}
+    attrs["train_config"] = json.dumps(info["config"])
+    attrs["train_test_accuracy"] = float(info["test_accuracy"])
+    with torch.no_grad():
+        return xbar.simulate(hw, model, batches, config.timesteps, progress=progress, attrs=attrs)
+
+
+def write_results(ds: xr.Dataset, out: Path) -> tuple[Path, Path]:
+    """netCDF and PNG into ``out``, each written to a temporary name and then renamed, so
+    that a failed run leaves no half-written file."""
+    out.mkdir(parents=True, exist_ok=True)
+    nc, png = out / RESULTS_FILE, out / FIGURE_FILE
+    tmp_nc, tmp_png = out / (RESULTS_FILE + ".tmp"), out / ("tmp-" + FIGURE_FILE)
+    ds.to_netcdf(tmp_nc)
+    robustness_figure(ds, tmp_png)
+    tmp_nc.replace(nc)
+    tmp_png.replace(png)
+    return nc, png

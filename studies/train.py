@@ -1,0 +1,124 @@
+"""Surrogate-gradient BPTT training of the SNNs, with a cache keyed by the configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from devices import validation as v
+from studies.data import EMBEDDED, Dataset, load_dataset
+from studies.models import ARCHITECTURES, build
+from xbar.neurons import reset_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a surrogate-gradient SNN is trained.  Changing any field retrains."""
+
+    dataset: str = "mnist5k"
+    arch: str = "conv"
+    timesteps: int = 4
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        o = "TrainConfig"
+        v.one_of(o, "dataset", self.dataset, EMBEDDED)
+        v.one_of(o, "arch", self.arch, ARCHITECTURES)
+        v.int_at_least(o, "timesteps", self.timesteps, 1)
+        v.int_at_least(o, "epochs", self.epochs, 1)
+        v.int_at_least(o, "batch_size", self.batch_size, 1)
+        v.positive(o, "lr", self.lr)
+        v.int_at_least(o, "seed", self.seed, 0)
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """``$XBAR_CACHE``, else ``~/.cache/xbar``."""
+    return Path(os.environ.get("XBAR_CACHE", Path.home() / ".cache" / "xbar"))
+
+
+def run_snn(model: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Summed outputs of ``timesteps`` steps on a static input (state reset first)."""
+    reset_state(model)
+    out = 0.0
+    for _ in range(timesteps):
+        out = out + model(x)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, timesteps: int,
+             batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((run_snn(model, x[i : i + batch_size], timesteps).argmax(-1)
+                        == y[i : i + batch_size]).sum())
+    return correct / len(x)
+
+
+def train(config: TrainConfig, data: Dataset | None = None, progress: bool = True) -> nn.Module:
+    """Train from scratch (BPTT through ``timesteps`` steps, Adam, cosine learning rate)."""
+    data = data or load_dataset(config.dataset)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build(config.arch, data.image_shape, data.n_classes)
+    gen = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    steps = config.epochs * -(-len(data.x_train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+    bar = tqdm(total=steps, desc=f"train {config.arch} on {config.dataset}", unit="batch",
+               disable=not progress, leave=False)
+    for _ in range(config.epochs):
+        model.train()
+        perm = torch.randperm(len(data.x_train), generator=gen)
+        for i in range(0, len(perm), config.batch_size):
+            idx = perm[i : i + config.batch_size]
+            out = run_snn(model, data.x_train[idx], config.timesteps) / config.timesteps
+            loss = F.cross_entropy(out, data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    reset_state(model)
+    return model.eval()
+
+
+def load_or_train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, dict]:
+    """The trained model for ``config``: from the cache if it holds one for exactly this
+    configuration, else trained and saved there.  Returns ``(model, info)`` where ``info``
+    has the configuration, the cache path and the ideal test accuracy."""
+    path = cache_dir() / f"{config.arch}-{config.dataset}-{config.key()}.pt"
+    data = load_dataset(config.dataset)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build(config.arch, data.image_shape, data.n_classes)
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("config") == asdict(config):
+            model.load_state_dict(saved["state_dict"])
+            return model.eval(), {**saved["info"], "cached": True}
+    model = train(config, data, progress)
+    acc = evaluate(model, data.x_test, data.y_test, config.timesteps)
+    info = {"config": asdict(config), "test_accuracy": acc, "path": str(path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": asdict(config), "state_dict": model.state_dict(), "info": info}, tmp)
+    tmp.replace(path)
+    return model, {**info, "cached": False}

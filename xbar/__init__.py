@@ -1,0 +1,19 @@
+"""What does the analog hardware compute, step by step?
+
+    spec  = xbar.Spec(tile=(64, 64), device=devices.presets["pcm"], adc_bits=6)
+    hw    = xbar.convert(trained_snn, spec, seed=0)
+    trace = xbar.simulate(hw, trained_snn, loader, timesteps=8)   # -> xarray.Dataset
+"""
+
+from xbar.circuit import effective_conductance
+from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
+from xbar.converters import adc, dac
+from xbar.layers import AnalogConv2d, AnalogLinear
+from xbar.neurons import reset_state
+from xbar.simulate import simulate
+from xbar.spec import Spec
+from xbar.tile import ProgrammedMatrix
+
+__all__ = ["Spec", "convert", "simulate", "reset_state", "AnalogLinear", "AnalogConv2d",
+           "ProgrammedMatrix", "adc", "dac", "effective_conductance", "analog_layers",
+           "crossbar_layers", "layer_seeds"]

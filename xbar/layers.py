@@ -1,0 +1,114 @@
+"""Crossbar-backed ``nn.Module``s: drop-in replacements for ``nn.Linear`` and ``nn.Conv2d``.
+
+Monte Carlo trials ride in the batch: a module programmed with ``trials = K`` takes a
+batch of ``K * B`` samples laid out trial-major (samples ``k*B .. k*B + B - 1`` are read
+by trial ``k``'s programming).  With ``K = 1`` they are used like the layers they replace.
+The bias is added digitally after the ADC.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mapping.conv import conv_matrix, conv_output_size, fold_output, unfold_input
+from xbar.spec import Spec
+from xbar.tile import ProgrammedMatrix
+
+
+class _Analog(nn.Module):
+    """Shared state: the programmed matrix, the float weights, the recording hook."""
+
+    def _setup(self, matrix_w: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               spec: Spec, trials: int, seeds: tuple[int, int]) -> None:
+        self.spec = spec
+        self.trials = trials
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
+                                       program_seed=seeds[0], read_seed=seeds[1])
+        # When True, each forward also stores the ideal output for the same input.
+        self.record_ideal = False
+        self.last_ideal: torch.Tensor | None = None
+
+    def _trial_view(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] % self.trials:
+            raise ValueError(f"{type(self).__name__}: batch of {x.shape[0]} samples is not a "
+                             f"multiple of trials = {self.trials} (batches are trial-major)")
+        return x.reshape(self.trials, -1, x.shape[-1])
+
+    def _maybe_record(self, x: torch.Tensor) -> None:
+        self.last_ideal = self.ideal_forward(x) if self.record_ideal else None
+
+
+class AnalogLinear(_Analog):
+    """``y = x W^T + b`` computed on programmed crossbar tiles."""
+
+    def __init__(self, linear: nn.Linear, spec: Spec, *, trials: int = 1,
+                 seeds: tuple[int, int] = (0, 1)) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._setup(linear.weight.t(), linear.weight, linear.bias, spec, trials, seeds)
+
+    def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._maybe_record(x)
+        y = self.matrix(self._trial_view(x)).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        m = self.matrix
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"tiles={m.n_r}x{m.n_c} of {m.rows}x{m.cols}, trials={self.trials}")
+
+
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(t % 2 for t in total):
+            raise ValueError(f"Conv2d padding='same' with kernel {conv.kernel_size} and dilation "
+                             f"{conv.dilation} is asymmetric: use explicit integer padding")
+        return tuple(t // 2 for t in total)
+    return tuple(conv.padding)
+
+
+class AnalogConv2d(_Analog):
+    """A 2-D convolution computed on crossbars by unfolding: one crossbar read per output
+    pixel, rows = ``C_in * kh * kw``, columns = ``C_out``."""
+
+    def __init__(self, conv: nn.Conv2d, spec: Spec, *, trials: int = 1,
+                 seeds: tuple[int, int] = (0, 1)) -> None:
+        super().__init__()
+        if conv.groups != 1:
+            raise ValueError(f"Conv2d groups = {conv.groups} is not supported: only groups=1")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"Conv2d padding_mode = {conv.padding_mode!r} is not supported: "
+                             "only 'zeros'")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.dilation, self.padding = conv.dilation, _conv_padding(conv)
+        self._setup(conv_matrix(conv.weight), conv.weight, conv.bias, spec, trials, seeds)
+
+    def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._maybe_record(x)
+        out_hw = conv_output_size(x.shape[-2], x.shape[-1], self.kernel_size, self.dilation,
+                                  self.padding, self.stride)
+        cols = unfold_input(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        b, l, m = cols.shape
+        y = self.matrix(self._trial_view(cols.reshape(b * l, m)))
+        y = fold_output(y.reshape(b, l, self.out_channels), out_hw)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        m = self.matrix
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, tiles={m.n_r}x{m.n_c} of "
+                f"{m.rows}x{m.cols}, trials={self.trials}")

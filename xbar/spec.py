@@ -1,0 +1,105 @@
+"""The hardware specification: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from devices import DeviceModel, presets
+from devices import validation as v
+from mapping.layout import SCHEMES
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the analog hardware is.
+
+    tile
+        ``(rows, cols)`` of one crossbar array; inputs drive rows, outputs are read on
+        columns.  A layer larger than one tile spans several; partial sums of tiles
+        stacked along the rows are added digitally after each tile's ADC.
+    device
+        the :class:`devices.DeviceModel` of every cell.
+    mapping
+        ``"differential"`` (two columns per output, G+ - G-) or ``"offset"`` (one column
+        per output and one reference column per tile).
+    adc_bits, adc_range, adc_signed
+        per-column ADC.  ``adc_bits=None``: an ideal ADC (no quantization, no clipping).
+        Otherwise the full scale of every column of a tile is ``adc_range`` times the
+        largest column current that tile can draw, ``v_read * max_j sum_i G_ij`` with all
+        inputs at full scale (set once, at programming, from the programmed
+        conductances).  Unipolar (``adc_signed=False``): currents are clipped to
+        ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
+        ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
+    dac_bits, input_range, v_read
+        the DAC turns an input ``x`` into a row voltage ``v = x / input_range * v_read``
+        (V).  ``dac_bits=None``: ideal DAC (exact, no clipping); otherwise ``x`` is
+        clipped to ``[0, input_range]`` (``[-input_range, input_range]`` when
+        ``adc_signed``) and rounded to ``2**bits`` levels.  Binary spikes with
+        ``input_range=1`` are exact for any ``dac_bits``.
+    t_inference
+        seconds between programming and inference, for drift (0: no drift).
+    """
+
+    tile: tuple[int, int] = (64, 64)
+    device: DeviceModel = field(default_factory=lambda: presets["ideal"])
+    mapping: str = "differential"
+    adc_bits: int | None = None
+    adc_range: float = 1.0
+    adc_signed: bool = False
+    dac_bits: int | None = None
+    input_range: float = 1.0
+    v_read: float = 0.2
+    t_inference: float = 0.0
+
+    def __post_init__(self) -> None:
+        o = "Spec"
+        if (not isinstance(self.tile, tuple) or len(self.tile) != 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in self.tile)
+                or min(self.tile) < 1):
+            v.fail(o, "tile", self.tile, "must be (rows, cols), two integers >= 1")
+        if not isinstance(self.device, DeviceModel):
+            v.fail(o, "device", self.device, "must be a devices.DeviceModel")
+        v.one_of(o, "mapping", self.mapping, SCHEMES)
+        min_cols = 2
+        if self.tile[1] < min_cols:
+            v.fail(o, "tile", self.tile, f"the {self.mapping} mapping needs cols >= {min_cols}")
+        v.int_at_least(o, "adc_bits", self.adc_bits, 1, optional=True)
+        v.int_at_least(o, "dac_bits", self.dac_bits, 1, optional=True)
+        v.positive(o, "adc_range", self.adc_range)
+        v.positive(o, "input_range", self.input_range)
+        v.positive(o, "v_read", self.v_read)
+        v.non_negative(o, "t_inference", self.t_inference)
+
+    @property
+    def is_ideal(self) -> bool:
+        """No non-ideality at all: the analog network must equal the ideal one."""
+        return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
+                and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0))
+
+    def replace(self, **changes) -> "Spec":
+        return replace(self, **changes)
+
+    def to_attrs(self) -> dict:
+        """Flat ``{name: number or string}`` for netCDF attributes (``spec_*``)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if key == "device":
+                for dk, dv in value.items():
+                    out[f"spec_device_{dk}"] = _attr(dv)
+            else:
+                out[f"spec_{key}"] = _attr(value)
+        return out
+
+
+def _attr(value):
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (tuple, list)):
+        return json.dumps(list(value))
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return value
