@@ -1,0 +1,43 @@
+import os
+
+import pytest
+import torch
+
+# Trained models are cached per test session, in a fresh folder, so that the tests train
+# what they check (never a stale model from a user's cache).
+_CACHE = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    global _CACHE
+    _CACHE = tmp_path_factory.mktemp("xbar-cache")
+    old = os.environ.get("XBAR_CACHE")
+    os.environ["XBAR_CACHE"] = str(_CACHE)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
+    if old is None:
+        os.environ.pop("XBAR_CACHE", None)
+    else:
+        os.environ["XBAR_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(_model_cache):
+    from studies.data import load_dataset
+    from studies.train import TrainConfig, load_or_train
+
+    config = TrainConfig(dataset="digits", arch="mlp", timesteps=4, epochs=12)
+    model, info = load_or_train(config, progress=False)
+    return model, info, load_dataset("digits"), config
+
+
+@pytest.fixture(scope="session")
+def mnist_conv(_model_cache):
+    from studies.data import load_dataset
+    from studies.robustness import StudyConfig
+    from studies.train import load_or_train
+
+    config = StudyConfig().train_config()  # the default study's model
+    model, info = load_or_train(config, progress=False)
+    return model, info, load_dataset("mnist5k"), config

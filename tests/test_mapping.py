@@ -1,0 +1,59 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mapping
+
+dims = st.integers(1, 70)
+tiles = st.tuples(st.integers(1, 40), st.integers(2, 40))
+
+
+def matrix(seed, m, n):
+    return torch.randn(m, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), m=dims, n=dims, tile=tiles, scheme=st.sampled_from(mapping.SCHEMES))
+def test_map_then_unmap_returns_the_weights(seed, m, n, tile, scheme):
+    w = matrix(seed, m, n)
+    layout = mapping.layout_weights(w, 1e-6, 1e-4, None, tile, scheme)
+    assert layout.targets.shape[-2:] == tile
+    assert layout.targets.min() >= 1e-6 - 1e-18 and layout.targets.max() <= 1e-4 + 1e-18
+    torch.testing.assert_close(mapping.unmap_layout(layout), w, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), m=dims, n=dims, rows=st.integers(1, 33), cols=st.integers(1, 33))
+def test_tiling_round_trip(seed, m, n, rows, cols):
+    w = matrix(seed, m, n)
+    t = mapping.tile_matrix(w, rows, cols)
+    assert t.shape[-2:] == (rows, cols)
+    assert torch.equal(mapping.untile_matrix(t, (m, n)), w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), levels=st.integers(2, 64))
+def test_quantize_to_levels_is_within_half_a_step_and_idempotent(seed, levels):
+    g_min, g_max = 2e-6, 5e-5
+    g = g_min + (g_max - g_min) * torch.rand(500, generator=torch.Generator().manual_seed(seed),
+                                             dtype=torch.float64)
+    q = mapping.quantize_levels(g, g_min, g_max, levels)
+    step = (g_max - g_min) / (levels - 1)
+    assert ((q - g).abs() <= step / 2 + 1e-18).all()
+    assert torch.equal(mapping.quantize_levels(q, g_min, g_max, levels), q)
+    assert len(torch.unique(q)) <= levels
+
+
+def test_quantized_mapping_error_bounded_by_level_step():
+    w = matrix(0, 50, 30)
+    levels = 16
+    layout = mapping.layout_weights(w, 1e-6, 1e-4, levels, (32, 32), "differential")
+    w_step = layout.w_max / (levels - 1)
+    assert (mapping.unmap_layout(layout) - w).abs().max() <= w_step / 2 + 1e-12
+
+
+def test_differential_pairs_sit_in_adjacent_columns():
+    w = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    layout = mapping.layout_weights(w, 1e-6, 1e-4, None, (4, 4), "differential")
+    row = layout.targets[0, 0, 0]
+    torch.testing.assert_close(row, torch.tensor([5.05e-5, 1e-6, 1e-6, 1e-4], dtype=torch.float64))

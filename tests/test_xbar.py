@@ -1,0 +1,154 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import devices
+import xbar
+from devices import DeviceModel, presets
+
+
+def randn(seed, *shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def linear(seed, n_in, n_out, bias=True):
+    lin = nn.Linear(n_in, n_out, bias=bias).double()
+    with torch.no_grad():
+        lin.weight.copy_(randn(seed, n_out, n_in))
+        if bias:
+            lin.bias.copy_(randn(seed + 1, n_out))
+    return lin
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n_in=st.integers(1, 90), n_out=st.integers(1, 70),
+       tile=st.tuples(st.integers(1, 40), st.integers(2, 40)), trials=st.integers(1, 3),
+       scheme=st.sampled_from(["differential", "offset"]), signed=st.booleans())
+def test_ideal_linear_equals_torch(seed, n_in, n_out, tile, trials, scheme, signed):
+    lin = linear(seed, n_in, n_out)
+    spec = xbar.Spec(tile=tile, mapping=scheme)
+    layer = xbar.AnalogLinear(lin, spec, trials=trials)
+    x = randn(seed + 2, 5 * trials, n_in)
+    x = x if signed else x.abs()
+    torch.testing.assert_close(layer(x), lin(x), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), c_in=st.integers(1, 5), c_out=st.integers(1, 9),
+       k=st.sampled_from([1, 3, 5]), stride=st.integers(1, 2), padding=st.integers(0, 2),
+       tile=st.tuples(st.integers(3, 30), st.integers(2, 30)))
+def test_ideal_conv_equals_torch(seed, c_in, c_out, k, stride, padding, tile):
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding).double()
+    with torch.no_grad():
+        conv.weight.copy_(randn(seed, *conv.weight.shape))
+    layer = xbar.AnalogConv2d(conv, xbar.Spec(tile=tile), trials=2)
+    x = randn(seed + 1, 4, c_in, 11, 9).abs()
+    torch.testing.assert_close(layer(x), conv(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(adc_bits=0), "adc_bits"), (dict(adc_bits=-3), "adc_bits"), (dict(dac_bits=0), "dac_bits"),
+    (dict(tile=(0, 64)), "tile"), (dict(tile=(64, 0)), "tile"), (dict(tile=(64, 1)), "tile"),
+    (dict(tile=(64,)), "tile"), (dict(v_read=0.0), "v_read"), (dict(adc_range=-1.0), "adc_range"),
+    (dict(mapping="diagonal"), "mapping"), (dict(t_inference=-1.0), "t_inference"),
+])
+def test_bad_spec_fields_are_named(changes, field):
+    with pytest.raises(ValueError, match=rf"Spec\.{field} = .* not allowed"):
+        xbar.Spec(**changes)
+
+
+def test_convert_refuses_model_without_crossbar_layers():
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+        xbar.convert(nn.Sequential(nn.ReLU(), nn.Flatten()), xbar.Spec())
+
+
+def test_convert_refuses_nan_weights():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"layer '0' has non-finite .* weight"):
+        xbar.convert(model, xbar.Spec())
+
+
+def test_convert_leaves_the_original_untouched():
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hw = xbar.convert(model, xbar.Spec(device=presets["pcm"], adc_bits=4), seed=3)
+    assert isinstance(model[0], nn.Linear) and isinstance(hw[0], xbar.AnalogLinear)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def _programmed(seed, trials=4, device=None):
+    lin = linear(0, 40, 30)
+    spec = xbar.Spec(tile=(16, 16), device=device or presets["rram_hfo2"])
+    return xbar.convert(nn.Sequential(lin), spec, seed=seed, trials=trials)[0].matrix.g
+
+
+def test_same_seed_bit_identical_and_trials_differ():
+    a, b = _programmed(5), _programmed(5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # trials are different programmings
+    assert not torch.equal(a, _programmed(6))
+
+
+def test_read_noise_shortcut_matches_device_level_monte_carlo():
+    """Column noise from one extra product has the distribution of per-device reads."""
+    dev = DeviceModel(g_min=1e-6, g_max=1e-4, read_sigma_rel=0.1, read_sigma_exponent=0.5,
+                      read_sigma_max=0.5)
+    lin = linear(1, 20, 6, bias=False)
+    spec = xbar.Spec(tile=(32, 32), device=dev)
+    layer = xbar.AnalogLinear(lin, spec)
+    x = torch.rand(1, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    n = 20_000
+    fast = layer(x.expand(n, 20))  # n independent reads of the same input
+    # Reference: every device read independently, then the ideal product and decoding.
+    g = layer.matrix.conductances()[0, 0, 0]  # (R, C) of the only tile
+    gen = torch.Generator().manual_seed(1)
+    g_reads = devices.read(g.expand(n, *g.shape), dev, gen)
+    v = torch.nn.functional.pad(x, (0, 32 - 20)) * spec.v_read / spec.input_range
+    i = torch.einsum("r,nrc->nc", v[0], g_reads)
+    slow = (i[:, 0:12:2] - i[:, 1:12:2]) * layer.matrix.out_scale
+    torch.testing.assert_close(fast.mean(0), slow.mean(0), rtol=0, atol=4 * float(slow.std(0).max()) / n**0.5)
+    torch.testing.assert_close(fast.std(0), slow.std(0), rtol=0.05, atol=0)
+
+
+def test_adc_saturates_and_quantizes():
+    i = torch.tensor([-2.0, -0.2, 0.0, 0.26, 0.6, 0.99, 2.0])
+    out = xbar.adc(i, torch.tensor(1.0), bits=2, signed=False)  # codes 0, 1/3, 2/3, 1
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
+    out = xbar.adc(i, torch.tensor(1.0), bits=3, signed=True)  # codes -1 .. 1 in thirds
+    torch.testing.assert_close(out, torch.tensor([-1.0, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
+
+
+def test_fewer_adc_bits_give_larger_error():
+    lin = linear(2, 100, 20)
+    x = (torch.rand(256, 100, generator=torch.Generator().manual_seed(0)) < 0.3).double()
+    errors = []
+    for bits in (10, 8, 6, 4, 2):
+        layer = xbar.AnalogLinear(lin, xbar.Spec(tile=(64, 64), adc_bits=bits))
+        errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
+    assert all(a < b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_more_read_noise_gives_larger_error():
+    lin = linear(3, 100, 20)
+    x = (torch.rand(256, 100, generator=torch.Generator().manual_seed(0)) < 0.3).double()
+    errors = []
+    for sigma in (0.0, 0.01, 0.05, 0.2):
+        dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=sigma)
+        layer = xbar.AnalogLinear(lin, xbar.Spec(tile=(64, 64), device=dev))
+        errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
+    assert errors[0] < 1e-9 and all(a < b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_drift_lowers_the_output_current():
+    lin = linear(4, 30, 10)
+    x = torch.ones(8, 30, dtype=torch.float64)
+    pcm = presets["pcm"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
+    fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g
+    aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g
+    assert aged.sum() < 0.8 * fresh.sum()  # nu ~ N(mu, sigma): on average it falls
