@@ -40,8 +40,8 @@ class StudyConfig:
     seed: int = 0
     n_test: int | None = None
     batch_size: int = 200
-    train_epochs: int = 12
-    train_timesteps: int = 4
+    train_epochs: int = 15
+    train_timesteps: int = 6
 
     def __post_init__(self) -> None:
         o = "StudyConfig"

@@ -25,10 +25,10 @@ class TrainConfig:
 
     dataset: str = "mnist5k"
     arch: str = "conv"
-    timesteps: int = 4
-    epochs: int = 12
+    timesteps: int = 6
+    epochs: int = 15
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -85,7 +85,7 @@ def test_convert_leaves_the_original_untouched():
 def _programmed(seed, trials=4, device=None):
     lin = linear(0, 40, 30)
     spec = xbar.Spec(tile=(16, 16), device=device or presets["rram_hfo2"])
-    return xbar.convert(nn.Sequential(lin), spec, seed=seed, trials=trials)[0].matrix.g
+    return xbar.convert(nn.Sequential(lin), spec, seed=seed, trials=trials)[0].matrix.g_tiles
 
 
 def test_same_seed_bit_identical_and_trials_differ():
@@ -149,6 +149,6 @@ def test_drift_lowers_the_output_current():
     lin = linear(4, 30, 10)
     x = torch.ones(8, 30, dtype=torch.float64)
     pcm = presets["pcm"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
-    fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g
-    aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g
+    fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g_tiles
+    aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g_tiles
     assert aged.sum() < 0.8 * fresh.sum()  # nu ~ N(mu, sigma): on average it falls

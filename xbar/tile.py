@@ -9,6 +9,17 @@ column fluctuate independently, ``G_ij (1 + s_ij eps_ij)``, so the noise of colu
 current ``j`` is Gaussian with variance ``sum_i v_i^2 (s_ij G_ij)^2``: one product of
 ``v**2`` with the precomputed ``(s G)**2``, then one normal draw per column read, instead
 of one draw per device per read.
+
+Speed, without changing any number a read returns (up to float rounding):
+
+- only the columns that are read are kept (unused columns of a partly filled tile carry
+  no output), after the circuit has been solved with all of them;
+- the DAC scale, the ADC full scale and the weight scale are folded into the stored
+  matrices, so a read is: one product (plus one for noise), the ADC rounding in place,
+  and the digital combination;
+- with an ideal ADC, a differential pair is one column of ``G+ - G-`` with noise
+  variance ``s+^2 + s-^2`` (the difference of two independent Gaussian column noises),
+  and all tile-rows are summed inside the same product.
 """
 
 from __future__ import annotations
@@ -18,20 +29,47 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devices import drift, program, read_sigma
-from mapping.layout import decode_columns, layout_weights
+from mapping.layout import layout_weights
 from xbar.circuit import effective_conductance
-from xbar.converters import adc, dac
+from xbar.converters import quantize_unit
 from xbar.spec import Spec
+
+
+def _side_by_side(t: torch.Tensor) -> torch.Tensor:
+    """``(K, n_r, n_c, R, C) -> (K, n_r, R, n_c * C)``."""
+    k, n_r, n_c, r, c = t.shape
+    return t.permute(0, 1, 3, 2, 4).reshape(k, n_r, r, n_c * c)
+
+
+def read_columns(scheme: str, n_out: int, n_c: int, cols: int, per_tile: int):
+    """Which physical columns (indices into ``n_c * cols``) are read, and for each output
+    the positions, among the read columns, of its column ``a`` and of ``b`` with
+    ``output = a - b`` (the G- column, or the tile's reference column)."""
+    keep, a, b = [], [], []
+    for c in range(n_c):
+        used = min(per_tile, n_out - c * per_tile)
+        base = c * cols
+        if scheme == "differential":
+            for j in range(used):
+                a.append(len(keep))
+                keep.append(base + 2 * j)
+                b.append(len(keep))
+                keep.append(base + 2 * j + 1)
+        else:
+            ref = len(keep) + used
+            for j in range(used):
+                a.append(len(keep))
+                keep.append(base + j)
+                b.append(ref)
+            keep.append(base + cols - 1)
+    return torch.tensor(keep), torch.tensor(a), torch.tensor(b)
 
 
 class ProgrammedMatrix(nn.Module):
     """Crossbar matrix ``w`` ``(in, out)`` programmed on tiles, ``trials`` times.
 
-    Buffers (``K`` trials, ``n_r x n_c`` tiles of ``R x C``):
-    ``g``: effective conductances (S), ``(K, n_r, R, n_c * C)`` (the columns of the
-    tiles of one tile-row side by side, ready for one batched product);
-    ``s2``: read-noise variances (S^2), same shape, or ``None``;
-    ``i_fs``: ADC full scale per tile (A), ``(K, n_r, 1, n_c * C)``, or ``None``.
+    ``g_tiles`` holds the effective conductances (S), ``(K, n_r, n_c, R, C)``; the
+    buffers used by a read are derived from it once, at programming.
     """
 
     def __init__(self, w: torch.Tensor, spec: Spec, *, trials: int, program_seed: int,
@@ -39,43 +77,63 @@ class ProgrammedMatrix(nn.Module):
         super().__init__()
         dev = spec.device
         layout = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping)
-        self.spec = spec
-        self.shape = layout.shape
-        self.scheme = layout.scheme
+        self.spec, self.shape, self.scheme = spec, layout.shape, layout.scheme
         self.outputs_per_tile = layout.outputs_per_tile
         self.n_r, self.n_c = layout.grid
         self.rows, self.cols = layout.tile
         self.trials = trials
-        self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         self.read_seed = read_seed
+        # weight units per ampere of column-difference current, for inputs in input units
+        self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         self._read_gen: torch.Generator | None = None
 
         gen = torch.Generator(device=w.device).manual_seed(program_seed)
         targets = layout.targets.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
         g0 = program(targets, dev, gen)  # (K, n_r, n_c, R, C)
-        i_fs = None
-        if spec.adc_bits is not None:
-            i_fs = spec.adc_range * spec.v_read * g0.sum(-2).amax(-1)  # (K, n_r, n_c)
-            i_fs = i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
         g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
-        g_eff = effective_conductance(g)
-        self.register_buffer("g", self._side_by_side(g_eff))
-        self.register_buffer("s2", self._side_by_side(read_sigma(g, dev) ** 2)
-                             if dev.has_read_noise else None)
-        self.register_buffer("i_fs", None if i_fs is None else
-                             i_fs.unsqueeze(-1).expand(*i_fs.shape, self.cols)
-                             .reshape(trials, self.n_r, 1, self.n_c * self.cols).contiguous())
+        self.register_buffer("g_tiles", effective_conductance(g))
+        s2 = read_sigma(g, dev) ** 2 if dev.has_read_noise else None
+        keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
+        if spec.adc_bits is None:
+            self._setup_direct(layout.w_per_siemens, s2, keep, a, b)
+        else:
+            i_fs = spec.adc_range * spec.v_read * g0.sum(-2).amax(-1)  # (K, n_r, n_c), A
+            self._setup_adc(i_fs.clamp_min(torch.finfo(g0.dtype).tiny), layout.w_per_siemens, s2, keep, a, b)
 
-    @staticmethod
-    def _side_by_side(t: torch.Tensor) -> torch.Tensor:
-        """``(K, n_r, n_c, R, C) -> (K, n_r, R, n_c * C)``."""
-        k, n_r, n_c, r, c = t.shape
-        return t.permute(0, 1, 3, 2, 4).reshape(k, n_r, r, n_c * c).contiguous()
+    def _setup_direct(self, w_per_siemens, s2, keep, a, b) -> None:
+        """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
+        k, m = self.trials, self.n_r * self.rows
+        g = _side_by_side(self.g_tiles).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
+        s2 = None if s2 is None else _side_by_side(s2).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
+        if self.scheme == "differential":  # merge each pair: exact for ideal ADCs
+            g = g[..., a] - g[..., b]
+            s2 = None if s2 is None else s2[..., a] + s2[..., b]
+            a = b = None
+        self.register_buffer("g_read", (g * w_per_siemens).contiguous())
+        self.register_buffer("s2_read", None if s2 is None else (s2 * w_per_siemens**2).contiguous())
+        self.register_buffer("out_fs", None)
+        self.register_buffer("col_a", a)
+        self.register_buffer("col_b", b)
+
+    def _setup_adc(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
+        """Per-tile ADC: ``u = x @ g`` is the column current in units of its full scale."""
+        spec = self.spec
+        scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
+        self.register_buffer("g_read", _side_by_side(self.g_tiles * scale)[..., keep].contiguous())
+        self.register_buffer("s2_read", None if s2 is None else
+                             _side_by_side(s2 * scale**2)[..., keep].contiguous())
+        levels = 2 ** (spec.adc_bits - 1) - 1 if spec.adc_signed else 2**spec.adc_bits - 1
+        block = torch.arange(self.shape[1]) // self.outputs_per_tile
+        # Digital side: codes -> amperes -> weight units, per output and tile-row.
+        fs = i_fs[..., block] / max(levels, 1) * (w_per_siemens * spec.input_range / spec.v_read)
+        self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
+        self.register_buffer("col_a", a)
+        self.register_buffer("col_b", b)
+        self.levels = max(levels, 1)
 
     def conductances(self) -> torch.Tensor:
         """Effective conductances as tiles ``(K, n_r, n_c, R, C)`` (S)."""
-        k = self.trials
-        return self.g.view(k, self.n_r, self.rows, self.n_c, self.cols).permute(0, 1, 3, 2, 4)
+        return self.g_tiles
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self._read_gen is None or self._read_gen.device != device:
@@ -86,34 +144,39 @@ class ProgrammedMatrix(nn.Module):
         """Restart the read-noise stream from its seed."""
         self._read_gen = None
 
-    def _noise(self, v: torch.Tensor, s2: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        std = torch.matmul(v * v, s2).sqrt_()
-        eps = torch.randn(like.shape, generator=self._generator(like.device), device=like.device,
-                          dtype=like.dtype)
-        return std.mul_(eps)
+    def _add_noise(self, i: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        std = torch.matmul(x * x, self.s2_read).sqrt_()
+        eps = torch.empty_like(i).normal_(generator=self._generator(i.device))
+        return i.addcmul_(std, eps)
+
+    def _decode(self, i: torch.Tensor) -> torch.Tensor:
+        if self.col_a is None:
+            return i
+        if self.scheme == "differential":  # read columns are (G+, G-) pairs in output order
+            return i[..., 0::2] - i[..., 1::2]
+        return i.index_select(-1, self.col_a) - i.index_select(-1, self.col_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
         spec = self.spec
+        if spec.dac_bits is not None:
+            x = quantize_unit(x / spec.input_range, spec.dac_bits, spec.adc_signed) * spec.input_range
+        if self.out_fs is None:
+            i = torch.matmul(x, self.g_read)
+            if self.s2_read is not None:
+                i = self._add_noise(i, x)
+            return self._decode(i)
         k, n, m = x.shape
-        v = dac(x, v_read=spec.v_read, input_range=spec.input_range, bits=spec.dac_bits,
-                signed=spec.adc_signed)
         pad = self.n_r * self.rows - m
         if pad:
-            v = F.pad(v, (0, pad))
-        o = self.outputs_per_tile
-        if self.i_fs is None:
-            # No ADC: the partial sums of the tile-rows add up in the same product.
-            g = self.g.view(k, self.n_r * self.rows, self.n_c * self.cols)
-            i = torch.matmul(v, g)
-            if self.s2 is not None:
-                i = i + self._noise(v, self.s2.view_as(g), i)
-            y = decode_columns(i.view(k, n, self.n_c, self.cols), self.scheme, o)
+            x = F.pad(x, (0, pad))
+        xt = x.view(k, n, self.n_r, self.rows).transpose(1, 2).contiguous()  # (K, n_r, N, R)
+        u = torch.matmul(xt, self.g_read)  # column currents / full scale
+        if self.s2_read is not None:
+            u = self._add_noise(u, xt)
+        if spec.adc_signed:
+            u.clamp_(-1, 1)
         else:
-            vt = v.view(k, n, self.n_r, self.rows).transpose(1, 2)  # (K, n_r, N, R)
-            i = torch.matmul(vt, self.g)  # (K, n_r, N, n_c*C)
-            if self.s2 is not None:
-                i = i + self._noise(vt, self.s2, i)
-            i = adc(i, self.i_fs, bits=spec.adc_bits, signed=spec.adc_signed)
-            y = decode_columns(i.view(k, self.n_r, n, self.n_c, self.cols), self.scheme, o).sum(1)
-        return y.reshape(k, n, self.n_c * o)[..., : self.shape[1]] * self.out_scale
+            u.clamp_(0, 1)
+        u.mul_(self.levels).round_()
+        return (self._decode(u) * self.out_fs).sum(1)

@@ -1,0 +1,74 @@
+"""Analog against ideal inference of the default conv SNN, in one run.
+
+    python benchmarks/bench_inference.py [--batch 256] [--timesteps 8] [--repeats 3]
+
+Prints a table of times and ratios to the ideal SNN on the same batch and timesteps:
+the full analog read (programming variation, read noise, 6-bit ADC, 64x64 tiles), and
+the same with parts switched off, which says where the time goes.  Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import xbar
+from devices import presets
+from studies.data import load_dataset
+from studies.robustness import StudyConfig
+from studies.train import load_or_train, run_snn
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--timesteps", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, _ = load_or_train(StudyConfig().train_config(), progress=False)
+    x = load_dataset("mnist5k").x_test[: args.batch]
+    pcm = presets["pcm"]
+    variants = {
+        "ideal SNN (torch conv/linear)": None,
+        "crossbar: tiles only (no noise, no ADC)": xbar.Spec(tile=(64, 64)),
+        "+ programming variation": xbar.Spec(tile=(64, 64), device=pcm.replace(read_sigma_rel=0.0)),
+        "+ read noise": xbar.Spec(tile=(64, 64), device=pcm),
+        "+ 6-bit ADC (full: variation, read noise, ADC)": xbar.Spec(tile=(64, 64), device=pcm, adc_bits=6),
+        "ADC only (no read noise)": xbar.Spec(tile=(64, 64), device=pcm.replace(read_sigma_rel=0.0),
+                                              adc_bits=6),
+    }
+    times = {}
+    with torch.no_grad():
+        for name, spec in variants.items():
+            net = model if spec is None else xbar.convert(model, spec, seed=0)
+            times[name] = best_of(lambda: run_snn(net, x, args.timesteps), args.repeats)
+    base = times["ideal SNN (torch conv/linear)"]
+    table = Table(title=f"conv SNN, batch {args.batch}, {args.timesteps} timesteps, "
+                        f"{torch.get_num_threads()} threads (best of {args.repeats})")
+    table.add_column("inference")
+    table.add_column("time (ms)", justify="right")
+    table.add_column("ratio to ideal", justify="right")
+    for name, t in times.items():
+        table.add_row(name, f"{1e3 * t:.1f}", f"{t / base:.2f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

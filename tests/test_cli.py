@@ -1,0 +1,50 @@
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from studies.cli import main
+from studies.data import load_dataset
+
+TINY = ["--dataset", "digits", "--arch", "mlp", "--trials", "2", "--timesteps", "3", "--n-test", "60"]
+
+
+def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "accuracy (%)" in result.output and "per layer" in result.output
+    ds = xr.open_dataset(out / "robustness.nc")
+    assert ds.sizes == {"trial": 2, "timestep": 3, "layer": 3}
+    assert ds.attrs["study_arch"] == "mlp" and ds.attrs["spec_adc_bits"] == 6
+    png = (out / "robustness.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert sorted(p.name for p in out.iterdir()) == ["robustness.nc", "robustness.png"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--tile", "0", "64"], "Spec.tile"),
+    (["--tile", "64", "1"], "Spec.tile"),
+    (["--adc-bits", "-2"], "adc_bits"),
+    (["--trials", "0"], "trials"),
+    (["--timesteps", "0"], "timesteps"),
+    (["--n-test", "0"], "n_test"),
+])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, words):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY, *args])
+    assert result.exit_code == 2
+    assert words in result.output
+    assert not out.exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    result = CliRunner().invoke(main, ["study", "--out", str(f), *TINY])
+    assert result.exit_code == 2 and "is not a folder" in result.output
+    assert f.read_text() == "keep me"
+
+
+def test_missing_dataset_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither an embedded dataset .* nor an existing path"):
+        load_dataset(str(tmp_path / "no-such-folder"))

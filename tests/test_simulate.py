@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+import xbar
+from devices import presets
+
+SIM_VARS = {"read_error", "layer_error", "membrane_error", "spike_mismatch", "spike_rate",
+            "spike_rate_ideal", "accuracy", "accuracy_ideal"}
+
+
+def _test_split(data, n=None, dtype=torch.float32):
+    x, y = data.x_test, data.y_test
+    if n is not None:
+        x, y = x[:n], y[:n]
+    return x.to(dtype), y
+
+
+def test_surrogate_mlp_reaches_95_percent_on_digits(digits_mlp):
+    model, info, data, config = digits_mlp
+    hw = xbar.convert(model, xbar.Spec())
+    ds = xbar.simulate(hw, model, _test_split(data), config.timesteps, progress=False)
+    assert float(ds.accuracy_ideal.sel(timestep=config.timesteps)) >= 0.95
+
+
+def test_surrogate_conv_reaches_96_percent_on_mnist_subset(mnist_conv):
+    model, info, data, config = mnist_conv
+    assert len(data.x_test) == 1000 and len(data.x_train) == 4000
+    hw = xbar.convert(model, xbar.Spec())
+    ds = xbar.simulate(hw, model, _test_split(data), config.timesteps, progress=False)
+    assert float(ds.accuracy_ideal.sel(timestep=config.timesteps)) >= 0.96
+
+
+def _assert_ideal_equivalence(ds):
+    assert float(ds.read_error.max()) < 1e-10
+    assert float(ds.layer_error.max()) < 1e-10
+    assert float(ds.membrane_error.max()) < 1e-10
+    assert float(ds.spike_mismatch.max()) == 0.0
+    np.testing.assert_array_equal(ds.spike_rate.values[0], ds.spike_rate_ideal.values)
+    np.testing.assert_array_equal(ds.accuracy.values, np.broadcast_to(ds.accuracy_ideal.values,
+                                                                      ds.accuracy.shape))
+
+
+def test_no_non_ideality_gives_the_ideal_mlp_at_every_timestep_and_layer(digits_mlp):
+    model, _, data, _ = digits_mlp
+    model64 = _double(model)
+    hw = xbar.convert(model64, xbar.Spec(tile=(32, 32)), trials=2)
+    ds = xbar.simulate(hw, model64, _test_split(data, dtype=torch.float64), 8, progress=False)
+    assert ds.sizes == {"trial": 2, "timestep": 8, "layer": 3}
+    _assert_ideal_equivalence(ds)
+
+
+def test_no_non_ideality_gives_the_ideal_conv_net(mnist_conv):
+    model, _, data, _ = mnist_conv
+    model64 = _double(model)
+    for scheme in ("differential", "offset"):
+        hw = xbar.convert(model64, xbar.Spec(tile=(64, 64), mapping=scheme))
+        ds = xbar.simulate(hw, model64, _test_split(data, 100, torch.float64), 6, progress=False)
+        assert ds.sizes["layer"] == 4
+        _assert_ideal_equivalence(ds)
+
+
+def _double(model):
+    import copy
+
+    xbar.reset_state(model)
+    return copy.deepcopy(model).double()
+
+
+def _run(model, data, spec, seed=0, trials=2, n=300, t=4):
+    hw = xbar.convert(model, spec, seed=seed, trials=trials)
+    return xbar.simulate(hw, model, _test_split(data, n), t, progress=False)
+
+
+def test_dataset_layout(digits_mlp):
+    model, _, data, _ = digits_mlp
+    ds = _run(model, data, xbar.Spec(device=presets["pcm"], adc_bits=6), trials=3, t=5)
+    assert set(ds.data_vars) == SIM_VARS
+    assert ds.sizes == {"trial": 3, "timestep": 5, "layer": 3}
+    assert list(ds.timestep.values) == [1, 2, 3, 4, 5]
+    assert ds.attrs["spec_adc_bits"] == 6 and ds.attrs["spec_device_name"] == "pcm"
+    assert np.isnan(ds.membrane_error.sel(layer=ds.layer[-1])).all()  # output layer: no neuron
+    assert (ds.membrane_error.isel(layer=0) > 0).all()
+
+
+def test_same_seed_bit_identical_different_seed_differs(digits_mlp):
+    model, _, data, _ = digits_mlp
+    spec = xbar.Spec(device=presets["pcm"], adc_bits=6)
+    a, b = _run(model, data, spec, seed=4), _run(model, data, spec, seed=4)
+    assert a.identical(b)
+    c = _run(model, data, spec, seed=5)
+    assert not np.array_equal(a.read_error.values, c.read_error.values)
+    # different trials are different programmings
+    assert not np.array_equal(a.read_error.values[0], a.read_error.values[1])
+
+
+def test_more_read_noise_gives_larger_read_error(digits_mlp):
+    model, _, data, _ = digits_mlp
+    errors = []
+    for sigma in (0.01, 0.03, 0.1):
+        dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=sigma)
+        errors.append(float(_run(model, data, xbar.Spec(device=dev)).read_error.mean()))
+    assert errors[0] < errors[1] < errors[2], errors
+
+
+def test_fewer_adc_bits_give_larger_read_error(digits_mlp):
+    model, _, data, _ = digits_mlp
+    errors = [float(_run(model, data, xbar.Spec(adc_bits=b)).read_error.mean()) for b in (8, 6, 4, 3)]
+    assert all(a < b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_more_stuck_at_faults_give_lower_accuracy(digits_mlp):
+    model, _, data, _ = digits_mlp
+    acc = []
+    for p in (0.0, 0.05, 0.2):
+        dev = presets["ideal"].replace(p_stuck_low=p / 2, p_stuck_high=p / 2)
+        acc.append(float(_run(model, data, xbar.Spec(device=dev), trials=3, n=None).accuracy
+                         .isel(timestep=-1).mean()))
+    assert acc[0] > acc[1] > acc[2], acc
+
+
+def test_simulate_rejects_bad_input(digits_mlp):
+    model, _, data, _ = digits_mlp
+    hw = xbar.convert(model, xbar.Spec())
+    with pytest.raises(ValueError, match="timesteps = 0"):
+        xbar.simulate(hw, model, _test_split(data, 10), 0, progress=False)
+    with pytest.raises(ValueError, match="no crossbar layer"):
+        xbar.simulate(model, model, _test_split(data, 10), 2, progress=False)
