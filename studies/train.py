@@ -82,7 +82,7 @@ def train(config: TrainConfig, data: Dataset | None = None, progress: bool = Tru
     steps = config.epochs * -(-len(data.x_train) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
     bar = tqdm(total=steps, desc=f"train {config.arch} on {config.dataset}", unit="batch",
-               disable=not progress, leave=False)
+               disable=not progress, leave=False, mininterval=1.0)
     for _ in range(config.epochs):
         model.train()
         perm = torch.randperm(len(data.x_train), generator=gen)

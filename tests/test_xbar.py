@@ -152,3 +152,21 @@ def test_drift_lowers_the_output_current():
     fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g_tiles
     aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g_tiles
     assert aged.sum() < 0.8 * fresh.sum()  # nu ~ N(mu, sigma): on average it falls
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n_in=st.integers(1, 150), n_out=st.integers(1, 40),
+       tile=st.tuples(st.integers(1, 64), st.integers(2, 64)), trials=st.integers(1, 3),
+       scheme=st.sampled_from(["differential", "offset"]))
+def test_fine_adc_matches_the_exact_product_across_full_and_partial_tile_rows(
+        seed, n_in, n_out, tile, trials, scheme):
+    """A 16-bit ADC on every tile differs from the exact product only by its rounding:
+    at most half a code per column read, two columns per output, one ADC per tile-row."""
+    lin = linear(seed, n_in, n_out, bias=False)
+    layer = xbar.AnalogLinear(lin, xbar.Spec(tile=tile, mapping=scheme, adc_bits=16), trials=trials)
+    x = torch.rand(4 * trials, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        err = (layer(x) - lin(x)).abs().max()
+    m = layer.matrix
+    code = float(m.out_fs.max())  # one ADC code, in weight units
+    assert err <= m.n_r * code * 1.0001

@@ -145,7 +145,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     batches = _as_batches(data)
     try:
         with torch.no_grad():
-            for x, y in tqdm(batches, desc="simulate", unit="batch", disable=not progress, leave=False):
+            for x, y in tqdm(batches, desc="simulate", unit="batch", disable=not progress,
+                             leave=False, mininterval=1.0):
                 x, y = x.to(dev), y.to(dev)
                 b = x.shape[0]
                 reset(model)

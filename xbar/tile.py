@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from devices import drift, program, read_sigma
 from mapping.layout import layout_weights
@@ -144,8 +143,9 @@ class ProgrammedMatrix(nn.Module):
         """Restart the read-noise stream from its seed."""
         self._read_gen = None
 
-    def _add_noise(self, i: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        std = torch.matmul(x * x, self.s2_read).sqrt_()
+    def _add_noise(self, i: torch.Tensor, x: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+        """Column noise, in place: std from one product of ``x**2`` with the variances."""
+        std = torch.matmul(x * x, s2).sqrt_()
         eps = torch.empty_like(i).normal_(generator=self._generator(i.device))
         return i.addcmul_(std, eps)
 
@@ -164,19 +164,31 @@ class ProgrammedMatrix(nn.Module):
         if self.out_fs is None:
             i = torch.matmul(x, self.g_read)
             if self.s2_read is not None:
-                i = self._add_noise(i, x)
+                i = self._add_noise(i, x, self.s2_read)
             return self._decode(i)
+        # Tile-rows that are full, then the partial last one with only its used rows: no
+        # product over the zero padding (conv1 of a 3x3 kernel uses 9 of 64 rows).
         k, n, m = x.shape
-        pad = self.n_r * self.rows - m
-        if pad:
-            x = F.pad(x, (0, pad))
-        xt = x.view(k, n, self.n_r, self.rows).transpose(1, 2).contiguous()  # (K, n_r, N, R)
-        u = torch.matmul(xt, self.g_read)  # column currents / full scale
+        full, last = divmod(m, self.rows)
+        y = None
+        if full:
+            xt = x[..., : full * self.rows].reshape(k, n, full, self.rows).transpose(1, 2).contiguous()
+            y = self._adc_read(xt, slice(0, full))
+        if last:
+            part = self._adc_read(x[..., full * self.rows :].unsqueeze(1), slice(full, full + 1))
+            y = part if y is None else y + part
+        return y
+
+    def _adc_read(self, xt: torch.Tensor, blocks: slice) -> torch.Tensor:
+        """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
+        product, column noise, ADC per column, digital combination summed over the blocks."""
+        r = xt.shape[-1]
+        u = torch.matmul(xt, self.g_read[:, blocks, :r])  # column currents / full scale
         if self.s2_read is not None:
-            u = self._add_noise(u, xt)
-        if spec.adc_signed:
+            u = self._add_noise(u, xt, self.s2_read[:, blocks, :r])
+        if self.spec.adc_signed:
             u.clamp_(-1, 1)
         else:
             u.clamp_(0, 1)
         u.mul_(self.levels).round_()
-        return (self._decode(u) * self.out_fs).sum(1)
+        return (self._decode(u) * self.out_fs[:, blocks]).sum(1)
