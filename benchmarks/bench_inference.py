@@ -58,7 +58,7 @@ def main() -> None:
     with torch.no_grad():
         for name, spec in variants.items():
             net = model if spec is None else xbar.convert(model, spec, seed=0)
-            times[name] = best_of(lambda: run_snn(net, x, args.timesteps), args.repeats)
+            times[name] = best_of(lambda net=net: run_snn(net, x, args.timesteps), args.repeats)
     base = times["ideal SNN (torch conv/linear)"]
     table = Table(title=f"conv SNN, batch {args.batch}, {args.timesteps} timesteps, "
                         f"{torch.get_num_threads()} threads (best of {args.repeats})")

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,7 +146,6 @@ def test_more_read_noise_gives_larger_error():
 
 def test_drift_lowers_the_output_current():
     lin = linear(4, 30, 10)
-    x = torch.ones(8, 30, dtype=torch.float64)
     pcm = presets["pcm"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
     fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g_tiles
     aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g_tiles

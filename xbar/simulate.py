@@ -128,7 +128,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         return hook
 
     handles = []
-    for li, name in enumerate(names):
+    for name in names:
         handles.append(hw.get_submodule(name).register_forward_hook(keep(("a", name))))
         handles.append(ideal_modules[name].register_forward_hook(keep(("i", name))))
         hw.get_submodule(name).record_ideal = True
