@@ -1,0 +1,211 @@
+"""The reference crossbar circuit, solved exactly (to a stated tolerance).
+
+Circuit (../shared/DESIGN.md): wordline ``i`` is driven at its column-0 end by ``v_i``
+through ``r_source``; neighbouring wordline nodes ``(i, j)``, ``(i, j+1)`` are joined by
+``r_wire_row``; device ``(i, j)`` joins wordline node ``(i, j)`` to bitline node ``(i, j)``;
+neighbouring bitline nodes ``(i, j)``, ``(i+1, j)`` are joined by ``r_wire_col``; bitline
+``j`` leaves at row ``R-1`` through ``r_sink`` into a 0 V sense amplifier.  The output
+``I_j`` is the current into that sense node.
+
+Method: preconditioned conjugate gradients on the symmetric positive-definite nodal
+matrix, batched in torch over tiles, trials and right-hand sides (so it runs unchanged
+on a GPU).  The preconditioner solves every wordline and every bitline chain exactly
+(tridiagonal, Thomas algorithm): all that it leaves out is the coupling through the
+devices, which is weak next to the wires' (device conductances are ~1e-4 S, wire
+conductances ~1 S), so a few iterations reach float64 round-off.  A zero ``r_source``
+(``r_sink``) makes the driven (sensed) node a fixed potential, eliminated symmetrically.
+With every resistance zero the circuit is exactly ``v @ g``.
+
+The circuit is linear in ``v``, so :func:`effective_matrix` solves it once for the ``R``
+unit inputs: afterwards every read is one matrix product ``v @ G_eff``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from devices import validation as val
+
+
+def _check_resistances(r_wire_row, r_wire_col, r_source, r_sink) -> None:
+    for name, r in (("r_wire_row", r_wire_row), ("r_wire_col", r_wire_col),
+                    ("r_source", r_source), ("r_sink", r_sink)):
+        val.non_negative("solve_crossbar", name, r)
+    if (r_wire_row == 0) != (r_wire_col == 0) or (r_wire_row == 0 and (r_source or r_sink)):
+        raise ValueError(
+            "solve_crossbar: r_wire_row = 0 or r_wire_col = 0 is supported only with every "
+            f"resistance zero (got r_wire_row={r_wire_row}, r_wire_col={r_wire_col}, "
+            f"r_source={r_source}, r_sink={r_sink}); use a small positive wire resistance")
+
+
+class _Circuit:
+    """Conductances of one batch of tiles ``g`` ``(..., R, C)`` and the preconditioner."""
+
+    def __init__(self, g: torch.Tensor, r_wire_row, r_wire_col, r_source, r_sink) -> None:
+        self.g = g
+        R, C = g.shape[-2:]
+        self.R, self.C = R, C
+        self.gr, self.gc = 1.0 / r_wire_row, 1.0 / r_wire_col
+        self.src_fixed, self.sink_fixed = r_source == 0, r_sink == 0
+        self.gs = 0.0 if self.src_fixed else 1.0 / r_source
+        self.gk = 0.0 if self.sink_fixed else 1.0 / r_sink
+        z = torch.zeros_like(g)
+        # Fixed nodes: wordline (i, 0) at v_i when r_source = 0; bitline (R-1, j) at 0 V
+        # when r_sink = 0.
+        self.fix_a, self.fix_b = z.bool(), z.bool()
+        if self.src_fixed:
+            self.fix_a[..., :, 0] = True
+        if self.sink_fixed:
+            self.fix_b[..., R - 1, :] = True
+        deg_row = torch.full((C,), 2.0, dtype=g.dtype, device=g.device)
+        deg_row[0] = deg_row[-1] = 1.0
+        if C == 1:
+            deg_row[0] = 0.0
+        deg_col = torch.full((R,), 2.0, dtype=g.dtype, device=g.device)
+        deg_col[0] = deg_col[-1] = 1.0
+        if R == 1:
+            deg_col[0] = 0.0
+        self.diag_a = g + self.gr * deg_row
+        self.diag_a[..., :, 0] += self.gs
+        self.diag_b = g + self.gc * deg_col[:, None]
+        self.diag_b[..., R - 1, :] += self.gk
+        self.diag_a = torch.where(self.fix_a, torch.ones_like(g), self.diag_a)
+        self.diag_b = torch.where(self.fix_b, torch.ones_like(g), self.diag_b)
+        # Off-diagonals of the chains, zero where an end is a fixed node.
+        off_a = torch.full_like(g[..., :, 1:], -self.gr)
+        off_a = off_a.masked_fill(self.fix_a[..., :, 1:] | self.fix_a[..., :, :-1], 0.0)
+        off_b = torch.full_like(g[..., 1:, :], -self.gc)
+        off_b = off_b.masked_fill(self.fix_b[..., 1:, :] | self.fix_b[..., :-1, :], 0.0)
+        self.line_a = _thomas_factor(self.diag_a, off_a)
+        self.line_b = _thomas_factor(self.diag_b.transpose(-1, -2), off_b.transpose(-1, -2))
+
+    def apply(self, a: torch.Tensor, b: torch.Tensor):
+        """Nodal matrix times ``(a, b)``; fixed nodes are identity rows decoupled from the rest."""
+        a0 = a.masked_fill(self.fix_a, 0.0)
+        b0 = b.masked_fill(self.fix_b, 0.0)
+        ya = self.g * (a0 - b0)
+        yb = self.g * (b0 - a0)
+        da = a0[..., :, 1:] - a0[..., :, :-1]
+        ya[..., :, 1:] += self.gr * da
+        ya[..., :, :-1] -= self.gr * da
+        db = b0[..., 1:, :] - b0[..., :-1, :]
+        yb[..., 1:, :] += self.gc * db
+        yb[..., :-1, :] -= self.gc * db
+        ya[..., :, 0] += self.gs * a0[..., :, 0]
+        yb[..., self.R - 1, :] += self.gk * b0[..., self.R - 1, :]
+        ya = torch.where(self.fix_a, a, ya)
+        yb = torch.where(self.fix_b, b, yb)
+        return ya, yb
+
+    def precondition(self, ra: torch.Tensor, rb: torch.Tensor):
+        za = _thomas_solve(self.line_a, ra)
+        zb = _thomas_solve(self.line_b, rb.transpose(-1, -2)).transpose(-1, -2)
+        return za, zb
+
+    def rhs(self, v: torch.Tensor):
+        """Right-hand side for drive voltages ``v`` ``(..., R)``."""
+        shape = torch.broadcast_shapes(v.shape[:-1] + (self.R, self.C), self.g.shape)
+        ba = torch.zeros(shape, dtype=self.g.dtype, device=self.g.device)
+        bb = torch.zeros_like(ba)
+        if self.src_fixed:
+            # Symmetric elimination of the fixed wordline ends: their pull moves to the RHS.
+            ba[..., :, 0] = v
+            if self.C > 1:
+                ba[..., :, 1] += self.gr * v
+            bb[..., :, 0] += self.g[..., :, 0] * v
+            if self.R > 0 and self.sink_fixed:
+                bb[..., self.R - 1, 0] = 0.0
+        else:
+            ba[..., :, 0] = self.gs * v
+        return ba, bb
+
+    def output(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Current into each sense node ``(..., C)``: what its neighbours push into it."""
+        last = self.R - 1
+        i = self.g[..., last, :] * (a[..., last, :] - b[..., last, :])
+        if self.R > 1:
+            i = i + self.gc * (b[..., last - 1, :] - b[..., last, :])
+        return i
+
+
+def _thomas_factor(diag: torch.Tensor, off: torch.Tensor):
+    """Factors of symmetric tridiagonal systems along the last axis."""
+    n = diag.shape[-1]
+    denom = torch.empty_like(diag)
+    cp = torch.zeros_like(diag)
+    denom[..., 0] = diag[..., 0]
+    for k in range(1, n):
+        cp[..., k - 1] = off[..., k - 1] / denom[..., k - 1]
+        denom[..., k] = diag[..., k] - off[..., k - 1] * cp[..., k - 1]
+    return denom, cp, off
+
+
+def _thomas_solve(factors, r: torch.Tensor) -> torch.Tensor:
+    denom, cp, off = factors
+    n = r.shape[-1]
+    y = torch.empty_like(r)
+    y[..., 0] = r[..., 0] / denom[..., 0]
+    for k in range(1, n):
+        y[..., k] = (r[..., k] - off[..., k - 1] * y[..., k - 1]) / denom[..., k]
+    for k in range(n - 2, -1, -1):
+        y[..., k] = y[..., k] - cp[..., k] * y[..., k + 1]
+    return y
+
+
+def _pcg(circuit: _Circuit, v: torch.Tensor, tol: float, max_iter: int):
+    ba, bb = circuit.rhs(v)
+    a, b = torch.zeros_like(ba), torch.zeros_like(bb)
+    ra, rb = ba.clone(), bb.clone()
+    za, zb = circuit.precondition(ra, rb)
+    pa, pb = za.clone(), zb.clone()
+    dims = (-2, -1)
+    rz = (ra * za).sum(dims) + (rb * zb).sum(dims)
+    b_norm = torch.sqrt((ba**2).sum(dims) + (bb**2).sum(dims)).clamp_min(torch.finfo(ba.dtype).tiny)
+    for _ in range(max_iter):
+        qa, qb = circuit.apply(pa, pb)
+        pq = (pa * qa).sum(dims) + (pb * qb).sum(dims)
+        alpha = (rz / torch.where(pq == 0, torch.ones_like(pq), pq))[..., None, None]
+        a, b = a + alpha * pa, b + alpha * pb
+        ra, rb = ra - alpha * qa, rb - alpha * qb
+        res = torch.sqrt((ra**2).sum(dims) + (rb**2).sum(dims)) / b_norm
+        if float(res.max()) < tol:
+            break
+        za, zb = circuit.precondition(ra, rb)
+        rz_new = (ra * za).sum(dims) + (rb * zb).sum(dims)
+        beta = (rz_new / torch.where(rz == 0, torch.ones_like(rz), rz))[..., None, None]
+        pa, pb = za + beta * pa, zb + beta * pb
+        rz = rz_new
+    else:
+        raise RuntimeError(f"solve_crossbar: no convergence in {max_iter} iterations "
+                           f"(relative residual {float(res.max()):.2e} > tol {tol:.1e})")
+    return a, b
+
+
+def solve_crossbar(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
+                   r_source: float = 0.0, r_sink: float = 0.0, tol: float = 1e-12,
+                   max_iter: int = 2000) -> torch.Tensor:
+    """Bitline output currents (A), ``(..., C)``, of crossbars with conductances ``g``
+    ``(R, C)`` or ``(..., R, C)`` (S) driven by voltages ``v`` ``(..., R)`` (V); batch
+    dimensions broadcast.  Resistances in ohms; all zero gives exactly ``v @ g``.
+    ``tol`` is the relative residual of the nodal equations at which PCG stops."""
+    _check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
+    if g.shape[-2] != v.shape[-1]:
+        raise ValueError(f"solve_crossbar: g has {g.shape[-2]} rows but v has {v.shape[-1]} inputs")
+    if r_wire_row == 0:
+        return (v.unsqueeze(-2) @ g).squeeze(-2)
+    circuit = _Circuit(g, r_wire_row, r_wire_col, r_source, r_sink)
+    a, b = _pcg(circuit, v.to(g.dtype), tol, max_iter)
+    return circuit.output(a, b)
+
+
+def effective_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
+                     r_source: float = 0.0, r_sink: float = 0.0, tol: float = 1e-12,
+                     max_iter: int = 2000) -> torch.Tensor:
+    """``G_eff`` ``(..., R, C)`` with ``solve_crossbar(g, v) == v @ G_eff`` for every ``v``:
+    the circuit solved once for each of the ``R`` unit inputs."""
+    R = g.shape[-2]
+    eye = torch.eye(R, dtype=g.dtype, device=g.device)
+    unit = eye.reshape(R, *([1] * (g.dim() - 2)), R)  # (R_in, 1.., R)
+    i = solve_crossbar(g, unit, r_wire_row=r_wire_row, r_wire_col=r_wire_col, r_source=r_source,
+                       r_sink=r_sink, tol=tol, max_iter=max_iter)  # (R_in, ..., C)
+    return i.movedim(0, -2)
