@@ -65,19 +65,26 @@ def summary_tables(ds) -> list[Table]:
 @click.option("--timesteps", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
-def study(out, dataset, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test) -> None:
+@click.option("--r-wire", type=float, default=0.0, show_default=True,
+              help="Wire resistance per cell (ohm), wordlines and bitlines; > 0 turns exact IR drop on.")
+@click.option("--r-source", type=float, default=0.0, show_default=True, help="Driver resistance (ohm).")
+@click.option("--r-sink", type=float, default=0.0, show_default=True, help="Sense-amplifier resistance (ohm).")
+def study(out, dataset, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
+          r_wire, r_source, r_sink) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.robustness import StudyConfig, check_output_dir, run_study, write_results
 
     try:
         config = StudyConfig(dataset=dataset, arch=arch, device=device, tile=tuple(tile), mapping=mapping,
                              adc_bits=None if adc_bits == 0 else adc_bits, trials=trials,
-                             timesteps=timesteps, seed=seed, n_test=n_test)
+                             timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
+                             r_source=r_source, r_sink=r_sink)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     console.print(f"[bold]xbar study[/]: {arch} SNN on {dataset}, {device} crossbars {tile[0]}x{tile[1]}, "
-                  f"ADC {adc_bits or 'ideal'} bits, {trials} trials x {timesteps} timesteps, seed {seed}")
+                  f"ADC {adc_bits or 'ideal'} bits, {trials} trials x {timesteps} timesteps, seed {seed}, "
+                  f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}")
     start = time.perf_counter()
     ds = run_study(config, progress=True)
     nc, png = write_results(ds, out)

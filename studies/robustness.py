@@ -42,6 +42,9 @@ class StudyConfig:
     batch_size: int = 200
     train_epochs: int = 15
     train_timesteps: int = 6
+    r_wire: float = 0.0
+    r_source: float = 0.0
+    r_sink: float = 0.0
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
@@ -61,7 +64,8 @@ class StudyConfig:
 
     def spec(self) -> xbar.Spec:
         return xbar.Spec(tile=tuple(self.tile), device=presets[self.device], mapping=self.mapping,
-                         adc_bits=self.adc_bits)
+                         adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire,
+                         r_source=self.r_source, r_sink=self.r_sink)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=self.train_timesteps,

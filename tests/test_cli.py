@@ -28,6 +28,8 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     (["--trials", "0"], "trials"),
     (["--timesteps", "0"], "timesteps"),
     (["--n-test", "0"], "n_test"),
+    (["--r-wire", "-1"], "r_wire_row"),
+    (["--r-wire", "0", "--r-source", "5"], "r_wire_row"),
 ])
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, words):
     out = tmp_path / "never"
@@ -48,3 +50,16 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
 def test_missing_dataset_path_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an embedded dataset .* nor an existing path"):
         load_dataset(str(tmp_path / "no-such-folder"))
+
+
+def test_study_with_ir_drop_lowers_the_output_currents(tmp_path, digits_mlp):
+    args = ["study", *TINY, "--adc-bits", "0", "--device", "ideal", "--trials", "1"]
+    runner = CliRunner()
+    for name, extra in (("ideal", []), ("ir", ["--r-wire", "50", "--r-source", "100"])):
+        result = runner.invoke(main, [*args, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    ideal = xr.open_dataset(tmp_path / "ideal" / "robustness.nc")
+    ir = xr.open_dataset(tmp_path / "ir" / "robustness.nc")
+    assert float(ideal.read_error.max()) < 1e-5
+    assert float(ir.read_error.isel(layer=0).mean()) > 1e-3
+    assert ir.attrs["spec_r_wire_row"] == 50.0

@@ -110,3 +110,16 @@ def test_bad_resistances_are_named():
         solve_crossbar(g, v, r_wire_row=-1.0, r_wire_col=1.0)
     with pytest.raises(ValueError, match="only with every resistance zero"):
         solve_crossbar(g, v, r_wire_row=0.0, r_wire_col=1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), shape=shapes, r=resist)
+def test_direct_and_iterative_solvers_agree(seed, shape, r):
+    kw = dict(r_wire_row=r[0], r_wire_col=r[1], r_source=r[2], r_sink=r[3])
+    g, gen = _case(seed, shape, (2,))
+    v = torch.rand(3, 2, shape[0], generator=gen, dtype=torch.float64)
+    direct = solve_crossbar(g, v, **kw)
+    iterative = solve_crossbar(g, v, method="pcg", **kw)
+    assert direct.shape == (3, 2, shape[1])
+    # PCG stops at a 1e-12 residual, which bounds the current error to ~1e-7 of the largest
+    torch.testing.assert_close(direct, iterative, rtol=0, atol=1e-7 * float(direct.abs().max()))

@@ -168,3 +168,32 @@ def test_fine_adc_matches_the_exact_product_across_full_and_partial_tile_rows(
     m = layer.matrix
     code = float(m.out_fs.max())  # one ADC code, in weight units
     assert err <= m.n_r * code * 1.0001
+
+
+@pytest.mark.parametrize("scheme", ["differential", "offset"])
+def test_layer_with_ir_drop_equals_the_circuit_solve(scheme):
+    """A programmed layer with wire resistance reads exactly what the solved circuit gives."""
+    from mapping.layout import decode_columns
+
+    lin = linear(5, 40, 12, bias=False)
+    r = dict(r_wire_row=2.0, r_wire_col=2.0, r_source=5.0, r_sink=5.0)
+    spec = xbar.Spec(tile=(16, 16), mapping=scheme, **r)
+    layer = xbar.AnalogLinear(lin, spec)
+    x = torch.rand(6, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ideal_wires = xbar.AnalogLinear(lin, xbar.Spec(tile=(16, 16), mapping=scheme))
+    g = ideal_wires.matrix.conductances()[0]  # programmed (exact) conductances, (n_r, n_c, R, C)
+    v = torch.nn.functional.pad(x, (0, 48 - 40)).view(6, 3, 1, 16) * spec.v_read
+    i = xbar.solve_crossbar(g, v, **r)  # (6, n_r, n_c, C): every tile solved on its own
+    m = ideal_wires.matrix
+    y = decode_columns(i, scheme, m.outputs_per_tile).sum(1).reshape(6, -1)[:, :12] * m.out_scale
+    with torch.no_grad():
+        out = layer(x)
+        torch.testing.assert_close(out, y, rtol=1e-9, atol=1e-12)
+        assert (out - lin(x)).abs().max() > 1e-4 * lin(x).abs().max()  # and IR drop is visible
+
+
+def test_wire_resistances_must_be_consistent():
+    with pytest.raises(ValueError, match=r"Spec\.r_wire_row"):
+        xbar.Spec(r_wire_row=0.0, r_wire_col=1.0)
+    with pytest.raises(ValueError, match=r"Spec\.r_source = -1"):
+        xbar.Spec(r_wire_row=1.0, r_wire_col=1.0, r_source=-1.0)

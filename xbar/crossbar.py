@@ -182,30 +182,86 @@ def _pcg(circuit: _Circuit, v: torch.Tensor, tol: float, max_iter: int):
 
 
 def solve_crossbar(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
-                   r_source: float = 0.0, r_sink: float = 0.0, tol: float = 1e-12,
-                   max_iter: int = 2000) -> torch.Tensor:
+                   r_source: float = 0.0, r_sink: float = 0.0, method: str = "direct",
+                   tol: float = 1e-12, max_iter: int = 2000) -> torch.Tensor:
     """Bitline output currents (A), ``(..., C)``, of crossbars with conductances ``g``
     ``(R, C)`` or ``(..., R, C)`` (S) driven by voltages ``v`` ``(..., R)`` (V); batch
     dimensions broadcast.  Resistances in ohms; all zero gives exactly ``v @ g``.
-    ``tol`` is the relative residual of the nodal equations at which PCG stops."""
+    ``method``: ``"direct"`` (block elimination, exact up to round-off) or ``"pcg"``
+    (iterative; ``tol`` is the relative residual of the nodal equations where it stops)."""
     _check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
     if g.shape[-2] != v.shape[-1]:
         raise ValueError(f"solve_crossbar: g has {g.shape[-2]} rows but v has {v.shape[-1]} inputs")
     if r_wire_row == 0:
         return (v.unsqueeze(-2) @ g).squeeze(-2)
+    if method not in ("direct", "pcg"):
+        raise ValueError(f"solve_crossbar: method = {method!r} is not allowed: 'direct' or 'pcg'")
+    R, C = g.shape[-2:]
+    k = g.dim() - 2
+    lead = torch.broadcast_shapes(v.shape[:-1], g.shape[:-2])
+    extra, batch = lead[: len(lead) - k], lead[len(lead) - k :]
+    g = g.expand(*batch, R, C)
+    v = v.to(g.dtype).expand(*lead, R)
     circuit = _Circuit(g, r_wire_row, r_wire_col, r_source, r_sink)
-    a, b = _pcg(circuit, v.to(g.dtype), tol, max_iter)
-    return circuit.output(a, b)
+    if method == "pcg":
+        return circuit.output(*_pcg(circuit, v, tol, max_iter))
+    # Right-hand sides as matrix columns: (*batch, R, C, X).
+    ba, bb = circuit.rhs(v.reshape(-1, *batch, R))
+    a, b = _direct(circuit, ba.movedim(0, -1), bb.movedim(0, -1))
+    out = circuit.output(a.movedim(-1, 0), b.movedim(-1, 0))  # (X, *batch, C)
+    return out.reshape(*extra, *batch, C)
 
 
 def effective_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
-                     r_source: float = 0.0, r_sink: float = 0.0, tol: float = 1e-12,
-                     max_iter: int = 2000) -> torch.Tensor:
+                     r_source: float = 0.0, r_sink: float = 0.0, method: str = "direct",
+                     tol: float = 1e-12, max_iter: int = 2000) -> torch.Tensor:
     """``G_eff`` ``(..., R, C)`` with ``solve_crossbar(g, v) == v @ G_eff`` for every ``v``:
     the circuit solved once for each of the ``R`` unit inputs."""
     R = g.shape[-2]
     eye = torch.eye(R, dtype=g.dtype, device=g.device)
     unit = eye.reshape(R, *([1] * (g.dim() - 2)), R)  # (R_in, 1.., R)
     i = solve_crossbar(g, unit, r_wire_row=r_wire_row, r_wire_col=r_wire_col, r_source=r_source,
-                       r_sink=r_sink, tol=tol, max_iter=max_iter)  # (R_in, ..., C)
+                       r_sink=r_sink, method=method, tol=tol, max_iter=max_iter)  # (R_in, ..., C)
     return i.movedim(0, -2)
+
+
+def _tridiag_dense(diag: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """Dense symmetric tridiagonal matrices ``(..., n, n)`` from ``diag`` ``(..., n)`` and
+    ``off`` ``(..., n-1)``."""
+    m = torch.diag_embed(diag)
+    if off.shape[-1]:
+        m = m + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    return m
+
+
+def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor):
+    """Block elimination: every wordline chain exactly (``W_i``, ``C x C``), then the bitline
+    system, block-tridiagonal over rows with diagonal couplings, by block Thomas.
+
+    ``ba``, ``bb``: right-hand sides stacked as columns, ``(*batch, R, C, X)``."""
+    R = c.R
+    g_mask = c.g.masked_fill(c.fix_a | c.fix_b, 0.0)  # device couplings between free nodes
+    off_a = torch.full_like(c.g[..., :, 1:], -c.gr).masked_fill(c.fix_a[..., :, 1:] | c.fix_a[..., :, :-1], 0.0)
+    off_b = torch.full_like(c.g[..., 1:, :], -c.gc).masked_fill(c.fix_b[..., 1:, :] | c.fix_b[..., :-1, :], 0.0)
+    w_inv = torch.linalg.inv(_tridiag_dense(c.diag_a, off_a))  # (..., R, C, C)
+    # Schur complement blocks on the bitline nodes of each row.
+    s = torch.diag_embed(c.diag_b) - g_mask.unsqueeze(-1) * w_inv * g_mask.unsqueeze(-2)
+    gm = g_mask.unsqueeze(-1)
+    f = bb + gm * (w_inv @ ba)
+    # Block Thomas: P_i = S_i - E P_{i-1}^-1 E, with E = diag(off_b[i-1]).
+    p_inv, y = [], []
+    for i in range(R):
+        p, rhs = s[..., i, :, :], f[..., i, :, :]
+        if i:
+            e = off_b[..., i - 1, :]
+            p = p - e.unsqueeze(-1) * p_inv[-1] * e.unsqueeze(-2)
+            rhs = rhs - e.unsqueeze(-1) * (p_inv[-1] @ y[-1])
+        p_inv.append(torch.linalg.inv(p))
+        y.append(rhs)
+    b = [None] * R
+    b[R - 1] = p_inv[R - 1] @ y[R - 1]
+    for i in range(R - 2, -1, -1):
+        b[i] = p_inv[i] @ (y[i] - off_b[..., i, :].unsqueeze(-1) * b[i + 1])
+    b = torch.stack(b, dim=-3)
+    a = w_inv @ (ba + gm * b)
+    return a, b

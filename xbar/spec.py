@@ -40,6 +40,12 @@ class Spec:
         ``input_range=1`` are exact for any ``dac_bits``.
     t_inference
         seconds between programming and inference, for drift (0: no drift).
+    r_wire_row, r_wire_col, r_source, r_sink
+        the circuit (ohms): wire resistance per cell along a wordline and a bitline, the
+        drivers' and the sense amplifiers' resistance (see :mod:`xbar.crossbar`).  All 0:
+        ideal wires, ``I = v @ G`` exactly.  Otherwise each programmed tile's effective
+        conductance matrix is solved once (exact IR drop), and every read stays one
+        product; read noise is then applied to the effective matrix to first order.
     """
 
     tile: tuple[int, int] = (64, 64)
@@ -52,6 +58,10 @@ class Spec:
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
+    r_wire_row: float = 0.0
+    r_wire_col: float = 0.0
+    r_source: float = 0.0
+    r_sink: float = 0.0
 
     def __post_init__(self) -> None:
         o = "Spec"
@@ -71,12 +81,23 @@ class Spec:
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)
+        for name in ("r_wire_row", "r_wire_col", "r_source", "r_sink"):
+            v.non_negative(o, name, getattr(self, name))
+        if (self.r_wire_row == 0) != (self.r_wire_col == 0) or (
+                self.r_wire_row == 0 and (self.r_source or self.r_sink)):
+            v.fail(o, "r_wire_row", self.r_wire_row, "wire resistances must be all zero (ideal "
+                   "wires) or r_wire_row and r_wire_col both > 0")
 
     @property
     def is_ideal(self) -> bool:
         """No non-ideality at all: the analog network must equal the ideal one."""
         return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
-                and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0))
+                and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
+                and not self.has_ir_drop)
+
+    @property
+    def has_ir_drop(self) -> bool:
+        return self.r_wire_row > 0
 
     def replace(self, **changes) -> "Spec":
         return replace(self, **changes)

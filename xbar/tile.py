@@ -90,8 +90,14 @@ class ProgrammedMatrix(nn.Module):
         targets = layout.targets.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
         g0 = program(targets, dev, gen)  # (K, n_r, n_c, R, C)
         g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
-        self.register_buffer("g_tiles", effective_conductance(g))
-        s2 = read_sigma(g, dev) ** 2 if dev.has_read_noise else None
+        self.register_buffer("g_tiles", effective_conductance(g, spec))
+        s2 = None
+        if dev.has_read_noise:
+            # First order with IR drop: each device's relative read noise on its entry of
+            # the effective matrix (exactly the device-level noise with ideal wires).
+            rel = torch.where(g > 0, read_sigma(g, dev) / g.clamp_min(torch.finfo(g.dtype).tiny),
+                              torch.zeros_like(g))
+            s2 = (rel * self.g_tiles) ** 2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         if spec.adc_bits is None:
             self._setup_direct(layout.w_per_siemens, s2, keep, a, b)
