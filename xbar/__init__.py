@@ -6,7 +6,7 @@
 """
 
 from xbar.circuit import effective_conductance
-from xbar.crossbar import effective_matrix, solve_crossbar
+from xbar.crossbar import effective_matrix, first_order_matrix, solve_crossbar
 from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
 from xbar.converters import adc, dac
 from xbar.layers import AnalogConv2d, AnalogLinear
@@ -17,4 +17,4 @@ from xbar.tile import ProgrammedMatrix
 
 __all__ = ["Spec", "convert", "simulate", "reset_state", "AnalogLinear", "AnalogConv2d",
            "ProgrammedMatrix", "adc", "dac", "effective_conductance", "analog_layers",
-           "crossbar_layers", "layer_seeds", "solve_crossbar", "effective_matrix"]
+           "crossbar_layers", "layer_seeds", "solve_crossbar", "effective_matrix", "first_order_matrix"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from xbar.crossbar import effective_matrix
+from xbar.crossbar import effective_matrix, first_order_matrix
 
 _TILES_PER_CHUNK = 16  # bounds the solver's working memory (~R*C*C per tile)
 
@@ -23,7 +23,8 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     if spec is None or not spec.has_ir_drop:
         return g
     flat = g.reshape(-1, *g.shape[-2:]).double()
-    chunks = [effective_matrix(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
-                               r_source=spec.r_source, r_sink=spec.r_sink)
+    solve = effective_matrix if spec.ir_drop_model == "exact" else first_order_matrix
+    chunks = [solve(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
+                    r_source=spec.r_source, r_sink=spec.r_sink)
               for part in flat.split(_TILES_PER_CHUNK)]
     return torch.cat(chunks).reshape(g.shape).to(g.dtype)

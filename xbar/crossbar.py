@@ -265,3 +265,34 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor):
     b = torch.stack(b, dim=-3)
     a = w_inv @ (ba + gm * b)
     return a, b
+
+
+def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
+                       r_source: float = 0.0, r_sink: float = 0.0) -> torch.Tensor:
+    """A one-pass approximation of :func:`effective_matrix`, exact to first order in the
+    resistances: no solve, a few cumulative sums.
+
+    Row ``i`` of the effective matrix is the circuit's answer to input ``i`` alone; then
+    wordline ``i`` carries, through segment ``k``, the currents of its devices at columns
+    ``>= k``, and bitline ``j`` carries only device ``(i, j)``'s current.  To first order,
+    the voltage across device ``(i, j)`` per volt of input falls by
+    ``r_source * sum_j' g_ij' + r_wire_row * sum_{k=1..j} sum_{j'>=k} g_ij'`` on the wordline and
+    by ``g_ij * d(i)`` on the bitline, with ``d(k) = (R - 1 - k) * r_wire_col + r_sink``; and
+    the bitline, at ``g_ij * d(max(i, i'))`` per volt, leaks through every other device
+    ``(i', j)`` into that device's undriven wordline (a sneak path), a further loss of
+    ``g_ij * sum_{i' != i} g_i'j * d(max(i, i'))``.  The error is second order
+    (``tests/test_crossbar.py`` states it); clipped at 0 S for very large drops."""
+    _check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
+    R = g.shape[-2]
+    beyond = g.flip(-1).cumsum(-1).flip(-1)  # sum_{j' >= k} g_ij'
+    wl = r_source * beyond[..., :1] + r_wire_row * (beyond.cumsum(-1) - beyond[..., :1])
+    # Resistance from bitline row k to its sense amplifier, d(k) = (R-1-k) r_col + r_sink.
+    d = (torch.arange(R - 1, -1, -1, dtype=g.dtype, device=g.device) * r_wire_col + r_sink).unsqueeze(-1)
+    bl = g * d
+    # Sneak loss: bitline j sits at g_ij * d(max(i, i')) per volt; every other device on it
+    # leaks that potential into its own (undriven, 0 V) wordline, away from the sense amp.
+    above = g.cumsum(-2) * d  # rows i' <= i see the potential of row i
+    gd = g * d
+    below = gd.flip(-2).cumsum(-2).flip(-2) - gd  # rows i' > i: sum g_i'j d(i')
+    sneak = above + below - g * d  # without device (i, j) itself
+    return (g * (1.0 - wl - bl - sneak)).clamp_min(0.0)

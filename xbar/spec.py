@@ -46,6 +46,10 @@ class Spec:
         ideal wires, ``I = v @ G`` exactly.  Otherwise each programmed tile's effective
         conductance matrix is solved once (exact IR drop), and every read stays one
         product; read noise is then applied to the effective matrix to first order.
+    ir_drop_model
+        ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
+        first order in the resistances, for sweeps that need no exactness; see
+        :func:`xbar.crossbar.first_order_matrix`).
     """
 
     tile: tuple[int, int] = (64, 64)
@@ -62,6 +66,7 @@ class Spec:
     r_wire_col: float = 0.0
     r_source: float = 0.0
     r_sink: float = 0.0
+    ir_drop_model: str = "exact"
 
     def __post_init__(self) -> None:
         o = "Spec"
@@ -81,6 +86,7 @@ class Spec:
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)
+        v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
         for name in ("r_wire_row", "r_wire_col", "r_source", "r_sink"):
             v.non_negative(o, name, getattr(self, name))
         if (self.r_wire_row == 0) != (self.r_wire_col == 0) or (
