@@ -53,11 +53,16 @@ def main() -> None:
         "+ 6-bit ADC (full: variation, read noise, ADC)": xbar.Spec(tile=(64, 64), device=pcm, adc_bits=6),
         "ADC only (no read noise)": xbar.Spec(tile=(64, 64), device=pcm.replace(read_sigma_rel=0.0),
                                               adc_bits=6),
+        "full + exact IR drop (2.5 ohm/cell, 10 ohm driver/sink)": xbar.Spec(
+            tile=(64, 64), device=pcm, adc_bits=6, r_wire_row=2.5, r_wire_col=2.5, r_source=10.0,
+            r_sink=10.0),
     }
-    times = {}
+    times, setup = {}, {}
     with torch.no_grad():
         for name, spec in variants.items():
+            start = time.perf_counter()
             net = model if spec is None else xbar.convert(model, spec, seed=0)
+            setup[name] = time.perf_counter() - start
             times[name] = best_of(lambda net=net: run_snn(net, x, args.timesteps), args.repeats)
     base = times["ideal SNN (torch conv/linear)"]
     table = Table(title=f"conv SNN, batch {args.batch}, {args.timesteps} timesteps, "
@@ -65,8 +70,9 @@ def main() -> None:
     table.add_column("inference")
     table.add_column("time (ms)", justify="right")
     table.add_column("ratio to ideal", justify="right")
+    table.add_column("programming (s)", justify="right")
     for name, t in times.items():
-        table.add_row(name, f"{1e3 * t:.1f}", f"{t / base:.2f}x")
+        table.add_row(name, f"{1e3 * t:.1f}", f"{t / base:.2f}x", f"{setup[name]:.2f}")
     Console().print(table)
 
 
