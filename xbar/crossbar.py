@@ -86,11 +86,10 @@ class _Circuit:
         self.diag_b = torch.where(self.fix_b, torch.ones_like(g), self.diag_b)
         # Off-diagonals of the chains, zero where an end is a fixed node.
         off_a = torch.full_like(g[..., :, 1:], -self.gr)
-        off_a = off_a.masked_fill(self.fix_a[..., :, 1:] | self.fix_a[..., :, :-1], 0.0)
+        self.off_a = off_a.masked_fill(self.fix_a[..., :, 1:] | self.fix_a[..., :, :-1], 0.0)
         off_b = torch.full_like(g[..., 1:, :], -self.gc)
-        off_b = off_b.masked_fill(self.fix_b[..., 1:, :] | self.fix_b[..., :-1, :], 0.0)
-        self.line_a = _thomas_factor(self.diag_a, off_a)
-        self.line_b = _thomas_factor(self.diag_b.transpose(-1, -2), off_b.transpose(-1, -2))
+        self.off_b = off_b.masked_fill(self.fix_b[..., 1:, :] | self.fix_b[..., :-1, :], 0.0)
+        self._lines = None  # chain factors of the PCG preconditioner, built on first use
 
     def apply(self, a: torch.Tensor, b: torch.Tensor):
         """Nodal matrix times ``(a, b)``; fixed nodes are identity rows decoupled from the rest."""
@@ -111,8 +110,12 @@ class _Circuit:
         return ya, yb
 
     def precondition(self, ra: torch.Tensor, rb: torch.Tensor):
-        za = _thomas_solve(self.line_a, ra)
-        zb = _thomas_solve(self.line_b, rb.transpose(-1, -2)).transpose(-1, -2)
+        if self._lines is None:
+            self._lines = (_thomas_factor(self.diag_a, self.off_a),
+                           _thomas_factor(self.diag_b.transpose(-1, -2), self.off_b.transpose(-1, -2)))
+        line_a, line_b = self._lines
+        za = _thomas_solve(line_a, ra)
+        zb = _thomas_solve(line_b, rb.transpose(-1, -2)).transpose(-1, -2)
         return za, zb
 
     def rhs(self, v: torch.Tensor):
@@ -126,7 +129,7 @@ class _Circuit:
             if self.C > 1:
                 ba[..., :, 1] += self.gr * v
             bb[..., :, 0] += self.g[..., :, 0] * v
-            if self.R > 0 and self.sink_fixed:
+            if self.sink_fixed:  # that bitline node is itself fixed at 0 V
                 bb[..., self.R - 1, 0] = 0.0
         else:
             ba[..., :, 0] = self.gs * v
@@ -254,9 +257,8 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor):
     ``ba``, ``bb``: right-hand sides stacked as columns, ``(*batch, R, C, X)``."""
     R = c.R
     g_mask = c.g.masked_fill(c.fix_a | c.fix_b, 0.0)  # device couplings between free nodes
-    off_a = torch.full_like(c.g[..., :, 1:], -c.gr).masked_fill(c.fix_a[..., :, 1:] | c.fix_a[..., :, :-1], 0.0)
-    off_b = torch.full_like(c.g[..., 1:, :], -c.gc).masked_fill(c.fix_b[..., 1:, :] | c.fix_b[..., :-1, :], 0.0)
-    w_inv = torch.linalg.inv(_tridiag_dense(c.diag_a, off_a))  # (..., R, C, C)
+    off_b = c.off_b
+    w_inv = torch.linalg.inv(_tridiag_dense(c.diag_a, c.off_a))  # (..., R, C, C)
     # Schur complement blocks on the bitline nodes of each row.
     s = torch.diag_embed(c.diag_b) - g_mask.unsqueeze(-1) * w_inv * g_mask.unsqueeze(-2)
     gm = g_mask.unsqueeze(-1)
