@@ -40,15 +40,16 @@ import torch
 from devices import validation as val
 
 
-def _check_resistances(r_wire_row, r_wire_col, r_source, r_sink) -> None:
+def check_resistances(r_wire_row, r_wire_col, r_source, r_sink, owner: str = "solve_crossbar") -> None:
+    """The circuit's resistances (ohm): each >= 0, and zero wires only with every one zero."""
     for name, r in (("r_wire_row", r_wire_row), ("r_wire_col", r_wire_col),
                     ("r_source", r_source), ("r_sink", r_sink)):
-        val.non_negative("solve_crossbar", name, r)
+        val.non_negative(owner, name, r)
     if (r_wire_row == 0) != (r_wire_col == 0) or (r_wire_row == 0 and (r_source or r_sink)):
-        raise ValueError(
-            "solve_crossbar: r_wire_row = 0 or r_wire_col = 0 is supported only with every "
-            f"resistance zero (got r_wire_row={r_wire_row}, r_wire_col={r_wire_col}, "
-            f"r_source={r_source}, r_sink={r_sink}); use a small positive wire resistance")
+        val.fail(owner, "r_wire_row", r_wire_row,
+                 "zero wire resistance is supported only with every resistance zero (ideal wires); "
+                 f"got r_wire_col={r_wire_col}, r_source={r_source}, r_sink={r_sink}: use a small "
+                 "positive wire resistance")
 
 
 class _Circuit:
@@ -205,7 +206,7 @@ def solve_crossbar(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wir
     dimensions broadcast.  Resistances in ohms; all zero gives exactly ``v @ g``.
     ``method``: ``"direct"`` (block elimination, exact up to round-off) or ``"pcg"``
     (iterative; ``tol`` is the relative residual of the nodal equations where it stops)."""
-    _check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
+    check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
     if g.shape[-2] != v.shape[-1]:
         raise ValueError(f"solve_crossbar: g has {g.shape[-2]} rows but v has {v.shape[-1]} inputs")
     if r_wire_row == 0:
@@ -300,7 +301,7 @@ def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     ``(i', j)`` into that device's undriven wordline (a sneak path), a further loss of
     ``g_ij * sum_{i' != i} g_i'j * d(max(i, i'))``.  The error is second order
     (``tests/test_crossbar.py`` states it); clipped at 0 S for very large drops."""
-    _check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
+    check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
     R = g.shape[-2]
     beyond = g.flip(-1).cumsum(-1).flip(-1)  # sum_{j' >= k} g_ij'
     wl = r_source * beyond[..., :1] + r_wire_row * (beyond.cumsum(-1) - beyond[..., :1])

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from devices import DeviceModel, presets
 from devices import validation as v
 from mapping.layout import SCHEMES
+from xbar.crossbar import check_resistances
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,7 @@ class Spec:
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)
         v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
-        for name in ("r_wire_row", "r_wire_col", "r_source", "r_sink"):
-            v.non_negative(o, name, getattr(self, name))
-        if (self.r_wire_row == 0) != (self.r_wire_col == 0) or (
-                self.r_wire_row == 0 and (self.r_source or self.r_sink)):
-            v.fail(o, "r_wire_row", self.r_wire_row, "wire resistances must be all zero (ideal "
-                   "wires) or r_wire_row and r_wire_col both > 0")
+        check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
 
     @property
     def is_ideal(self) -> bool:
