@@ -54,16 +54,20 @@ def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator
     return g
 
 
-def read_sigma(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
-    """Standard deviation (S) of one read of devices at conductance ``g`` (S)."""
-    if not model.has_read_noise:
-        return torch.zeros_like(g)
+def read_sigma_rel(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
+    """Relative standard deviation of one read of devices at conductance ``g`` (S)."""
     rel = torch.full_like(g, model.read_sigma_rel)
     if model.read_sigma_exponent:
         gn = (g / model.g_max).clamp_min(_TINY)
         rel = rel * gn ** (-model.read_sigma_exponent)
-    rel = rel.clamp_max(model.read_sigma_max)
-    return rel * g.abs()
+    return rel.clamp_max(model.read_sigma_max)
+
+
+def read_sigma(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
+    """Standard deviation (S) of one read of devices at conductance ``g`` (S)."""
+    if not model.has_read_noise:
+        return torch.zeros_like(g)
+    return read_sigma_rel(g, model) * g.abs()
 
 
 def read(g: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:

@@ -11,13 +11,21 @@ from __future__ import annotations
 import torch
 
 
+def top_code(bits: int, signed: bool) -> int:
+    """The largest code: full scale is ``top_code`` steps from 0."""
+    return max(2 ** (bits - 1) - 1, 1) if signed else 2**bits - 1
+
+
+def to_codes_(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """In place: clip ``u`` (in units of full scale) to the range and round it to integer
+    codes ``0 .. top_code`` (``-top_code .. top_code`` when signed)."""
+    u.clamp_(-1 if signed else 0, 1)
+    return u.mul_(top_code(bits, signed)).round_()
+
+
 def quantize_unit(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     """Clip ``u`` to ``[0, 1]`` (or ``[-1, 1]``) and round to the converter's codes."""
-    if signed:
-        q = max(2 ** (bits - 1) - 1, 1)
-        return torch.round(u.clamp(-1, 1) * q) / q
-    q = 2**bits - 1
-    return torch.round(u.clamp(0, 1) * q) / q
+    return to_codes_(u.clone(), bits, signed) / top_code(bits, signed)
 
 
 def dac(x: torch.Tensor, *, v_read: float, input_range: float, bits: int | None,

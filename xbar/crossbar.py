@@ -137,12 +137,16 @@ class _Circuit:
         return ba, bb
 
     def output(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Current into each sense node ``(..., C)``: what its neighbours push into it."""
+        """Current into each sense node ``(..., C)`` from full node voltages ``(..., R, C)``."""
         last = self.R - 1
-        i = self.g[..., last, :] * (a[..., last, :] - b[..., last, :])
-        if self.R > 1:
-            i = i + self.gc * (b[..., last - 1, :] - b[..., last, :])
-        return i
+        return self.sense_current(self.g[..., last, :], a[..., last, :], b[..., last, :],
+                                  b[..., last - 1, :] if self.R > 1 else None)
+
+    def sense_current(self, g_last, a_last, b_last, b_prev):
+        """What the neighbours of each sense node push into it: the last-row device from its
+        wordline node, and the bitline wire from the row above (none when ``R == 1``)."""
+        i = g_last * (a_last - b_last)
+        return i if b_prev is None else i + self.gc * (b_prev - b_last)
 
 
 def _thomas_factor(diag: torch.Tensor, off: torch.Tensor):
@@ -209,10 +213,10 @@ def solve_crossbar(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wir
     check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
     if g.shape[-2] != v.shape[-1]:
         raise ValueError(f"solve_crossbar: g has {g.shape[-2]} rows but v has {v.shape[-1]} inputs")
-    if r_wire_row == 0:
-        return (v.unsqueeze(-2) @ g).squeeze(-2)
     if method not in ("direct", "pcg"):
         raise ValueError(f"solve_crossbar: method = {method!r} is not allowed: 'direct' or 'pcg'")
+    if r_wire_row == 0:
+        return (v.unsqueeze(-2) @ g).squeeze(-2)
     R, C = g.shape[-2:]
     k = g.dim() - 2
     lead = torch.broadcast_shapes(v.shape[:-1], g.shape[:-2])
@@ -278,12 +282,9 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor):
     # back-substitution through the other rows.
     b_last = p_inv[R - 1] @ y[R - 1]
     a_last = w_inv[..., R - 1, :, :] @ (ba[..., R - 1, :, :] + gm[..., R - 1, :, :] * b_last)
-    # Current into each sense node, as _Circuit.output (fixed nodes hold their values here).
-    i = c.g[..., R - 1, :].unsqueeze(-1) * (a_last - b_last)
-    if R > 1:
-        b_prev = p_inv[R - 2] @ (y[R - 2] - off_b[..., R - 2, :].unsqueeze(-1) * b_last)
-        i = i + c.gc * (b_prev - b_last)
-    return i  # (*batch, C, X)
+    b_prev = p_inv[R - 2] @ (y[R - 2] - off_b[..., R - 2, :].unsqueeze(-1) * b_last) if R > 1 else None
+    # Fixed nodes hold their values here, so this is the current into each sense node.
+    return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1), a_last, b_last, b_prev)  # (*batch, C, X)
 
 
 def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
@@ -307,11 +308,10 @@ def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     wl = r_source * beyond[..., :1] + r_wire_row * (beyond.cumsum(-1) - beyond[..., :1])
     # Resistance from bitline row k to its sense amplifier, d(k) = (R-1-k) r_col + r_sink.
     d = (torch.arange(R - 1, -1, -1, dtype=g.dtype, device=g.device) * r_wire_col + r_sink).unsqueeze(-1)
-    bl = g * d
-    # Sneak loss: bitline j sits at g_ij * d(max(i, i')) per volt; every other device on it
-    # leaks that potential into its own (undriven, 0 V) wordline, away from the sense amp.
-    above = g.cumsum(-2) * d  # rows i' <= i see the potential of row i
+    # Bitline j sits at g_ij * d(max(i, i')) per volt.  Every other device (i', j) leaks that
+    # potential into its own (undriven, 0 V) wordline, away from the sense amp (a sneak
+    # path); the i' = i term, g_ij * d(i), is the device's own bitline drop.  Both at once:
+    above = g.cumsum(-2) * d  # rows i' <= i, at the potential of row i
     gd = g * d
     below = gd.flip(-2).cumsum(-2).flip(-2) - gd  # rows i' > i: sum g_i'j d(i')
-    sneak = above + below - g * d  # without device (i, j) itself
-    return (g * (1.0 - wl - bl - sneak)).clamp_min(0.0)
+    return (g * (1.0 - wl - above - below)).clamp_min(0.0)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from devices import drift, program, read_sigma
+from devices import drift, program, read_sigma_rel
 from mapping.layout import layout_weights
 from xbar.circuit import effective_conductance
-from xbar.converters import quantize_unit
+from xbar.converters import quantize_unit, to_codes_, top_code
 from xbar.spec import Spec
 
 
@@ -95,8 +95,7 @@ class ProgrammedMatrix(nn.Module):
         if dev.has_read_noise:
             # First order with IR drop: each device's relative read noise on its entry of
             # the effective matrix (exactly the device-level noise with ideal wires).
-            rel = torch.where(g > 0, read_sigma(g, dev) / g.clamp_min(torch.finfo(g.dtype).tiny),
-                              torch.zeros_like(g))
+            rel = torch.where(g > 0, read_sigma_rel(g, dev), torch.zeros_like(g))
             s2 = (rel * self.g_tiles) ** 2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         if spec.adc_bits is None:
@@ -127,14 +126,13 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("g_read", _side_by_side(self.g_tiles * scale)[..., keep].contiguous())
         self.register_buffer("s2_read", None if s2 is None else
                              _side_by_side(s2 * scale**2)[..., keep].contiguous())
-        levels = 2 ** (spec.adc_bits - 1) - 1 if spec.adc_signed else 2**spec.adc_bits - 1
         block = torch.arange(self.shape[1]) // self.outputs_per_tile
         # Digital side: codes -> amperes -> weight units, per output and tile-row.
-        fs = i_fs[..., block] / max(levels, 1) * (w_per_siemens * spec.input_range / spec.v_read)
+        fs = (i_fs[..., block] / top_code(spec.adc_bits, spec.adc_signed)
+              * (w_per_siemens * spec.input_range / spec.v_read))
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
-        self.levels = max(levels, 1)
 
     def conductances(self) -> torch.Tensor:
         """Effective conductances as tiles ``(K, n_r, n_c, R, C)`` (S)."""
@@ -192,9 +190,5 @@ class ProgrammedMatrix(nn.Module):
         u = torch.matmul(xt, self.g_read[:, blocks, :r])  # column currents / full scale
         if self.s2_read is not None:
             u = self._add_noise(u, xt, self.s2_read[:, blocks, :r])
-        if self.spec.adc_signed:
-            u.clamp_(-1, 1)
-        else:
-            u.clamp_(0, 1)
-        u.mul_(self.levels).round_()
-        return (self._decode(u) * self.out_fs[:, blocks]).sum(1)
+        codes = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
+        return (self._decode(codes) * self.out_fs[:, blocks]).sum(1)
