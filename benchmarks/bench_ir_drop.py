@@ -1,11 +1,21 @@
-"""Effective-matrix setup (exact IR drop) against a plain scipy splu of each tile, in one run.
+"""Effective-matrix setup (exact IR drop) for every tile of the study's conv SNN, against a
+plain scipy splu of each tile and against ngspice, all in one run.
 
-    python benchmarks/bench_ir_drop.py [--tiles 8]
+    python benchmarks/bench_ir_drop.py [--threads 2]
 
-For 64x64 and 128x128 tiles: tiles per second of xbar's batched direct solve
-(``xbar.effective_matrix``, float64) and of its PCG alternative, against factorising each
-tile's nodal matrix with ``scipy.sparse.linalg.splu`` and solving its R unit inputs.
-Nothing is asserted.
+For 64x64 and 128x128 tiles: the tiles are those of the default study's conv SNN
+(studies.models.conv_net on 28x28 inputs, differential mapping, PCM conductances, one
+programming).  Tiles per second of
+
+- xbar's batched direct solve, as programming runs it (``effective_conductance``, float64);
+- factorising each tile's nodal matrix with ``scipy.sparse.linalg.splu`` and solving its R
+  unit inputs, tile by tile (the floor to beat);
+- ngspice on one tile (64x64 only: its R unit inputs as R operating points of one run).
+
+Circuit: the default 0.35 ohm per cell on both lines, with 10 ohm drivers and sense
+amplifiers so that splu's nodal matrix needs no fixed nodes (the cost of the solve does not
+depend on the values).  Every method's answer is checked against xbar's.  Nothing is
+asserted about speed.
 """
 
 from __future__ import annotations
@@ -20,9 +30,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from xbar.crossbar import effective_matrix
+import xbar
+from devices import presets
+from studies.models import conv_net
+from xbar import spice
+from xbar.circuit import effective_conductance
 
-R_WIRE, R_SOURCE, R_SINK = 2.5, 10.0, 10.0
+R_WIRE, R_SOURCE, R_SINK = 0.35, 10.0, 10.0
+
+
+def study_tiles(n: int) -> torch.Tensor:
+    """Programmed conductances of every tile of the study's conv SNN, ``(tiles, n, n)``."""
+    torch.manual_seed(0)
+    model = conv_net((1, 28, 28), 10)
+    hw = xbar.convert(model, xbar.Spec.ideal(tile=(n, n), device=presets["pcm"]), seed=0)
+    tiles = [m.matrix.g_tiles.reshape(-1, n, n) for m in hw.modules() if isinstance(m, (xbar.AnalogLinear, xbar.AnalogConv2d))]
+    return torch.cat(tiles).double()
 
 
 def nodal_matrix(g: np.ndarray) -> sp.csc_matrix:
@@ -55,34 +78,40 @@ def splu_effective(g: np.ndarray) -> np.ndarray:
     return (x[R * C + (R - 1) * C : R * C + R * C].T) / R_SINK  # current into each sense amp
 
 
-def rate(fn, tiles: int) -> float:
-    fn()
+def timed(fn):
     start = time.perf_counter()
-    fn()
-    return tiles / (time.perf_counter() - start)
+    out = fn()
+    return out, time.perf_counter() - start
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tiles", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    table = Table(title=f"effective-matrix setup, tiles/s ({args.threads} threads, r_wire {R_WIRE} ohm)")
-    for col in ("tile", "xbar direct (batched)", "xbar PCG (batched)", "scipy splu, tile by tile",
-                "direct / splu"):
+    spec = xbar.Spec(r_wire_row=R_WIRE, r_wire_col=R_WIRE, r_source=R_SOURCE, r_sink=R_SINK)
+    table = Table(title=f"effective-matrix setup of the study's conv SNN, tiles/s ({args.threads} threads, "
+                        f"{R_WIRE} ohm/cell, {R_SOURCE:g} ohm drivers and sinks)")
+    for col in ("tile", "tiles", "xbar direct (batched)", "scipy splu, tile by tile", "ngspice, one tile",
+                "xbar / splu", "xbar / ngspice"):
         table.add_column(col, justify="right")
-    rng = np.random.default_rng(0)
     for n in (64, 128):
-        g = rng.uniform(1e-6, 1e-4, (args.tiles, n, n))
-        gt = torch.tensor(g)
-        kw = dict(r_wire_row=R_WIRE, r_wire_col=R_WIRE, r_source=R_SOURCE, r_sink=R_SINK)
-        direct = rate(lambda: effective_matrix(gt, **kw), args.tiles)
-        pcg = rate(lambda: effective_matrix(gt[:2], method="pcg", **kw), 2)
-        ref = rate(lambda: [splu_effective(t) for t in g], args.tiles)
-        check = np.abs(effective_matrix(gt[:1], **kw)[0].numpy() - splu_effective(g[0])).max()
-        assert check < 1e-9 * np.abs(splu_effective(g[0])).max(), check  # same circuit, same answer
-        table.add_row(f"{n}x{n}", f"{direct:.1f}", f"{pcg:.1f}", f"{ref:.1f}", f"{direct / ref:.1f}x")
+        g = study_tiles(n)
+        effective_conductance(g[:2], spec)  # warm-up
+        ours, t_ours = timed(lambda: effective_conductance(g, spec))
+        ref, t_ref = timed(lambda: [splu_effective(t) for t in g.numpy()])
+        err = max(float(np.abs(o - r).max() / np.abs(r).max()) for o, r in zip(ours.numpy(), ref))
+        assert err < 1e-9, err  # same circuit, same answer
+        rate, ref_rate = len(g) / t_ours, len(g) / t_ref
+        spice_rate = spice_ratio = "-"
+        if n == 64 and spice.NGSPICE:
+            kw = dict(r_wire_row=R_WIRE, r_wire_col=R_WIRE, r_source=R_SOURCE, r_sink=R_SINK)
+            full = int((g > 0).sum((1, 2)).argmax())  # the fullest tile
+            sp_out, t_sp = timed(lambda: spice.run(g[full].numpy(), np.eye(n), **kw))
+            assert np.abs(sp_out - ours[full].numpy()).max() < 1e-5 * np.abs(sp_out).max()
+            spice_rate, spice_ratio = f"{1 / t_sp:.3f}", f"{rate * t_sp:.0f}x"
+        table.add_row(f"{n}x{n}", str(len(g)), f"{rate:.1f}", f"{ref_rate:.1f}", spice_rate,
+                      f"{rate / ref_rate:.1f}x", spice_ratio)
     Console().print(table)
 
 

@@ -14,6 +14,7 @@ from mapping.layout import SCHEMES
 from studies.data import EMBEDDED
 from studies.models import ARCHITECTURES
 from studies.stats import mean_ci
+from xbar.spec import R_WIRE_AIHWKIT
 
 console = Console()
 
@@ -65,8 +66,9 @@ def summary_tables(ds) -> list[Table]:
 @click.option("--timesteps", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
-@click.option("--r-wire", type=float, default=0.0, show_default=True,
-              help="Wire resistance per cell (ohm), wordlines and bitlines; > 0 turns exact IR drop on.")
+@click.option("--r-wire", type=float, default=R_WIRE_AIHWKIT, show_default=True,
+              help="Wire resistance per cell (ohm), wordlines and bitlines: exact IR drop; "
+                   "0 for ideal wires.  Default: IBM aihwkit's.")
 @click.option("--r-source", type=float, default=0.0, show_default=True, help="Driver resistance (ohm).")
 @click.option("--r-sink", type=float, default=0.0, show_default=True, help="Sense-amplifier resistance (ohm).")
 def study(out, dataset, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,

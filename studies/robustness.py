@@ -42,7 +42,7 @@ class StudyConfig:
     batch_size: int = 200
     train_epochs: int = 15
     train_timesteps: int = 6
-    r_wire: float = 0.0
+    r_wire: float = xbar.spec.R_WIRE_AIHWKIT
     r_source: float = 0.0
     r_sink: float = 0.0
 

@@ -16,6 +16,7 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     ds = xr.open_dataset(out / "robustness.nc")
     assert ds.sizes == {"trial": 2, "timestep": 3, "layer": 3}
     assert ds.attrs["study_arch"] == "mlp" and ds.attrs["spec_adc_bits"] == 6
+    assert ds.attrs["spec_r_wire_row"] == ds.attrs["spec_r_wire_col"] == 0.35  # IR drop on by default
     png = (out / "robustness.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert sorted(p.name for p in out.iterdir()) == ["robustness.nc", "robustness.png"]
@@ -55,7 +56,7 @@ def test_missing_dataset_path_is_named(tmp_path):
 def test_study_with_ir_drop_lowers_the_output_currents(tmp_path, digits_mlp):
     args = ["study", *TINY, "--adc-bits", "0", "--device", "ideal", "--trials", "1"]
     runner = CliRunner()
-    for name, extra in (("ideal", []), ("ir", ["--r-wire", "50", "--r-source", "100"])):
+    for name, extra in (("ideal", ["--r-wire", "0"]), ("ir", ["--r-wire", "50", "--r-source", "100"])):
         result = runner.invoke(main, [*args, "--out", str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
     ideal = xr.open_dataset(tmp_path / "ideal" / "robustness.nc")

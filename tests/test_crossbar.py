@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import spice
+from xbar import spice
 from xbar.crossbar import effective_matrix, solve_crossbar
 
 
@@ -23,13 +23,28 @@ def _random(seed, R, C, binary):
     dict(r_wire_row=0.35, r_wire_col=0.35, r_source=0.0, r_sink=0.0),   # aihwkit's per-cell default
     dict(r_wire_row=10.0, r_wire_col=10.0, r_source=100.0, r_sink=50.0),
 ])
-def test_agrees_with_ngspice(tmp_path, R, C, binary, r):
+def test_agrees_with_ngspice(R, C, binary, r):
     assert spice.NGSPICE, "ngspice is not installed: apt-get install ngspice (the .ci/run script does)"
     g, v = _random(R * 1000 + C, R, C, binary)
-    ref = spice.run(g, v, tmp_path, **r)
+    ref = spice.run(g, v, **r)
     ours = solve_crossbar(torch.tensor(g), torch.tensor(v), **r).numpy()
     assert np.abs(ours - ref).max() < 1e-5 * np.abs(ref).max()
     assert np.abs(ours - v @ g).max() > 1e-5 * np.abs(ref).max()  # IR drop is really there
+
+
+@pytest.mark.parametrize("r", [
+    dict(r_wire_row=0.35, r_wire_col=0.35, r_source=0.0, r_sink=0.0),
+    dict(r_wire_row=5.0, r_wire_col=2.0, r_source=20.0, r_sink=0.0),
+    dict(r_wire_row=2.0, r_wire_col=5.0, r_source=0.0, r_sink=20.0),
+])
+def test_effective_matrix_agrees_with_ngspice_unit_inputs(r):
+    """The effective matrix is the circuit's answer to each unit input: ngspice solves all
+    ``R`` of them in one run (``alter`` between operating points)."""
+    assert spice.NGSPICE, "ngspice is not installed: apt-get install ngspice (the .ci/run script does)"
+    g, _ = _random(7, 24, 20, False)
+    ref = spice.run(g, np.eye(24), **r)  # (R, C)
+    ours = effective_matrix(torch.tensor(g), **r).numpy()
+    assert np.abs(ours - ref).max() < 1e-5 * np.abs(ref).max()
 
 
 shapes = st.tuples(st.integers(1, 12), st.integers(1, 12))

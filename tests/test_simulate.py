@@ -18,7 +18,7 @@ def _test_split(data, n=None, dtype=torch.float32):
 
 def test_surrogate_mlp_reaches_95_percent_on_digits(digits_mlp):
     model, info, data, config = digits_mlp
-    hw = xbar.convert(model, xbar.Spec())
+    hw = xbar.convert(model, xbar.Spec.ideal())
     ds = xbar.simulate(hw, model, _test_split(data), config.timesteps, progress=False)
     assert float(ds.accuracy_ideal.sel(timestep=config.timesteps)) >= 0.95
 
@@ -26,7 +26,7 @@ def test_surrogate_mlp_reaches_95_percent_on_digits(digits_mlp):
 def test_surrogate_conv_reaches_96_percent_on_mnist_subset(mnist_conv):
     model, info, data, config = mnist_conv
     assert len(data.x_test) == 1000 and len(data.x_train) == 4000
-    hw = xbar.convert(model, xbar.Spec())
+    hw = xbar.convert(model, xbar.Spec.ideal())
     ds = xbar.simulate(hw, model, _test_split(data), config.timesteps, progress=False)
     assert float(ds.accuracy_ideal.sel(timestep=config.timesteps)) >= 0.96
 
@@ -44,7 +44,7 @@ def _assert_ideal_equivalence(ds):
 def test_no_non_ideality_gives_the_ideal_mlp_at_every_timestep_and_layer(digits_mlp):
     model, _, data, _ = digits_mlp
     model64 = _double(model)
-    hw = xbar.convert(model64, xbar.Spec(tile=(32, 32)), trials=2)
+    hw = xbar.convert(model64, xbar.Spec.ideal(tile=(32, 32)), trials=2)
     ds = xbar.simulate(hw, model64, _test_split(data, dtype=torch.float64), 8, progress=False)
     assert ds.sizes == {"trial": 2, "timestep": 8, "layer": 3}
     _assert_ideal_equivalence(ds)
@@ -54,7 +54,7 @@ def test_no_non_ideality_gives_the_ideal_conv_net(mnist_conv):
     model, _, data, _ = mnist_conv
     model64 = _double(model)
     for scheme in ("differential", "offset"):
-        hw = xbar.convert(model64, xbar.Spec(tile=(64, 64), mapping=scheme))
+        hw = xbar.convert(model64, xbar.Spec.ideal(tile=(64, 64), mapping=scheme))
         ds = xbar.simulate(hw, model64, _test_split(data, 100, torch.float64), 6, progress=False)
         assert ds.sizes["layer"] == 4
         _assert_ideal_equivalence(ds)
@@ -99,13 +99,13 @@ def test_more_read_noise_gives_larger_read_error(digits_mlp):
     errors = []
     for sigma in (0.01, 0.03, 0.1):
         dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=sigma)
-        errors.append(float(_run(model, data, xbar.Spec(device=dev)).read_error.mean()))
+        errors.append(float(_run(model, data, xbar.Spec.ideal(device=dev)).read_error.mean()))
     assert errors[0] < errors[1] < errors[2], errors
 
 
 def test_fewer_adc_bits_give_larger_read_error(digits_mlp):
     model, _, data, _ = digits_mlp
-    errors = [float(_run(model, data, xbar.Spec(adc_bits=b)).read_error.mean()) for b in (8, 6, 4, 3)]
+    errors = [float(_run(model, data, xbar.Spec.ideal(adc_bits=b)).read_error.mean()) for b in (8, 6, 4, 3)]
     assert all(a < b for a, b in zip(errors, errors[1:])), errors
 
 
@@ -114,7 +114,7 @@ def test_more_stuck_at_faults_give_lower_accuracy(digits_mlp):
     acc = []
     for p in (0.0, 0.05, 0.2):
         dev = presets["ideal"].replace(p_stuck_low=p / 2, p_stuck_high=p / 2)
-        acc.append(float(_run(model, data, xbar.Spec(device=dev), trials=3, n=None).accuracy
+        acc.append(float(_run(model, data, xbar.Spec.ideal(device=dev), trials=3, n=None).accuracy
                          .isel(timestep=-1).mean()))
     assert acc[0] > acc[1] > acc[2], acc
 
@@ -126,3 +126,21 @@ def test_simulate_rejects_bad_input(digits_mlp):
         xbar.simulate(hw, model, _test_split(data, 10), 0, progress=False)
     with pytest.raises(ValueError, match="no crossbar layer"):
         xbar.simulate(model, model, _test_split(data, 10), 2, progress=False)
+
+
+def test_accuracy_falls_with_tile_size_under_ir_drop(mnist_conv):
+    """Longer wires, larger IR drop: on RRAM (up to 225 uS) with 2.5 ohm per cell, the error
+    of one read grows with the tile size and 128x128 tiles lose accuracy that 16x16 tiles
+    keep; with ideal wires the same 128x128 tiles keep it."""
+    model, _, data, config = mnist_conv
+    rram = presets["rram_hfo2"]
+    wires = dict(r_wire_row=2.5, r_wire_col=2.5)
+    runs = {n: _run(model, data, xbar.Spec(tile=(n, n), device=rram, **wires), n=300, t=config.timesteps)
+            for n in (16, 32, 64, 128)}
+    read_error = [float(ds.read_error.isel(layer=0).mean()) for ds in runs.values()]
+    assert all(a < b for a, b in zip(read_error, read_error[1:])), read_error
+    acc = {n: float(ds.accuracy.isel(timestep=-1).mean()) for n, ds in runs.items()}
+    ideal_wires = _run(model, data, xbar.Spec.ideal(tile=(128, 128), device=rram), n=300, t=config.timesteps)
+    acc_ideal_wires = float(ideal_wires.accuracy.isel(timestep=-1).mean())
+    assert acc[128] < acc[16] - 0.03, acc
+    assert acc[128] < acc_ideal_wires - 0.03, (acc, acc_ideal_wires)

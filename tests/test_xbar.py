@@ -28,7 +28,7 @@ def linear(seed, n_in, n_out, bias=True):
        scheme=st.sampled_from(["differential", "offset"]), signed=st.booleans())
 def test_ideal_linear_equals_torch(seed, n_in, n_out, tile, trials, scheme, signed):
     lin = linear(seed, n_in, n_out)
-    spec = xbar.Spec(tile=tile, mapping=scheme)
+    spec = xbar.Spec.ideal(tile=tile, mapping=scheme)
     layer = xbar.AnalogLinear(lin, spec, trials=trials)
     x = randn(seed + 2, 5 * trials, n_in)
     x = x if signed else x.abs()
@@ -43,7 +43,7 @@ def test_ideal_conv_equals_torch(seed, c_in, c_out, k, stride, padding, tile):
     conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding).double()
     with torch.no_grad():
         conv.weight.copy_(randn(seed, *conv.weight.shape))
-    layer = xbar.AnalogConv2d(conv, xbar.Spec(tile=tile), trials=2)
+    layer = xbar.AnalogConv2d(conv, xbar.Spec.ideal(tile=tile), trials=2)
     x = randn(seed + 1, 4, c_in, 11, 9).abs()
     torch.testing.assert_close(layer(x), conv(x), rtol=1e-9, atol=1e-9)
 
@@ -99,7 +99,7 @@ def test_read_noise_shortcut_matches_device_level_monte_carlo():
     dev = DeviceModel(g_min=1e-6, g_max=1e-4, read_sigma_rel=0.1, read_sigma_exponent=0.5,
                       read_sigma_max=0.5)
     lin = linear(1, 20, 6, bias=False)
-    spec = xbar.Spec(tile=(32, 32), device=dev)
+    spec = xbar.Spec.ideal(tile=(32, 32), device=dev)
     layer = xbar.AnalogLinear(lin, spec)
     x = torch.rand(1, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     n = 20_000
@@ -128,7 +128,7 @@ def test_fewer_adc_bits_give_larger_error():
     x = (torch.rand(256, 100, generator=torch.Generator().manual_seed(0)) < 0.3).double()
     errors = []
     for bits in (10, 8, 6, 4, 2):
-        layer = xbar.AnalogLinear(lin, xbar.Spec(tile=(64, 64), adc_bits=bits))
+        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), adc_bits=bits))
         errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
     assert all(a < b for a, b in zip(errors, errors[1:])), errors
 
@@ -139,7 +139,7 @@ def test_more_read_noise_gives_larger_error():
     errors = []
     for sigma in (0.0, 0.01, 0.05, 0.2):
         dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=sigma)
-        layer = xbar.AnalogLinear(lin, xbar.Spec(tile=(64, 64), device=dev))
+        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), device=dev))
         errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
     assert errors[0] < 1e-9 and all(a < b for a, b in zip(errors, errors[1:])), errors
 
@@ -147,8 +147,8 @@ def test_more_read_noise_gives_larger_error():
 def test_drift_lowers_the_output_current():
     lin = linear(4, 30, 10)
     pcm = presets["pcm"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
-    fresh = xbar.AnalogLinear(lin, xbar.Spec(device=pcm)).matrix.g_tiles
-    aged = xbar.AnalogLinear(lin, xbar.Spec(device=pcm, t_inference=86400.0)).matrix.g_tiles
+    fresh = xbar.AnalogLinear(lin, xbar.Spec.ideal(device=pcm)).matrix.g_tiles
+    aged = xbar.AnalogLinear(lin, xbar.Spec.ideal(device=pcm, t_inference=86400.0)).matrix.g_tiles
     assert aged.sum() < 0.8 * fresh.sum()  # nu ~ N(mu, sigma): on average it falls
 
 
@@ -161,7 +161,7 @@ def test_fine_adc_matches_the_exact_product_across_full_and_partial_tile_rows(
     """A 16-bit ADC on every tile differs from the exact product only by its rounding:
     at most half a code per column read, two columns per output, one ADC per tile-row."""
     lin = linear(seed, n_in, n_out, bias=False)
-    layer = xbar.AnalogLinear(lin, xbar.Spec(tile=tile, mapping=scheme, adc_bits=16), trials=trials)
+    layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=tile, mapping=scheme, adc_bits=16), trials=trials)
     x = torch.rand(4 * trials, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         err = (layer(x) - lin(x)).abs().max()
@@ -180,7 +180,7 @@ def test_layer_with_ir_drop_equals_the_circuit_solve(scheme):
     spec = xbar.Spec(tile=(16, 16), mapping=scheme, **r)
     layer = xbar.AnalogLinear(lin, spec)
     x = torch.rand(6, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    ideal_wires = xbar.AnalogLinear(lin, xbar.Spec(tile=(16, 16), mapping=scheme))
+    ideal_wires = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(16, 16), mapping=scheme))
     g = ideal_wires.matrix.conductances()[0]  # programmed (exact) conductances, (n_r, n_c, R, C)
     v = torch.nn.functional.pad(x, (0, 48 - 40)).view(6, 3, 1, 16) * spec.v_read
     i = xbar.solve_crossbar(g, v, **r)  # (6, n_r, n_c, C): every tile solved on its own
@@ -197,3 +197,11 @@ def test_wire_resistances_must_be_consistent():
         xbar.Spec(r_wire_row=0.0, r_wire_col=1.0)
     with pytest.raises(ValueError, match=r"Spec\.r_source = -1"):
         xbar.Spec(r_wire_row=1.0, r_wire_col=1.0, r_source=-1.0)
+
+
+def test_default_circuit_is_aihwkit_wires_and_ideal_spec_has_none():
+    spec = xbar.Spec()
+    assert (spec.r_wire_row, spec.r_wire_col, spec.r_source, spec.r_sink) == (0.35, 0.35, 0.0, 0.0)
+    assert spec.has_ir_drop and not spec.is_ideal
+    ideal = xbar.Spec.ideal(tile=(32, 32))
+    assert ideal.is_ideal and ideal.tile == (32, 32) and not ideal.has_ir_drop

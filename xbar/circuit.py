@@ -13,7 +13,7 @@ import torch
 
 from xbar.crossbar import effective_matrix, first_order_matrix
 
-_TILES_PER_CHUNK = 16  # bounds the solver's working memory (~R*C*C per tile)
+_CHUNK_CELLS = 2**20  # bounds the solver's working memory: tiles per chunk x C x C
 
 
 def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
@@ -26,5 +26,5 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     solve = effective_matrix if spec.ir_drop_model == "exact" else first_order_matrix
     chunks = [solve(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
                     r_source=spec.r_source, r_sink=spec.r_sink)
-              for part in flat.split(_TILES_PER_CHUNK)]
+              for part in flat.split(max(1, _CHUNK_CELLS // g.shape[-1] ** 2))]
     return torch.cat(chunks).reshape(g.shape).to(g.dtype)

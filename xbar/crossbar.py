@@ -238,6 +238,11 @@ def effective_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     """``G_eff`` ``(..., R, C)`` with ``solve_crossbar(g, v) == v @ G_eff`` for every ``v``:
     the circuit solved once for each of the ``R`` unit inputs."""
     R = g.shape[-2]
+    if method == "direct" and r_wire_row > 0:
+        check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
+        circuit = _Circuit(g, r_wire_row, r_wire_col, r_source, r_sink)
+        ba, bb = circuit.rhs(torch.ones(g.shape[:-1], dtype=g.dtype, device=g.device))
+        return _direct(circuit, ba, bb, unit=True).transpose(-1, -2)
     eye = torch.eye(R, dtype=g.dtype, device=g.device)
     unit = eye.reshape(R, *([1] * (g.dim() - 2)), R)  # (R_in, 1.., R)
     i = solve_crossbar(g, unit, r_wire_row=r_wire_row, r_wire_col=r_wire_col, r_source=r_source,
@@ -245,46 +250,95 @@ def effective_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     return i.movedim(0, -2)
 
 
-def _tridiag_dense(diag: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
-    """Dense symmetric tridiagonal matrices ``(..., n, n)`` from ``diag`` ``(..., n)`` and
-    ``off`` ``(..., n-1)``."""
-    m = torch.diag_embed(diag)
-    if off.shape[-1]:
-        m = m + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    return m
+class _ChainInverses:
+    """Inverses of symmetric tridiagonal matrices (the wordline chains) in ``O(n^2)`` each,
+    with no factorisation: from the forward pivots ``f`` and backward pivots ``f'``,
+    ``(W^-1)_kk = 1 / (f_k + f'_k - d_k)`` and, for ``j < k``,
+    ``(W^-1)_jk = (W^-1)_kk * prod_{m=j..k-1} (-o_m / f_m)`` (back substitution of
+    ``W x = e_k`` above row ``k``).  The off-diagonals ``o`` are <= 0, so every factor lies in
+    ``[0, 1)`` and the products, formed as exponentials of differences of cumulative log
+    sums, cannot overflow; a zero factor (a link cut at a fixed node) zeroes every product
+    across it."""
+
+    def __init__(self, diag: torch.Tensor, off: torch.Tensor) -> None:
+        n = diag.shape[-1]
+        fwd, bwd = diag.clone(), diag.clone()
+        for m in range(1, n):
+            fwd[..., m] -= off[..., m - 1] ** 2 / fwd[..., m - 1]
+        for m in range(n - 2, -1, -1):
+            bwd[..., m] -= off[..., m] ** 2 / bwd[..., m + 1]
+        self.dinv = 1.0 / (fwd + bwd - diag)
+        q = -off / fwd[..., :-1]
+        cut = q <= 0
+        start = torch.zeros_like(diag[..., :1])
+        self.log_prod = torch.cat([start, torch.where(cut, 0.0, q.log()).cumsum(-1)], -1)
+        self.cuts = torch.cat([start, cut.to(diag.dtype).cumsum(-1)], -1)
+        k = torch.arange(n, device=diag.device)
+        self.upper = k[:, None] <= k[None, :]
+
+    def row(self, i: int) -> torch.Tensor:
+        """The inverse of chain ``i`` (axis ``-2`` of the pivots), ``(..., n, n)``."""
+        log_prod, cuts, dinv = self.log_prod[..., i, :], self.cuts[..., i, :], self.dinv[..., i, :]
+        same = cuts.unsqueeze(-1) == cuts.unsqueeze(-2)
+        expo = log_prod.unsqueeze(-2) - log_prod.unsqueeze(-1)  # [j, k] = L_k - L_j
+        t = torch.where(self.upper & same, expo, -torch.inf).exp() * dinv.unsqueeze(-2)
+        return t + t.transpose(-1, -2) - torch.diag_embed(dinv)
 
 
-def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor):
-    """Block elimination: every wordline chain exactly (``W_i``, ``C x C``), then the bitline
-    system, block-tridiagonal over rows with diagonal couplings, by block Thomas.
+def _inverse(m: torch.Tensor) -> torch.Tensor:
+    """Batched inverses of the (symmetric positive-definite) bitline blocks.  ``inv_ex``, not
+    ``inv``: on CPU the latter is several times slower for batches of small matrices."""
+    inv, info = torch.linalg.inv_ex(m)
+    if bool((info != 0).any()):
+        raise RuntimeError("solve_crossbar: a singular block in the nodal elimination "
+                           "(non-finite or negative conductances?)")
+    return inv
 
-    ``ba``, ``bb``: right-hand sides stacked as columns, ``(*batch, R, C, X)``.  Returns the
-    output currents ``(*batch, C, X)``."""
+
+def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor, unit: bool = False) -> torch.Tensor:
+    """Block elimination: every wordline chain exactly (``W_i^-1``, :class:`_ChainInverses`),
+    then the bitline system, block-tridiagonal over rows with diagonal couplings
+    ``E_i = diag(off_b[i])``, by block Thomas: ``P_i = S_i - E P_{i-1}^-1 E``.
+
+    ``ba``, ``bb``: right-hand sides as columns, ``(*batch, R, C, X)``; or, with ``unit``,
+    the ``R`` unit inputs at once, given as ``(*batch, R, C)`` for ``v = 1`` (the right-hand
+    side is row-local, so row ``i`` of it is input ``i``'s).  Input ``k`` enters at row ``k``
+    only, so after row ``i`` only the first ``i + 1`` columns are non-zero and only those are
+    carried.  The outputs need only the last two bitline rows and the last wordline: there
+    is no back-substitution.  Returns the output currents ``(*batch, C, X)``."""
     R = c.R
+    chains = _ChainInverses(c.diag_a, c.off_a)
     g_mask = c.g.masked_fill(c.fix_a | c.fix_b, 0.0)  # device couplings between free nodes
-    off_b = c.off_b
-    w_inv = torch.linalg.inv(_tridiag_dense(c.diag_a, c.off_a))  # (..., R, C, C)
-    # Schur complement blocks on the bitline nodes of each row.
-    s = torch.diag_embed(c.diag_b) - g_mask.unsqueeze(-1) * w_inv * g_mask.unsqueeze(-2)
-    gm = g_mask.unsqueeze(-1)
-    f = bb + gm * (w_inv @ ba)
-    # Block Thomas: P_i = S_i - E P_{i-1}^-1 E, with E = diag(off_b[i-1]).
-    p_inv, y = [], []
+    X = R if unit else ba.shape[-1]
+    p_inv = y = prev = None
     for i in range(R):
-        p, rhs = s[..., i, :, :], f[..., i, :, :]
+        w, gm = chains.row(i), g_mask[..., i, :].unsqueeze(-1)
+        s = torch.diag_embed(c.diag_b[..., i, :]) - gm * w * gm.transpose(-1, -2)
+        if unit:
+            f = torch.zeros(*s.shape[:-1], X, dtype=s.dtype, device=s.device)
+            f[..., i] = bb[..., i, :] + gm[..., 0] * (w @ ba[..., i, :].unsqueeze(-1))[..., 0]
+        else:
+            f = bb[..., i, :, :] + gm * (w @ ba[..., i, :, :])
         if i:
-            e = off_b[..., i - 1, :]
-            p = p - e.unsqueeze(-1) * p_inv[-1] * e.unsqueeze(-2)
-            rhs = rhs - e.unsqueeze(-1) * (p_inv[-1] @ y[-1])
-        p_inv.append(torch.linalg.inv(p))
-        y.append(rhs)
-    # The outputs need only the last two bitline rows and the last wordline: no
-    # back-substitution through the other rows.
-    b_last = p_inv[R - 1] @ y[R - 1]
-    a_last = w_inv[..., R - 1, :, :] @ (ba[..., R - 1, :, :] + gm[..., R - 1, :, :] * b_last)
-    b_prev = p_inv[R - 2] @ (y[R - 2] - off_b[..., R - 2, :].unsqueeze(-1) * b_last) if R > 1 else None
+            e = c.off_b[..., i - 1, :].unsqueeze(-1)
+            s = s - e * p_inv * e.transpose(-1, -2)
+            n = i if unit else X  # the columns carried so far
+            f[..., :n] -= e * (p_inv @ y[..., :n])
+        prev = (p_inv, y)
+        p_inv, y = _inverse(s), f
+    b_last = p_inv @ y
+    if unit:
+        last_in = torch.zeros_like(b_last)
+        last_in[..., R - 1] = ba[..., R - 1, :]
+    else:
+        last_in = ba[..., R - 1, :, :]
+    a_last = w @ (last_in + g_mask[..., R - 1, :].unsqueeze(-1) * b_last)
+    b_prev = None
+    if R > 1:
+        p_prev, y_prev = prev
+        b_prev = p_prev @ (y_prev - c.off_b[..., R - 2, :].unsqueeze(-1) * b_last)
     # Fixed nodes hold their values here, so this is the current into each sense node.
-    return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1), a_last, b_last, b_prev)  # (*batch, C, X)
+    return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1), a_last, b_last, b_prev)
 
 
 def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,

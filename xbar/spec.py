@@ -11,6 +11,10 @@ from devices import validation as v
 from mapping.layout import SCHEMES
 from xbar.crossbar import check_resistances
 
+# Wire resistance per cell (ohm): the default of IBM aihwkit's IR-drop model,
+# ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (../shared/REFERENCES.md).
+R_WIRE_AIHWKIT = 0.35
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -43,10 +47,13 @@ class Spec:
         seconds between programming and inference, for drift (0: no drift).
     r_wire_row, r_wire_col, r_source, r_sink
         the circuit (ohms): wire resistance per cell along a wordline and a bitline, the
-        drivers' and the sense amplifiers' resistance (see :mod:`xbar.crossbar`).  All 0:
-        ideal wires, ``I = v @ G`` exactly.  Otherwise each programmed tile's effective
-        conductance matrix is solved once (exact IR drop), and every read stays one
+        drivers' and the sense amplifiers' resistance (see :mod:`xbar.crossbar`).
+        Defaults: 0.35 ohm per cell on both lines, the wire resistance of IBM aihwkit's
+        IR-drop model (``IOParameters.ir_drop_g_ratio``), with ideal drivers and sense
+        amplifiers (0 ohm), as in that model.  Each programmed tile's effective
+        conductance matrix is solved once (exact IR drop) and every read stays one
         product; read noise is then applied to the effective matrix to first order.
+        All 0 (:meth:`Spec.ideal`): ideal wires, ``I = v @ G`` exactly.
     ir_drop_model
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
         first order in the resistances, for sweeps that need no exactness; see
@@ -63,8 +70,8 @@ class Spec:
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
-    r_wire_row: float = 0.0
-    r_wire_col: float = 0.0
+    r_wire_row: float = R_WIRE_AIHWKIT
+    r_wire_col: float = R_WIRE_AIHWKIT
     r_source: float = 0.0
     r_sink: float = 0.0
     ir_drop_model: str = "exact"
@@ -89,6 +96,12 @@ class Spec:
         v.non_negative(o, "t_inference", self.t_inference)
         v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
+
+    @classmethod
+    def ideal(cls, **changes) -> "Spec":
+        """No non-ideality at all (ideal device, converters and wires), then ``changes``:
+        the starting point for studying one effect alone."""
+        return cls(**{"r_wire_row": 0.0, "r_wire_col": 0.0, **changes})
 
     @property
     def is_ideal(self) -> bool:

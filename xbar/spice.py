@@ -1,0 +1,75 @@
+"""The reference crossbar circuit as a SPICE netlist, solved by ngspice in batch mode.
+
+The circuit reference of the solver tests and of ``benchmarks/bench_ir_drop.py``, and a
+way to hand one tile to a circuit simulator: :func:`netlist` writes the circuit of
+:mod:`xbar.crossbar` (devices as linear resistors); :func:`run` solves it for one or more
+input vectors in one ngspice process (``alter`` between operating points).  ngspice is
+not a Python dependency: ``apt-get install ngspice``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+NGSPICE = shutil.which("ngspice")
+
+
+def netlist(g: np.ndarray, v: np.ndarray, *, r_wire_row: float, r_wire_col: float,
+            r_source: float = 0.0, r_sink: float = 0.0) -> str:
+    """SPICE text of the circuit with conductances ``g`` ``(R, C)`` (S) for inputs ``v``
+    ``(R,)`` or ``(N, R)`` (V): one operating point per input vector, each printing the
+    ``C`` output currents.  Zero source/sink resistances become 0 V sources (shorts); a
+    zero conductance is no device."""
+    g, v = np.asarray(g, dtype=float), np.atleast_2d(np.asarray(v, dtype=float))
+    R, C = g.shape
+    if v.shape[-1] != R:
+        raise ValueError(f"netlist: g has {R} rows but v has {v.shape[-1]} inputs")
+    lines = ["* xbar reference crossbar"]
+    for i in range(R):
+        lines.append(f"V{i} in{i} 0 DC {v[0, i]:.17g}")
+        lines.append(f"RS{i} in{i} a{i}_0 {r_source:.17g}" if r_source > 0 else f"VS{i} in{i} a{i}_0 DC 0")
+        lines += [f"RW{i}_{j} a{i}_{j} a{i}_{j + 1} {r_wire_row:.17g}" for j in range(C - 1)]
+        lines += [f"RD{i}_{j} a{i}_{j} b{i}_{j} {1.0 / g[i, j]:.17g}" for j in range(C) if g[i, j] > 0]
+    for j in range(C):
+        lines += [f"RB{i}_{j} b{i}_{j} b{i + 1}_{j} {r_wire_col:.17g}" for i in range(R - 1)]
+        # sense amplifier: a 0 V source whose current is the output
+        if r_sink > 0:
+            lines += [f"RK{j} b{R - 1}_{j} s{j} {r_sink:.17g}", f"VO{j} s{j} 0 DC 0"]
+        else:
+            lines.append(f"VO{j} b{R - 1}_{j} 0 DC 0")
+    lines += [".options reltol=1e-9 abstol=1e-18 vntol=1e-12", ".control"]
+    for n in range(len(v)):
+        if n:
+            lines += [f"alter V{i} dc={v[n, i]:.17g}" for i in range(R) if v[n, i] != v[n - 1, i]]
+        lines.append("op")
+        lines += [f"print i(VO{j})" for j in range(C)]
+    lines += [".endc", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def run(g, v, **r) -> np.ndarray:
+    """Output currents (A) into the sense nodes from ngspice: ``(C,)`` for ``v`` ``(R,)``,
+    ``(N, C)`` for ``(N, R)``.  ``r``: the resistances, as for :func:`netlist`."""
+    if NGSPICE is None:
+        raise RuntimeError("ngspice is not installed: apt-get install ngspice")
+    g, v = np.asarray(g), np.asarray(v)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "xbar.cir"
+        path.write_text(netlist(g, v, **r))
+        out = subprocess.run([NGSPICE, "-b", str(path)], capture_output=True, text=True, timeout=3600)
+    # SPICE reports the current flowing into the source's + terminal (node -> 0): that is
+    # the current into the sense node.
+    found = [float(m.group(1)) for m in
+             re.finditer(r"i\(vo\d+\)\s*=\s*([-+0-9.eE]+)", out.stdout, re.IGNORECASE)]
+    n, C = (1 if v.ndim == 1 else len(v)), g.shape[1]
+    if len(found) != n * C:
+        raise RuntimeError(f"ngspice gave {len(found)} of {n * C} currents:\n"
+                           f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    currents = np.array(found).reshape(n, C)
+    return currents[0] if v.ndim == 1 else currents
