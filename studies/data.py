@@ -7,13 +7,25 @@
 ``digits``
     scikit-learn's 8 x 8 handwritten digits (1,797 images), a fixed stratified 80/20 split.
 
-Images are float32 in ``[0, 1]`` shaped ``(N, 1, H, W)``; labels int64.
+A local folder in torchvision's on-disk layout (the files torchvision's downloaders
+write; nothing is downloaded here), given by its path:
+
+``MNIST`` / ``FashionMNIST``
+    ``<root>/MNIST/raw/`` (or ``FashionMNIST/raw/``) holding ``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``
+    (each possibly ``.gz``); ``<root>`` or the ``MNIST``/``raw`` folder itself may be given.
+``CIFAR-10``
+    ``<root>/cifar-10-batches-py/`` holding ``data_batch_1`` .. ``data_batch_5`` and
+    ``test_batch`` (Python pickles); ``<root>`` or that folder may be given.
+
+Images are float32 in ``[0, 1]`` shaped ``(N, C, H, W)``; labels int64.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +98,8 @@ def load_digits() -> Dataset:
 
 
 def load_dataset(name: str) -> Dataset:
-    """An embedded dataset by name (``mnist5k``, ``digits``)."""
+    """An embedded dataset by name (``mnist5k``, ``digits``), or a local folder in
+    torchvision's layout (see the module docstring)."""
     if name == "mnist5k":
         return load_mnist5k()
     if name == "digits":
@@ -95,5 +108,87 @@ def load_dataset(name: str) -> Dataset:
     if not path.exists():
         raise FileNotFoundError(f"dataset = {name!r} is neither an embedded dataset {list(EMBEDDED)} "
                                 f"nor an existing path")
-    raise ValueError(f"dataset = {name!r}: reading a local folder is not supported yet; "
-                     f"use one of {list(EMBEDDED)}")
+    return load_folder(path)
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def _find_idx_dir(path: Path) -> tuple[Path, str] | None:
+    """The folder holding the IDX files, and the dataset's name (MNIST first if both)."""
+    for cand in (path / "MNIST" / "raw", path / "FashionMNIST" / "raw", path / "raw", path):
+        first = cand / _IDX_FILES[0]
+        if first.exists() or first.with_name(first.name + ".gz").exists():
+            return cand, "FashionMNIST" if "fashion" in str(cand.resolve()).lower() else "MNIST"
+    return None
+
+
+def _read_idx(path: Path, magic: int, dims: int) -> np.ndarray:
+    raw = path if path.exists() else path.with_name(path.name + ".gz")
+    if not raw.exists():
+        raise FileNotFoundError(f"dataset folder {path.parent}: {path.name} (or {path.name}.gz) is missing")
+    data = gzip.open(raw).read() if raw.suffix == ".gz" else raw.read_bytes()
+    head = np.frombuffer(data[: 4 * (1 + dims)], dtype=">u4") if len(data) >= 4 * (1 + dims) else None
+    if head is None or int(head[0]) != magic:
+        raise ValueError(f"dataset file {raw} is malformed: not an IDX file with magic number {magic}")
+    shape = tuple(int(n) for n in head[1:])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 * (1 + dims))
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"dataset file {raw} is malformed: header says {shape}, "
+                         f"body has {body.size} values")
+    return body.reshape(shape)
+
+
+def _load_idx(folder: Path, label: str) -> Dataset:
+    x_tr, y_tr, x_te, y_te = (_read_idx(folder / f, 2051 if "images" in f else 2049, 3 if "images" in f else 1)
+                              for f in _IDX_FILES)
+    for x, y, split in ((x_tr, y_tr, "train"), (x_te, y_te, "t10k")):
+        if len(x) != len(y):
+            raise ValueError(f"dataset folder {folder} is malformed: {split} has {len(x)} images "
+                             f"but {len(y)} labels")
+    conv = lambda x: torch.from_numpy((x.astype(np.float32) / 255.0)[:, None])  # noqa: E731
+    return Dataset(label, conv(x_tr), torch.from_numpy(y_tr.astype(np.int64)),
+                   conv(x_te), torch.from_numpy(y_te.astype(np.int64)))
+
+
+def _load_cifar(folder: Path) -> Dataset:
+    parts = {}
+    for f in _CIFAR_FILES:
+        p = folder / f
+        if not p.is_file():
+            raise FileNotFoundError(f"dataset folder {folder}: {f} is missing (CIFAR-10 needs "
+                                    f"{', '.join(_CIFAR_FILES)})")
+        try:
+            with open(p, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(d[b"labels"], dtype=np.int64)
+        except Exception as err:  # noqa: BLE001 - any unreadable batch is the same error
+            raise ValueError(f"dataset file {p} is malformed: not a CIFAR-10 batch ({err})") from err
+        if len(x) != len(y):
+            raise ValueError(f"dataset file {p} is malformed: {len(x)} images but {len(y)} labels")
+        parts[f] = (x, y)
+    x_tr = np.concatenate([parts[f][0] for f in _CIFAR_FILES[:5]])
+    y_tr = np.concatenate([parts[f][1] for f in _CIFAR_FILES[:5]])
+    x_te, y_te = parts["test_batch"]
+    conv = lambda x: torch.from_numpy(x.astype(np.float32) / 255.0)  # noqa: E731
+    return Dataset("CIFAR-10", conv(x_tr), torch.from_numpy(y_tr), conv(x_te), torch.from_numpy(y_te))
+
+
+def load_folder(path: Path) -> Dataset:
+    """MNIST, Fashion-MNIST or CIFAR-10 from a folder in torchvision's layout."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotADirectoryError(f"dataset = {str(path)!r} is not a folder")
+    for cand in (path / "cifar-10-batches-py", path):
+        if (cand / "test_batch").exists() or (cand / "data_batch_1").exists():
+            return _load_cifar(cand)
+    found = _find_idx_dir(path)
+    if found:
+        return _load_idx(*found)
+    raise FileNotFoundError(
+        f"dataset = {str(path)!r} holds no dataset in torchvision's layout: expected "
+        f"MNIST/raw/ or FashionMNIST/raw/ with {', '.join(_IDX_FILES)}, or cifar-10-batches-py/ "
+        f"with {', '.join(_CIFAR_FILES)}")

@@ -33,27 +33,31 @@ class SpikeFn(torch.autograd.Function):
 
 class LIF(nn.Module):
     """Leaky integrate-and-fire, one step per call: ``mem = beta * mem + x``; a spike when
-    ``mem >= threshold``, then reset by subtraction.  ``reset()`` clears the state."""
+    ``mem >= threshold``, then reset by subtraction.  ``reset()`` clears the state; the
+    membrane starts at ``init * threshold``.  ``beta = 1`` is integrate-and-fire."""
 
-    def __init__(self, beta: float = 0.9, threshold: float = 1.0, slope: float = 5.0) -> None:
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, slope: float = 5.0,
+                 init: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"LIF.beta = {beta!r} is not allowed: must be in [0, 1]")
         v.positive("LIF", "threshold", threshold)
-        self.beta, self.threshold, self.slope = beta, threshold, slope
+        if not 0.0 <= init < 1.0:
+            raise ValueError(f"LIF.init = {init!r} is not allowed: must be in [0, 1)")
+        self.beta, self.threshold, self.slope, self.init = beta, float(threshold), slope, init
         self.mem: torch.Tensor | None = None
 
     def reset(self) -> None:
         self.mem = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mem = x if self.mem is None else self.beta * self.mem + x
+        mem = x + self.init * self.threshold if self.mem is None else self.beta * self.mem + x
         spk = SpikeFn.apply(mem - self.threshold, self.slope)
         self.mem = mem - spk * self.threshold
         return spk
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}"
+        return f"beta={self.beta}, threshold={self.threshold:.4g}, init={self.init}"
 
 
 def mlp(in_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (256, 128),

@@ -41,3 +41,27 @@ def mnist_conv(_model_cache):
     config = StudyConfig().train_config()  # the default study's model
     model, info = load_or_train(config, progress=False)
     return model, info, load_dataset("mnist5k"), config
+
+
+@pytest.fixture(scope="session")
+def mnist_data():
+    from studies.data import load_dataset
+
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def converted_mlp(_model_cache, mnist_data):
+    """Plain ReLU MLP converted with 99.9th-percentile thresholds."""
+    from studies.conversion import ConversionConfig, load_or_convert
+
+    return load_or_convert(ConversionConfig(arch="mlp"), progress=False, data=mnist_data)
+
+
+@pytest.fixture(scope="session")
+def converted_mlp_qcfs(_model_cache, mnist_data):
+    """Conversion-aware: QCFS activations (8 levels) and 4-bit weights."""
+    from studies.conversion import ConversionConfig, load_or_convert
+
+    config = ConversionConfig(arch="mlp", levels=8, weight_bits=4)
+    return load_or_convert(config, timesteps=8, progress=False, data=mnist_data)

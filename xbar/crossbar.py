@@ -10,21 +10,23 @@ neighbouring bitline nodes ``(i, j)``, ``(i+1, j)`` are joined by ``r_wire_col``
 Method, chosen by measurement (``benchmarks/bench_ir_drop.py``, 2 CPU cores):
 
 ``"direct"`` (default)
-    block elimination.  Each wordline chain is eliminated exactly (a ``C x C`` inverse per
-    row), which leaves a bitline system that is block-tridiagonal over rows, with dense
-    ``C x C`` blocks and diagonal couplings (the bitline wires); block Thomas solves it.
-    That is ``O(R C^3)`` per tile, batched over tiles and trials, with the right-hand
-    sides as matrix columns so that every step is one batched matrix product, and no
-    back-substitution (the outputs need only the last rows).  Measured at 53 tiles/s for
-    64x64 tiles against 23 for scipy's ``splu`` tile by tile, and 4.1 against 2.3 at 128x128.
+    block elimination.  Each wordline chain is eliminated exactly: its inverse comes in
+    ``O(C^2)`` from the chain's forward and backward pivots, with no factorisation.  That
+    leaves a bitline system that is block-tridiagonal over rows, with dense ``C x C``
+    blocks and diagonal couplings (the bitline wires); block Thomas solves it, one dense
+    ``C x C`` inverse per row.  ``O(R C^3)`` per tile, batched over tiles and trials, every
+    step one batched matrix operation.  For the effective matrix, input ``k`` enters at row
+    ``k``, so only the inputs seen so far are carried down the rows (half the products),
+    and the outputs need only the last rows (no back-substitution).  Measured on the tiles
+    of the study's conv SNN: 136 tiles/s at 64x64 against 25.5 for scipy's ``splu`` tile by
+    tile (5.3x) and 0.008 for ngspice; 14.7 against 2.5 at 128x128 (5.8x).  A sparse
+    factorisation goes tile by tile, with no batching and fill-in in every factor.
 ``"pcg"``
     conjugate gradients on the symmetric positive-definite nodal matrix, preconditioned
     by exact solves of every wordline and bitline chain (Thomas algorithm).  It leaves out
     only the coupling through the devices, so it needs 6 to 15 iterations, but each one
     sweeps all ``2 R C`` unknowns for each right-hand side in sequential chain loops:
-    8 tiles/s at 64x64.  Kept as a cross-check (the tests compare the two) and for
-    single reads of very large arrays, where its memory is ``O(R C)`` against the direct
-    method's ``O(R C^2)``.
+    7 tiles/s at 64x64.  Kept as an independent cross-check (the tests compare the two).
 
 A zero ``r_source`` (``r_sink``) makes the driven (sensed) node a fixed potential,
 eliminated symmetrically.  With every resistance zero the circuit is exactly ``v @ g``.

@@ -1,0 +1,379 @@
+"""ANN-to-SNN conversion: train a ReLU network, turn it into an integrate-and-fire SNN.
+
+The ANN (:func:`build_ann`) has the architecture of the surrogate models (``mlp``,
+``conv``) or a VGG-style or residual conv net (``vgg``, ``resnet``), with average pooling
+instead of max pooling (an average of spike trains is the spike train of an average).
+
+Conversion (:func:`convert_ann`), rate coding with reset by subtraction:
+
+- each activation becomes an IF neuron (:class:`studies.models.LIF` with ``beta = 1``)
+  whose threshold is the activation's scale ``theta``: a high percentile of the ANN's
+  activations on training images (99.9th by default: robust normalisation, Rueckauer et
+  al., Frontiers in Neuroscience 2017), or the trained clipping level ``lambda`` of a
+  clip-floor-shift activation;
+- the next layer's weights are multiplied by the incoming ``theta`` (a spike stands for
+  ``theta``), so every crossbar input after the first layer stays a spike;
+- BatchNorm right after a conv or linear layer is folded into its weights and bias
+  (exact in evaluation mode); any other BatchNorm stays a digital per-channel affine map
+  applied at every timestep;
+- a residual add (as in SEW-ResNet, Fang et al., NeurIPS 2021, but of currents) adds the
+  block's input spikes times their ``theta``, digitally, before the block's last neuron.
+
+Refinements that cut the timesteps a converted network needs, both from Bu et al., "Optimal
+ANN-SNN conversion for high-accuracy and ultra-low-latency spiking neural networks", ICLR
+2022:
+
+- the quantisation clip-floor-shift (QCFS) activation during ANN training,
+  ``lambda * clip(floor(x L / lambda + 1/2) / L, 0, 1)`` with ``L`` levels and a trained
+  ``lambda`` (``levels`` in :class:`ConversionConfig`);
+- an initial membrane potential of half the threshold (``init = 0.5``).
+
+``weight_bits`` trains with weights fake-quantised to that many bits (symmetric, per layer,
+straight-through gradient), for reduced-precision converted SNNs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from devices import validation as v
+from studies.data import Dataset, load_dataset
+from studies.models import LIF
+from studies.train import cache_dir, evaluate
+
+ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class Activation(nn.Module):
+    """ReLU (``levels=None``) or QCFS with ``levels`` steps and a trained clip ``lam``."""
+
+    def __init__(self, levels: int | None = None, lam: float = 4.0) -> None:
+        super().__init__()
+        self.levels = levels
+        self.lam = nn.Parameter(torch.tensor(float(lam))) if levels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.levels is None:
+            return F.relu(x)
+        q = _RoundSTE.apply(x * self.levels / self.lam)
+        return self.lam * q.clamp(0, self.levels) / self.levels
+
+
+class QuantLinear(nn.Linear):
+    """A linear layer whose forward uses weights fake-quantised to ``bits``."""
+
+    bits: int | None = None
+
+    def forward(self, x):
+        return F.linear(x, quantize_weight(self.weight, self.bits), self.bias)
+
+
+class QuantConv2d(nn.Conv2d):
+    bits: int | None = None
+
+    def forward(self, x):
+        return self._conv_forward(x, quantize_weight(self.weight, self.bits), self.bias)
+
+
+def quantize_weight(w: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Symmetric per-layer uniform quantisation to ``2**(bits-1) - 1`` levels each side,
+    with a straight-through gradient; ``bits=None`` leaves ``w`` as it is."""
+    if bits is None:
+        return w
+    top = 2 ** (bits - 1) - 1
+    scale = w.detach().abs().max().clamp_min(1e-12) / top
+    return w + (torch.round(w / scale).clamp(-top, top) * scale - w).detach()
+
+
+class Residual(nn.Module):
+    """``act(body(x) + x)``: a residual block whose add precedes its last activation."""
+
+    def __init__(self, body: nn.Sequential, act: nn.Module) -> None:
+        super().__init__()
+        self.body, self.act = body, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + x)
+
+
+class SpikingResidual(nn.Module):
+    """The converted block: ``neuron(body(s) + theta_in * s)``, the add done digitally."""
+
+    def __init__(self, body: nn.Sequential, neuron: LIF, theta_in: float) -> None:
+        super().__init__()
+        self.body, self.neuron, self.theta_in = body, neuron, theta_in
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.neuron(self.body(s) + self.theta_in * s)
+
+
+class ChannelAffine(nn.Module):
+    """A BatchNorm that could not be folded: ``x * scale + shift`` per channel, digital."""
+
+    def __init__(self, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
+        super().__init__()
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", bn.bias.detach() - bn.running_mean * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(shape) + self.shift.view(shape)
+
+
+def _lin(n_in, n_out, bits):
+    layer = QuantLinear(n_in, n_out)
+    layer.bits = bits
+    return layer
+
+
+def _conv(c_in, c_out, bits, bias=True):
+    layer = QuantConv2d(c_in, c_out, 3, padding=1, bias=bias)
+    layer.bits = bits
+    return layer
+
+
+def build_ann(arch: str, in_shape: tuple[int, ...], n_classes: int, levels: int | None = None,
+              weight_bits: int | None = None) -> nn.Sequential:
+    """A ReLU (or QCFS) network; ``mlp`` and ``conv`` mirror :mod:`studies.models`."""
+    c, h, w = in_shape
+    act = lambda: Activation(levels)  # noqa: E731
+    if arch == "mlp":
+        return nn.Sequential(nn.Flatten(), _lin(c * h * w, 256, weight_bits), act(),
+                             _lin(256, 128, weight_bits), act(), _lin(128, n_classes, weight_bits))
+    if arch == "conv":
+        return nn.Sequential(_conv(c, 16, weight_bits), act(), nn.AvgPool2d(2),
+                             _conv(16, 32, weight_bits), act(), nn.AvgPool2d(2), nn.Flatten(),
+                             _lin(32 * (h // 4) * (w // 4), 128, weight_bits), act(),
+                             _lin(128, n_classes, weight_bits))
+    if arch == "vgg":
+        def block(a, b):
+            return [_conv(a, b, weight_bits, bias=False), nn.BatchNorm2d(b), act()]
+        return nn.Sequential(*block(c, 32), *block(32, 32), nn.AvgPool2d(2),
+                             *block(32, 64), *block(64, 64), nn.AvgPool2d(2), nn.Flatten(),
+                             _lin(64 * (h // 4) * (w // 4), 128, weight_bits), act(),
+                             _lin(128, n_classes, weight_bits))
+    if arch == "resnet":
+        def res(ch):
+            body = nn.Sequential(_conv(ch, ch, weight_bits, bias=False), nn.BatchNorm2d(ch), act(),
+                                 _conv(ch, ch, weight_bits, bias=False), nn.BatchNorm2d(ch))
+            return Residual(body, act())
+        return nn.Sequential(_conv(c, 16, weight_bits, bias=False), nn.BatchNorm2d(16), act(), res(16),
+                             nn.AvgPool2d(2), _conv(16, 32, weight_bits, bias=False), nn.BatchNorm2d(32),
+                             act(), res(32), nn.AvgPool2d(2), nn.Flatten(),
+                             _lin(32 * (h // 4) * (w // 4), n_classes, weight_bits))
+    raise ValueError(f"arch = {arch!r} is not allowed: must be one of {list(ANN_ARCHITECTURES)}")
+
+
+# --- thresholds -------------------------------------------------------------------------
+
+@torch.no_grad()
+def activation_thresholds(ann: nn.Module, x: torch.Tensor, percentile: float = 99.9,
+                          max_values: int = 2_000_000) -> dict[str, float]:
+    """``theta`` of every :class:`Activation` (by module name): ``lam`` for QCFS, else the
+    ``percentile`` of its outputs on ``x`` (a strided subsample of at most ``max_values``)."""
+    acts = {name: m for name, m in ann.named_modules() if isinstance(m, Activation)}
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach()))
+             for name, m in acts.items() if m.levels is None]
+    ann.eval()
+    ann(x)
+    for h in hooks:
+        h.remove()
+    out = {}
+    for name, m in acts.items():
+        if m.levels is not None:
+            out[name] = float(m.lam.abs())
+            continue
+        flat = seen[name].flatten()
+        flat = flat[:: max(1, len(flat) // max_values)]
+        out[name] = max(float(torch.quantile(flat.double(), percentile / 100.0)), 1e-6)
+    return out
+
+
+# --- conversion --------------------------------------------------------------------------
+
+def _fold(layer: nn.Module, bn: nn.Module | None, scale_in: float) -> nn.Module:
+    """A plain ``nn.Linear``/``nn.Conv2d`` with the (quantised) weights times ``scale_in``
+    and the following BatchNorm folded in."""
+    w = quantize_weight(layer.weight.detach(), getattr(layer, "bits", None)) * scale_in
+    b = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0])
+    if bn is not None:
+        k = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        w = w * k.view(-1, *([1] * (w.dim() - 1)))
+        b = (b - bn.running_mean) * k + bn.bias.detach()
+    if isinstance(layer, nn.Conv2d):
+        out = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                        padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+    else:
+        out = nn.Linear(layer.in_features, layer.out_features)
+    with torch.no_grad():
+        out.weight.copy_(w)
+        out.bias.copy_(b)
+    return out
+
+
+def _convert_seq(seq: nn.Sequential, theta: dict[str, float], prefix: str, scale_in: float,
+                 init: float) -> tuple[nn.Sequential, float]:
+    mods = list(seq.named_children())
+    out, i = [], 0
+    while i < len(mods):
+        name, m = mods[i]
+        full = f"{prefix}{name}"
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nxt = mods[i + 1][1] if i + 1 < len(mods) else None
+            bn = nxt if isinstance(nxt, (nn.BatchNorm1d, nn.BatchNorm2d)) else None
+            out.append(_fold(m, bn, scale_in))
+            scale_in = 1.0  # currents are now in activation units
+            i += 2 if bn is not None else 1
+            continue
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            out.append(ChannelAffine(m))
+        elif isinstance(m, Activation):
+            out.append(LIF(beta=1.0, threshold=theta[full], init=init))
+            scale_in = theta[full]
+        elif isinstance(m, Residual):
+            body, _ = _convert_seq(m.body, theta, f"{full}.body.", scale_in, init)
+            t = theta[f"{full}.act"]
+            out.append(SpikingResidual(body, LIF(beta=1.0, threshold=t, init=init), scale_in))
+            scale_in = t
+        elif isinstance(m, (nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)):
+            out.append(copy.deepcopy(m))
+        else:
+            raise ValueError(f"convert_ann: layer {full!r} ({type(m).__name__}) has no spiking "
+                             "counterpart: use Linear, Conv2d, BatchNorm, Activation, AvgPool2d, "
+                             "Flatten or Residual")
+        i += 1
+    return nn.Sequential(*out), scale_in
+
+
+def convert_ann(ann: nn.Sequential, x_calib: torch.Tensor, percentile: float = 99.9,
+                init: float = 0.5) -> nn.Sequential:
+    """The IF SNN of ``ann`` (one timestep per call; outputs summed over steps are the
+    class scores), thresholds from activations on ``x_calib``."""
+    theta = activation_thresholds(ann, x_calib, percentile)
+    snn, _ = _convert_seq(ann, theta, "", 1.0, init)
+    return snn.eval()
+
+
+# --- training and cache -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConversionConfig:
+    """How a converted SNN is made: the ANN's training and the conversion.  Changing any
+    field retrains (the cache is keyed by all of them)."""
+
+    dataset: str = "mnist5k"
+    arch: str = "conv"
+    levels: int | None = None
+    weight_bits: int | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    percentile: float = 99.9
+    init: float = 0.5
+    calibration: int = 1000
+
+    def __post_init__(self) -> None:
+        o = "ConversionConfig"
+        v.one_of(o, "arch", self.arch, ANN_ARCHITECTURES)
+        v.int_at_least(o, "levels", self.levels, 1, optional=True)
+        v.int_at_least(o, "weight_bits", self.weight_bits, 2, optional=True)
+        v.int_at_least(o, "epochs", self.epochs, 1)
+        v.int_at_least(o, "batch_size", self.batch_size, 1)
+        v.positive(o, "lr", self.lr)
+        v.int_at_least(o, "seed", self.seed, 0)
+        if not 50.0 <= self.percentile <= 100.0:
+            v.fail(o, "percentile", self.percentile, "must be in [50, 100]")
+        if not 0.0 <= self.init < 1.0:
+            v.fail(o, "init", self.init, "must be in [0, 1)")
+        v.int_at_least(o, "calibration", self.calibration, 1)
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _new_ann(config: ConversionConfig, data: Dataset) -> nn.Sequential:
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return build_ann(config.arch, data.image_shape, data.n_classes, config.levels, config.weight_bits)
+
+
+@torch.no_grad()
+def ann_accuracy(ann: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    ann.eval()
+    hits = sum(int((ann(x[i : i + batch_size]).argmax(-1) == y[i : i + batch_size]).sum())
+               for i in range(0, len(x), batch_size))
+    return hits / len(x)
+
+
+def train_ann(config: ConversionConfig, data: Dataset, progress: bool = True) -> nn.Sequential:
+    """Adam with a one-cycle learning rate, cross-entropy, ``epochs`` passes."""
+    ann = _new_ann(config, data)
+    gen = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.Adam(ann.parameters(), lr=config.lr)
+    steps = config.epochs * -(-len(data.x_train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+    bar = tqdm(total=steps, desc=f"train ANN {config.arch} on {config.dataset}", unit="batch",
+               disable=not progress, leave=False, mininterval=1.0)
+    for _ in range(config.epochs):
+        ann.train()
+        perm = torch.randperm(len(data.x_train), generator=gen)
+        for i in range(0, len(perm), config.batch_size):
+            idx = perm[i : i + config.batch_size]
+            loss = F.cross_entropy(ann(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    return ann.eval()
+
+
+def load_or_convert(config: ConversionConfig, timesteps: int = 32, progress: bool = True,
+                    data: Dataset | None = None) -> tuple[nn.Sequential, nn.Sequential, dict]:
+    """``(snn, ann, info)``: the ANN from the cache if it holds one for exactly ``config``
+    (else trained and saved there with its configuration), converted.  ``info`` has the
+    configuration, the ANN's test accuracy and the SNN's after ``timesteps`` steps."""
+    data = data or load_dataset(config.dataset)
+    path = cache_dir() / f"ann-{config.arch}-{config.dataset}-{config.key()}.pt"
+    ann = _new_ann(config, data)
+    cached = False
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("config") == asdict(config):
+            ann.load_state_dict(saved["state_dict"])
+            cached = True
+    if not cached:
+        ann = train_ann(config, data, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"config": asdict(config), "state_dict": ann.state_dict()}, tmp)
+        tmp.replace(path)
+    ann.eval()
+    snn = convert_ann(ann, data.x_train[: config.calibration], config.percentile, config.init)
+    info = {"config": asdict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),
+            "snn_test_accuracy": evaluate(snn, data.x_test, data.y_test, timesteps),
+            "snn_timesteps": timesteps, "path": str(path), "cached": cached}
+    return snn, ann, info
