@@ -55,7 +55,11 @@ def summary_tables(ds) -> list[Table]:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-results"), show_default=True,
               help="Folder for robustness.nc and robustness.png.")
-@click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True)
+@click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True,
+              help="An embedded dataset.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A local folder in torchvision's layout (MNIST/raw, FashionMNIST/raw or "
+                   "cifar-10-batches-py) instead of --dataset.")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="conv", show_default=True)
 @click.option("--device", type=click.Choice(sorted(presets)), default="pcm", show_default=True,
               help="Device preset.")
@@ -71,12 +75,14 @@ def summary_tables(ds) -> list[Table]:
                    "0 for ideal wires.  Default: IBM aihwkit's.")
 @click.option("--r-source", type=float, default=0.0, show_default=True, help="Driver resistance (ohm).")
 @click.option("--r-sink", type=float, default=0.0, show_default=True, help="Sense-amplifier resistance (ohm).")
-def study(out, dataset, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
+def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
           r_wire, r_source, r_sink) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.robustness import StudyConfig, check_output_dir, run_study, write_results
 
     try:
+        if data is not None:
+            dataset = str(data)
         config = StudyConfig(dataset=dataset, arch=arch, device=device, tile=tuple(tile), mapping=mapping,
                              adc_bits=None if adc_bits == 0 else adc_bits, trials=trials,
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,

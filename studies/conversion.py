@@ -42,12 +42,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from devices import validation as v
-from studies.data import Dataset, load_dataset
+from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import LIF
-from studies.train import cache_dir, evaluate
+from studies.train import cache_dir, evaluate, fit
 
 ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
 
@@ -295,6 +294,7 @@ class ConversionConfig:
 
     def __post_init__(self) -> None:
         o = "ConversionConfig"
+        check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ANN_ARCHITECTURES)
         v.int_at_least(o, "levels", self.levels, 1, optional=True)
         v.int_at_least(o, "weight_bits", self.weight_bits, 2, optional=True)
@@ -329,26 +329,9 @@ def ann_accuracy(ann: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 def train_ann(config: ConversionConfig, data: Dataset, progress: bool = True) -> nn.Sequential:
     """Adam with a one-cycle learning rate, cross-entropy, ``epochs`` passes."""
-    ann = _new_ann(config, data)
-    gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.Adam(ann.parameters(), lr=config.lr)
-    steps = config.epochs * -(-len(data.x_train) // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    bar = tqdm(total=steps, desc=f"train ANN {config.arch} on {config.dataset}", unit="batch",
-               disable=not progress, leave=False, mininterval=1.0)
-    for _ in range(config.epochs):
-        ann.train()
-        perm = torch.randperm(len(data.x_train), generator=gen)
-        for i in range(0, len(perm), config.batch_size):
-            idx = perm[i : i + config.batch_size]
-            loss = F.cross_entropy(ann(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-    bar.close()
-    return ann.eval()
+    return fit(_new_ann(config, data), data, lambda m, x, y: F.cross_entropy(m(x), y),
+               epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+               desc=f"train ANN {config.arch} on {config.dataset}", progress=progress)
 
 
 def load_or_convert(config: ConversionConfig, timesteps: int = 32, progress: bool = True,
@@ -357,7 +340,7 @@ def load_or_convert(config: ConversionConfig, timesteps: int = 32, progress: boo
     (else trained and saved there with its configuration), converted.  ``info`` has the
     configuration, the ANN's test accuracy and the SNN's after ``timesteps`` steps."""
     data = data or load_dataset(config.dataset)
-    path = cache_dir() / f"ann-{config.arch}-{config.dataset}-{config.key()}.pt"
+    path = cache_dir() / f"ann-{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
     ann = _new_ann(config, data)
     cached = False
     if path.is_file():

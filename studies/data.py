@@ -97,6 +97,27 @@ def load_digits() -> Dataset:
     return _make("digits", (d.images / 16.0).reshape(-1, 1, 8, 8), d.target, 0.2)
 
 
+def dataset_tag(name: str) -> str:
+    """A file-name-safe tag for a dataset: its name, or ``folder-<last path part>``."""
+    if name in EMBEDDED:
+        return name
+    return "folder-" + "".join(c if c.isalnum() else "_" for c in Path(name).resolve().name)
+
+
+def check_dataset(owner: str, value: str) -> None:
+    """``value`` names an embedded dataset or an existing folder (read later, by
+    :func:`load_folder`); anything else is refused before any work starts."""
+    if value in EMBEDDED:
+        return
+    if not isinstance(value, str) or not Path(value).is_dir():
+        raise ValueError(f"{owner}.dataset = {value!r} is not allowed: must be one of {list(EMBEDDED)} "
+                         "or an existing folder in torchvision's layout (MNIST, FashionMNIST, CIFAR-10)")
+    try:
+        locate_folder(Path(value))
+    except OSError as err:
+        raise ValueError(f"{owner}.dataset = {value!r} is not allowed: {err}") from err
+
+
 def load_dataset(name: str) -> Dataset:
     """An embedded dataset by name (``mnist5k``, ``digits``), or a local folder in
     torchvision's layout (see the module docstring)."""
@@ -177,18 +198,25 @@ def _load_cifar(folder: Path) -> Dataset:
     return Dataset("CIFAR-10", conv(x_tr), torch.from_numpy(y_tr), conv(x_te), torch.from_numpy(y_te))
 
 
-def load_folder(path: Path) -> Dataset:
-    """MNIST, Fashion-MNIST or CIFAR-10 from a folder in torchvision's layout."""
+def locate_folder(path: Path) -> tuple[str, Path]:
+    """Where in ``path`` a dataset in torchvision's layout lies: ``("CIFAR-10", folder)``,
+    or ``("MNIST" | "FashionMNIST", folder)``; reads no data."""
     path = Path(path)
     if not path.is_dir():
         raise NotADirectoryError(f"dataset = {str(path)!r} is not a folder")
     for cand in (path / "cifar-10-batches-py", path):
         if (cand / "test_batch").exists() or (cand / "data_batch_1").exists():
-            return _load_cifar(cand)
+            return "CIFAR-10", cand
     found = _find_idx_dir(path)
     if found:
-        return _load_idx(*found)
+        return found[1], found[0]
     raise FileNotFoundError(
         f"dataset = {str(path)!r} holds no dataset in torchvision's layout: expected "
         f"MNIST/raw/ or FashionMNIST/raw/ with {', '.join(_IDX_FILES)}, or cifar-10-batches-py/ "
         f"with {', '.join(_CIFAR_FILES)}")
+
+
+def load_folder(path: Path) -> Dataset:
+    """MNIST, Fashion-MNIST or CIFAR-10 from a folder in torchvision's layout."""
+    kind, folder = locate_folder(path)
+    return _load_cifar(folder) if kind == "CIFAR-10" else _load_idx(folder, kind)

@@ -14,7 +14,7 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.data import EMBEDDED, load_dataset
+from studies.data import check_dataset, load_dataset
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
 from studies.train import TrainConfig, load_or_train
@@ -48,7 +48,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
-        v.one_of(o, "dataset", self.dataset, EMBEDDED)
+        check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)
         v.one_of(o, "mapping", self.mapping, SCHEMES)

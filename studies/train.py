@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from devices import validation as v
-from studies.data import EMBEDDED, Dataset, load_dataset
+from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, build
 from xbar.neurons import reset_state
 
@@ -33,7 +33,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         o = "TrainConfig"
-        v.one_of(o, "dataset", self.dataset, EMBEDDED)
+        check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.int_at_least(o, "timesteps", self.timesteps, 1)
         v.int_at_least(o, "epochs", self.epochs, 1)
@@ -71,40 +71,51 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, timesteps: int,
     return correct / len(x)
 
 
-def train(config: TrainConfig, data: Dataset | None = None, progress: bool = True) -> nn.Module:
-    """Train from scratch (BPTT through ``timesteps`` steps, Adam, cosine learning rate)."""
-    data = data or load_dataset(config.dataset)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        model = build(config.arch, data.image_shape, data.n_classes)
-    gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps = config.epochs * -(-len(data.x_train) // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    bar = tqdm(total=steps, desc=f"train {config.arch} on {config.dataset}", unit="batch",
-               disable=not progress, leave=False, mininterval=1.0)
-    for _ in range(config.epochs):
+def fit(model: nn.Module, data: Dataset, loss_of, *, epochs: int, batch_size: int, lr: float,
+        seed: int, desc: str, progress: bool = True) -> nn.Module:
+    """Adam with a one-cycle learning rate over ``epochs`` shuffled passes of the training
+    split; ``loss_of(model, x, y)`` gives a batch's loss.  Returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * -(-len(data.x_train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    bar = tqdm(total=steps, desc=desc, unit="batch", disable=not progress, leave=False, mininterval=1.0)
+    for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(data.x_train), generator=gen)
-        for i in range(0, len(perm), config.batch_size):
-            idx = perm[i : i + config.batch_size]
-            out = run_snn(model, data.x_train[idx], config.timesteps) / config.timesteps
-            loss = F.cross_entropy(out, data.y_train[idx])
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i : i + batch_size]
+            loss = loss_of(model, data.x_train[idx], data.y_train[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             bar.update()
     bar.close()
-    reset_state(model)
     return model.eval()
+
+
+def train(config: TrainConfig, data: Dataset | None = None, progress: bool = True) -> nn.Module:
+    """Train from scratch (BPTT through ``timesteps`` steps, Adam, one-cycle learning rate)."""
+    data = data or load_dataset(config.dataset)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build(config.arch, data.image_shape, data.n_classes)
+
+    def loss_of(m, x, y):
+        return F.cross_entropy(run_snn(m, x, config.timesteps) / config.timesteps, y)
+
+    model = fit(model, data, loss_of, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                seed=config.seed, desc=f"train {config.arch} on {config.dataset}", progress=progress)
+    reset_state(model)
+    return model
 
 
 def load_or_train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, dict]:
     """The trained model for ``config``: from the cache if it holds one for exactly this
     configuration, else trained and saved there.  Returns ``(model, info)`` where ``info``
     has the configuration, the cache path and the ideal test accuracy."""
-    path = cache_dir() / f"{config.arch}-{config.dataset}-{config.key()}.pt"
+    path = cache_dir() / f"{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
     data = load_dataset(config.dataset)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)

@@ -64,3 +64,28 @@ def test_study_with_ir_drop_lowers_the_output_currents(tmp_path, digits_mlp):
     assert float(ideal.read_error.max()) < 1e-5
     assert float(ir.read_error.isel(layer=0).mean()) > 1e-3
     assert ir.attrs["spec_r_wire_row"] == 50.0
+
+
+def test_study_reads_a_local_folder(tmp_path):
+    from test_data import _mnist
+
+    _mnist(tmp_path / "data", n=(40, 20))
+    out = tmp_path / "res"
+    args = ["study", "--out", str(out), "--data", str(tmp_path / "data"), "--arch", "mlp", "--trials", "1",
+            "--timesteps", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    ds = xr.open_dataset(out / "robustness.nc")
+    assert ds.attrs["study_dataset"] == str(tmp_path / "data")
+    assert ds.sizes["trial"] == 1
+
+
+def test_study_refuses_a_folder_without_a_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["study", "--out", str(out), "--data", str(tmp_path / "nothere")])
+    assert result.exit_code == 2 and "StudyConfig.dataset" in result.output and not out.exists()
+    result = CliRunner().invoke(main, ["study", "--out", str(out), "--data", str(tmp_path / "empty"),
+                                       "--arch", "mlp"])
+    assert result.exit_code == 2 and "holds no dataset in torchvision's layout" in result.output
+    assert not out.exists()
