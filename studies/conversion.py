@@ -35,8 +35,6 @@ straight-through gradient), for reduced-precision converted SNNs.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import torch
@@ -46,7 +44,7 @@ import torch.nn.functional as F
 from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import LIF
-from studies.train import cache_dir, evaluate, fit
+from studies.train import cache_dir, config_key, evaluate, fit
 
 ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
 
@@ -309,8 +307,7 @@ class ConversionConfig:
         v.int_at_least(o, "calibration", self.calibration, 1)
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return config_key(self)
 
 
 def _new_ann(config: ConversionConfig, data: Dataset) -> nn.Sequential:

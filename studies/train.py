@@ -42,8 +42,13 @@ class TrainConfig:
         v.int_at_least(o, "seed", self.seed, 0)
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return config_key(self)
+
+
+def config_key(config) -> str:
+    """A short hash of a configuration dataclass: the cache key of what it makes."""
+    blob = json.dumps(asdict(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def cache_dir() -> Path:
