@@ -103,5 +103,131 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
     console.print(f"wrote {nc} and {png} in {time.perf_counter() - start:.0f} s")
 
 
+def _tiles(value: str) -> tuple[tuple[int, int], ...]:
+    """``"32,64,128x64"`` -> ``((32, 32), (64, 64), (128, 64))``."""
+    tiles = []
+    for part in value.split(","):
+        rows, _, cols = part.strip().partition("x")
+        try:
+            tiles.append((int(rows), int(cols or rows)))
+        except ValueError:
+            raise click.BadParameter(f"tiles = {value!r} is not allowed: give sizes like 32,64,128 or "
+                                     "128x64 (ROWSxCOLS), separated by commas") from None
+    return tuple(tiles)
+
+
+def _ints(name: str, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{name} = {value!r} is not allowed: give integers separated by "
+                                 "commas, like 2,4,8,16") from None
+
+
+def timestep_tables(ds) -> list[Table]:
+    """Accuracy of every model on the ideal network and on each tile size (mean ± 95% CI)
+    at the timesteps it is read, and the per-layer errors at the end of each run."""
+    k = ds.sizes["trial"]
+    acc = Table(title=f"accuracy (%) after t timesteps: ideal, and crossbar mean ± 95% CI over {k} trials")
+    for col in ("model", "t", "ideal", *[str(t) for t in ds.tile.values]):
+        acc.add_column(col, justify="right")
+    for model in ds.model.values:
+        one = ds.sel(model=model)
+        run = int(one.run_timesteps)
+        trained = int(one.train_timesteps)
+        steps = [trained] if trained else [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, run) if t <= run]
+        for t in sorted(set(steps)):
+            mean, _, half = mean_ci(one.accuracy.sel(timestep=t))
+            acc.add_row(str(model), str(t), f"{100 * float(one.accuracy_ideal.sel(timestep=t)):.2f}",
+                        *[f"{100 * float(m):.2f} ± {100 * float(h):.2f}" for m, h in zip(mean, half)])
+    tile = str(ds.tile.values[-1])
+    lay = Table(title=f"tile {tile}, mean over trials, t = 1 → end of the run (membrane error in "
+                      "threshold units; spikes per image over the run)")
+    for col in ("model", "layer", "read error", "accumulated", "membrane", "spikes"):
+        lay.add_column(col, justify="right")
+    for model in ds.model.values:
+        one = ds.sel(model=model, tile=tile).mean("trial")
+        run = int(one.run_timesteps)
+        for li in one.layer.values:
+            name = str(ds.layer_name.sel(model=model, layer=li).values)
+            if not name:
+                continue
+            cells = []
+            for var in ("read_error", "layer_error", "membrane_error"):
+                a, b = float(one[var].sel(layer=li, timestep=1)), float(one[var].sel(layer=li, timestep=run))
+                cells.append("-" if a != a else f"{a:.2g} → {b:.2g}")
+            spikes = float(one.spikes.sel(layer=li, timestep=run))
+            cells.append("-" if spikes != spikes else f"{spikes:.0f}")
+            lay.add_row(str(model), name, *cells)
+    return [acc, lay]
+
+
+def time_table(ds) -> Table:
+    table = Table(title="where the time went (s)")
+    for col in ("training + conversion", "programming (incl. IR drop)", "inference", "total"):
+        table.add_column(col, justify="right")
+    train = float(ds.seconds_training.sum())
+    prog = float(ds.seconds.sel(phase="programming").sum())
+    inf = float(ds.seconds.sel(phase="inference").sum())
+    table.add_row(f"{train:.0f}", f"{prog:.0f}", f"{inf:.0f}", f"{train + prog + inf:.0f}")
+    return table
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-timesteps"), show_default=True,
+              help="Folder for timesteps.nc and the two figures.")
+@click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True,
+              help="An embedded dataset.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A local folder in torchvision's layout instead of --dataset (see xbar study).")
+@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mlp", show_default=True,
+              help="The architecture of both the surrogate-trained and the converted networks.")
+@click.option("--device", type=click.Choice(sorted(presets)), default="pcm", show_default=True,
+              help="Device preset.")
+@click.option("--tiles", default="32,64,128", show_default=True,
+              help="Tile sizes, comma-separated: N for NxN, or ROWSxCOLS.")
+@click.option("--mapping", type=click.Choice(SCHEMES), default="differential", show_default=True)
+@click.option("--adc-bits", type=int, default=6, show_default=True, help="0 for an ideal ADC.")
+@click.option("--r-wire", type=float, default=2.5, show_default=True,
+              help="Wire resistance per cell (ohm), wordlines and bitlines; 0 for ideal wires.")
+@click.option("--trials", type=int, default=5, show_default=True, help="Monte Carlo programmings.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--surrogate-timesteps", default="2,4,8,16", show_default=True,
+              help="A surrogate-gradient network is trained for each count; all run for the largest.")
+@click.option("--converted-timesteps", type=int, default=128, show_default=True,
+              help="Steps the converted network runs (read after every one).")
+@click.option("--qcfs-levels", type=int, default=8, show_default=True,
+              help="Levels of the conversion-aware (QCFS, 4-bit weights) network; 0 leaves it out.")
+@click.option("--qcfs-timesteps", type=int, default=32, show_default=True,
+              help="Steps the conversion-aware network runs.")
+@click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
+def timesteps(out, dataset, data, arch, device, tiles, mapping, adc_bits, r_wire, trials, seed,
+              surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test) -> None:
+    """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
+    on crossbars of several tile sizes: timesteps.nc and two figures."""
+    from studies.robustness import check_output_dir
+    from studies.timesteps import TimestepStudyConfig, run_timestep_study, write_timestep_results
+
+    try:
+        config = TimestepStudyConfig(
+            dataset=str(data) if data is not None else dataset, arch=arch, device=device,
+            tiles=_tiles(tiles), mapping=mapping, adc_bits=None if adc_bits == 0 else adc_bits,
+            r_wire=r_wire, trials=trials, seed=seed,
+            surrogate_timesteps=_ints("surrogate_timesteps", surrogate_timesteps),
+            converted_timesteps=converted_timesteps, qcfs_levels=qcfs_levels or None,
+            qcfs_timesteps=qcfs_timesteps, n_test=n_test)
+        out = check_output_dir(out)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    console.print(f"[bold]xbar timesteps[/]: {arch} SNNs on {config.dataset}, {device} crossbars "
+                  f"{tiles}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, {trials} trials, seed {seed}")
+    start = time.perf_counter()
+    ds = run_timestep_study(config, progress=True)
+    paths = write_timestep_results(ds, out)
+    for table in (*timestep_tables(ds), time_table(ds)):
+        console.print(table)
+    console.print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
+
+
 if __name__ == "__main__":
     main()

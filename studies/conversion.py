@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import LIF
-from studies.train import cache_dir, config_key, evaluate, fit
+from studies.train import cache_dir, config_key, evaluate, fit, load_cached, save_cached
 
 ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
 
@@ -331,29 +331,26 @@ def train_ann(config: ConversionConfig, data: Dataset, progress: bool = True) ->
                desc=f"train ANN {config.arch} on {config.dataset}", progress=progress)
 
 
-def load_or_convert(config: ConversionConfig, timesteps: int = 32, progress: bool = True,
+def load_or_convert(config: ConversionConfig, timesteps: int | None = 32, progress: bool = True,
                     data: Dataset | None = None) -> tuple[nn.Sequential, nn.Sequential, dict]:
     """``(snn, ann, info)``: the ANN from the cache if it holds one for exactly ``config``
     (else trained and saved there with its configuration), converted.  ``info`` has the
-    configuration, the ANN's test accuracy and the SNN's after ``timesteps`` steps."""
+    configuration, the ANN's test accuracy and the SNN's after ``timesteps`` steps (not
+    measured with ``timesteps=None``)."""
     data = data or load_dataset(config.dataset)
     path = cache_dir() / f"ann-{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
     ann = _new_ann(config, data)
-    cached = False
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved.get("config") == asdict(config):
-            ann.load_state_dict(saved["state_dict"])
-            cached = True
-    if not cached:
+    saved = load_cached(path, config)
+    if saved is not None:
+        ann.load_state_dict(saved["state_dict"])
+    else:
         ann = train_ann(config, data, progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"config": asdict(config), "state_dict": ann.state_dict()}, tmp)
-        tmp.replace(path)
+        save_cached(path, config, ann, {"config": asdict(config)})
+    cached = saved is not None
     ann.eval()
     snn = convert_ann(ann, data.x_train[: config.calibration], config.percentile, config.init)
     info = {"config": asdict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),
-            "snn_test_accuracy": evaluate(snn, data.x_test, data.y_test, timesteps),
+            "snn_test_accuracy": (None if timesteps is None
+                                  else evaluate(snn, data.x_test, data.y_test, timesteps)),
             "snn_timesteps": timesteps, "path": str(path), "cached": cached}
     return snn, ann, info

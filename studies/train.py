@@ -56,6 +56,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XBAR_CACHE", Path.home() / ".cache" / "xbar"))
 
 
+def load_cached(path: Path, config) -> dict | None:
+    """The saved ``{"config", "state_dict", "info"}`` at ``path`` if it was made with exactly
+    ``config`` (a dataclass), else None."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return saved if saved.get("config") == asdict(config) else None
+
+
+def save_cached(path: Path, config, model: nn.Module, info: dict) -> None:
+    """Save a model with its configuration: to a temporary name, then renamed, so that an
+    interrupted save never leaves a file that reads as a finished model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": asdict(config), "state_dict": model.state_dict(), "info": info}, tmp)
+    tmp.replace(path)
+
+
 def run_snn(model: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Summed outputs of ``timesteps`` steps on a static input (state reset first)."""
     reset_state(model)
@@ -125,16 +143,12 @@ def load_or_train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build(config.arch, data.image_shape, data.n_classes)
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved.get("config") == asdict(config):
-            model.load_state_dict(saved["state_dict"])
-            return model.eval(), {**saved["info"], "cached": True}
+    saved = load_cached(path, config)
+    if saved is not None:
+        model.load_state_dict(saved["state_dict"])
+        return model.eval(), {**saved["info"], "cached": True}
     model = train(config, data, progress)
     acc = evaluate(model, data.x_test, data.y_test, config.timesteps)
     info = {"config": asdict(config), "test_accuracy": acc, "path": str(path)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(config), "state_dict": model.state_dict(), "info": info}, tmp)
-    tmp.replace(path)
+    save_cached(path, config, model, info)
     return model, {**info, "cached": False}

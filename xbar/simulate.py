@@ -14,6 +14,7 @@ crossbar layer ``l`` (in the order the layers are registered):
                       of their threshold; NaN where no neuron follows.
 ``spike_mismatch``    fraction of those neurons whose spike differs between the networks.
 ``spike_rate``        mean spikes per neuron per timestep (analog; ``spike_rate_ideal``).
+``neurons``           neurons fed by the layer, per sample (0 where no neuron follows).
 ``accuracy``          accuracy if the output were read after ``t`` steps: argmax of the
                       sum of the network's outputs over steps ``1..t`` (analog; also
                       ``accuracy_ideal``).
@@ -235,6 +236,8 @@ def _dataset(acc, correct, correct_ideal, n, names, neurons, hw, timesteps, attr
                        {"long_name": "spikes per neuron per timestep (analog)", "units": "1"}),
         "spike_rate_ideal": (("timestep", "layer"), neuron_var(s.get("spikes_ideal", zeros) / safe)[0],
                              {"long_name": "spikes per neuron per timestep (ideal)", "units": "1"}),
+        "neurons": (("layer",), count[0, 0] / n,
+                    {"long_name": "neurons fed by the layer, per sample", "units": "1"}),
         "accuracy": (("trial", "timestep"), correct / n,
                      {"long_name": "accuracy reading the output after t steps (analog)", "units": "1"}),
         "accuracy_ideal": (("timestep",), correct_ideal / n,

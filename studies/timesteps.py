@@ -1,0 +1,287 @@
+"""The timestep study: surrogate-trained against ANN-converted SNNs of one architecture,
+on the ideal network and on crossbars of several tile sizes, read after every timestep.
+
+Models (the ``model`` dimension), all of the same architecture (``arch``):
+
+``surrogate T=n``  surrogate-gradient BPTT with ``n`` timesteps, one model for each ``n`` in
+                   ``surrogate_timesteps``; each runs for ``max(surrogate_timesteps)`` steps.
+``converted``      a ReLU ANN converted to an IF SNN (99.9th-percentile thresholds, initial
+                   membrane at half the threshold; :mod:`studies.conversion`); runs for
+                   ``converted_timesteps`` steps.
+``qcfs``           (if ``qcfs_levels``) the conversion-aware ANN: QCFS activations with
+                   ``qcfs_levels`` levels and ``qcfs_weight_bits``-bit weights (Bu et al.,
+                   ICLR 2022), converted; runs for ``qcfs_timesteps`` steps.
+
+Every model is simulated on every tile size with the same device, circuit (IR drop), read
+noise and ADC, ``trials`` Monte Carlo programmings each; the ideal network runs in
+lockstep (:func:`xbar.simulate`).  Reading the output after ``t`` steps of one run is a run
+of ``t`` steps (the neuron state starts from reset), so one run gives every ``t``.
+
+The dataset (:func:`run_timestep_study`) has dims
+
+``model``     the models above; coords ``method`` (surrogate / converted / qcfs),
+              ``train_timesteps`` (0 for the converted ones), ``run_timesteps``
+``tile``      ``"RxC"``; coords ``tile_rows``, ``tile_cols``
+``trial``     Monte Carlo programming, ``0..trials-1``
+``timestep``  ``1..`` the longest run; values past a model's ``run_timesteps`` are NaN
+``layer``     the crossbar layers in network order, ``0..``; coord ``layer_name``
+              (model, layer), ``""`` where a model has fewer layers (values NaN)
+
+and variables
+
+``accuracy``          (model, tile, trial, timestep) test accuracy reading the output after t steps
+``accuracy_ideal``    (model, timestep) the same for the ideal network
+``read_error``        (model, tile, trial, timestep, layer) relative RMS error of one read
+``layer_error``       (model, tile, trial, timestep, layer) relative RMS error of the layer's
+                      output against the ideal network (accumulated)
+``membrane_error``    (model, tile, trial, timestep, layer) RMS membrane divergence (threshold units)
+``spike_mismatch``    (model, tile, trial, timestep, layer) fraction of spikes that differ
+``spike_rate``        (model, tile, trial, timestep, layer) spikes per neuron per step
+``spike_rate_ideal``  (model, timestep, layer)
+``spikes``            (model, tile, trial, timestep, layer) spikes per image, steps 1..t
+``spikes_ideal``      (model, timestep, layer)
+``neurons``           (model, layer) neurons fed by the layer, per image
+``seconds``           (model, tile, phase) wall time; phase = programming, inference
+``seconds_training``  (model) training (or loading from the cache) and conversion
+
+(the variables of :mod:`xbar.simulate`), with the configuration, the spec and the models'
+ideal test accuracies in ``attrs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+import xbar
+from devices import presets
+from devices import validation as v
+from mapping.layout import SCHEMES
+from studies.conversion import ConversionConfig, load_or_convert
+from studies.data import check_dataset, load_dataset
+from studies.models import ARCHITECTURES
+from studies.train import TrainConfig, load_or_train
+from xbar.convert import crossbar_layers
+
+RESULTS_FILE = "timesteps.nc"
+ACCURACY_FIGURE = "timesteps_accuracy.png"
+ERRORS_FIGURE = "timesteps_errors.png"
+PHASES = ("programming", "inference")
+
+
+@dataclass(frozen=True)
+class TimestepStudyConfig:
+    """One timestep study (see the module docstring).  ``r_wire`` is the wire resistance
+    per cell of wordlines and bitlines (ohm)."""
+
+    dataset: str = "mnist5k"
+    arch: str = "mlp"
+    device: str = "pcm"
+    tiles: tuple[tuple[int, int], ...] = ((32, 32), (64, 64), (128, 128))
+    mapping: str = "differential"
+    adc_bits: int | None = 6
+    r_wire: float = 2.5
+    trials: int = 5
+    seed: int = 0
+    surrogate_timesteps: tuple[int, ...] = (2, 4, 8, 16)
+    converted_timesteps: int = 128
+    qcfs_levels: int | None = 8
+    qcfs_weight_bits: int | None = 4
+    qcfs_timesteps: int = 32
+    n_test: int | None = None
+    batch_size: int = 500
+    train_epochs: int = 15
+    ann_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        o = "TimestepStudyConfig"
+        check_dataset(o, self.dataset)
+        v.one_of(o, "arch", self.arch, ARCHITECTURES)
+        v.one_of(o, "device", self.device, presets)
+        v.one_of(o, "mapping", self.mapping, SCHEMES)
+        if not self.tiles:
+            v.fail(o, "tiles", self.tiles, "must name at least one (rows, cols)")
+        if len(set(self.tiles)) != len(self.tiles):
+            v.fail(o, "tiles", self.tiles, "must not repeat a tile size")
+        v.int_at_least(o, "adc_bits", self.adc_bits, 1, optional=True)
+        v.int_at_least(o, "trials", self.trials, 1)
+        v.int_at_least(o, "seed", self.seed, 0)
+        if not self.surrogate_timesteps:
+            v.fail(o, "surrogate_timesteps", self.surrogate_timesteps, "must name at least one count")
+        for n in self.surrogate_timesteps:
+            v.int_at_least(o, "surrogate_timesteps", n, 1)
+        if len(set(self.surrogate_timesteps)) != len(self.surrogate_timesteps):
+            v.fail(o, "surrogate_timesteps", self.surrogate_timesteps, "must not repeat a count")
+        v.int_at_least(o, "converted_timesteps", self.converted_timesteps, 1)
+        v.int_at_least(o, "qcfs_levels", self.qcfs_levels, 1, optional=True)
+        v.int_at_least(o, "qcfs_weight_bits", self.qcfs_weight_bits, 2, optional=True)
+        v.int_at_least(o, "qcfs_timesteps", self.qcfs_timesteps, 1)
+        v.int_at_least(o, "n_test", self.n_test, 1, optional=True)
+        v.int_at_least(o, "batch_size", self.batch_size, 1)
+        v.int_at_least(o, "train_epochs", self.train_epochs, 1)
+        v.int_at_least(o, "ann_epochs", self.ann_epochs, 1)
+        for tile in self.tiles:
+            self.spec(tile)  # validates each tile and the circuit
+
+    def spec(self, tile: tuple[int, int]) -> xbar.Spec:
+        if not (isinstance(tile, (tuple, list)) and len(tile) == 2):
+            v.fail("TimestepStudyConfig", "tiles", self.tiles, "must be (rows, cols) pairs")
+        return xbar.Spec(tile=tuple(tile), device=presets[self.device], mapping=self.mapping,
+                         adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire)
+
+    def models(self) -> list[tuple[str, str, int, int, object]]:
+        """``(name, method, train_timesteps, run_timesteps, training config)`` per model."""
+        run = max(self.surrogate_timesteps)
+        out = [(f"surrogate T={n}", "surrogate", n, run,
+                TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=n, epochs=self.train_epochs))
+               for n in sorted(self.surrogate_timesteps)]
+        base = ConversionConfig(dataset=self.dataset, arch=self.arch, epochs=self.ann_epochs)
+        out.append(("converted", "converted", 0, self.converted_timesteps, base))
+        if self.qcfs_levels is not None:
+            out.append(("qcfs", "qcfs", 0, self.qcfs_timesteps,
+                        replace(base, levels=self.qcfs_levels, weight_bits=self.qcfs_weight_bits)))
+        return out
+
+    def attrs(self) -> dict:
+        return {f"study_{k}": json.dumps(val) if isinstance(val, (tuple, list)) or val is None else val
+                for k, val in asdict(self).items()}
+
+
+def tile_name(tile: tuple[int, int]) -> str:
+    return f"{tile[0]}x{tile[1]}"
+
+
+def programming_seed(seed: int, model: str, tile: tuple[int, int]) -> int:
+    """The seed of one (model, tile) cell, derived from the study seed and the cell's
+    names: it does not change when other models or tiles are added."""
+    key = zlib.crc32(f"{model}|{tile_name(tile)}".encode())
+    return int(np.random.SeedSequence([seed, key]).generate_state(1)[0])
+
+
+def _load_model(train_config, progress: bool):
+    """The ideal SNN of one model and its info (trained, or from the cache)."""
+    if isinstance(train_config, TrainConfig):
+        model, info = load_or_train(train_config, progress=progress)
+        return model, {"test_accuracy": info["test_accuracy"]}
+    snn, _, info = load_or_convert(train_config, timesteps=None, progress=progress)
+    return snn, {"ann_test_accuracy": info["ann_test_accuracy"]}
+
+
+def _with_spike_counts(ds: xr.Dataset) -> xr.Dataset:
+    """Adds ``spikes`` / ``spikes_ideal``: spikes per image summed over steps 1..t."""
+    n = ds.neurons
+    ds["spikes"] = (ds.spike_rate * n).cumsum("timestep").where(ds.spike_rate.notnull())
+    ds["spikes_ideal"] = (ds.spike_rate_ideal * n).cumsum("timestep").where(ds.spike_rate_ideal.notnull())
+    ds.spikes.attrs = {"long_name": "spikes per image in the layer's neurons, steps 1..t", "units": "1"}
+    ds.spikes_ideal.attrs = {**ds.spikes.attrs, "long_name": ds.spikes.attrs["long_name"] + " (ideal)"}
+    return ds
+
+
+def _one_cell(model, config: TimestepStudyConfig, name: str, tile, batches, run_timesteps: int,
+              progress: bool) -> tuple[xr.Dataset, float, float]:
+    """Program ``trials`` copies of ``model`` on ``tile`` crossbars and simulate them."""
+    t0 = time.perf_counter()
+    hw = xbar.convert(model, config.spec(tile), seed=programming_seed(config.seed, name, tile),
+                      trials=config.trials)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        ds = xbar.simulate(hw, model, batches, run_timesteps, progress=progress)
+    return ds, t1 - t0, time.perf_counter() - t1
+
+
+def _model_dataset(cells: list[xr.Dataset], tiles, n_layers: int, n_steps: int) -> xr.Dataset:
+    """One model's cells on common ``layer`` (0..) and ``timestep`` (1..) axes."""
+    out = [ds.drop_vars("neuron").assign_coords(layer=np.arange(ds.sizes["layer"]))
+           .reindex(layer=np.arange(n_layers), timestep=np.arange(1, n_steps + 1)) for ds in cells]
+    ds = xr.concat(out, dim="tile", combine_attrs="drop")
+    for var in ("accuracy_ideal", "spike_rate_ideal", "neurons"):
+        ds[var] = ds[var].isel(tile=0, drop=True)
+    return ds
+
+
+def _layer_names(cells: list[xr.Dataset], n_layers: int) -> list[str]:
+    names = [str(x) for x in cells[0].layer.values]
+    return names + [""] * (n_layers - len(names))
+
+
+def run_timestep_study(config: TimestepStudyConfig, progress: bool = True) -> xr.Dataset:
+    """Train (or reuse) every model, program ``trials`` crossbar copies per tile size,
+    simulate; the dataset of the module docstring."""
+    data = load_dataset(config.dataset)
+    x, y = data.x_test, data.y_test
+    if config.n_test is not None:
+        x, y = x[: config.n_test], y[: config.n_test]
+    batches = [(x[i : i + config.batch_size], y[i : i + config.batch_size])
+               for i in range(0, len(x), config.batch_size)]
+    specs = config.models()
+    n_steps = max(run for *_, run, _ in specs)
+    loaded, infos, seconds_training = [], {}, []
+    for name, _, _, _, train_config in tqdm(specs, desc="models", unit="model", disable=not progress):
+        t0 = time.perf_counter()
+        model, info = _load_model(train_config, progress)
+        seconds_training.append(time.perf_counter() - t0)
+        loaded.append(model)
+        infos[name] = info
+    n_layers = max(len(crossbar_layers(m)) for m in loaded)
+    per_model, layer_names, seconds = [], [], np.zeros((len(specs), len(config.tiles), len(PHASES)))
+    bar = tqdm(total=len(specs) * len(config.tiles), desc="crossbars", unit="cell", disable=not progress)
+    for mi, ((name, _, _, run, _), model) in enumerate(zip(specs, loaded)):
+        cells = []
+        for ti, tile in enumerate(config.tiles):
+            bar.set_postfix_str(f"{name}, {tile_name(tile)}")
+            ds, t_prog, t_inf = _one_cell(model, config, name, tile, batches, run, progress)
+            cells.append(ds)
+            seconds[mi, ti] = (t_prog, t_inf)
+            bar.update()
+        per_model.append(_model_dataset(cells, config.tiles, n_layers, n_steps))
+        layer_names.append(_layer_names(cells, n_layers))
+    bar.close()
+    ds = xr.concat(per_model, dim="model", combine_attrs="drop")
+    ds = ds.assign_coords(
+        model=[s[0] for s in specs], tile=[tile_name(t) for t in config.tiles],
+        layer_name=(("model", "layer"), np.array(layer_names, dtype=object)), method=("model", [s[1] for s in specs]),
+        train_timesteps=("model", [s[2] for s in specs]), run_timesteps=("model", [s[3] for s in specs]),
+        tile_rows=("tile", [t[0] for t in config.tiles]), tile_cols=("tile", [t[1] for t in config.tiles]),
+    )
+    ds = _with_spike_counts(ds)
+    ds["seconds"] = (("model", "tile", "phase"), seconds, {"long_name": "wall time", "units": "s"})
+    ds["seconds_training"] = (("model",), np.array(seconds_training),
+                              {"long_name": "training or loading from the cache, and conversion",
+                               "units": "s"})
+    ds = ds.assign_coords(phase=list(PHASES))
+    spec_attrs = {k: val for k, val in config.spec(config.tiles[0]).to_attrs().items() if k != "spec_tile"}
+    ds.attrs = {**spec_attrs, **config.attrs(), "n_samples": int(len(x)),
+                "readout": "argmax of the summed outputs of steps 1..t",
+                "models": json.dumps(infos)}
+    return ds
+
+
+def write_timestep_results(ds: xr.Dataset, out: Path) -> list[Path]:
+    """``timesteps.nc`` and the two figures into ``out``; each is written to a temporary
+    name first and renamed once all are written, so a failed run leaves no half-written
+    file."""
+    from studies.plots import timestep_accuracy_figure, timestep_error_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = [out / RESULTS_FILE, out / ACCURACY_FIGURE, out / ERRORS_FIGURE]
+    tmp = [p.with_name("tmp-" + p.name) for p in final]
+    try:
+        ds.to_netcdf(tmp[0])
+        timestep_accuracy_figure(ds, tmp[1])
+        timestep_error_figure(ds, tmp[2])
+    except BaseException:
+        for p in tmp:
+            p.unlink(missing_ok=True)
+        raise
+    for a, b in zip(tmp, final):
+        a.replace(b)
+    return final
