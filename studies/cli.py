@@ -182,8 +182,11 @@ def time_table(ds) -> Table:
               help="A local folder in torchvision's layout instead of --dataset (see xbar study).")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mlp", show_default=True,
               help="The architecture of both the surrogate-trained and the converted networks.")
-@click.option("--device", type=click.Choice(sorted(presets)), default="pcm", show_default=True,
+@click.option("--device", type=click.Choice(sorted(presets)), default="rram_hfo2", show_default=True,
               help="Device preset.")
+@click.option("--read-noise", type=float, default=None,
+              help="Relative read-noise std per device, replacing the preset's (0: none).  Default: "
+                   "the preset's, and 0.02 for rram_hfo2, whose paper gives none (an assumption).")
 @click.option("--tiles", default="32,64,128", show_default=True,
               help="Tile sizes, comma-separated: N for NxN, or ROWSxCOLS.")
 @click.option("--mapping", type=click.Choice(SCHEMES), default="differential", show_default=True)
@@ -201,8 +204,13 @@ def time_table(ds) -> Table:
 @click.option("--qcfs-timesteps", type=int, default=32, show_default=True,
               help="Steps the conversion-aware network runs.")
 @click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
-def timesteps(out, dataset, data, arch, device, tiles, mapping, adc_bits, r_wire, trials, seed,
-              surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test) -> None:
+@click.option("--train-epochs", type=int, default=15, show_default=True,
+              help="Epochs of surrogate-gradient training.")
+@click.option("--ann-epochs", type=int, default=10, show_default=True,
+              help="Epochs of ANN training (converted networks).")
+def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_bits, r_wire, trials, seed,
+              surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
+              train_epochs, ann_epochs) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
     from studies.robustness import check_output_dir
@@ -211,16 +219,19 @@ def timesteps(out, dataset, data, arch, device, tiles, mapping, adc_bits, r_wire
     try:
         config = TimestepStudyConfig(
             dataset=str(data) if data is not None else dataset, arch=arch, device=device,
+            read_noise=read_noise,
             tiles=_tiles(tiles), mapping=mapping, adc_bits=None if adc_bits == 0 else adc_bits,
             r_wire=r_wire, trials=trials, seed=seed,
             surrogate_timesteps=_ints("surrogate_timesteps", surrogate_timesteps),
             converted_timesteps=converted_timesteps, qcfs_levels=qcfs_levels or None,
-            qcfs_timesteps=qcfs_timesteps, n_test=n_test)
+            qcfs_timesteps=qcfs_timesteps, n_test=n_test, train_epochs=train_epochs,
+            ann_epochs=ann_epochs)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
+    noise = f"{100 * config.device_model().read_sigma_rel:g}%"
     console.print(f"[bold]xbar timesteps[/]: {arch} SNNs on {config.dataset}, {device} crossbars "
-                  f"{tiles}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, {trials} trials, seed {seed}")
+                  f"{tiles}, read noise {noise}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, {trials} trials, seed {seed}")
     start = time.perf_counter()
     ds = run_timestep_study(config, progress=True)
     paths = write_timestep_results(ds, out)

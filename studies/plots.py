@@ -140,7 +140,8 @@ def timestep_error_figure(ds: xr.Dataset, path: Path, tile: str | None = None) -
 
 def _timestep_title(ds: xr.Dataset) -> str:
     a = ds.attrs
-    return (f"{a.get('study_arch', '')} SNNs on {a.get('spec_device_name', '')} crossbars, "
+    return (f"{a.get('study_arch', '')} SNNs on {a.get('spec_device_name', '')} crossbars "
+            f"(read noise {a.get('spec_device_read_sigma_rel', '')}), "
             f"{a.get('spec_r_wire_row', '')} ohm/cell wires, ADC {a.get('spec_adc_bits', '')} bits")
 
 

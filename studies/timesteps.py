@@ -26,6 +26,7 @@ The dataset (:func:`run_timestep_study`) has dims
 ``timestep``  ``1..`` the longest run; values past a model's ``run_timesteps`` are NaN
 ``layer``     the crossbar layers in network order, ``0..``; coord ``layer_name``
               (model, layer), ``""`` where a model has fewer layers (values NaN)
+``phase``     ``programming`` (including the IR-drop solve) and ``inference``, for ``seconds``
 
 and variables
 
@@ -41,7 +42,7 @@ and variables
 ``spikes``            (model, tile, trial, timestep, layer) spikes per image, steps 1..t
 ``spikes_ideal``      (model, timestep, layer)
 ``neurons``           (model, layer) neurons fed by the layer, per image
-``seconds``           (model, tile, phase) wall time; phase = programming, inference
+``seconds``           (model, tile, phase) wall time
 ``seconds_training``  (model) training (or loading from the cache) and conversion
 
 (the variables of :mod:`xbar.simulate`), with the configuration, the spec and the models'
@@ -75,16 +76,40 @@ RESULTS_FILE = "timesteps.nc"
 ACCURACY_FIGURE = "timesteps_accuracy.png"
 ERRORS_FIGURE = "timesteps_errors.png"
 PHASES = ("programming", "inference")
+_CELL = ("model", "tile", "trial", "timestep")
+# The dataset's variables and their dims (the module docstring describes each).
+VARIABLES = {
+    "accuracy": _CELL,
+    "accuracy_ideal": ("model", "timestep"),
+    **{name: (*_CELL, "layer") for name in ("read_error", "layer_error", "membrane_error",
+                                            "spike_mismatch", "spike_rate", "spikes")},
+    "spike_rate_ideal": ("model", "timestep", "layer"),
+    "spikes_ideal": ("model", "timestep", "layer"),
+    "neurons": ("model", "layer"),
+    "seconds": ("model", "tile", "phase"),
+    "seconds_training": ("model",),
+}
+# Relative read-noise std assumed for the rram_hfo2 preset, whose paper gives none.
+RRAM_READ_NOISE = 0.02
+DIMS = ("model", "tile", "trial", "timestep", "layer", "phase")
 
 
 @dataclass(frozen=True)
 class TimestepStudyConfig:
-    """One timestep study (see the module docstring).  ``r_wire`` is the wire resistance
-    per cell of wordlines and bitlines (ohm)."""
+    """One timestep study (see the module docstring).
+
+    ``device`` names a preset; ``read_noise``, if given, replaces its relative read-noise
+    std (``DeviceModel.read_sigma_rel``; 0 for none).  ``None`` keeps the preset's, except
+    for ``rram_hfo2``, whose source paper gives no read-noise figure and whose preset has
+    none: it gets :data:`RRAM_READ_NOISE` (2%), an assumption of this study, not a measured
+    value.  The default, HfO2 RRAM (Milo et al., IRPS 2021) with 2.5 ohm/cell wires (the
+    example of DESIGN.md), is a device whose 225 uS window makes IR drop matter at 128x128.
+    ``r_wire`` is the wire resistance per cell of wordlines and bitlines (ohm)."""
 
     dataset: str = "mnist5k"
     arch: str = "mlp"
-    device: str = "pcm"
+    device: str = "rram_hfo2"
+    read_noise: float | None = None
     tiles: tuple[tuple[int, int], ...] = ((32, 32), (64, 64), (128, 128))
     mapping: str = "differential"
     adc_bits: int | None = 6
@@ -106,6 +131,8 @@ class TimestepStudyConfig:
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)
+        if self.read_noise is not None and not (0.0 <= self.read_noise < 1.0):
+            v.fail(o, "read_noise", self.read_noise, "must be in [0, 1) (a relative std) or None")
         v.one_of(o, "mapping", self.mapping, SCHEMES)
         if not self.tiles:
             v.fail(o, "tiles", self.tiles, "must name at least one (rows, cols)")
@@ -134,8 +161,16 @@ class TimestepStudyConfig:
     def spec(self, tile: tuple[int, int]) -> xbar.Spec:
         if not (isinstance(tile, (tuple, list)) and len(tile) == 2):
             v.fail("TimestepStudyConfig", "tiles", self.tiles, "must be (rows, cols) pairs")
-        return xbar.Spec(tile=tuple(tile), device=presets[self.device], mapping=self.mapping,
+        return xbar.Spec(tile=tuple(tile), device=self.device_model(), mapping=self.mapping,
                          adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire)
+
+    def device_model(self):
+        """The preset, with ``read_noise`` (or the assumed RRAM read noise) put in."""
+        noise = self.read_noise
+        if noise is None and self.device == "rram_hfo2":
+            noise = RRAM_READ_NOISE
+        device = presets[self.device]
+        return device if noise is None else device.replace(read_sigma_rel=noise)
 
     def models(self) -> list[tuple[str, str, int, int, object]]:
         """``(name, method, train_timesteps, run_timesteps, training config)`` per model."""
