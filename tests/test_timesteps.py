@@ -142,3 +142,17 @@ def test_read_noise_replaces_the_presets():
     assert TimestepStudyConfig(**TINY, read_noise=0.0).spec((16, 16)).device == ts.presets["rram_hfo2"]
     with pytest.raises(ValueError, match="read_noise"):
         TimestepStudyConfig(**TINY, read_noise=-0.1)
+
+
+def test_conv_networks_run_in_the_study(_model_cache):
+    """The surrogate conv net (max pooling) and the converted one (average pooling) both
+    map onto the crossbars: four crossbar layers each."""
+    config = TimestepStudyConfig(**{**TINY, "arch": "conv", "tiles": ((32, 32),), "trials": 1,
+                                    "surrogate_timesteps": (2,), "qcfs_levels": None,
+                                    "converted_timesteps": 3})
+    ds = run_timestep_study(config, progress=False)
+    assert list(ds.model.values) == ["surrogate T=2", "converted"]
+    assert ds.sizes["layer"] == 4
+    assert bool((ds.layer_name != "").all())
+    assert bool(ds.accuracy.sel(model="converted").notnull().all())
+    assert bool((ds.read_error.sel(model="converted") > 0).all())  # RRAM, IR drop, noise: not ideal
