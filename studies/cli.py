@@ -25,6 +25,15 @@ def main() -> None:
     """xbar: spiking neural networks on non-ideal memristive crossbars."""
 
 
+def data_options(command):
+    """``--dataset`` (embedded) and ``--data FOLDER`` (local, torchvision's layout)."""
+    command = click.option("--data", type=click.Path(path_type=Path), default=None,
+                           help="A local folder in torchvision's layout (MNIST/raw, FashionMNIST/raw "
+                                "or cifar-10-batches-py) instead of --dataset.")(command)
+    return click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True,
+                        help="An embedded dataset.")(command)
+
+
 def summary_tables(ds) -> list[Table]:
     """Accuracy against timestep, and per-layer errors at the last timestep."""
     mean, sd, half = mean_ci(ds.accuracy)
@@ -55,11 +64,7 @@ def summary_tables(ds) -> list[Table]:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-results"), show_default=True,
               help="Folder for robustness.nc and robustness.png.")
-@click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True,
-              help="An embedded dataset.")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="A local folder in torchvision's layout (MNIST/raw, FashionMNIST/raw or "
-                   "cifar-10-batches-py) instead of --dataset.")
+@data_options
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="conv", show_default=True)
 @click.option("--device", type=click.Choice(sorted(presets)), default="pcm", show_default=True,
               help="Device preset.")
@@ -176,10 +181,7 @@ def time_table(ds) -> Table:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-timesteps"), show_default=True,
               help="Folder for timesteps.nc and the two figures.")
-@click.option("--dataset", type=click.Choice(EMBEDDED), default="mnist5k", show_default=True,
-              help="An embedded dataset.")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="A local folder in torchvision's layout instead of --dataset (see xbar study).")
+@data_options
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mlp", show_default=True,
               help="The architecture of both the surrogate-trained and the converted networks.")
 @click.option("--device", type=click.Choice(sorted(presets)), default="rram_hfo2", show_default=True,

@@ -6,7 +6,7 @@ import xbar
 from devices import presets
 
 SIM_VARS = {"read_error", "layer_error", "membrane_error", "spike_mismatch", "spike_rate",
-            "spike_rate_ideal", "accuracy", "accuracy_ideal"}
+            "spike_rate_ideal", "accuracy", "accuracy_ideal", "neurons"}
 
 
 def _test_split(data, n=None, dtype=torch.float32):
@@ -81,6 +81,7 @@ def test_dataset_layout(digits_mlp):
     assert ds.attrs["spec_adc_bits"] == 6 and ds.attrs["spec_device_name"] == "pcm"
     assert np.isnan(ds.membrane_error.sel(layer=ds.layer[-1])).all()  # output layer: no neuron
     assert (ds.membrane_error.isel(layer=0) > 0).all()
+    assert list(ds.neurons.values) == [256, 128, 0]  # the MLP's hidden layers; none after the output
 
 
 def test_same_seed_bit_identical_different_seed_differs(digits_mlp):

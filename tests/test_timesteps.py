@@ -121,6 +121,7 @@ def test_cli_writes_the_study(tmp_path, _model_cache):
     (["--surrogate-timesteps", "2,x"], "surrogate_timesteps"),
     (["--trials", "0"], "trials"),
     (["--train-epochs", "0"], "train_epochs"),
+    (["--data", "/nonexistent/xbar-data"], "TimestepStudyConfig.dataset"),
 ])
 def test_cli_refuses_bad_options_before_writing(tmp_path, args, words):
     out = tmp_path / "never"
