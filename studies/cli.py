@@ -83,7 +83,8 @@ def summary_tables(ds) -> list[Table]:
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
           r_wire, r_source, r_sink) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
-    from studies.robustness import StudyConfig, check_output_dir, run_study, write_results
+    from studies.results import check_output_dir
+    from studies.robustness import StudyConfig, run_study, write_results
 
     try:
         if data is not None:
@@ -215,7 +216,7 @@ def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_
               train_epochs, ann_epochs) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
-    from studies.robustness import check_output_dir
+    from studies.results import check_output_dir
     from studies.timesteps import TimestepStudyConfig, run_timestep_study, write_timestep_results
 
     try:

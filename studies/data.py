@@ -97,6 +97,12 @@ def load_digits() -> Dataset:
     return _make("digits", (d.images / 16.0).reshape(-1, 1, 8, 8), d.target, 0.2)
 
 
+def test_batches(data: Dataset, n_test: int | None, batch_size: int) -> list[tuple]:
+    """The first ``n_test`` test images (all with None) as ``(x, y)`` batches."""
+    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
 def dataset_tag(name: str) -> str:
     """A file-name-safe tag for a dataset: its name, or ``folder-<last path part>``."""
     if name in EMBEDDED:

@@ -44,10 +44,7 @@ def robustness_figure(ds: xr.Dataset, path: Path) -> Path:
     name = ds.attrs.get("spec_device_name", "")
     fig.suptitle(f"{ds.attrs.get('study_arch', '')} SNN on {name} crossbars, tile "
                  f"{ds.attrs.get('spec_tile', '')}, ADC {ds.attrs.get('spec_adc_bits', '')} bits")
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 _METHOD_STYLE = {"surrogate": ("-", "o"), "converted": ("--", None), "qcfs": (":", None)}

@@ -4,7 +4,7 @@ programmings, error accumulation over timesteps."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,9 +14,10 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.data import check_dataset, load_dataset
+from studies.data import check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
+from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, load_or_train
 
 RESULTS_FILE = "robustness.nc"
@@ -72,25 +73,13 @@ class StudyConfig:
                            epochs=self.train_epochs)
 
 
-def check_output_dir(out: Path) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out = {str(out)!r} is not allowed: it exists and is not a folder")
-    return out
-
-
 def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
-    model, info = load_or_train(config.train_config(), progress=progress)
     data = load_dataset(config.dataset)
-    x, y = data.x_test, data.y_test
-    if config.n_test is not None:
-        x, y = x[: config.n_test], y[: config.n_test]
+    model, info = load_or_train(config.train_config(), progress=progress, data=data)
     hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials)
-    batches = [(x[i : i + config.batch_size], y[i : i + config.batch_size])
-               for i in range(0, len(x), config.batch_size)]
-    attrs = {f"study_{k}": json.dumps(val) if isinstance(val, (tuple, list)) or val is None else val
-             for k, val in asdict(config).items()}
+    batches = test_batches(data, config.n_test, config.batch_size)
+    attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])
     attrs["train_test_accuracy"] = float(info["test_accuracy"])
     with torch.no_grad():
@@ -98,13 +87,6 @@ def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
 
 
 def write_results(ds: xr.Dataset, out: Path) -> tuple[Path, Path]:
-    """netCDF and PNG into ``out``, each written to a temporary name and then renamed, so
-    that a failed run leaves no half-written file."""
-    out.mkdir(parents=True, exist_ok=True)
-    nc, png = out / RESULTS_FILE, out / FIGURE_FILE
-    tmp_nc, tmp_png = out / (RESULTS_FILE + ".tmp"), out / ("tmp-" + FIGURE_FILE)
-    ds.to_netcdf(tmp_nc)
-    robustness_figure(ds, tmp_png)
-    tmp_nc.replace(nc)
-    tmp_png.replace(png)
+    """netCDF and PNG into ``out`` (see :func:`studies.results.write_files`)."""
+    nc, png = write_files(out, {RESULTS_FILE: ds.to_netcdf, FIGURE_FILE: lambda p: robustness_figure(ds, p)})
     return nc, png

@@ -54,8 +54,9 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,8 +68,9 @@ from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
 from studies.conversion import ConversionConfig, load_or_convert
-from studies.data import check_dataset, load_dataset
+from studies.data import Dataset, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
+from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, load_or_train
 from xbar.convert import crossbar_layers
 
@@ -92,6 +94,17 @@ VARIABLES = {
 # Relative read-noise std assumed for the rram_hfo2 preset, whose paper gives none.
 RRAM_READ_NOISE = 0.02
 DIMS = ("model", "tile", "trial", "timestep", "layer", "phase")
+
+
+class ModelPlan(NamedTuple):
+    """One model of the study: its name, method, training timesteps (0 for the converted
+    ones), the steps it runs, and the configuration that trains it."""
+
+    name: str
+    method: str
+    train_timesteps: int
+    run_timesteps: int
+    config: TrainConfig | ConversionConfig
 
 
 @dataclass(frozen=True)
@@ -172,22 +185,17 @@ class TimestepStudyConfig:
         device = presets[self.device]
         return device if noise is None else device.replace(read_sigma_rel=noise)
 
-    def models(self) -> list[tuple[str, str, int, int, object]]:
-        """``(name, method, train_timesteps, run_timesteps, training config)`` per model."""
+    def models(self) -> list[ModelPlan]:
         run = max(self.surrogate_timesteps)
-        out = [(f"surrogate T={n}", "surrogate", n, run,
-                TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=n, epochs=self.train_epochs))
+        out = [ModelPlan(f"surrogate T={n}", "surrogate", n, run,
+                         TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=n, epochs=self.train_epochs))
                for n in sorted(self.surrogate_timesteps)]
         base = ConversionConfig(dataset=self.dataset, arch=self.arch, epochs=self.ann_epochs)
-        out.append(("converted", "converted", 0, self.converted_timesteps, base))
+        out.append(ModelPlan("converted", "converted", 0, self.converted_timesteps, base))
         if self.qcfs_levels is not None:
-            out.append(("qcfs", "qcfs", 0, self.qcfs_timesteps,
-                        replace(base, levels=self.qcfs_levels, weight_bits=self.qcfs_weight_bits)))
+            out.append(ModelPlan("qcfs", "qcfs", 0, self.qcfs_timesteps,
+                                 replace(base, levels=self.qcfs_levels, weight_bits=self.qcfs_weight_bits)))
         return out
-
-    def attrs(self) -> dict:
-        return {f"study_{k}": json.dumps(val) if isinstance(val, (tuple, list)) or val is None else val
-                for k, val in asdict(self).items()}
 
 
 def tile_name(tile: tuple[int, int]) -> str:
@@ -201,12 +209,12 @@ def programming_seed(seed: int, model: str, tile: tuple[int, int]) -> int:
     return int(np.random.SeedSequence([seed, key]).generate_state(1)[0])
 
 
-def _load_model(train_config, progress: bool):
+def _load_model(train_config, data: Dataset, progress: bool):
     """The ideal SNN of one model and its info (trained, or from the cache)."""
     if isinstance(train_config, TrainConfig):
-        model, info = load_or_train(train_config, progress=progress)
+        model, info = load_or_train(train_config, progress=progress, data=data)
         return model, {"test_accuracy": info["test_accuracy"]}
-    snn, _, info = load_or_convert(train_config, timesteps=None, progress=progress)
+    snn, _, info = load_or_convert(train_config, timesteps=None, progress=progress, data=data)
     return snn, {"ann_test_accuracy": info["ann_test_accuracy"]}
 
 
@@ -232,7 +240,7 @@ def _one_cell(model, config: TimestepStudyConfig, name: str, tile, batches, run_
     return ds, t1 - t0, time.perf_counter() - t1
 
 
-def _model_dataset(cells: list[xr.Dataset], tiles, n_layers: int, n_steps: int) -> xr.Dataset:
+def _model_dataset(cells: list[xr.Dataset], n_layers: int, n_steps: int) -> xr.Dataset:
     """One model's cells on common ``layer`` (0..) and ``timestep`` (1..) axes."""
     out = [ds.drop_vars("neuron").assign_coords(layer=np.arange(ds.sizes["layer"]))
            .reindex(layer=np.arange(n_layers), timestep=np.arange(1, n_steps + 1)) for ds in cells]
@@ -251,72 +259,56 @@ def run_timestep_study(config: TimestepStudyConfig, progress: bool = True) -> xr
     """Train (or reuse) every model, program ``trials`` crossbar copies per tile size,
     simulate; the dataset of the module docstring."""
     data = load_dataset(config.dataset)
-    x, y = data.x_test, data.y_test
-    if config.n_test is not None:
-        x, y = x[: config.n_test], y[: config.n_test]
-    batches = [(x[i : i + config.batch_size], y[i : i + config.batch_size])
-               for i in range(0, len(x), config.batch_size)]
-    specs = config.models()
-    n_steps = max(run for *_, run, _ in specs)
+    batches = test_batches(data, config.n_test, config.batch_size)
+    plans = config.models()
+    n_steps = max(plan.run_timesteps for plan in plans)
     loaded, infos, seconds_training = [], {}, []
-    for name, _, _, _, train_config in tqdm(specs, desc="models", unit="model", disable=not progress):
+    for plan in tqdm(plans, desc="models", unit="model", disable=not progress):
         t0 = time.perf_counter()
-        model, info = _load_model(train_config, progress)
+        model, infos[plan.name] = _load_model(plan.config, data, progress)
         seconds_training.append(time.perf_counter() - t0)
         loaded.append(model)
-        infos[name] = info
     n_layers = max(len(crossbar_layers(m)) for m in loaded)
-    per_model, layer_names, seconds = [], [], np.zeros((len(specs), len(config.tiles), len(PHASES)))
-    bar = tqdm(total=len(specs) * len(config.tiles), desc="crossbars", unit="cell", disable=not progress)
-    for mi, ((name, _, _, run, _), model) in enumerate(zip(specs, loaded)):
+    per_model, layer_names, seconds = [], [], np.zeros((len(plans), len(config.tiles), len(PHASES)))
+    bar = tqdm(total=len(plans) * len(config.tiles), desc="crossbars", unit="cell", disable=not progress)
+    for mi, (plan, model) in enumerate(zip(plans, loaded)):
         cells = []
         for ti, tile in enumerate(config.tiles):
-            bar.set_postfix_str(f"{name}, {tile_name(tile)}")
-            ds, t_prog, t_inf = _one_cell(model, config, name, tile, batches, run, progress)
+            bar.set_postfix_str(f"{plan.name}, {tile_name(tile)}")
+            ds, t_prog, t_inf = _one_cell(model, config, plan.name, tile, batches, plan.run_timesteps, progress)
             cells.append(ds)
             seconds[mi, ti] = (t_prog, t_inf)
             bar.update()
-        per_model.append(_model_dataset(cells, config.tiles, n_layers, n_steps))
+        per_model.append(_model_dataset(cells, n_layers, n_steps))
         layer_names.append(_layer_names(cells, n_layers))
     bar.close()
     ds = xr.concat(per_model, dim="model", combine_attrs="drop")
     ds = ds.assign_coords(
-        model=[s[0] for s in specs], tile=[tile_name(t) for t in config.tiles],
-        layer_name=(("model", "layer"), np.array(layer_names, dtype=object)), method=("model", [s[1] for s in specs]),
-        train_timesteps=("model", [s[2] for s in specs]), run_timesteps=("model", [s[3] for s in specs]),
+        model=[p.name for p in plans], method=("model", [p.method for p in plans]),
+        train_timesteps=("model", [p.train_timesteps for p in plans]),
+        run_timesteps=("model", [p.run_timesteps for p in plans]),
+        layer_name=(("model", "layer"), np.array(layer_names, dtype=object)),
+        tile=[tile_name(t) for t in config.tiles],
         tile_rows=("tile", [t[0] for t in config.tiles]), tile_cols=("tile", [t[1] for t in config.tiles]),
+        phase=list(PHASES),
     )
     ds = _with_spike_counts(ds)
     ds["seconds"] = (("model", "tile", "phase"), seconds, {"long_name": "wall time", "units": "s"})
     ds["seconds_training"] = (("model",), np.array(seconds_training),
                               {"long_name": "training or loading from the cache, and conversion",
                                "units": "s"})
-    ds = ds.assign_coords(phase=list(PHASES))
     spec_attrs = {k: val for k, val in config.spec(config.tiles[0]).to_attrs().items() if k != "spec_tile"}
-    ds.attrs = {**spec_attrs, **config.attrs(), "n_samples": int(len(x)),
+    ds.attrs = {**spec_attrs, **config_attrs(config), "n_samples": sum(len(b[1]) for b in batches),
                 "readout": "argmax of the summed outputs of steps 1..t",
                 "models": json.dumps(infos)}
     return ds
 
 
 def write_timestep_results(ds: xr.Dataset, out: Path) -> list[Path]:
-    """``timesteps.nc`` and the two figures into ``out``; each is written to a temporary
-    name first and renamed once all are written, so a failed run leaves no half-written
-    file."""
+    """``timesteps.nc`` and the two figures into ``out`` (see
+    :func:`studies.results.write_files`)."""
     from studies.plots import timestep_accuracy_figure, timestep_error_figure
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    final = [out / RESULTS_FILE, out / ACCURACY_FIGURE, out / ERRORS_FIGURE]
-    tmp = [p.with_name("tmp-" + p.name) for p in final]
-    try:
-        ds.to_netcdf(tmp[0])
-        timestep_accuracy_figure(ds, tmp[1])
-        timestep_error_figure(ds, tmp[2])
-    except BaseException:
-        for p in tmp:
-            p.unlink(missing_ok=True)
-        raise
-    for a, b in zip(tmp, final):
-        a.replace(b)
-    return final
+    return write_files(out, {RESULTS_FILE: ds.to_netcdf,
+                             ACCURACY_FIGURE: lambda p: timestep_accuracy_figure(ds, p),
+                             ERRORS_FIGURE: lambda p: timestep_error_figure(ds, p)})

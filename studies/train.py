@@ -134,12 +134,14 @@ def train(config: TrainConfig, data: Dataset | None = None, progress: bool = Tru
     return model
 
 
-def load_or_train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, dict]:
+def load_or_train(config: TrainConfig, progress: bool = True,
+                  data: Dataset | None = None) -> tuple[nn.Module, dict]:
     """The trained model for ``config``: from the cache if it holds one for exactly this
     configuration, else trained and saved there.  Returns ``(model, info)`` where ``info``
-    has the configuration, the cache path and the ideal test accuracy."""
+    has the configuration, the cache path and the ideal test accuracy.  ``data``: the
+    dataset of ``config``, if the caller has it loaded already."""
     path = cache_dir() / f"{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
-    data = load_dataset(config.dataset)
+    data = data or load_dataset(config.dataset)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build(config.arch, data.image_shape, data.n_classes)
