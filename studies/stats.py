@@ -9,9 +9,13 @@ from scipy import stats
 
 def mean_ci(da: xr.DataArray, dim: str = "trial", level: float = 0.95):
     """Mean, standard deviation and the half-width of the Student-t confidence interval
-    of the mean over ``dim`` (half-width 0 with a single trial)."""
-    n = da.sizes[dim]
+    of the mean over ``dim``, counting only the trials that are not NaN (a sweep point with
+    a stopping rule fills only some).  With a single trial, sd and half-width are 0; with
+    none, all three are NaN."""
+    n = da.count(dim)
     mean = da.mean(dim)
-    sd = da.std(dim, ddof=1) if n > 1 else xr.zeros_like(mean)
-    half = sd * (stats.t.ppf(0.5 + level / 2, n - 1) / np.sqrt(n)) if n > 1 else xr.zeros_like(mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = da.std(dim, ddof=1).where(n > 1, 0.0).where(n > 0)
+        q = xr.apply_ufunc(lambda m: stats.t.ppf(0.5 + level / 2, np.maximum(m - 1, 1)), n)
+        half = (sd * q / np.sqrt(n)).where(n > 1, 0.0).where(n > 0)
     return mean, sd, half

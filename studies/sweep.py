@@ -1,0 +1,241 @@
+"""Device-parameter sweeps: every point of a grid, Monte Carlo over programmings, on a local
+pool or a Dask cluster, into a resumable Zarr store (:mod:`studies.sweep_store`).
+
+One point is one task (:func:`run_point`): program ``trials`` copies of the network from
+the point's seed, simulate them timestep by timestep against the ideal network, and, with a
+stopping rule (``ci_width``), add blocks of ``trials`` more until the 95% confidence
+interval of the final accuracy is at most ``ci_width`` percentage points wide (or the
+store's trial capacity is full).  Block ``b`` is programmed from ``block_seed(point seed,
+b)``, so a point's first trials are the same whether or not more are added.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy import stats
+from tqdm.auto import tqdm
+
+import xbar
+from studies import sweep_store as store
+from studies.conversion import ConversionConfig, load_or_convert
+from studies.data import load_dataset, test_batches
+from studies.sweep_file import Point, SweepConfig, block_seed, build_recipe, build_spec
+from studies.train import TrainConfig, load_or_train
+from xbar.convert import crossbar_layers
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """Everything a worker needs for one point, but the model (sent once per model)."""
+
+    index: tuple[int, ...]
+    seed: int
+    spec: xbar.Spec
+    timesteps: int
+    trials: int
+    capacity: int
+    max_timesteps: int
+    ci_width: float | None
+    dataset: str
+    n_test: int | None
+    batch_size: int
+    model_key: str
+
+
+def tasks(config: SweepConfig, points: list[Point]) -> list[PointTask]:
+    s, d = config.sweep, config.data
+    return [PointTask(p.index, p.seed, p.spec, p.timesteps, s["trials"], config.trial_capacity,
+                      config.max_timesteps, s["ci_width"], d["dataset"], d["n_test"], d["batch_size"],
+                      p.model_key) for p in points]
+
+
+# --- in the worker ------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _batches(dataset: str, n_test: int | None, batch_size: int) -> list[tuple]:
+    return test_batches(load_dataset(dataset), n_test, batch_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _model(blob_hash: str, blob: bytes) -> nn.Module:
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+
+
+def ci_width_points(acc: np.ndarray) -> float:
+    """Full width of the 95% Student-t confidence interval of the mean of ``acc`` (a
+    fraction per trial), in percentage points; inf with fewer than two trials."""
+    n = len(acc)
+    if n < 2:
+        return float("inf")
+    return float(200 * stats.t.ppf(0.975, n - 1) * acc.std(ddof=1) / np.sqrt(n))
+
+
+def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
+    """One point's variables (:mod:`studies.sweep_store`), padded with NaN to the store's
+    trial capacity and timesteps.  One torch thread: the pool runs points in parallel."""
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    model = _model(hashlib.sha256(model_blob).hexdigest(), model_blob)
+    batches = _batches(task.dataset, task.n_test, task.batch_size)
+    blocks = []
+    while True:
+        hw = xbar.convert(model, task.spec, seed=block_seed(task.seed, len(blocks)), trials=task.trials)
+        with torch.no_grad():
+            blocks.append(xbar.simulate(hw, model, batches, task.timesteps, progress=False))
+        n = task.trials * len(blocks)
+        if task.ci_width is None or n + task.trials > task.capacity:
+            break
+        final = np.concatenate([b.accuracy.values[:, -1] for b in blocks])
+        if ci_width_points(final) <= task.ci_width:
+            break
+    return _pad(blocks, task, time.perf_counter() - start)
+
+
+def _pad(blocks, task: PointTask, seconds: float) -> dict[str, np.ndarray]:
+    k, t = task.capacity, task.max_timesteps
+    first = blocks[0]
+    n_layers = first.sizes["layer"]
+    out = {}
+    for name in ("accuracy", *store.PER_LAYER):
+        values = np.concatenate([b[name].values for b in blocks])
+        full = np.full((k, t) + values.shape[2:], np.nan)
+        full[: values.shape[0], : values.shape[1]] = values
+        out[name] = full
+    for name in ("accuracy_ideal", "spike_rate_ideal"):
+        values = first[name].values
+        full = np.full((t,) + ((n_layers,) if values.ndim == 2 else ()), np.nan)
+        full[: values.shape[0]] = values
+        out[name] = full
+    out["trials_done"] = np.float64(task.trials * len(blocks))
+    out["seconds"] = np.float64(seconds)
+    return out
+
+
+# --- in the main process ------------------------------------------------------------------
+
+def model_blob(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.getvalue()
+
+
+def load_models(config: SweepConfig, progress: bool = True) -> tuple[dict[str, nn.Module], dict]:
+    """Every model the grid needs (trained or from the cache, or read from the model file),
+    and their ideal test accuracies by model key."""
+    recipes = config.model_recipes()
+    data = load_dataset(config.data["dataset"])
+    models, info = {}, {}
+    for key, section in recipes.items():
+        recipe = build_recipe(section)
+        if recipe is None:
+            model = torch.load(section["file"], map_location="cpu", weights_only=False)
+            if not isinstance(model, nn.Module):
+                raise ValueError(f"model.file = {section['file']!r} is not allowed: it holds a "
+                                 f"{type(model).__name__}, not a torch.nn.Module saved with torch.save")
+            models[key], info[key] = model.eval(), {}
+        elif isinstance(recipe, TrainConfig):
+            models[key], meta = load_or_train(recipe, progress=progress, data=data)
+            info[key] = {"test_accuracy": meta["test_accuracy"]}
+        else:
+            assert isinstance(recipe, ConversionConfig)
+            models[key], _, meta = load_or_convert(recipe, timesteps=None, progress=progress, data=data)
+            info[key] = {"ann_test_accuracy": meta["ann_test_accuracy"]}
+    return models, info
+
+
+def layer_names(models: dict[str, nn.Module]) -> list[str]:
+    names = {tuple(n for n, _ in crossbar_layers(m)) for m in models.values()}
+    if len(names) != 1:
+        raise ValueError(f"the models of one sweep must have the same crossbar layers, got {sorted(names)}")
+    return list(names.pop())
+
+
+def check_store(path: Path, config: SweepConfig) -> None:
+    """Before any work: a path that is something else, or a store of another sweep, is refused."""
+    path = Path(path)
+    if path.exists() and not store.is_store(path):
+        raise store.StoreMismatch(f"store = {str(path)!r} is not allowed: it exists and is not an "
+                                  "xbar sweep store")
+    if path.exists():
+        store.check_matches(path, config)
+
+
+@dataclass
+class SweepRun:
+    """What one run of a sweep did."""
+
+    points: int
+    already_done: int
+    computed: int
+    seconds: float
+    where: str
+
+
+def run_sweep(config: SweepConfig, path: Path, pool_factory: Callable, progress: bool = True,
+              log: Callable[[str], None] = print) -> SweepRun:
+    """Compute every point of ``config`` missing from the store at ``path`` (made if absent).
+    ``pool_factory()`` gives a :mod:`studies.sweep_pool` pool.  Interrupted (Ctrl-C, a lost
+    process), the store keeps every finished point and a new run computes the rest."""
+    path = Path(path)
+    start = time.perf_counter()
+    check_store(path, config)
+    pool = pool_factory()
+    futures = {}
+    try:
+        models, info = load_models(config, progress)
+        names = layer_names(models)
+        if not store.is_store(path):
+            attrs = {"model_info": json.dumps(info), **build_spec(config.device, config.spec).to_attrs()}
+            store.create(path, config, names, attrs)
+        points = config.points()
+        done = store.done_mask(path)
+        todo = [t for t in tasks(config, points) if not done[t.index]]
+        n_done = len(points) - len(todo)
+        where = pool.describe()
+        if todo:
+            log(f"{len(todo)} of {len(points)} points to compute ({n_done} in the store) on {where}")
+            blobs = {key: pool.share(model_blob(models[key])) for key in {t.model_key for t in todo}}
+            futures = {pool.submit(run_point, t, blobs[t.model_key], key=_task_key(t)): t for t in todo}
+            _collect(config, pool, futures, store.open_group(path), len(points), n_done, progress)
+    except BaseException:
+        pool.close(cancel=True, futures=list(futures))
+        raise
+    pool.close()
+    return SweepRun(len(points), n_done, len(todo), time.perf_counter() - start, where)
+
+
+def _task_key(task: PointTask) -> str:
+    return f"xbar-point-{'-'.join(map(str, task.index))}-{task.seed}"
+
+
+def _collect(config: SweepConfig, pool, futures: dict, group, total: int, n_done: int,
+             progress: bool) -> None:
+    """Write each point as it finishes, with a progress bar of points done and left."""
+    left = len(futures)
+    bar = tqdm(total=total, initial=n_done, desc="sweep", unit="point", disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points done"
+                          "{postfix} [{elapsed} elapsed, {remaining} left, {rate_fmt}]",
+               postfix=f"{left} left", smoothing=0.1)
+    with bar:
+        for future in pool.as_completed(futures):
+            task = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:
+                coords = {a.key: a.values[i] for a, i in zip(config.axes, task.index)}
+                raise RuntimeError(f"point {coords} failed: {type(err).__name__}: {err}") from err
+            store.write_point(group, task.index, result)
+            left -= 1
+            bar.set_postfix_str(f"{left} left", refresh=False)
+            bar.update()

@@ -1,0 +1,94 @@
+"""Where a sweep's points run: a local pool of processes, or a Dask distributed cluster.
+
+Both give the same numbers: every point runs :func:`studies.sweep.run_point` with one torch
+thread (parallelism is across points), from the same model object and the same seed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+from typing import Any, Callable, Iterable, Iterator
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalPool:
+    """``workers`` processes on this machine (spawned, so that no torch thread pool is
+    forked)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_ignore_sigint)
+
+    def describe(self) -> str:
+        return f"local pool of {self.workers} worker process{'es' if self.workers > 1 else ''}"
+
+    def share(self, obj: Any) -> Any:
+        return obj
+
+    def submit(self, fn: Callable, *args, key: str) -> cf.Future:
+        return self._executor.submit(fn, *args)
+
+    def as_completed(self, futures: Iterable) -> Iterator:
+        return cf.as_completed(futures)
+
+    def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
+        if cancel:
+            # Running points are lost work anyway; stop their processes now.
+            processes = list(getattr(self._executor, "_processes", {}).values())
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            for p in processes:
+                p.terminate()
+        else:
+            self._executor.shutdown(wait=True)
+
+
+class DaskPool:
+    """An existing Dask distributed cluster, by its scheduler's address."""
+
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        from distributed import Client
+
+        try:
+            self.client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as err:
+            raise ConnectionError(f"--scheduler = {address!r}: no Dask scheduler answered there "
+                                  f"({err})") from None
+        self.address = address
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            self.client.close()
+            raise ConnectionError(f"--scheduler = {address!r}: the scheduler has no workers "
+                                  f"(start some with `dask worker {address}`)") from None
+
+    def describe(self) -> str:
+        n = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        return f"Dask cluster at {self.address} ({n} worker{'s' if n != 1 else ''})"
+
+    def share(self, obj: Any) -> Any:
+        return self.client.scatter(obj, broadcast=True, hash=False)
+
+    def submit(self, fn: Callable, *args, key: str):
+        return self.client.submit(fn, *args, key=key, pure=False)
+
+    def as_completed(self, futures: Iterable) -> Iterator:
+        from distributed import as_completed
+
+        return as_completed(list(futures))
+
+    def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
+        if cancel:
+            self.client.cancel(list(futures))
+        self.client.close()
+
+
+def make_pool(workers: int | None, scheduler: str | None):
+    return DaskPool(scheduler) if scheduler else LocalPool(workers)
