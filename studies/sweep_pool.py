@@ -10,7 +10,11 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import sys
 from typing import Any, Callable, Iterable, Iterator
+
+
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
 def _ignore_sigint() -> None:
@@ -24,6 +28,11 @@ class LocalPool:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
+        # Workers stopped on Ctrl-C leave the executor's semaphores to multiprocessing's
+        # resource tracker, which would warn about them; it takes its warning filters from
+        # sys.warnoptions when it starts.
+        if _QUIET_TRACKER not in sys.warnoptions:
+            sys.warnoptions.append(_QUIET_TRACKER)
         self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_ignore_sigint)
 
@@ -41,11 +50,12 @@ class LocalPool:
 
     def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
         if cancel:
-            # Running points are lost work anyway; stop their processes now.
+            # Running points are lost work anyway: stop their processes now, then let the
+            # executor see them gone and release its queues.
             processes = list(getattr(self._executor, "_processes", {}).values())
-            self._executor.shutdown(wait=False, cancel_futures=True)
             for p in processes:
                 p.terminate()
+            self._executor.shutdown(wait=True, cancel_futures=True)
         else:
             self._executor.shutdown(wait=True)
 
@@ -53,7 +63,7 @@ class LocalPool:
 class DaskPool:
     """An existing Dask distributed cluster, by its scheduler's address."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, timeout: float = 10.0, worker_timeout: float = 60.0) -> None:
         from distributed import Client
 
         try:
@@ -63,7 +73,7 @@ class DaskPool:
                                   f"({err})") from None
         self.address = address
         try:
-            self.client.wait_for_workers(1, timeout=timeout)
+            self.client.wait_for_workers(1, timeout=worker_timeout)
         except TimeoutError:
             self.client.close()
             raise ConnectionError(f"--scheduler = {address!r}: the scheduler has no workers "
@@ -82,7 +92,7 @@ class DaskPool:
     def as_completed(self, futures: Iterable) -> Iterator:
         from distributed import as_completed
 
-        return as_completed(list(futures))
+        return as_completed(list(futures), loop=self.client.loop)
 
     def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
         if cancel:

@@ -1,0 +1,372 @@
+"""Sweeps: the file's checks, per-point seeds, the store, resuming after SIGKILL, a real Dask
+cluster on loopback, the stopping rule and the report."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from studies import sweep_store
+from studies.cli import main
+from studies.sweep import PointTask, run_point, model_blob, run_sweep
+from studies.sweep_file import SweepFileError, point_seed, read_sweep_file
+from studies.sweep_pool import LocalPool
+
+TINY = """
+[sweep]
+seed = 3
+trials = 2
+
+[data]
+dataset = "digits"
+n_test = 120
+
+[model]
+arch = "mlp"
+timesteps = 4
+epochs = 3
+
+[device]
+preset = "rram_hfo2"
+
+[spec]
+tile = [32, 32]
+adc_bits = 6
+r_wire = 1.0
+
+[simulation]
+timesteps = 4
+
+[axes]
+"device.read_sigma_rel" = [0.0, 0.03, 0.06]
+"spec.adc_bits" = [0, 3, 4, 6]
+"""
+N_POINTS = 12
+
+
+def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def xbar_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from studies.cli import main; main()", *args]
+
+
+def sweep_env() -> dict:
+    return {**os.environ, "COLUMNS": "120"}
+
+
+def deterministic(ds: xr.Dataset) -> xr.Dataset:
+    """Everything but the wall time of each point (the only variable that may differ)."""
+    return ds.drop_vars("seconds")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, _model_cache):
+    """The tiny sweep, uninterrupted, on a local pool of two processes."""
+    folder = tmp_path_factory.mktemp("reference")
+    path = write(folder, TINY)
+    done = subprocess.run(xbar_cmd("sweep", str(path), "--store", str(folder / "ref.zarr"), "--workers", "2"),
+                          capture_output=True, text=True, env=sweep_env(), cwd=folder, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path, folder / "ref.zarr", done.stdout
+
+
+# --- the file -----------------------------------------------------------------------------
+
+BAD = [
+    ("[spec]\nadc_bit = 6\n", "spec.adc_bit"),
+    ("[hardware]\nx = 1\n", "the sections of a sweep file"),
+    ('[axes]\n"spec.adc_bit" = [4, 6]\n', "axes.spec.adc_bit"),
+    ('[axes]\n"adc_bits" = [4, 6]\n', "did you mean 'spec.adc_bits'"),
+    ('[axes]\n"spec.adc_bits" = []\n', "must be a non-empty list"),
+    ('[axes]\n"spec.adc_bits" = [4, 4]\n', "must not repeat a value"),
+    ('[axes]\n"device.read_sigma_rel" = [0.0, -0.1]\n', "read_sigma_rel = -0.1"),
+    ('[axes]\n"spec.adc_bits" = [4, -1]\n', "adc_bits = -1"),
+    ('[axes]\n"spec.tile" = [[32, 32], [0, 32]]\n', "Spec.tile"),
+    ('[device]\ng_max = 1e-6\n[axes]\n"device.g_min" = [1e-7, 2e-6]\n', "DeviceModel.g_min = 2e-06"),
+    ('[axes]\n"simulation.timesteps" = [4, 0]\n', "simulation.timesteps = 0"),
+    ('[axes]\n"model.arch" = ["mlp", "conv"]\n', "axes.model.arch"),
+    ('[data]\ndataset = "no-such-folder"\n[axes]\n"spec.adc_bits" = [4]\n', "data.dataset"),
+    ('[model]\nfile = "no-such-model.pt"\n[axes]\n"spec.adc_bits" = [4]\n', "model.file"),
+    ('[model]\nmethod = "annealed"\n[axes]\n"spec.adc_bits" = [4]\n', "model.method"),
+    ('[sweep]\ntrials = 0\n[axes]\n"spec.adc_bits" = [4]\n', "sweep.trials = 0"),
+    ('[sweep]\ntrials = 4\nci_width = 1.0\nmax_trials = 10\n[axes]\n"spec.adc_bits" = [4]\n',
+     "must be a multiple of sweep.trials"),
+    ('[sweep]\nci_width = -1\n[axes]\n"spec.adc_bits" = [4]\n', "sweep.ci_width = -1"),
+    ("[spec]\nadc_bits = 6\n", "needs at least one axis"),
+    ("[spec\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, words", BAD)
+def test_each_malformed_sweep_file_is_refused_naming_the_problem_and_writing_nothing(
+        tmp_path, monkeypatch, text, words):
+    monkeypatch.setenv("XBAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, text, "bad.toml")
+    before = sorted(tmp_path.iterdir())
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2, result.output
+    assert words in " ".join(result.output.split()), result.output
+    assert sorted(tmp_path.iterdir()) == before  # no store, no cache, no model trained
+
+
+def test_a_store_of_a_different_sweep_is_refused_with_the_differences(tmp_path, reference):
+    path, ref, _ = reference
+    store = tmp_path / "store.zarr"
+    shutil.copytree(ref, store)
+    changed = write(tmp_path, TINY.replace("trials = 2", "trials = 3").replace("r_wire = 1.0", "r_wire = 2.0"))
+    before = sorted(p.name for p in store.rglob("*"))
+    result = CliRunner().invoke(main, ["sweep", str(changed), "--store", str(store)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "belongs to a different sweep" in text
+    assert "sweep.trials: stored 2, now 3" in text and "spec.r_wire: stored 1.0, now 2.0" in text
+    assert sorted(p.name for p in store.rglob("*")) == before
+    not_a_store = tmp_path / "plain"
+    not_a_store.mkdir()
+    result = CliRunner().invoke(main, ["sweep", str(path), "--store", str(not_a_store)])
+    assert result.exit_code == 1 and "not an xbar sweep store" in result.output
+
+
+def test_point_seeds_come_from_the_coordinates_not_the_position():
+    a = point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
+    assert a == point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
+    assert a != point_seed(1, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
+    assert a != point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 6})
+
+
+def test_a_point_keeps_its_seed_when_its_axis_is_reordered(tmp_path):
+    one = read_sweep_file(write(tmp_path, TINY))
+    other = read_sweep_file(write(tmp_path, TINY.replace("[0, 3, 4, 6]", "[6, 4, 3, 0]"), "other.toml"))
+    seeds = {json.dumps(p.coords): p.seed for p in one.points()}
+    assert {json.dumps(p.coords): p.seed for p in other.points()} == seeds
+    assert len(set(seeds.values())) == N_POINTS
+
+
+def test_the_example_sweep_file_reads(tmp_path):
+    result = CliRunner().invoke(main, ["sweep", "--example"])
+    assert result.exit_code == 0
+    config = read_sweep_file(write(tmp_path, result.output, "example.toml"))
+    assert len(config.points()) == 16
+    assert [a.dim for a in config.axes] == ["read_sigma_rel", "adc_bits"]
+
+
+def test_wire_axes_and_a_base_r_wire_combine(tmp_path):
+    text = TINY.replace('"spec.adc_bits" = [0, 3, 4, 6]', '"spec.r_wire_row" = [0.5, 2.0]')
+    config = read_sweep_file(write(tmp_path, text))
+    specs = {p.coords["spec.r_wire_row"]: p.spec for p in config.points()}
+    assert (specs[2.0].r_wire_row, specs[2.0].r_wire_col) == (2.0, 1.0)
+    assert (specs[0.5].r_wire_row, specs[0.5].r_wire_col) == (0.5, 1.0)
+    zero = TINY.replace('"spec.adc_bits" = [0, 3, 4, 6]', '"spec.r_wire_row" = [0.0, 2.0]')
+    with pytest.raises(SweepFileError, match="spec.r_wire_row = 0.0: Spec.r_wire_row"):
+        read_sweep_file(write(tmp_path, zero))
+
+
+# --- running ------------------------------------------------------------------------------
+
+def test_the_store_has_one_dim_per_axis_and_the_config(reference):
+    path, ref, out = reference
+    ds = sweep_store.open_sweep(ref)
+    config = read_sweep_file(path)
+    assert ds.accuracy.dims == ("read_sigma_rel", "adc_bits", "trial", "timestep")
+    assert ds.read_error.dims == ("read_sigma_rel", "adc_bits", "trial", "timestep", "layer")
+    assert list(ds.adc_bits.values) == [0, 3, 4, 6] and ds.sizes["trial"] == 2
+    assert json.loads(ds.attrs["sweep_config"]) == json.loads(json.dumps(config.as_dict()))
+    assert bool((ds.done == 1).all()) and bool((ds.trials_done == 2).all())
+    assert bool(ds.accuracy.notnull().all()) and bool((ds.seconds > 0).all())
+    # more read noise and fewer ADC bits cost accuracy: the sweep measures something
+    final = ds.accuracy.isel(timestep=-1).mean("trial")
+    assert float(final.sel(read_sigma_rel=0.0, adc_bits=0)) > float(final.sel(read_sigma_rel=0.06, adc_bits=3))
+    assert "points done" in out or "12 of 12" in out
+    assert "95% CI" in out
+
+
+def test_a_sweep_killed_midway_and_resumed_equals_the_uninterrupted_one(tmp_path, reference):
+    path, ref, _ = reference
+    store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(xbar_cmd("sweep", str(path), "--store", str(store), "--workers", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=sweep_env(),
+                            start_new_session=True)
+    try:
+        n = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sweep_store.is_store(store):
+                n = int(sweep_store.done_mask(store).sum())
+                if n >= 2:
+                    break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: main and workers
+        proc.wait()
+    partial = int(sweep_store.done_mask(store).sum())
+    assert 2 <= partial < N_POINTS, partial
+    again = subprocess.run(xbar_cmd("sweep", str(path), "--store", str(store), "--workers", "2"),
+                           capture_output=True, text=True, env=sweep_env(), timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{N_POINTS - partial} of {N_POINTS} points to compute" in again.stdout
+    xr.testing.assert_identical(deterministic(sweep_store.open_sweep(store)),
+                                deterministic(sweep_store.open_sweep(ref)))
+
+
+def test_a_half_written_point_is_computed_again(tmp_path, reference):
+    """A point whose variables were written but not its done flag (cut off in between) is
+    not finished: the next run computes it, and only it."""
+    path, ref, _ = reference
+    store = tmp_path / "half.zarr"
+    shutil.copytree(ref, store)
+    group = sweep_store.open_group(store)
+    group["done"][1, 2] = 0
+    group["accuracy"][1, 2] = np.zeros(group["accuracy"].shape[2:])  # garbage, half-written
+    run = run_sweep(read_sweep_file(path), store, lambda: LocalPool(1), progress=False, log=lambda s: None)
+    assert (run.computed, run.already_done) == (1, N_POINTS - 1)
+    xr.testing.assert_identical(deterministic(sweep_store.open_sweep(store)),
+                                deterministic(sweep_store.open_sweep(ref)))
+
+
+def _dask(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dask", *args]
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real Dask scheduler and two single-threaded workers, on loopback."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                    "--scheduler-file", str(sched_file)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                _dask("worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_a_dask_cluster_gives_the_same_dataset_as_the_local_pool(tmp_path, reference, dask_cluster):
+    path, ref, _ = reference
+    store = tmp_path / "dask.zarr"
+    done = subprocess.run(xbar_cmd("sweep", str(path), "--store", str(store), "--scheduler", dask_cluster),
+                          capture_output=True, text=True, env=sweep_env(), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dask cluster at" in done.stdout and "(2 workers)" in done.stdout
+    xr.testing.assert_identical(deterministic(sweep_store.open_sweep(store)),
+                                deterministic(sweep_store.open_sweep(ref)))
+
+
+def test_an_unreachable_scheduler_is_refused(tmp_path, reference):
+    path, _, _ = reference
+    result = CliRunner().invoke(main, ["sweep", str(path), "--store", str(tmp_path / "s.zarr"),
+                                       "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 1 and "no Dask scheduler answered" in result.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+# --- one point ----------------------------------------------------------------------------
+
+def _task(config, ci_width=None, capacity=None, spec=None):
+    p = config.points()[-1]
+    return PointTask(p.index, p.seed, spec or p.spec, p.timesteps, config.sweep["trials"],
+                     capacity or config.sweep["trials"], p.timesteps, ci_width, config.data["dataset"],
+                     config.data["n_test"], config.data["batch_size"], p.model_key)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, _model_cache):
+    from studies.sweep import load_models
+
+    config = read_sweep_file(write(tmp_path_factory.mktemp("m"), TINY))
+    models, _ = load_models(config, progress=False)
+    return config, model_blob(next(iter(models.values())))
+
+
+def test_the_stopping_rule_adds_trials_until_the_interval_is_narrow(tiny_model):
+    config, blob = tiny_model
+    plain = run_point(_task(config), blob)
+    never = run_point(_task(config, ci_width=1e-9, capacity=8), blob)
+    loose = run_point(_task(config, ci_width=100.0, capacity=8), blob)
+    assert never["trials_done"] == 8 and loose["trials_done"] == 2
+    # the first block is the same programming whether or not more are added
+    np.testing.assert_array_equal(never["accuracy"][:2], plain["accuracy"])
+    np.testing.assert_array_equal(loose["accuracy"][:2], plain["accuracy"])
+    assert np.isnan(loose["accuracy"][2:]).all() and not np.isnan(never["accuracy"]).any()
+
+
+def test_a_point_with_no_non_ideality_is_the_ideal_network(tiny_model):
+    import xbar
+
+    config, blob = tiny_model
+    out = run_point(_task(config, spec=xbar.Spec.ideal(tile=(32, 32))), blob)
+    np.testing.assert_array_equal(out["accuracy"], np.broadcast_to(out["accuracy_ideal"], out["accuracy"].shape))
+    assert np.nanmax(out["layer_error"]) < 1e-5
+
+
+# --- the report ---------------------------------------------------------------------------
+
+def test_report_prints_the_table_and_writes_the_figures(tmp_path, reference):
+    _, ref, _ = reference
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(main, ["report", str(ref), "--out", str(out), "--at", "read_sigma_rel=0.03"])
+    assert result.exit_code == 0, result.output
+    assert "12 of 12 points done" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_heatmap.png", "accuracy_vs_axes.png", "summary.csv"]
+    for name in ("accuracy_heatmap.png", "accuracy_vs_axes.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("read_sigma_rel,adc_bits,t,trials") and len(rows) == 1 + N_POINTS
+    for args, words in ((["--heatmap", "adc_bits,nope"], "--heatmap"), (["--at", "adc_bits=5"], "not a value"),
+                        (["--at", "nope=1"], "not an axis")):
+        bad = CliRunner().invoke(main, ["report", str(ref), "--out", str(tmp_path / "bad"), *args])
+        assert bad.exit_code == 2 and words in bad.output
+        assert not (tmp_path / "bad").exists()
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "none.zarr")])
+    assert missing.exit_code == 2 and "no such store" in missing.output
+
+
+def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, reference):
+    slow = write(tmp_path, TINY.replace("[simulation]\ntimesteps = 4", "[simulation]\ntimesteps = 150"))
+    store = tmp_path / "slow.zarr"
+    proc = subprocess.Popen(xbar_cmd("sweep", str(slow), "--store", str(store), "--workers", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=sweep_env(),
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sweep_store.is_store(store) and sweep_store.done_mask(store).sum() >= 1:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    n = int(sweep_store.done_mask(store).sum())
+    assert 1 <= n < N_POINTS
+    assert f"interrupted: {n} of {N_POINTS} points are in" in " ".join(out.split())
+    assert "Traceback" not in out and "leaked" not in out
