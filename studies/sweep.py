@@ -11,10 +11,13 @@ b)``, so a point's first trials are the same whether or not more are added.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import io
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +84,27 @@ def ci_width_points(acc: np.ndarray) -> float:
     return float(200 * stats.t.ppf(0.975, n - 1) * acc.std(ddof=1) / np.sqrt(n))
 
 
+@functools.lru_cache(maxsize=1)
+def _undo_fixed_malloc_trim() -> bool:
+    """Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's
+    mmap threshold at 128 KiB: every tensor above that is mapped and unmapped anew, and a
+    point ran 2.3x slower (benchmarks/bench_sweep.py).  Give such a worker glibc's dynamic
+    ceilings back (mmap threshold 32 MiB, trim threshold 64 MiB).  Other processes untouched."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
+
+
 def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     """One point's variables (:mod:`studies.sweep_store`), padded with NaN to the store's
     trial capacity and timesteps.  One torch thread: the pool runs points in parallel."""
     start = time.perf_counter()
+    _undo_fixed_malloc_trim()
     torch.set_num_threads(1)
     model = _model(hashlib.sha256(model_blob).hexdigest(), model_blob)
     batches = _batches(task.dataset, task.n_test, task.batch_size)
