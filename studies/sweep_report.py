@@ -108,9 +108,13 @@ def axes_figure(ds: xr.Dataset, path: Path, at: dict | None = None) -> Path:
     every other axis fixed at ``at`` (default: its first value), as the panel says."""
     at = at or {}
     dims = axis_dims(ds)
-    fig, axes = plt.subplots(1, len(dims), figsize=(5.2 * len(dims), 4.2), squeeze=False,
+    ncols = min(3, len(dims))
+    nrows = -(-len(dims) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 4.4 * nrows), squeeze=False,
                              constrained_layout=True)
-    for ax, dim in zip(axes[0], dims):
+    for ax in axes.flat[len(dims):]:
+        ax.set_visible(False)
+    for ax, dim in zip(axes.flat, dims):
         others = [d for d in dims if d != dim]
         group = others[0] if others and ds.sizes[others[0]] <= 8 else None
         part, note = _slice(ds, [dim] + ([group] if group else []), at)
