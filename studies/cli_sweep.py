@@ -77,9 +77,10 @@ def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) 
         sys.exit(130)
     ds = open_sweep(store)
     console.print(summary_table(ds, max_rows=SUMMARY_ROWS))
-    console.print(f"{run.computed} points computed, {run.already_done} were in the store, on "
-                  f"{run.where}, in {run.seconds:.0f} s.  Results: {store} (xarray.open_zarr); "
-                  f"figures: xbar report {store}")
+    did = (f"all {run.points} points were in the store already" if run.computed == 0 else
+           f"{run.computed} points computed, {run.already_done} were in the store, on {run.where}, "
+           f"in {run.seconds:.0f} s")
+    console.print(f"{did}.  Results: {store} (xarray.open_zarr); figures: xbar report {store}")
 
 
 def _at(values: tuple[str, ...], ds) -> dict:

@@ -210,6 +210,9 @@ def run_sweep(config: SweepConfig, path: Path, pool_factory: Callable, progress:
     path = Path(path)
     start = time.perf_counter()
     check_store(path, config)
+    if store.is_store(path) and store.done_mask(path).all():
+        n = int(np.prod(config.shape))
+        return SweepRun(n, n, 0, time.perf_counter() - start, "nothing to compute")
     pool = pool_factory()
     futures = {}
     try:

@@ -233,6 +233,9 @@ def test_a_half_written_point_is_computed_again(tmp_path, reference):
     group["accuracy"][1, 2] = np.zeros(group["accuracy"].shape[2:])  # garbage, half-written
     run = run_sweep(read_sweep_file(path), store, lambda: LocalPool(1), progress=False, log=lambda s: None)
     assert (run.computed, run.already_done) == (1, N_POINTS - 1)
+    # a finished sweep run again starts no pool and trains nothing
+    run = run_sweep(read_sweep_file(path), store, lambda: pytest.fail("started a pool"), progress=False)
+    assert (run.computed, run.already_done) == (0, N_POINTS)
     xr.testing.assert_identical(deterministic(sweep_store.open_sweep(store)),
                                 deterministic(sweep_store.open_sweep(ref)))
 
