@@ -373,3 +373,25 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
     assert 1 <= n < N_POINTS
     assert f"interrupted: {n} of {N_POINTS} points are in" in " ".join(out.split())
     assert "Traceback" not in out and "leaked" not in out
+
+
+def test_a_model_file_runs_and_a_point_does_not_depend_on_the_rest_of_the_grid(tmp_path, reference):
+    """The reference's trained model saved whole and swept on one point of the reference grid
+    gives that point's numbers: same weights, and a seed from the point's coordinates only."""
+    import torch
+
+    from studies.sweep import load_models
+
+    path, ref, _ = reference
+    models, _ = load_models(read_sweep_file(path), progress=False)
+    torch.save(next(iter(models.values())), tmp_path / "snn.pt")
+    head, _, _ = TINY.partition("[model]")
+    text = (head + '[model]\nfile = "snn.pt"\n' + TINY.partition("[device]")[1] + TINY.partition("[device]")[2])
+    text = text.replace("[0.0, 0.03, 0.06]", "[0.03]").replace("[0, 3, 4, 6]", "[4]")
+    config = read_sweep_file(write(tmp_path, text, "file.toml"))
+    assert config.model["file"] == str(tmp_path / "snn.pt") and len(config.points()) == 1
+    run_sweep(config, tmp_path / "one.zarr", lambda: LocalPool(1), progress=False, log=lambda s: None)
+    one = deterministic(sweep_store.open_sweep(tmp_path / "one.zarr"))
+    want = deterministic(sweep_store.open_sweep(ref)).sel(read_sigma_rel=[0.03], adc_bits=[4])
+    for name in want.data_vars:
+        np.testing.assert_array_equal(one[name].values, want[name].values, err_msg=name)
