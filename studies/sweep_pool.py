@@ -14,6 +14,14 @@ import sys
 from typing import Any, Callable, Iterable, Iterator
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container's CPU set
+    limits), not every core of the host."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 _QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
@@ -27,7 +35,7 @@ class LocalPool:
     forked)."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cores()
         # Workers stopped on Ctrl-C leave the executor's semaphores to multiprocessing's
         # resource tracker, which would warn about them; it takes its warning filters from
         # sys.warnoptions when it starts.
