@@ -238,7 +238,7 @@ def read_sweep_file(path: Path | str, overrides: dict | None = None) -> SweepCon
         raise SweepFileError(f"sweep file = {str(path)!r} is not allowed: no such file")
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SweepFileError(f"sweep file {str(path)!r} is not valid TOML: {err}") from None
     for key in raw:
         if key not in SECTIONS or not isinstance(raw[key], dict):
