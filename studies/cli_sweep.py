@@ -33,7 +33,7 @@ def _raise_interrupt(signum, frame):
               help="Run on this Dask distributed scheduler (tcp://host:port) instead of a local pool; "
                    "its workers need xbar installed and the dataset at the same path.")
 @click.option("--ci-width", type=float, default=None,
-              help="Stopping rule: add blocks of `trials` trials to a point until the 95%% CI of its "
+              help="Stopping rule: add blocks of `trials` trials to a point until the 95% CI of its "
                    "final accuracy is at most this many percentage points wide (sweep.ci_width).")
 @click.option("--max-trials", type=int, default=None,
               help="Most trials per point with --ci-width (sweep.max_trials; default 8 x trials).")
