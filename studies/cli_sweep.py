@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 
 console = Console()
@@ -45,7 +46,7 @@ def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) 
     from studies.sweep_file import SweepFileError, read_sweep_file
     from studies.sweep_pool import make_pool
     from studies.sweep_report import summary_table
-    from studies.sweep_store import StoreMismatch, open_sweep
+    from studies.sweep_store import StoreMismatch, done_mask, is_store, open_sweep
 
     if example:
         click.echo(_example(), nl=False)
@@ -60,7 +61,7 @@ def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) 
     except SweepFileError as err:
         raise click.BadParameter(str(err), param_hint=f"SWEEP_FILE {str(sweep_file)!r}") from None
     axes = " x ".join(f"{a.key} ({len(a.values)})" for a in config.axes)
-    n_points = len(config.points())
+    n_points = int(np.prod(config.shape))
     console.print(f"[bold]xbar sweep[/] {sweep_file}: {n_points} points = {axes}; "
                   f"{config.sweep['trials']} trials each, seed {config.sweep['seed']}; store {store}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -69,8 +70,6 @@ def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) 
     except (StoreMismatch, ConnectionError) as err:
         raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
-        from studies.sweep_store import done_mask, is_store
-
         n = int(done_mask(store).sum()) if is_store(store) else 0
         console.print(f"\n[yellow]interrupted[/]: {n} of {n_points} points are in {store}; "
                       "run the same command again to compute the rest")

@@ -26,13 +26,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy import stats
+import xarray as xr
 from tqdm.auto import tqdm
 
 import xbar
 from studies import sweep_store as store
 from studies.conversion import ConversionConfig, load_or_convert
 from studies.data import load_dataset, test_batches
+from studies.stats import mean_ci
 from studies.sweep_file import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
 from xbar.convert import crossbar_layers
@@ -76,12 +77,12 @@ def _model(blob_hash: str, blob: bytes) -> nn.Module:
 
 
 def ci_width_points(acc: np.ndarray) -> float:
-    """Full width of the 95% Student-t confidence interval of the mean of ``acc`` (a
-    fraction per trial), in percentage points; inf with fewer than two trials."""
-    n = len(acc)
-    if n < 2:
+    """Full width of the 95% confidence interval of the mean of ``acc`` (a fraction per
+    trial), in percentage points; inf with fewer than two trials."""
+    if len(acc) < 2:
         return float("inf")
-    return float(200 * stats.t.ppf(0.975, n - 1) * acc.std(ddof=1) / np.sqrt(n))
+    _, _, half = mean_ci(xr.DataArray(acc, dims="trial"))
+    return 200 * float(half)
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,21 +123,18 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     return _pad(blocks, task, time.perf_counter() - start)
 
 
+def _padded(values: np.ndarray, leading: tuple[int, ...]) -> np.ndarray:
+    """``values`` in a NaN array whose leading dims are ``leading`` (trials, timesteps)."""
+    full = np.full(leading + values.shape[len(leading):], np.nan)
+    full[tuple(slice(0, n) for n in values.shape[: len(leading)])] = values
+    return full
+
+
 def _pad(blocks, task: PointTask, seconds: float) -> dict[str, np.ndarray]:
     k, t = task.capacity, task.max_timesteps
-    first = blocks[0]
-    n_layers = first.sizes["layer"]
-    out = {}
-    for name in ("accuracy", *store.PER_LAYER):
-        values = np.concatenate([b[name].values for b in blocks])
-        full = np.full((k, t) + values.shape[2:], np.nan)
-        full[: values.shape[0], : values.shape[1]] = values
-        out[name] = full
-    for name in ("accuracy_ideal", "spike_rate_ideal"):
-        values = first[name].values
-        full = np.full((t,) + ((n_layers,) if values.ndim == 2 else ()), np.nan)
-        full[: values.shape[0]] = values
-        out[name] = full
+    out = {name: _padded(np.concatenate([b[name].values for b in blocks]), (k, t))
+           for name in ("accuracy", *store.PER_LAYER)}
+    out.update({name: _padded(blocks[0][name].values, (t,)) for name in ("accuracy_ideal", "spike_rate_ideal")})
     out["trials_done"] = np.float64(task.trials * len(blocks))
     out["seconds"] = np.float64(seconds)
     return out
@@ -184,11 +182,12 @@ def layer_names(models: dict[str, nn.Module]) -> list[str]:
 def check_store(path: Path, config: SweepConfig) -> None:
     """Before any work: a path that is something else, or a store of another sweep, is refused."""
     path = Path(path)
-    if path.exists() and not store.is_store(path):
+    if not path.exists():
+        return
+    if not store.is_store(path):
         raise store.StoreMismatch(f"store = {str(path)!r} is not allowed: it exists and is not an "
                                   "xbar sweep store")
-    if path.exists():
-        store.check_matches(path, config)
+    store.check_matches(path, config)
 
 
 @dataclass

@@ -162,15 +162,20 @@ class SweepConfig:
         return out
 
     def points(self) -> list[Point]:
-        """Every point of the grid, in C order of the axes."""
+        """Every point of the grid, in C order of the axes.  Each point's spec and model recipe
+        are built here, so a value out of its field's range, alone or only together with
+        another axis, is refused naming the point (:class:`SweepFileError`)."""
         result = []
         for index in itertools.product(*(range(len(a.values)) for a in self.axes)):
             coords = {a.key: a.values[i] for a, i in zip(self.axes, index)}
             s = self.settings(coords)
-            result.append(Point(index=tuple(index), coords=coords,
-                                seed=point_seed(self.sweep["seed"], coords),
-                                spec=build_spec(s["device"], s["spec"]),
-                                timesteps=s["simulation"]["timesteps"], model_key=model_key(s["model"])))
+            where = "axes at " + ", ".join(f"{k} = {v!r}" for k, v in coords.items())
+            spec = _check_point(where, lambda: build_spec(s["device"], s["spec"]))
+            _check_int(f"{where}: simulation.timesteps", s["simulation"]["timesteps"], 1)
+            _check_point(where, lambda: build_recipe(s["model"]))
+            result.append(Point(index=tuple(index), coords=coords, seed=point_seed(self.sweep["seed"], coords),
+                                spec=spec, timesteps=s["simulation"]["timesteps"],
+                                model_key=model_key(s["model"])))
         return result
 
     def model_recipes(self) -> dict[str, dict]:
@@ -185,7 +190,17 @@ class SweepConfig:
 
 
 def _jsonable(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k != "source"}
+    return _lists({k: v for k, v in d.items() if k != "source"})
+
+
+def _lists(values: dict) -> dict:
+    """Tuples as lists: the form TOML reads and JSON writes."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _tuples(values: dict) -> dict:
+    """Lists as tuples: the form the config dataclasses take."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def point_seed(seed: int, coords: dict[str, Any]) -> int:
@@ -205,8 +220,7 @@ def model_key(model: dict) -> str:
 
 
 def build_device(device: dict) -> DeviceModel:
-    fields_ = {k: (tuple(v) if isinstance(v, list) else v) for k, v in device.items() if k != "preset"}
-    return presets[device["preset"]].replace(**fields_)
+    return presets[device["preset"]].replace(**_tuples({k: v for k, v in device.items() if k != "preset"}))
 
 
 def build_spec(device: dict, spec: dict) -> xbar.Spec:
@@ -260,7 +274,7 @@ def read_sweep_file(path: Path | str, overrides: dict | None = None) -> SweepCon
     _check_point("base settings", lambda: build_spec(device, spec))
     axes = _axes(raw.get("axes", {}), model)
     config = SweepConfig(str(path), sweep, data, model, device, spec, simulation, axes)
-    _check_grid(config)
+    config.points()  # every point's spec and recipe, checked before any work
     return config
 
 
@@ -362,9 +376,6 @@ def _device_section(given: dict) -> dict:
     return {"preset": preset, **overrides}
 
 
-def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
 
 def _spec_section(given: dict) -> dict:
     for key in given:
@@ -374,10 +385,10 @@ def _spec_section(given: dict) -> dict:
         _fail("spec.r_wire", given["r_wire"], "sets r_wire_row and r_wire_col both: give either "
               "r_wire or those two")
     defaults = {f.name: f.default for f in fields(xbar.Spec) if f.name != "device"}
-    out = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+    out = _lists(defaults)
     out.update(_floats(xbar.Spec, given))
     if "r_wire" in given:
-        out["r_wire"] = float(given["r_wire"])
+        out["r_wire"] = _floats(xbar.Spec, {"r_wire_row": given["r_wire"]})["r_wire_row"]
         out.pop("r_wire_row"), out.pop("r_wire_col")
     for name in ZERO_IS_NONE:
         out[name] = 0 if out[name] is None else out[name]
@@ -412,11 +423,10 @@ def _axes(given: dict, model: dict) -> tuple[Axis, ...]:
 
 def _as_float_if(section: str, name: str, value):
     cls = {"device": DeviceModel, "spec": xbar.Spec}.get(section)
-    if cls is not None and isinstance(value, int) and not isinstance(value, bool):
-        default = {f.name: f.default for f in fields(cls)}.get(name)
-        if isinstance(default, float) or name == "r_wire":
-            return float(value)
-    return value
+    if cls is None:
+        return value
+    field = "r_wire_row" if name == "r_wire" else name  # r_wire sets that float field
+    return _floats(cls, {field: value})[field]
 
 
 def _dim(key: str, names: list[str]) -> str:
@@ -440,14 +450,3 @@ def _check_point(where: str, build):
     except (ValueError, TypeError) as err:
         raise SweepFileError(f"{where}: {err}") from None
 
-
-def _check_grid(config: SweepConfig) -> None:
-    """Build every point's spec and model recipe: a value out of its field's range, alone
-    or together with another axis, is refused naming the point."""
-    for coords in itertools.product(*([(a.key, v) for v in a.values] for a in config.axes)):
-        coords = dict(coords)
-        s = config.settings(coords)
-        where = "axes at " + ", ".join(f"{k} = {v!r}" for k, v in coords.items())
-        _check_point(where, lambda: build_spec(s["device"], s["spec"]))
-        _check_int(f"{where}: simulation.timesteps", s["simulation"]["timesteps"], 1)
-        _check_point(where, lambda: build_recipe(s["model"]))

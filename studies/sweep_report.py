@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -25,20 +26,15 @@ def axis_dims(ds: xr.Dataset) -> list[str]:
     return [a["dim"] for a in json.loads(ds.attrs["axes"])]
 
 
-def final_accuracy(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    """Each point's accuracy (per trial) and ideal accuracy after its own last timestep."""
+def point_stats(ds: xr.Dataset) -> xr.Dataset:
+    """Per point, after its own last timestep (``steps``): ``mean``, ``sd`` and 95% CI
+    half-width ``ci95`` of the accuracy over its trials, ``trials``, and ``ideal``; fractions."""
     steps = ds.accuracy_ideal.notnull().sum("timestep")
     last = (steps - 1).clip(min=0)
-    return ds.accuracy.isel(timestep=last), ds.accuracy_ideal.isel(timestep=last).where(steps > 0)
-
-
-def point_stats(ds: xr.Dataset) -> xr.Dataset:
-    """Per point, at its last timestep: ``mean``, ``sd``, 95% CI half-width ``ci95`` of the
-    accuracy over its trials, ``trials``, ``ideal`` and ``steps``, all as fractions."""
-    acc, ideal = final_accuracy(ds)
+    acc = ds.accuracy.isel(timestep=last)
     mean, sd, half = mean_ci(acc)
     return xr.Dataset({"mean": mean, "sd": sd, "ci95": half, "trials": acc.count("trial"),
-                       "ideal": ideal, "steps": ds.accuracy_ideal.notnull().sum("timestep")})
+                       "ideal": ds.accuracy_ideal.isel(timestep=last).where(steps > 0), "steps": steps})
 
 
 def _fmt(value) -> str:
@@ -80,8 +76,8 @@ def summary_table(ds: xr.Dataset, max_rows: int | None = None) -> Table:
 
 def write_csv(ds: xr.Dataset, path: Path) -> Path:
     head, rows = summary_rows(ds)
-    lines = [",".join(head)] + [",".join(r) for r in rows]
-    Path(path).write_text("\n".join(lines) + "\n")
+    with open(path, "w", newline="") as f:  # csv quotes labels with commas (JSON-valued axes)
+        csv.writer(f, lineterminator="\n").writerows([head, *rows])
     return Path(path)
 
 
