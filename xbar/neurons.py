@@ -1,14 +1,25 @@
-"""How the simulator sees spiking neurons and resets a network, for any SNN library.
+"""How the simulator sees spiking neurons, for xbar's own networks and for snntorch,
+SpikingJelly and norse models.
 
-A spiking network keeps its neuron state inside its modules between calls (one call =
-one timestep).  The simulator needs two things of it:
+A spiking network is driven one timestep per call.  The simulator needs four things of
+it, found here without naming any library's neuron classes one by one:
 
-- ``reset_state(model)`` clears the state between samples: it calls ``reset()`` on
-  every module that has one (xbar's own neurons, SpikingJelly's memory modules) and
-  ``reset_mem()`` where that exists (snntorch).
-- a *neuron* is a module with a membrane tensor attribute ``mem`` (xbar, snntorch) or
-  ``v`` (SpikingJelly); its forward output is its spikes; ``threshold`` (or
-  ``v_threshold``) is used to express membrane divergence in units of threshold.
+``reset_state(model)``
+    clears the state between samples: ``reset()`` on every module that has one (xbar's
+    neurons, SpikingJelly's memory modules), else ``reset_mem()`` (snntorch).
+``neuron_reading(module, output)``
+    whether a module that has just run is a neuron, and then its spikes and membrane.
+    A neuron is a module that keeps a membrane tensor (``mem``: xbar, snntorch; ``v``:
+    SpikingJelly, whose state lives in ``_memories``) or returns one in a state
+    (norse: ``(z, state)`` with ``state.v``, possibly nested, as in ``LIFRefracCell``).
+    Its spikes are its output, or the first element of a tuple output (snntorch's
+    ``(spk, mem)``, norse's ``(z, state)``).
+``threshold(module)``
+    ``threshold`` (xbar, snntorch), ``v_threshold`` (SpikingJelly) or ``p.v_th``
+    (norse); ``None`` for neurons without one (leaky integrators).
+``multi_step_reason(module)``
+    why a module cannot be driven one step per call (it takes a whole sequence), or
+    ``None``.
 """
 
 from __future__ import annotations
@@ -17,10 +28,10 @@ import torch
 import torch.nn as nn
 
 _MEM_ATTRS = ("mem", "v")
-_THRESHOLD_ATTRS = ("threshold", "v_threshold")
 
 
 def reset_state(model: nn.Module) -> None:
+    """Clear the neuron state of every module of ``model`` (between two samples)."""
     for m in model.modules():
         for attr in ("reset", "reset_mem"):
             fn = getattr(m, attr, None)
@@ -29,27 +40,80 @@ def reset_state(model: nn.Module) -> None:
                 break
 
 
-def _is_neuron(m: nn.Module) -> bool:
-    return any(a in vars(m) or a in getattr(m, "_buffers", {}) for a in _MEM_ATTRS)
-
-
-def is_neuron(m: nn.Module) -> bool:
-    return _is_neuron(m)
-
-
-def membrane(m: nn.Module) -> torch.Tensor | None:
-    for a in _MEM_ATTRS:
-        t = getattr(m, a, None)
-        if isinstance(t, torch.Tensor):
-            return t
+def _state_membrane(state) -> torch.Tensor | None:
+    """``v`` of a norse state (a namedtuple), searched depth first through nested states."""
+    if not hasattr(state, "_fields"):
+        return None
+    v = getattr(state, "v", None)
+    if isinstance(v, torch.Tensor):
+        return v
+    for part in state:
+        found = _state_membrane(part)
+        if found is not None:
+            return found
     return None
 
 
-def threshold(m: nn.Module) -> float:
-    for a in _THRESHOLD_ATTRS:
-        t = getattr(m, a, None)
+def _attr_membrane(module: nn.Module) -> torch.Tensor | None:
+    memories = getattr(module, "_memories", None)  # SpikingJelly's MemoryModule
+    for a in _MEM_ATTRS:
+        if a in vars(module) or a in module._buffers or (memories is not None and a in memories):
+            t = getattr(module, a, None)
+            if isinstance(t, torch.Tensor):
+                return t
+    return None
+
+
+def neuron_reading(module: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(spikes, membrane)`` of ``module`` right after it returned ``output``, or
+    ``None`` when it is not a neuron (no membrane tensor kept or returned)."""
+    spikes = output[0] if isinstance(output, (tuple, list)) and output else output
+    if not isinstance(spikes, torch.Tensor):
+        return None
+    membrane = None
+    if isinstance(output, (tuple, list)) and len(output) == 2:
+        membrane = _state_membrane(output[1])  # norse
+    if membrane is None:
+        membrane = _attr_membrane(module)
+    if membrane is None or membrane.shape != spikes.shape:
+        return None
+    return spikes, membrane
+
+
+def threshold(module: nn.Module) -> float | torch.Tensor | None:
+    """The firing threshold (a number, or a tensor broadcasting against the membrane)."""
+    p = getattr(module, "p", None)
+    candidates = [getattr(module, a, None) for a in ("threshold", "v_threshold")]
+    candidates.append(getattr(p, "v_th", None))
+    for t in candidates:
+        if isinstance(t, bool) or t is None:
+            continue
         if isinstance(t, (int, float)) and t > 0:
             return float(t)
-        if isinstance(t, torch.Tensor) and t.numel() == 1 and float(t) > 0:
-            return float(t)
-    return 1.0
+        if isinstance(t, torch.Tensor) and t.numel() >= 1 and bool((t > 0).all()):
+            return float(t) if t.numel() == 1 else t.detach()
+    return None
+
+
+# Modules that take a whole sequence per call (time as the first dimension), by the
+# qualified name of the class or of a base class, with what to use instead.
+_SEQUENCE_MODULES = {
+    "snntorch._neurons.leakyparallel.LeakyParallel": "snntorch.Leaky",
+    "snntorch._neurons.stateleaky.StateLeaky": "snntorch.Leaky",
+    "norse.torch.module.snn.SNN": "its *Cell version (for example norse.torch.LIFCell)",
+    "norse.torch.module.snn.SNNRecurrent": "its *RecurrentCell version",
+    "norse.torch.module.lift.Lift": "the lifted module itself",
+    "spikingjelly.activation_based.neuron.psn.PSN": "a neuron that keeps a membrane (IFNode, LIFNode)",
+    "spikingjelly.activation_based.neuron.psn.MaskedPSN": "a neuron that keeps a membrane (IFNode, LIFNode)",
+}
+
+
+def multi_step_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot run one timestep per call, or ``None``."""
+    for cls in type(module).__mro__:
+        instead = _SEQUENCE_MODULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if instead is not None:
+            return (f"{type(module).__module__}.{type(module).__name__} takes a whole sequence "
+                    f"per call (time as the first dimension), but xbar drives a network one "
+                    f"timestep per call: use {instead} instead")
+    return None

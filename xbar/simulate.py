@@ -10,22 +10,34 @@ crossbar layer ``l`` (in the order the layers are registered):
                       the same layer (relative RMS): read error plus everything that has
                       accumulated upstream and in earlier timesteps.
 ``membrane_error``    RMS divergence of the membrane potentials of the neurons fed by
-                      layer ``l`` (the first neuron module registered after it), in units
-                      of their threshold; NaN where no neuron follows.
+                      layer ``l``, in units of their threshold; NaN where no neuron
+                      follows or the neuron has no threshold (a leaky integrator).
 ``spike_mismatch``    fraction of those neurons whose spike differs between the networks.
 ``spike_rate``        mean spikes per neuron per timestep (analog; ``spike_rate_ideal``).
+                      The three spike variables are NaN for a neuron whose output is not
+                      binary (a leaky-integrator readout, graded spikes).
 ``neurons``           neurons fed by the layer, per sample (0 where no neuron follows).
-``accuracy``          accuracy if the output were read after ``t`` steps: argmax of the
-                      sum of the network's outputs over steps ``1..t`` (analog; also
-                      ``accuracy_ideal``).
+``accuracy``          accuracy if the output were read after ``t`` steps (analog; also
+                      ``accuracy_ideal``): argmax of the sum of the outputs of steps
+                      ``1..t`` (``readout="sum"``, a spike count), of their maximum
+                      (``"max"``, as norse reads leaky-integrator voltages) or of step
+                      ``t``'s output (``"last"``).
+
+The neurons fed by a layer are found on the first step, by the order in which the
+modules run (forward hooks), not the order in which they are registered: the first
+neuron that runs after the layer and before the next crossbar layer; a crossbar layer
+inside a neuron (snntorch ``RLeaky``'s recurrent weights) feeds that neuron.
+What counts as a neuron, for each SNN library, is in :mod:`xbar.neurons`; how each
+library's network is driven one step per call, in :mod:`xbar.stepping`.
 
 All error variables are pooled over every sample of ``data`` (ratios of sums).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,8 +45,13 @@ import torch.nn as nn
 import xarray as xr
 from tqdm.auto import tqdm
 
+from xbar.checks import batches as checked_batches
+from xbar.checks import check_step_output, model_dtype
 from xbar.convert import analog_layers
-from xbar.neurons import is_neuron, membrane, reset_state, threshold
+from xbar.neurons import neuron_reading, reset_state, threshold
+from xbar.stepping import Stepper, check_steppable
+
+READOUTS = ("sum", "max", "last")
 
 
 @dataclass
@@ -56,40 +73,110 @@ def _per_trial_sum(x: torch.Tensor, k: int) -> np.ndarray:
     return x.reshape(k, -1).sum(1).double().cpu().numpy()
 
 
-def _first_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _is_within(name: str, outer: str) -> bool:
+    return name.startswith(outer + ".")
 
 
-def _neuron_after(hw: nn.Module, layer_names: list[str]) -> dict[str, str | None]:
-    """For each crossbar layer, the first neuron module registered after it (and before
-    the next crossbar layer)."""
-    order = [(n, m) for n, m in hw.named_modules() if n]
-    result, current = {}, None
-    for name, m in order:
-        if name in layer_names:
-            current = name
-            result[name] = None
-        elif current is not None and result[current] is None and is_neuron(m):
-            result[current] = name
+def _match_neurons(order: list[str], neuron_names: set[str], layer_names: list[str]) -> dict:
+    """For each crossbar layer, the neuron it feeds (see the module docstring), from the
+    order in which modules started running on the first step."""
+    result = {}
+    for name in layer_names:
+        around = [n for n in neuron_names if _is_within(name, n)]
+        if around:
+            result[name] = max(around, key=len)
+            continue
+        result[name] = None
+        for other in order[order.index(name) + 1:]:
+            if other in layer_names:
+                break
+            if other in neuron_names:
+                result[name] = other
+                break
     return result
 
 
-def _as_batches(data, batch_size: int = 256) -> Iterable:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, y = data
-        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return data
+def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tensor,
+              layer_names: list[str]) -> tuple[dict, int]:
+    """Run one step of the ideal ``model`` with hooks on every module: which modules are
+    neurons, in which order they run, and the shape of the step's output."""
+    order: list[str] = []
+    neuron_names: set[str] = set()
+    handles = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        handles.append(m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name)))
+
+        def post(mod, inp, out, name=name):
+            if neuron_reading(mod, out) is not None:
+                neuron_names.add(name)
+        handles.append(m.register_forward_hook(post))
+    step.reset()
+    try:
+        with torch.no_grad():
+            out = step(x0)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"simulate: the model failed on its first step, for an input of shape "
+                         f"{tuple(x0.shape)} and dtype {x0.dtype}: {err}. Check that x has the "
+                         "shape the model expects ([samples, ...] of one timestep)") from err
+    finally:
+        for h in handles:
+            h.remove()
+        step.reset()
+    n_classes = check_step_output(out, len(x0), y0, step.mode)
+    never = [n for n in layer_names if n not in order]
+    if never:
+        raise ValueError(f"simulate: the model's forward never calls its layers {never}")
+    return _match_neurons(order, neuron_names, layer_names), n_classes
+
+
+def _readout(acc, out: torch.Tensor, how: str) -> torch.Tensor:
+    if acc is None or how == "last":
+        return out
+    return acc + out if how == "sum" else torch.maximum(acc, out)
+
+
+class _RangeWatch:
+    """Warns once per layer when a crossbar layer's inputs leave the DAC's range."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.active = spec is not None and (spec.dac_bits is not None or spec.adc_bits is not None)
+        self.warned: set[str] = set()
+
+    def hook(self, name: str):
+        def check(module, inputs):
+            if name in self.warned:
+                return
+            x = inputs[0]
+            hi_ok = self.spec.input_range
+            lo_ok = -hi_ok if self.spec.adc_signed else 0.0
+            lo, hi = (float(v) for v in torch.aminmax(x))
+            if lo >= lo_ok and hi <= hi_ok:
+                return
+            self.warned.add(name)
+            share = float(((x < lo_ok) | (x > hi_ok)).double().mean())
+            what = "clipped by the DAC" if self.spec.dac_bits is not None else "beyond the full scale the ADC range was set for"
+            warnings.warn(f"simulate: layer {name!r}: {share:.1%} of its inputs lie outside the DAC "
+                          f"range [{lo_ok:g}, {hi_ok:g}] (min {lo:.4g}, max {hi:.4g}); they are {what}"
+                          f"{' and negative currents are clipped by the unsigned ADC' if lo < 0 and not self.spec.adc_signed else ''}. "
+                          "Scale the inputs to the range, or set Spec(input_range=...) "
+                          "(and adc_signed=True for signed inputs)", stacklevel=4)
+        return check
 
 
 def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
              encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-             reset: Callable[[nn.Module], None] = reset_state,
+             reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
              progress: bool = True, attrs: dict | None = None) -> xr.Dataset:
     """Run the analog network ``hw`` (from :func:`xbar.convert`) and the ideal ``model``
     in lockstep for ``timesteps`` steps on every batch of ``data``.
 
     data
-        an iterable of ``(x, y)`` batches (a DataLoader), or one ``(x, y)`` pair of tensors.
+        an ``(x, y)`` pair (tensors or numpy arrays; ``x`` float ``[samples, ...]``, ``y``
+        integer class indices ``[samples]``), or an iterable of such batches (a
+        DataLoader).  Checked before any work; see :mod:`xbar.checks`.
     encoder
         ``encoder(x, t)`` gives the input of step ``t`` (0-based); default: ``x`` at every
         step (direct encoding).  A stochastic encoder must draw from its own seeded
@@ -97,12 +184,17 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     reset
         clears the neuron state of a network between batches (default:
         :func:`xbar.neurons.reset_state`).
+    readout
+        how the outputs of steps ``1..t`` give the prediction at step ``t``: ``"sum"``
+        (default), ``"max"`` or ``"last"`` (see the module docstring).
 
     Returns an ``xarray.Dataset`` with dims ``trial``, ``timestep`` (1..T) and ``layer``
     and the variables listed in this module's docstring; ``attrs`` holds the spec.
     """
     if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
         raise ValueError(f"simulate: timesteps = {timesteps!r} is not allowed: must be an integer >= 1")
+    if readout not in READOUTS:
+        raise ValueError(f"simulate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
     layers = analog_layers(hw)
     if not layers:
         raise ValueError("simulate: hw has no crossbar layer: pass the network returned by xbar.convert")
@@ -112,57 +204,88 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     if missing:
         raise ValueError(f"simulate: model has no layers named {missing}: hw must be converted "
                          "from this model")
+    check_steppable(model, "simulate")
+    dtype = model_dtype(model, "simulate")
+    hw_dtype = model_dtype(hw, "simulate (hw)")
+    if hw_dtype != dtype:
+        raise ValueError(f"simulate: hw is {hw_dtype} but model is {dtype}: convert the model "
+                         "after changing its dtype")
     k = getattr(hw, "xbar_trials", 1)
-    neurons = _neuron_after(hw, names)
     encoder = encoder or (lambda x, t: x)
     dev = next(iter(hw.buffers())).device
-    acc = _Acc(k, timesteps, len(names))
-    correct = np.zeros((k, timesteps))
-    correct_ideal = np.zeros(timesteps)
-    n_samples = 0
-
-    captured: dict = {}
-
-    def keep(tag):
-        def hook(module, inputs, output):
-            captured[tag] = output
-        return hook
-
-    handles = []
-    for name in names:
-        handles.append(hw.get_submodule(name).register_forward_hook(keep(("a", name))))
-        handles.append(ideal_modules[name].register_forward_hook(keep(("i", name))))
-        hw.get_submodule(name).record_ideal = True
-        nn_name = neurons[name]
-        if nn_name is not None:
-            handles.append(hw.get_submodule(nn_name).register_forward_hook(keep(("a", nn_name))))
-            handles.append(ideal_modules[nn_name].register_forward_hook(keep(("i", nn_name))))
-    for _, m in layers:
-        m.matrix.reset_read_noise()
+    ideal_step, analog_step = Stepper(model, reset), Stepper(hw, reset)
 
     was_training = model.training
     model.eval()
     hw.eval()
-    batches = _as_batches(data)
+    batch_iter = iter(checked_batches(data, dtype))
+    first = next(batch_iter, None)
+    if first is None:
+        raise ValueError("simulate: data yielded no samples")
+    x0 = first[0].to(dev)
+    neurons, n_classes = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
+
+    acc = _Acc(k, timesteps, len(names))
+    flags = {"binary": np.ones(len(names), bool), "threshold": np.ones(len(names), bool)}
+    correct = np.zeros((k, timesteps))
+    correct_ideal = np.zeros(timesteps)
+    n_samples = 0
+    captured: dict = {}
+
+    def keep_output(tag):
+        def hook(module, inputs, output):
+            captured[tag] = (output, getattr(module, "last_ideal", None))
+        return hook
+
+    def keep_neuron(tag):
+        def hook(module, inputs, output):
+            captured[tag] = neuron_reading(module, output)
+        return hook
+
+    watch = _RangeWatch(getattr(hw, "xbar_spec", None))
+    handles = []
+    for name in names:
+        handles.append(hw.get_submodule(name).register_forward_hook(keep_output(("a", name))))
+        handles.append(ideal_modules[name].register_forward_hook(keep_output(("i", name))))
+        if watch.active:
+            handles.append(hw.get_submodule(name).register_forward_pre_hook(watch.hook(name)))
+        hw.get_submodule(name).record_ideal = True
+        nn_name = neurons[name]
+        if nn_name is not None:
+            handles.append(hw.get_submodule(nn_name).register_forward_hook(keep_neuron(("a", nn_name))))
+            handles.append(ideal_modules[nn_name].register_forward_hook(keep_neuron(("i", nn_name))))
+    for _, m in layers:
+        m.matrix.reset_read_noise()
+
+    def all_batches():
+        yield first
+        yield from batch_iter
+
     try:
         with torch.no_grad():
-            for x, y in tqdm(batches, desc="simulate", unit="batch", disable=not progress,
+            for x, y in tqdm(all_batches(), desc="simulate", unit="batch", disable=not progress,
                              leave=False, mininterval=1.0):
                 x, y = x.to(dev), y.to(dev)
                 b = x.shape[0]
-                reset(model)
-                reset(hw)
-                out_sum_i, out_sum_a = 0.0, 0.0
+                if y.numel() and int(y.max()) >= n_classes:
+                    raise ValueError(f"simulate: label {int(y.max())} is not a class of the model's "
+                                     f"output, which has {n_classes} classes")
+                ideal_step.reset()
+                analog_step.reset()
+                read_i = read_a = None
                 for t in range(timesteps):
                     xt = encoder(x, t)
                     captured.clear()
-                    out_i = _first_output(model(xt))
-                    out_a = _first_output(hw(xt.repeat(k, *([1] * (xt.dim() - 1)))))
-                    _step_metrics(acc, t, names, neurons, captured, hw, ideal_modules, k)
-                    out_sum_i = out_sum_i + out_i
-                    out_sum_a = out_sum_a + out_a
-                    correct_ideal[t] += float((out_sum_i.argmax(-1) == y).sum())
-                    pred_a = out_sum_a.reshape(k, b, -1).argmax(-1)
+                    out_i = ideal_step(xt)
+                    out_a = analog_step(xt.repeat(k, *([1] * (xt.dim() - 1))))
+                    if n_samples == 0 and t == 0:
+                        _check_all_called(captured, names)
+                    check_step_output(out_i, b, y, ideal_step.mode)
+                    _step_metrics(acc, flags, t, names, neurons, captured, ideal_modules, k)
+                    read_i = _readout(read_i, out_i, readout)
+                    read_a = _readout(read_a, out_a, readout)
+                    correct_ideal[t] += float((read_i.argmax(-1) == y).sum())
+                    pred_a = read_a.reshape(k, b, -1).argmax(-1)
                     correct[:, t] += (pred_a == y.unsqueeze(0)).sum(1).double().cpu().numpy()
                 n_samples += b
     finally:
@@ -172,38 +295,50 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
             m.record_ideal = False
             m.last_ideal = None
         model.train(was_training)
-    if n_samples == 0:
-        raise ValueError("simulate: data yielded no samples")
-    return _dataset(acc, correct, correct_ideal, n_samples, names, neurons, hw, timesteps, attrs)
+    how = {"sum": "argmax of the summed outputs of steps 1..t",
+           "max": "argmax of the maximum output over steps 1..t",
+           "last": "argmax of the output of step t"}[readout]
+    return _dataset(acc, flags, correct, correct_ideal, n_samples, names, neurons, hw, timesteps,
+                    {"readout": f"{readout}: {how}", **(attrs or {})})
 
 
-def _step_metrics(acc: _Acc, t: int, names, neurons, captured, hw, ideal_modules, k) -> None:
+def _check_all_called(captured: dict, names: list[str]) -> None:
+    skipped = [n for n in names if ("a", n) not in captured]
+    if skipped:
+        raise ValueError(f"simulate: the converted network never ran its crossbar layers {skipped}: "
+                         "its forward calls modules it holds elsewhere than in its attributes "
+                         "(a nirtorch GraphExecutor, as norse's and snntorch's from_nir return, runs "
+                         "its graph's own copies), so the result would be the ideal network's. "
+                         "Load a NIR graph with xbar.from_nir instead")
+
+
+def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, ideal_modules, k) -> None:
     for li, name in enumerate(names):
-        ya = captured[("a", name)]
-        yi = captured[("i", name)]
-        ref = hw.get_submodule(name).last_ideal
+        ya, ref = captured[("a", name)]
+        yi, _ = captured[("i", name)]
         acc.add("read_num", (slice(None), t, li), _per_trial_sum((ya - ref) ** 2, k))
         acc.add("read_den", (slice(None), t, li), _per_trial_sum(ref**2, k))
         diff = ya.reshape(k, *yi.shape) - yi.unsqueeze(0)
         acc.add("layer_num", (slice(None), t, li), _per_trial_sum(diff**2, k))
         acc.add("layer_den", (slice(None), t, li), float((yi.double() ** 2).sum()) * np.ones(k))
         nn_name = neurons[name]
-        if nn_name is None:
+        if nn_name is None or captured.get(("i", nn_name)) is None or captured.get(("a", nn_name)) is None:
             continue
-        m_a, m_i = hw.get_submodule(nn_name), ideal_modules[nn_name]
-        s_a = captured[("a", nn_name)]
-        s_i = captured[("i", nn_name)]
-        count = s_i.numel()
-        s_a = _first_output(s_a).reshape(k, *_first_output(s_i).shape)
-        s_i = _first_output(s_i)
-        acc.add("count", (slice(None), t, li), count)
+        s_i, v_i = captured[("i", nn_name)]
+        s_a, v_a = captured[("a", nn_name)]
+        s_a = s_a.reshape(k, *s_i.shape)
+        acc.add("count", (slice(None), t, li), s_i.numel())
+        if flags["binary"][li] and not bool(((s_i == 0) | (s_i == 1)).all()):
+            flags["binary"][li] = False
         acc.add("spikes", (slice(None), t, li), _per_trial_sum(s_a, k))
         acc.add("spikes_ideal", (slice(None), t, li), float(s_i.sum()))
         acc.add("mismatch", (slice(None), t, li), _per_trial_sum((s_a != s_i.unsqueeze(0)).float(), k))
-        v_a, v_i = membrane(m_a), membrane(m_i)
-        if v_a is not None and v_i is not None:
-            dv = (v_a.reshape(k, *v_i.shape) - v_i.unsqueeze(0)) / threshold(m_i)
-            acc.add("mem_sq", (slice(None), t, li), _per_trial_sum(dv**2, k))
+        thr = threshold(ideal_modules[nn_name])
+        if thr is None:
+            flags["threshold"][li] = False
+            continue
+        dv = (v_a.reshape(k, *v_i.shape) - v_i.unsqueeze(0)) / thr
+        acc.add("mem_sq", (slice(None), t, li), _per_trial_sum(dv**2, k))
 
 
 def _ratio(num, den):
@@ -211,14 +346,15 @@ def _ratio(num, den):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num > 0, np.inf, 0.0))
 
 
-def _dataset(acc, correct, correct_ideal, n, names, neurons, hw, timesteps, attrs) -> xr.Dataset:
+def _dataset(acc, flags, correct, correct_ideal, n, names, neurons, hw, timesteps, attrs) -> xr.Dataset:
     s = acc.sums
     has_neuron = np.array([neurons[nm] is not None for nm in names])
     count = s.get("count", np.zeros((acc.k, timesteps, len(names))))
     safe = np.where(count > 0, count, 1)
 
-    def neuron_var(values):
-        return np.where(has_neuron[None, None, :] & (count > 0), values, np.nan)
+    def neuron_var(values, flag=None):
+        ok = has_neuron if flag is None else has_neuron & flags[flag]
+        return np.where(ok[None, None, :] & (count > 0), values, np.nan)
 
     dims = ("trial", "timestep", "layer")
     zeros = np.zeros_like(count)
@@ -228,13 +364,13 @@ def _dataset(acc, correct, correct_ideal, n, names, neurons, hw, timesteps, attr
         "layer_error": (dims, np.sqrt(_ratio(s["layer_num"], s["layer_den"])),
                         {"long_name": "layer output error against the ideal network (relative RMS)",
                          "units": "1"}),
-        "membrane_error": (dims, neuron_var(np.sqrt(s.get("mem_sq", zeros) / safe)),
+        "membrane_error": (dims, neuron_var(np.sqrt(s.get("mem_sq", zeros) / safe), "threshold"),
                            {"long_name": "RMS membrane-potential divergence", "units": "threshold"}),
-        "spike_mismatch": (dims, neuron_var(s.get("mismatch", zeros) / safe),
+        "spike_mismatch": (dims, neuron_var(s.get("mismatch", zeros) / safe, "binary"),
                            {"long_name": "fraction of neurons whose spike differs", "units": "1"}),
-        "spike_rate": (dims, neuron_var(s.get("spikes", zeros) / safe),
+        "spike_rate": (dims, neuron_var(s.get("spikes", zeros) / safe, "binary"),
                        {"long_name": "spikes per neuron per timestep (analog)", "units": "1"}),
-        "spike_rate_ideal": (("timestep", "layer"), neuron_var(s.get("spikes_ideal", zeros) / safe)[0],
+        "spike_rate_ideal": (("timestep", "layer"), neuron_var(s.get("spikes_ideal", zeros) / safe, "binary")[0],
                              {"long_name": "spikes per neuron per timestep (ideal)", "units": "1"}),
         "neurons": (("layer",), count[0, 0] / n,
                     {"long_name": "neurons fed by the layer, per sample", "units": "1"}),
@@ -248,8 +384,7 @@ def _dataset(acc, correct, correct_ideal, n, names, neurons, hw, timesteps, attr
               "neuron": ("layer", [neurons[nm] or "" for nm in names])}
     ds = xr.Dataset(data_vars, coords=coords)
     spec = getattr(hw, "xbar_spec", None)
-    ds.attrs.update({"n_samples": int(n), "timesteps": int(timesteps),
-                     "readout": "argmax of the summed outputs of steps 1..t"})
+    ds.attrs.update({"n_samples": int(n), "timesteps": int(timesteps)})
     if spec is not None:
         ds.attrs.update(spec.to_attrs())
     if attrs:
