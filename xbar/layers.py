@@ -20,11 +20,16 @@ from xbar.tile import ProgrammedMatrix
 class _Analog(nn.Module):
     """Shared state: the programmed matrix, the float weights, the recording hook."""
 
-    def _setup(self, matrix_w: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               spec: Spec, trials: int, seeds: tuple[int, int]) -> None:
+    def _setup(self, original: nn.Module, matrix_w: torch.Tensor, spec: Spec, trials: int,
+               seeds: tuple[int, int]) -> None:
+        weight, bias = original.weight, original.bias
         self.spec = spec
         self.trials = trials
         self.register_buffer("weight", weight.detach().clone())
+        # SpikingJelly's multi-step layers take [T, N, ...]; the simulator feeds T = 1.
+        self.time_first = getattr(original, "step_mode", None) == "m"
+        if hasattr(original, "step_mode"):
+            self.step_mode = original.step_mode
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
                                        program_seed=seeds[0], read_seed=seeds[1])
@@ -38,6 +43,15 @@ class _Analog(nn.Module):
                              f"multiple of trials = {self.trials} (batches are trial-major)")
         return x.reshape(self.trials, -1, x.shape[-1])
 
+    def _one_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Drop the time dimension of a multi-step layer's ``[1, N, ...]`` input."""
+        if not self.time_first:
+            return x
+        if x.shape[0] != 1:
+            raise ValueError(f"{type(self).__name__}: a multi-step input of {x.shape[0]} timesteps; "
+                             "crossbar layers are driven one timestep per call ([1, N, ...])")
+        return x[0]
+
     def _maybe_record(self, x: torch.Tensor) -> None:
         self.last_ideal = self.ideal_forward(x) if self.record_ideal else None
 
@@ -49,15 +63,17 @@ class AnalogLinear(_Analog):
                  seeds: tuple[int, int] = (0, 1)) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._setup(linear.weight.t(), linear.weight, linear.bias, spec, trials, seeds)
+        self._setup(linear, linear.weight.t(), spec, trials, seeds)
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._maybe_record(x)
-        y = self.matrix(self._trial_view(x)).reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        step = self._one_step(x)
+        self._maybe_record(step)
+        y = self.matrix(self._trial_view(step)).reshape(*step.shape[:-1], self.out_features)
+        y = y if self.bias is None else y + self.bias
+        return y.unsqueeze(0) if self.time_first else y
 
     def extra_repr(self) -> str:
         m = self.matrix
@@ -92,12 +108,17 @@ class AnalogConv2d(_Analog):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.dilation, self.padding = conv.dilation, _conv_padding(conv)
-        self._setup(conv_matrix(conv.weight), conv.weight, conv.bias, spec, trials, seeds)
+        self._setup(conv, conv_matrix(conv.weight), spec, trials, seeds)
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_first:
+            return self._conv(self._one_step(x)).unsqueeze(0)
+        return self._conv(x)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
         self._maybe_record(x)
         out_hw = conv_output_size(x.shape[-2], x.shape[-1], self.kernel_size, self.dilation,
                                   self.padding, self.stride)
