@@ -75,7 +75,11 @@ def neuron_reading(module: nn.Module, output) -> tuple[torch.Tensor, torch.Tenso
         membrane = _state_membrane(output[1])  # norse
     if membrane is None:
         membrane = _attr_membrane(module)
-    if membrane is None or membrane.shape != spikes.shape:
+    if membrane is None:
+        return None
+    if spikes.dim() == membrane.dim() + 1 and spikes.shape[0] == 1:
+        spikes = spikes[0]  # SpikingJelly multi-step, driven with sequences of length 1
+    if membrane.shape != spikes.shape:
         return None
     return spikes, membrane
 

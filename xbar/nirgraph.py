@@ -1,0 +1,369 @@
+"""``from_nir(graph, dt=...)``: a NIR graph as a single-step torch network.
+
+NIR (the Neuromorphic Intermediate Representation) describes a network as a graph of
+continuous-time primitives; snntorch, SpikingJelly, norse and others export to it.  This
+module runs such a graph one timestep of ``dt`` seconds per call, as xbar drives every
+network, with its weight nodes as ``nn.Linear``/``nn.Conv2d`` modules that
+:func:`xbar.convert` puts on crossbars.
+
+How the ODEs are stepped (forward Euler, step ``dt``; ``I`` is the node's input, the sum
+of everything its incoming edges carry):
+
+============  ===============================================================  ========
+node          one step                                                         output
+============  ===============================================================  ========
+LIF           ``v += dt/tau * (v_leak - v + r I)``; spike ``z = v > v_thr``;     ``z``
+              where ``z``: ``v = v_reset``
+CubaLIF       ``i += dt/tau_syn * (w_in I - i)``, then                          ``z``
+              ``v += dt/tau_mem * (v_leak - v + r i)`` (the new ``i``); spike
+              and reset as LIF
+CubaLI        as CubaLIF, without spikes                                        ``v``
+IF            ``v += dt * r I``; spike and reset as LIF                         ``z``
+LI            ``v += dt/tau * (v_leak - v + r I)``                              ``v``
+I             ``v += dt * r I`` (integrator)                                    ``v``
+Threshold     ``z = I > threshold``                                             ``z``
+Affine        ``W I + b``                 Linear   ``W I``                      Scale    ``s I``
+Conv2d        the convolution             Flatten  over NIR's (unbatched) dims
+SumPool2d     sum over windows            AvgPool2d  mean over windows
+============  ===============================================================  ========
+
+State starts at ``v = v_leak`` (``0`` for IF and I) and ``i = 0``.  With the parameters
+snntorch and SpikingJelly export (``r = tau/dt``, ``w_in = tau_syn/dt``), a LIF step is
+``v = beta v + I`` with ``beta = 1 - dt/tau``: their own update, so ``dt`` must be the
+one the graph was exported with.  NIR graphs do not record it: snntorch and SpikingJelly
+export with ``dt = 1e-4`` s by default, norse with ``1e-3`` s.
+
+Edges that close a loop (recurrent weights) carry the previous step's output (zero at
+the first step).  Nested graphs are flattened into their parent.  A graph must have one
+input and one output node.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d",
+             "AvgPool2d", "Scale", "Threshold", "LIF", "CubaLIF", "CubaLI", "IF", "LI", "I")
+
+
+def _t(a, dtype=torch.float32) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype)
+
+
+def _pair(a) -> tuple[int, int]:
+    a = np.atleast_1d(np.asarray(a)).astype(int).tolist()
+    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
+
+
+class _Neuron(nn.Module):
+    """State ``mem`` (and ``syn``), reset to rest by ``reset()``."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, value in params.items():
+            self.register_buffer(name, value)
+        self.mem: torch.Tensor | None = None
+        self.syn: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.mem = None
+        self.syn = None
+
+    def _rest(self, x: torch.Tensor) -> torch.Tensor:
+        leak = getattr(self, "v_leak", None)
+        return torch.zeros_like(x) if leak is None else leak.to(x.dtype).expand_as(x).clone()
+
+    def _fire(self) -> torch.Tensor:
+        z = (self.mem > self.threshold).to(self.mem.dtype)
+        self.mem = torch.where(z > 0, self.v_reset.to(self.mem.dtype).expand_as(self.mem), self.mem)
+        return z
+
+
+class NIRLIF(_Neuron):
+    def forward(self, x):
+        v = self._rest(x) if self.mem is None else self.mem
+        self.mem = v + self.dt_tau * (self.v_leak - v + self.r * x)
+        return self._fire()
+
+
+class NIRLI(_Neuron):
+    def forward(self, x):
+        v = self._rest(x) if self.mem is None else self.mem
+        self.mem = v + self.dt_tau * (self.v_leak - v + self.r * x)
+        return self.mem
+
+
+class NIRCubaLIF(_Neuron):
+    spiking = True
+
+    def forward(self, x):
+        i = torch.zeros_like(x) if self.syn is None else self.syn
+        v = self._rest(x) if self.mem is None else self.mem
+        self.syn = i + self.dt_tau_syn * (self.w_in * x - i)
+        self.mem = v + self.dt_tau_mem * (self.v_leak - v + self.r * self.syn)
+        return self._fire() if self.spiking else self.mem
+
+
+class NIRCubaLI(NIRCubaLIF):
+    spiking = False
+
+
+class NIRIF(_Neuron):
+    def forward(self, x):
+        v = self._rest(x) if self.mem is None else self.mem
+        self.mem = v + self.dt_r * x
+        return self._fire()
+
+
+class NIRIntegrator(_Neuron):
+    def forward(self, x):
+        v = self._rest(x) if self.mem is None else self.mem
+        self.mem = v + self.dt_r * x
+        return self.mem
+
+
+class _Elementwise(nn.Module):
+    def __init__(self, kind: str, value: torch.Tensor) -> None:
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("value", value)
+
+    def forward(self, x):
+        return x * self.value if self.kind == "scale" else (x > self.value).to(x.dtype)
+
+
+class _Flatten(nn.Module):
+    """NIR's ``start_dim``/``end_dim`` count the dims of one sample (no batch)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = (start + 1 if start >= 0 else start), (end + 1 if end >= 0 else end)
+
+    def forward(self, x):
+        return torch.flatten(x, self.start, self.end)
+
+
+class _SumPool2d(nn.AvgPool2d):
+    def forward(self, x):
+        k = self.kernel_size
+        return super().forward(x) * (k[0] * k[1])
+
+
+def _linear(node, bias: bool, dtype) -> nn.Linear:
+    w = np.asarray(node.weight)
+    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(_t(w, dtype))
+        if bias:
+            layer.bias.copy_(_t(node.bias, dtype))
+    return layer.to(dtype)
+
+
+def _conv2d(node, dtype) -> nn.Conv2d:
+    w = np.asarray(node.weight)
+    padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+    bias = node.bias is not None and np.size(node.bias) > 0
+    conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
+                     stride=_pair(node.stride), padding=padding, dilation=_pair(node.dilation),
+                     groups=int(node.groups), bias=bias)
+    with torch.no_grad():
+        conv.weight.copy_(_t(w, dtype))
+        if bias:
+            conv.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],)), dtype))
+    return conv.to(dtype)
+
+
+def _neuron_params(node, dt: float, dtype) -> dict[str, torch.Tensor]:
+    kind = type(node).__name__
+    p = {}
+    if kind in ("LIF", "LI"):
+        p["dt_tau"] = _t(dt / np.asarray(node.tau, dtype=np.float64), dtype)
+    if kind in ("CubaLIF", "CubaLI"):
+        p["dt_tau_syn"] = _t(dt / np.asarray(node.tau_syn, dtype=np.float64), dtype)
+        p["dt_tau_mem"] = _t(dt / np.asarray(node.tau_mem, dtype=np.float64), dtype)
+        p["w_in"] = _t(node.w_in, dtype)
+    if kind in ("IF", "I"):
+        p["dt_r"] = _t(dt * np.asarray(node.r, dtype=np.float64), dtype)
+    else:
+        p["r"] = _t(node.r, dtype)
+        p["v_leak"] = _t(node.v_leak, dtype)
+    if kind in ("LIF", "CubaLIF", "IF"):
+        p["threshold"] = _t(node.v_threshold, dtype)
+        p["v_reset"] = _t(node.v_reset if node.v_reset is not None else np.zeros_like(node.v_threshold), dtype)
+    return p
+
+
+_NEURONS = {"LIF": NIRLIF, "LI": NIRLI, "CubaLIF": NIRCubaLIF, "CubaLI": NIRCubaLI, "IF": NIRIF,
+            "I": NIRIntegrator}
+
+
+def _module(key: str, node, dt: float, dtype) -> nn.Module:
+    kind = type(node).__name__
+    if kind in ("Input", "Output"):
+        return nn.Identity()
+    if kind == "Affine":
+        return _linear(node, True, dtype)
+    if kind == "Linear":
+        return _linear(node, False, dtype)
+    if kind == "Conv2d":
+        return _conv2d(node, dtype)
+    if kind == "Flatten":
+        return _Flatten(int(node.start_dim), int(node.end_dim))
+    if kind in ("SumPool2d", "AvgPool2d"):
+        cls = _SumPool2d if kind == "SumPool2d" else nn.AvgPool2d
+        return cls(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
+    if kind == "Scale":
+        return _Elementwise("scale", _t(node.scale, dtype))
+    if kind == "Threshold":
+        return _Elementwise("threshold", _t(node.threshold, dtype))
+    return _NEURONS[kind](_neuron_params(node, dt, dtype))
+
+
+def _flatten(graph) -> tuple[dict, list[tuple[str, str]]]:
+    """Nodes and edges with nested graphs spliced in (``outer.inner`` keys)."""
+    import nir
+
+    nodes, edges, subgraphs = {}, [], {}
+    for key, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            inner_nodes, inner_edges = _flatten(node)
+            ins = [k for k, n in inner_nodes.items() if type(n).__name__ == "Input"]
+            outs = [k for k, n in inner_nodes.items() if type(n).__name__ == "Output"]
+            if len(ins) != 1 or len(outs) != 1:
+                raise ValueError(f"from_nir: nested graph {key!r} has {len(ins)} input and "
+                                 f"{len(outs)} output nodes: xbar needs one of each")
+            nodes.update({f"{key}.{k}": n for k, n in inner_nodes.items()})
+            edges += [(f"{key}.{a}", f"{key}.{b}") for a, b in inner_edges]
+            subgraphs[key] = (f"{key}.{ins[0]}", f"{key}.{outs[0]}")
+        else:
+            nodes[key] = node
+    for a, b in graph.edges:
+        a = subgraphs[a][1] if a in subgraphs else a
+        b = subgraphs[b][0] if b in subgraphs else b
+        edges.append((a, b))
+    return nodes, edges
+
+
+def _order(keys: list[str], edges: list[tuple[str, str]], start: str) -> tuple[list[str], set]:
+    """Nodes in execution order from ``start`` (depth first), and the edges that close a
+    loop (they carry the previous step's value)."""
+    succ = {k: [] for k in keys}
+    for a, b in edges:
+        succ[a].append(b)
+    state, post, back = {}, [], set()
+
+    def visit(u):  # iterative DFS: graphs can be deep
+        stack = [(u, iter(succ[u]))]
+        state[u] = "open"
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = "done"
+                post.append(node)
+                stack.pop()
+            elif state.get(nxt) == "open":
+                back.add((node, nxt))
+            elif nxt not in state:
+                state[nxt] = "open"
+                stack.append((nxt, iter(succ[nxt])))
+
+    visit(start)
+    return post[::-1], back
+
+
+class NIRNetwork(nn.Module):
+    """A NIR graph run one timestep per call; ``reset()`` returns it to rest.
+
+    ``nodes`` holds one module per graph node (keys with ``.`` written ``_``), so that
+    :func:`xbar.convert` finds and swaps the weight nodes like any layer."""
+
+    def __init__(self, nodes: dict, edges: list[tuple[str, str]], ends: tuple[str, str], dt: float,
+                 dtype) -> None:
+        super().__init__()
+        self.dt = dt
+        self.keys = {k: k.replace(".", "_") for k in nodes}
+        self.nodes = nn.ModuleDict({self.keys[k]: _module(k, n, dt, dtype) for k, n in nodes.items()})
+        self.input, self.output = ends
+        self.order, self.back = _order(list(nodes), edges, self.input)
+        unreached = [k for k in nodes if k not in self.order]
+        if unreached:
+            raise ValueError(f"from_nir: nodes {unreached} cannot be reached from the input node "
+                             f"{self.input!r}")
+        self.sources = {k: [a for a, b in edges if b == k] for k in nodes}
+        self._previous: dict[str, torch.Tensor] = {}
+
+    def reset(self) -> None:
+        self._previous = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: dict[str, torch.Tensor] = {}
+        for key in self.order:
+            if key == self.input:
+                value = x
+            else:
+                parts = [out[a] if (a, key) not in self.back else self._previous.get(a)
+                         for a in self.sources[key]]
+                parts = [p for p in parts if p is not None]
+                if not parts:  # only recurrent inputs, at the first step
+                    parts = [torch.zeros_like(self._previous.get(self.sources[key][0], x))]
+                value = parts[0] if len(parts) == 1 else torch.stack(torch.broadcast_tensors(*parts)).sum(0)
+            out[key] = self.nodes[self.keys[key]](value)
+        self._previous = {a: out[a] for a, _ in self.back}
+        return out[self.output]
+
+    def extra_repr(self) -> str:
+        return f"dt={self.dt:g} s, {len(self.order)} nodes, {len(self.back)} recurrent edges"
+
+
+def from_nir(graph, *, dt: float, dtype: torch.dtype = torch.float32) -> NIRNetwork:
+    """A single-step torch network of the NIR graph ``graph`` (a ``nir.NIRGraph`` or the
+    path of a file written by ``nir.write``), stepped by ``dt`` seconds per call.
+
+    ``dt`` has no default: NIR graphs do not record the step they were exported with
+    (snntorch and SpikingJelly: 1e-4 s, norse: 1e-3 s), and a wrong ``dt`` silently
+    changes every time constant.  The module docstring gives the update of every node.
+    Nodes of a kind not in :data:`SUPPORTED` are refused by name.
+    """
+    try:
+        import nir
+    except ImportError as err:  # pragma: no cover - nir is in the [frameworks] extra
+        raise ImportError("from_nir needs the nir package: pip install nir "
+                          "(or xbar[frameworks])") from err
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"from_nir: dt = {dt!r} is not allowed: must be the time step in seconds, "
+                         "> 0 (the one the graph was exported with: snntorch and SpikingJelly use "
+                         "1e-4, norse 1e-3)")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"from_nir: dtype = {dtype} is not allowed: must be torch.float32 or float64")
+    if isinstance(graph, (str, Path)):
+        path = Path(graph)
+        if not path.is_file():
+            raise FileNotFoundError(f"from_nir: no NIR file at {str(path)!r}")
+        graph = nir.read(str(path))
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"from_nir: graph must be a nir.NIRGraph or the path of a NIR file, got "
+                        f"{type(graph).__name__}")
+    nodes, edges = _flatten(graph)
+    unsupported = sorted({f"{k} ({type(n).__name__})" for k, n in nodes.items()
+                          if type(n).__name__ not in SUPPORTED})
+    if unsupported:
+        raise ValueError(f"from_nir: the graph holds nodes xbar cannot run: {', '.join(unsupported)}. "
+                         f"Supported: {', '.join(SUPPORTED)}")
+    ends = []
+    for kind in (nir.Input, nir.Output):
+        found = [k for k, n in graph.nodes.items() if isinstance(n, kind)]
+        if len(found) != 1:
+            raise ValueError(f"from_nir: the graph has {len(found)} {kind.__name__} nodes ({found}): "
+                             "xbar runs graphs with exactly one")
+        ends.append(found[0])
+    unknown = sorted({e for edge in edges for e in edge if e not in nodes})
+    if unknown:
+        raise ValueError(f"from_nir: edges name nodes the graph does not have: {unknown}")
+    return NIRNetwork(nodes, edges, (ends[0], ends[1]), float(dt), dtype)
