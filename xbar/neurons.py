@@ -15,8 +15,9 @@ it, found here without naming any library's neuron classes one by one:
     Its spikes are its output, or the first element of a tuple output (snntorch's
     ``(spk, mem)``, norse's ``(z, state)``).
 ``threshold(module)``
-    ``threshold`` (xbar, snntorch), ``v_threshold`` (SpikingJelly) or ``p.v_th``
-    (norse); ``None`` for neurons without one (leaky integrators).
+    ``threshold`` (xbar, snntorch; ``delta_threshold`` for snntorch's ``DeltaLeaky``),
+    ``v_threshold`` (SpikingJelly) or ``p.v_th`` (norse); ``None`` for neurons without
+    one (leaky integrators).
 ``multi_step_reason(module)``
     why a module cannot be driven one step per call (it takes a whole sequence), or
     ``None``.
@@ -84,18 +85,29 @@ def neuron_reading(module: nn.Module, output) -> tuple[torch.Tensor, torch.Tenso
     return spikes, membrane
 
 
+def _param_threshold(p):
+    """``v_th`` of norse parameters, searched through nested ones (``p.lif.v_th``)."""
+    found = getattr(p, "v_th", None)
+    if found is not None or not hasattr(p, "_fields"):
+        return found
+    for part in p:
+        found = _param_threshold(part)
+        if found is not None:
+            return found
+    return None
+
+
 def threshold(module: nn.Module) -> float | torch.Tensor | None:
     """The firing threshold (a number, or a tensor broadcasting against the membrane)."""
-    p = getattr(module, "p", None)
-    candidates = [getattr(module, a, None) for a in ("threshold", "v_threshold")]
-    candidates.append(getattr(p, "v_th", None))
+    candidates = [getattr(module, a, None) for a in ("delta_threshold", "threshold", "v_threshold")]
+    candidates.append(_param_threshold(getattr(module, "p", None)))
     for t in candidates:
         if isinstance(t, bool) or t is None:
             continue
         if isinstance(t, (int, float)) and t > 0:
             return float(t)
         if isinstance(t, torch.Tensor) and t.numel() >= 1 and bool((t > 0).all()):
-            return float(t) if t.numel() == 1 else t.detach()
+            return float(t.detach()) if t.numel() == 1 else t.detach()
     return None
 
 
@@ -104,11 +116,15 @@ def threshold(module: nn.Module) -> float | torch.Tensor | None:
 _SEQUENCE_MODULES = {
     "snntorch._neurons.leakyparallel.LeakyParallel": "snntorch.Leaky",
     "snntorch._neurons.stateleaky.StateLeaky": "snntorch.Leaky",
+    "snntorch._neurons.associative.AssociativeLeaky": "snntorch.Leaky",
     "norse.torch.module.snn.SNN": "its *Cell version (for example norse.torch.LIFCell)",
     "norse.torch.module.snn.SNNRecurrent": "its *RecurrentCell version",
     "norse.torch.module.lift.Lift": "the lifted module itself",
     "spikingjelly.activation_based.neuron.psn.PSN": "a neuron that keeps a membrane (IFNode, LIFNode)",
     "spikingjelly.activation_based.neuron.psn.MaskedPSN": "a neuron that keeps a membrane (IFNode, LIFNode)",
+    "spikingjelly.activation_based.neuron.dsr.DSRIFNode": "IFNode",
+    "spikingjelly.activation_based.neuron.dsr.DSRLIFNode": "LIFNode",
+    "spikingjelly.activation_based.neuron.lif_variants.GatedLIFNode": "LIFNode",
 }
 
 
