@@ -1,0 +1,243 @@
+"""xbar.from_nir: NIR graphs exported by snntorch, SpikingJelly and norse, and the
+stepping of every primitive against closed forms."""
+
+import warnings
+
+import nir
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.datasets import load_digits
+
+import xbar
+
+import snntorch as snn  # noqa: E402
+import norse.torch as norse  # noqa: E402
+from snntorch.export_nir import export_to_nir  # noqa: E402
+from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
+from spikingjelly.activation_based.nir_exchange import to_nir  # noqa: E402
+
+T = 6
+N_TRAIN = 1500
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target)
+
+
+def _accuracy_per_step(running, y):
+    return np.array([float((r.argmax(1) == y).double().mean()) for r in running])
+
+
+def _train(net, summed, x, y, epochs=3, lr=3e-3):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in range(epochs):
+        for i in range(0, N_TRAIN, 100):
+            loss = nn.functional.cross_entropy(summed(net, x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+def _simulate(model, x, y):
+    hw = xbar.convert(model, xbar.Spec.ideal())
+    return hw, xbar.simulate(hw, model, (x, y), T, progress=False)
+
+
+def _snntorch_net():
+    # per-neuron beta and threshold: snntorch 1.0 cannot export scalar ones to NIR 1.0.8;
+    # reset to zero: NIR's LIF resets to v_reset, snntorch's default subtracts
+    def lif(n, beta, **kw):
+        return snn.Leaky(beta=torch.full((n,), beta), threshold=torch.ones(n), init_hidden=True,
+                         reset_mechanism="zero", **kw)
+    return nn.Sequential(nn.Linear(64, 48), lif(48, 0.9), nn.Linear(48, 10), lif(10, 0.8, output=True))
+
+
+def _snn_summed(net, xb):
+    xbar.reset_state(net)
+    return sum(net(xb)[0] for _ in range(T))
+
+
+def test_snntorch_export_runs_as_snntorch_does(digits, tmp_path):
+    x, y = digits
+    net = _train(_snntorch_net(), _snn_summed, x, y)
+    with torch.no_grad():
+        xbar.reset_state(net)
+        running = np.cumsum([net(x[N_TRAIN:])[0].numpy() for _ in range(T)], axis=0)
+    own = _accuracy_per_step(torch.tensor(running), y[N_TRAIN:])
+    assert own[-1] > 0.5
+    path = tmp_path / "snn.nir"
+    nir.write(str(path), export_to_nir(net, torch.rand(64)))
+    model = xbar.from_nir(path, dt=1e-4)  # snntorch exports with dt = 1e-4 s
+    hw, ds = _simulate(model, x[N_TRAIN:], y[N_TRAIN:])
+    assert [r.name for r in hw.xbar_report if r.on_crossbars] == ["nodes.0", "nodes.2"]
+    np.testing.assert_array_equal(ds.accuracy_ideal.values, own)
+    np.testing.assert_array_equal(ds.accuracy.values[0], own)
+    assert list(ds.neuron.values) == ["nodes.1", "nodes.3"]
+    assert float(ds.membrane_error.max()) < 1e-4 and float(ds.spike_mismatch.max()) == 0
+    # another dt is another network: the time constants are honoured
+    other = xbar.simulate(xbar.convert(xbar.from_nir(path, dt=5e-5), xbar.Spec.ideal()),
+                          xbar.from_nir(path, dt=5e-5), (x[N_TRAIN:], y[N_TRAIN:]), T, progress=False)
+    assert not np.array_equal(other.accuracy_ideal.values, own)
+
+
+def _sj_net():
+    return nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), neuron.IFNode(), layer.AvgPool2d(2),
+                         layer.Flatten(), layer.Linear(8 * 16, 10), neuron.LIFNode(tau=2.0))
+
+
+def _sj_summed(net, xb):
+    functional.reset_net(net)
+    return sum(net(xb) for _ in range(T))
+
+
+def test_spikingjelly_export_runs_as_spikingjelly_does(digits):
+    x, y = digits
+    x = x.reshape(-1, 1, 8, 8) * 2
+    net = _train(_sj_net(), _sj_summed, x, y)
+    with torch.no_grad():
+        functional.reset_net(net)
+        running = torch.stack([net(x[N_TRAIN:]) for _ in range(T)]).cumsum(0)
+        own = _accuracy_per_step(running, y[N_TRAIN:])
+        graph = to_nir.export_to_nir(net, x[:4])
+    assert own[-1] > 0.5
+    model = xbar.from_nir(graph, dt=1e-4)  # SpikingJelly exports with dt = 1e-4 s
+    _, ds = _simulate(model, x[N_TRAIN:], y[N_TRAIN:])
+    np.testing.assert_array_equal(ds.accuracy_ideal.values, own)
+    np.testing.assert_array_equal(ds.accuracy.values[0], own)
+    assert np.isfinite(ds.membrane_error.values).all()
+
+
+def test_nirtorch_graph_executor_is_refused_not_run_ideal():
+    graph = export_to_nir(_snntorch_net(), torch.rand(64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = norse.from_nir(graph, dt=1e-4)  # a nirtorch GraphExecutor
+    hw = xbar.convert(model, xbar.Spec.ideal())
+    with pytest.raises(ValueError, match="never ran its crossbar layers.*xbar.from_nir"):
+        xbar.simulate(hw, model, (torch.rand(8, 64), torch.zeros(8, dtype=torch.long)), 2,
+                      progress=False)
+
+
+def test_norse_export_loads():
+    net = norse.SequentialState(nn.Linear(64, 10), norse.LIFBoxCell())
+    graph = norse.to_nir(net, torch.rand(1, 64), dt=1e-3)
+    model = xbar.from_nir(graph, dt=1e-3)
+    assert model(torch.rand(3, 64)).shape == (3, 10)
+    assert [type(m).__name__ for m in model.nodes.values()] == ["Identity", "Linear", "NIRLIF", "Identity"]
+
+
+def _graph(nodes, edges):
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+def _chain(*middle):
+    nodes = {"in": nir.Input(np.array([3])), **{f"n{i}": n for i, n in enumerate(middle)},
+             "out": nir.Output(np.array([3]))}
+    keys = list(nodes)
+    return _graph(nodes, list(zip(keys[:-1], keys[1:])))
+
+
+@pytest.mark.parametrize("dt", [1e-4, 1e-3])
+def test_leaky_integrator_follows_its_closed_form(dt):
+    tau, r, leak = np.full(3, 2e-3), np.array([1.0, 2.0, 0.5]), np.array([0.0, 0.1, -0.2])
+    model = xbar.from_nir(_chain(nir.LI(tau=tau, r=r, v_leak=leak)), dt=dt, dtype=torch.float64)
+    i = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
+    a = dt / tau
+    for t in range(1, 20):
+        v = model(i).numpy()[0]
+        np.testing.assert_allclose(v, leak + r * i.numpy()[0] * (1 - (1 - a) ** t), rtol=1e-12, atol=1e-12)
+
+
+def test_lif_fires_when_the_closed_form_crosses_threshold_and_resets():
+    tau, thr = np.full(3, 1e-3), np.array([0.5, 0.9, 2.0])
+    node = nir.LIF(tau=tau, r=np.ones(3), v_leak=np.zeros(3), v_threshold=thr, v_reset=np.zeros(3))
+    dt, current = 1e-4, 1.0
+    model = xbar.from_nir(_chain(node), dt=dt, dtype=torch.float64)
+    spikes = torch.stack([model(torch.full((1, 3), current, dtype=torch.float64))[0] for _ in range(40)]).numpy()
+    a = dt / tau[0]
+    first = [next((t for t in range(1, 41) if current * (1 - (1 - a) ** t) > h), None) for h in thr]
+    for j, t0 in enumerate(first):
+        if t0 is None:  # the steady state rI = 1 never crosses 2.0
+            assert spikes[:, j].sum() == 0
+        else:
+            assert spikes[: t0 - 1, j].sum() == 0 and spikes[t0 - 1, j] == 1
+            # reset to 0: the same rise again, so it fires every t0 steps
+            np.testing.assert_array_equal(np.flatnonzero(spikes[:, j]) + 1, np.arange(t0, 41, t0))
+
+
+def test_cuba_lif_synapse_then_membrane():
+    tau_syn, tau_mem, dt = np.full(3, 5e-4), np.full(3, 1e-3), 1e-4
+    node = nir.CubaLI(tau_syn=tau_syn, tau_mem=tau_mem, r=np.ones(3), v_leak=np.zeros(3), w_in=np.full(3, 2.0))
+    model = xbar.from_nir(_chain(node), dt=dt, dtype=torch.float64)
+    a, b = dt / tau_syn[0], dt / tau_mem[0]
+    i = v = 0.0
+    for _ in range(10):
+        i = i + a * (2.0 * 1.0 - i)
+        v = v + b * (-v + i)
+        np.testing.assert_allclose(model(torch.ones(1, 3, dtype=torch.float64))[0].numpy(), v, rtol=1e-12)
+
+
+def test_recurrent_integrator_is_a_linear_recursion():
+    """I with a recurrent Linear: v_t = (1 + dt r W) v_{t-1} + dt r W_in x (the loop edge
+    carries the previous step): v_t = sum_{s<t} A^s b."""
+    rng = np.random.default_rng(0)
+    w_in, w_rec = rng.normal(size=(3, 3)), rng.normal(size=(3, 3)) * 0.3
+    dt = 0.1
+    nodes = {"in": nir.Input(np.array([3])), "a": nir.Linear(w_in), "v": nir.I(r=np.ones(3)),
+             "w": nir.Linear(w_rec), "out": nir.Output(np.array([3]))}
+    edges = [("in", "a"), ("a", "v"), ("v", "w"), ("w", "v"), ("v", "out")]
+    model = xbar.from_nir(_graph(nodes, edges), dt=dt, dtype=torch.float64)
+    x = rng.normal(size=3)
+    A, b = np.eye(3) + dt * w_rec, dt * (w_in @ x)
+    with torch.no_grad():
+        v_seq = [model(torch.tensor(x[None]))[0].numpy() for _ in range(7)]
+        model.reset()
+        first = model(torch.tensor(x[None]))[0].numpy()
+    for t, v in enumerate(v_seq, start=1):
+        np.testing.assert_allclose(v, sum(np.linalg.matrix_power(A, s) @ b for s in range(t)), rtol=1e-10)
+    np.testing.assert_allclose(first, b, rtol=1e-12)
+
+
+def test_conv_pooling_flatten_scale_threshold_match_torch():
+    rng = np.random.default_rng(1)
+    w, bias = rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4)
+    nodes = {"in": nir.Input(np.array([2, 8, 8])),
+             "c": nir.Conv2d(input_shape=(8, 8), weight=w, stride=1, padding=1, dilation=1, groups=1, bias=bias),
+             "p": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "q": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "f": nir.Flatten(input_type={"input": np.array([4, 2, 2])}, start_dim=0, end_dim=-1),
+             "s": nir.Scale(np.full(16, 0.5)), "t": nir.Threshold(np.full(16, 0.1)),
+             "out": nir.Output(np.array([16]))}
+    keys = list(nodes)
+    model = xbar.from_nir(_graph(nodes, list(zip(keys[:-1], keys[1:]))), dt=1.0, dtype=torch.float64)
+    x = torch.tensor(rng.normal(size=(5, 2, 8, 8)))
+    y = torch.nn.functional.conv2d(x, torch.tensor(w), torch.tensor(bias), padding=1)
+    y = torch.nn.functional.avg_pool2d(torch.nn.functional.avg_pool2d(y, 2) * 4, 2).flatten(1) * 0.5
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), (y > 0.1).double().numpy())
+
+
+def test_refusals_name_the_problem(tmp_path):
+    good = _chain(nir.LI(tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3)))
+    with pytest.raises(TypeError, match="dt"):
+        xbar.from_nir(good)
+    for bad in (0, -1e-4, float("nan"), "1e-4"):
+        with pytest.raises(ValueError, match="dt = .* is not allowed.*snntorch and SpikingJelly use 1e-4"):
+            xbar.from_nir(good, dt=bad)
+    delay = _chain(nir.Delay(np.ones(3)))
+    with pytest.raises(ValueError, match=r"n0 \(Delay\).*Supported: Input"):
+        xbar.from_nir(delay, dt=1e-4)
+    two = _graph({"a": nir.Input(np.array([3])), "b": nir.Input(np.array([3])),
+                  "out": nir.Output(np.array([3]))}, [("a", "out"), ("b", "out")])
+    with pytest.raises(ValueError, match="2 Input nodes"):
+        xbar.from_nir(two, dt=1e-4)
+    with pytest.raises(FileNotFoundError, match="no NIR file"):
+        xbar.from_nir(tmp_path / "missing.nir", dt=1e-4)
+    with pytest.raises(TypeError, match="nir.NIRGraph or the path"):
+        xbar.from_nir(nn.Linear(2, 2), dt=1e-4)
