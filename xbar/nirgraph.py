@@ -157,12 +157,12 @@ class _SumPool2d(nn.AvgPool2d):
 
 def _linear(node, bias: bool, dtype) -> nn.Linear:
     w = np.asarray(node.weight)
-    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias, dtype=dtype)
     with torch.no_grad():
         layer.weight.copy_(_t(w, dtype))
         if bias:
             layer.bias.copy_(_t(node.bias, dtype))
-    return layer.to(dtype)
+    return layer
 
 
 def _conv2d(node, dtype) -> nn.Conv2d:
@@ -171,12 +171,12 @@ def _conv2d(node, dtype) -> nn.Conv2d:
     bias = node.bias is not None and np.size(node.bias) > 0
     conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
                      stride=_pair(node.stride), padding=padding, dilation=_pair(node.dilation),
-                     groups=int(node.groups), bias=bias)
+                     groups=int(node.groups), bias=bias, dtype=dtype)
     with torch.no_grad():
         conv.weight.copy_(_t(w, dtype))
         if bias:
             conv.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],)), dtype))
-    return conv.to(dtype)
+    return conv
 
 
 def _neuron_params(node, dt: float, dtype) -> dict[str, torch.Tensor]:
