@@ -300,7 +300,11 @@ class NIRNetwork(nn.Module):
         self._previous: dict[str, torch.Tensor] = {}
 
     def reset(self) -> None:
+        """Back to rest: every neuron's state and the values on loop edges."""
         self._previous = {}
+        for m in self.nodes.values():
+            if isinstance(m, _Neuron):
+                m.reset()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: dict[str, torch.Tensor] = {}
