@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_digits
 
+import snn_helpers
 import xbar
+from snn_helpers import N_TRAIN, accuracy_per_step, train
 from xbar.neurons import multi_step_reason, neuron_reading, threshold
 
 import snntorch as snn  # noqa: E402  (the real libraries: a missing one fails, never skips)
@@ -24,32 +25,11 @@ import norse.torch as norse  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 
 T = 5
-N_TRAIN = 1500
 
 
 @pytest.fixture(scope="module")
 def digits():
-    d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    return x, torch.tensor(d.target)
-
-
-def _train(net, summed_output, x, y, epochs=3, lr=3e-3):
-    """Backprop through time with the library's own driving (``summed_output``)."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr)
-    for _ in range(epochs):
-        for i in range(0, N_TRAIN, 100):
-            loss = nn.functional.cross_entropy(summed_output(net, x[i:i + 100]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
-def _accuracy_per_step(readouts, y):
-    """Accuracy at every step from the running readouts ``[T, N, classes]``."""
-    return np.array([float((r.argmax(1) == y).double().mean()) for r in readouts])
+    return snn_helpers.digits()
 
 
 def _check_equal(ds, own, *, neuron_layers):
@@ -94,14 +74,14 @@ def _snn_own_eval(net, x, y):
             o = net(x)
             acc = acc + (o[0] if isinstance(o, tuple) else o)
             rec.append(acc)
-    return _accuracy_per_step(rec, y)
+    return accuracy_per_step(rec, y)
 
 
 def test_snntorch_sequential_init_hidden_with_output_true(digits):
     x, y = digits
     net = nn.Sequential(nn.Linear(64, 64), snn.Leaky(beta=0.9, init_hidden=True),
                         nn.Linear(64, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
-    _train(net, _snn_summed, x, y)
+    train(net, _snn_summed, x, y)
     own = _snn_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
     _, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
     assert list(ds.neuron.values) == ["1", "3"]
@@ -124,7 +104,7 @@ class _ExplicitMembranes(nn.Module):
 
 def test_snntorch_explicit_membranes_matched_by_execution_order(digits):
     x, y = digits
-    net = _train(_ExplicitMembranes(), _snn_summed, x, y)
+    net = train(_ExplicitMembranes(), _snn_summed, x, y)
     own = _snn_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
     _, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
     # registration order would give fc3 -> lif1; execution order gives no neuron
@@ -148,7 +128,7 @@ class _Recurrent(nn.Module):
 
 def test_snntorch_recurrent_weights_go_on_crossbars(digits):
     x, y = digits
-    net = _train(_Recurrent(), _snn_summed, x, y)
+    net = train(_Recurrent(), _snn_summed, x, y)
     own = _snn_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
     hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
     assert {r.name for r in hw.xbar_report if r.on_crossbars} == {"fc1", "lif1.recurrent", "fc2"}
@@ -259,18 +239,18 @@ def _sj_own_eval(net, x, y):
     with torch.no_grad():
         functional.reset_net(net)
         if net[0].step_mode == "m":
-            return _accuracy_per_step(net(x.unsqueeze(0).repeat(T, *[1] * x.dim())).cumsum(0), y)
+            return accuracy_per_step(net(x.unsqueeze(0).repeat(T, *[1] * x.dim())).cumsum(0), y)
         out_fr, rec = 0, []
         for _ in range(T):
             out_fr = out_fr + net(x)
             rec.append(out_fr)
-    return _accuracy_per_step(rec, y)
+    return accuracy_per_step(rec, y)
 
 
 @pytest.mark.parametrize("mode", ["s", "m"])
 def test_spikingjelly_layer_linear_mlp(digits, mode):
     x, y = digits
-    net = _train(_sj_mlp(mode), _sj_summed, x, y, epochs=6, lr=1e-2)
+    net = train(_sj_mlp(mode), _sj_summed, x, y, epochs=6, lr=1e-2)
     own = _sj_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
     hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
     assert [r.name for r in hw.xbar_report if r.on_crossbars] == ["0", "2"]
@@ -282,7 +262,7 @@ def test_spikingjelly_layer_linear_mlp(digits, mode):
 def test_spikingjelly_conv_net_mixing_layer_conv2d_and_nn_linear(digits, mode):
     x, y = digits
     x = x.reshape(-1, 1, 8, 8)
-    net = _train(_sj_conv(mode), _sj_summed, x, y)
+    net = train(_sj_conv(mode), _sj_summed, x, y)
     own = _sj_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
     hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
     assert [(r.name, r.on_crossbars) for r in hw.xbar_report] == [("0", True), ("5", True)]
@@ -356,9 +336,9 @@ def test_norse_sequential_state_keeps_its_state(digits, cells):
     x = x * 5  # norse's cells integrate a current: a larger input drive
     hidden = norse.LIFCell() if cells == "feedforward" else norse.LIFRecurrentCell(64, 64)
     net = norse.SequentialState(nn.Linear(64, 64), hidden, nn.Linear(64, 10), norse.LICell())
-    _train(net, _norse_summed, x, y, epochs=4)
+    train(net, _norse_summed, x, y, epochs=4)
     with torch.no_grad():
-        own = _accuracy_per_step(_norse_readouts(net, x[N_TRAIN:]), y[N_TRAIN:])
+        own = accuracy_per_step(_norse_readouts(net, x[N_TRAIN:]), y[N_TRAIN:])
     if cells == "recurrent":
         with pytest.warns(UserWarning, match=r"1 \(norse.LIFRecurrentCell\): holds input_weights"):
             xbar.convert(net, xbar.Spec.ideal())

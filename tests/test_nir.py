@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_digits
 
+import snn_helpers
 import xbar
+from snn_helpers import N_TRAIN, accuracy_per_step, train
 
 import snntorch as snn  # noqa: E402
 import norse.torch as norse  # noqa: E402
@@ -19,29 +20,11 @@ from spikingjelly.activation_based import functional, layer, neuron  # noqa: E40
 from spikingjelly.activation_based.nir_exchange import to_nir  # noqa: E402
 
 T = 6
-N_TRAIN = 1500
 
 
 @pytest.fixture(scope="module")
 def digits():
-    d = load_digits()
-    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target)
-
-
-def _accuracy_per_step(running, y):
-    return np.array([float((r.argmax(1) == y).double().mean()) for r in running])
-
-
-def _train(net, summed, x, y, epochs=3, lr=3e-3):
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr)
-    for _ in range(epochs):
-        for i in range(0, N_TRAIN, 100):
-            loss = nn.functional.cross_entropy(summed(net, x[i:i + 100]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    return snn_helpers.digits()
 
 
 def _simulate(model, x, y):
@@ -65,11 +48,11 @@ def _snn_summed(net, xb):
 
 def test_snntorch_export_runs_as_snntorch_does(digits, tmp_path):
     x, y = digits
-    net = _train(_snntorch_net(), _snn_summed, x, y)
+    net = train(_snntorch_net(), _snn_summed, x, y)
     with torch.no_grad():
         xbar.reset_state(net)
         running = np.cumsum([net(x[N_TRAIN:])[0].numpy() for _ in range(T)], axis=0)
-    own = _accuracy_per_step(torch.tensor(running), y[N_TRAIN:])
+    own = accuracy_per_step(torch.tensor(running), y[N_TRAIN:])
     assert own[-1] > 0.5
     path = tmp_path / "snn.nir"
     nir.write(str(path), export_to_nir(net, torch.rand(64)))
@@ -99,11 +82,11 @@ def _sj_summed(net, xb):
 def test_spikingjelly_export_runs_as_spikingjelly_does(digits):
     x, y = digits
     x = x.reshape(-1, 1, 8, 8) * 2
-    net = _train(_sj_net(), _sj_summed, x, y)
+    net = train(_sj_net(), _sj_summed, x, y)
     with torch.no_grad():
         functional.reset_net(net)
         running = torch.stack([net(x[N_TRAIN:]) for _ in range(T)]).cumsum(0)
-        own = _accuracy_per_step(running, y[N_TRAIN:])
+        own = accuracy_per_step(running, y[N_TRAIN:])
         graph = to_nir.export_to_nir(net, x[:4])
     assert own[-1] > 0.5
     model = xbar.from_nir(graph, dt=1e-4)  # SpikingJelly exports with dt = 1e-4 s

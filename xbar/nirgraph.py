@@ -53,7 +53,7 @@ SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPoo
 
 
 def _t(a, dtype=torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype)
+    return torch.tensor(np.array(a, dtype=np.float64), dtype=dtype)
 
 
 def _pair(a) -> tuple[int, int]:
