@@ -57,8 +57,8 @@ timesteps = {timesteps}
 
 
 def _run(config, store: Path, factory, workers: int) -> dict:
-    from studies.sweep import run_sweep
-    from studies.sweep_store import open_sweep
+    from studies.sweeps.run import run_sweep
+    from studies.sweeps.store import open_sweep
 
     run = run_sweep(config, store, factory, progress=False, log=lambda s: None)
     ds = open_sweep(store)
@@ -69,7 +69,7 @@ def _run(config, store: Path, factory, workers: int) -> dict:
 
 def _store_seconds(config, folder: Path, reference: xr.Dataset) -> float:
     """Mean time to write one point into a fresh store (the point's variables, then done)."""
-    from studies import sweep_store as store
+    from studies.sweeps import store
 
     path = folder / "store-only.zarr"
     store.create(path, config, [str(x) for x in reference.layer_name.values], {})
@@ -96,9 +96,9 @@ def main() -> None:
         os.environ["XBAR_CACHE"] = str(tmp / "cache")
         from distributed import LocalCluster
 
-        from studies.sweep import load_models
-        from studies.sweep_file import read_sweep_file
-        from studies.sweep_pool import DaskPool, LocalPool
+        from studies.sweeps.run import load_models
+        from studies.sweeps.config import read_sweep_file
+        from studies.sweeps.pool import DaskPool, LocalPool
 
         path = tmp / "bench.toml"
         path.write_text(SWEEP.format(timesteps=args.timesteps, noise=noise))

@@ -243,7 +243,7 @@ def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_
     console.print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
 
 
-from studies.cli_sweep import report, sweep  # noqa: E402
+from studies.sweeps.cli import report, sweep  # noqa: E402
 
 main.add_command(sweep)
 main.add_command(report)

@@ -15,11 +15,11 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from studies import sweep_store
+from studies.sweeps import store as sweep_store
 from studies.cli import main
-from studies.sweep import PointTask, run_point, model_blob, run_sweep
-from studies.sweep_file import SweepFileError, point_seed, read_sweep_file
-from studies.sweep_pool import LocalPool
+from studies.sweeps.run import PointTask, run_point, model_blob, run_sweep
+from studies.sweeps.config import SweepFileError, point_seed, read_sweep_file
+from studies.sweeps.pool import LocalPool
 
 TINY = """
 [sweep]
@@ -305,7 +305,7 @@ def _task(config, ci_width=None, capacity=None, spec=None):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, _model_cache):
-    from studies.sweep import load_models
+    from studies.sweeps.run import load_models
 
     config = read_sweep_file(write(tmp_path_factory.mktemp("m"), TINY))
     models, _ = load_models(config, progress=False)
@@ -380,7 +380,7 @@ def test_a_model_file_runs_and_a_point_does_not_depend_on_the_rest_of_the_grid(t
     gives that point's numbers: same weights, and a seed from the point's coordinates only."""
     import torch
 
-    from studies.sweep import load_models
+    from studies.sweeps.run import load_models
 
     path, ref, _ = reference
     models, _ = load_models(read_sweep_file(path), progress=False)

@@ -5,8 +5,7 @@
     trace = xbar.simulate(hw, trained_snn, loader, timesteps=8)   # -> xarray.Dataset
 """
 
-from xbar.circuit import effective_conductance
-from xbar.crossbar import effective_matrix, first_order_matrix, solve_crossbar
+from xbar.crossbar import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
 from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
 from xbar.converters import adc, dac
 from xbar.layers import AnalogConv2d, AnalogLinear

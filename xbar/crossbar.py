@@ -1,6 +1,11 @@
-"""The reference crossbar circuit, solved exactly (to a stated tolerance).
+"""The reference crossbar circuit, solved exactly (to a stated tolerance), and the
+effective conductance matrix of programmed tiles (:func:`effective_conductance`).
 
-Circuit (../shared/DESIGN.md): wordline ``i`` is driven at its column-0 end by ``v_i``
+With ideal wires the output currents are exactly ``I = v @ G``.  With linear devices the
+circuit stays linear in ``v`` whatever the wire resistances, so a tile's effective
+matrix is solved once per programmed state and every read is one matrix product.
+
+Circuit (docs/design.md): wordline ``i`` is driven at its column-0 end by ``v_i``
 through ``r_source``; neighbouring wordline nodes ``(i, j)``, ``(i, j+1)`` are joined by
 ``r_wire_row``; device ``(i, j)`` joins wordline node ``(i, j)`` to bitline node ``(i, j)``;
 neighbouring bitline nodes ``(i, j)``, ``(i+1, j)`` are joined by ``r_wire_col``; bitline
@@ -371,3 +376,20 @@ def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     gd = g * d
     below = gd.flip(-2).cumsum(-2).flip(-2) - gd  # rows i' > i: sum g_i'j d(i')
     return (g * (1.0 - wl - above - below)).clamp_min(0.0)
+
+
+_CHUNK_CELLS = 2**20  # bounds the solver's working memory: tiles per chunk x C x C
+
+
+def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
+    """Effective conductances ``(..., rows, cols)`` of tiles ``g`` under ``spec``'s circuit.
+
+    Solved in float64, in chunks of tiles, and returned in ``g``'s dtype."""
+    if spec is None or not spec.has_ir_drop:
+        return g
+    flat = g.reshape(-1, *g.shape[-2:]).double()
+    solve = effective_matrix if spec.ir_drop_model == "exact" else first_order_matrix
+    chunks = [solve(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
+                    r_source=spec.r_source, r_sink=spec.r_sink)
+              for part in flat.split(max(1, _CHUNK_CELLS // g.shape[-1] ** 2))]
+    return torch.cat(chunks).reshape(g.shape).to(g.dtype)

@@ -12,7 +12,7 @@ from mapping.layout import SCHEMES
 from xbar.crossbar import check_resistances
 
 # Wire resistance per cell (ohm): the default of IBM aihwkit's IR-drop model,
-# ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (../shared/REFERENCES.md).
+# ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (docs/hardware.md).
 R_WIRE_AIHWKIT = 0.35
 
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from devices import drift, program, read_sigma_rel
 from mapping.layout import layout_weights
-from xbar.circuit import effective_conductance
+from xbar.crossbar import effective_conductance
 from xbar.converters import quantize_unit, to_codes_, top_code
 from xbar.spec import Spec
 

@@ -1,6 +1,6 @@
 """Where a sweep's points run: a local pool of processes, or a Dask distributed cluster.
 
-Both give the same numbers: every point runs :func:`studies.sweep.run_point` with one torch
+Both give the same numbers: every point runs :func:`studies.sweeps.run.run_point` with one torch
 thread (parallelism is across points), from the same model object and the same seed.
 """
 

@@ -16,7 +16,7 @@ SUMMARY_ROWS = 40
 
 
 def _example() -> str:
-    return resources.files("studies").joinpath("example_sweep.toml").read_text()
+    return resources.files("studies.sweeps").joinpath("example.toml").read_text()
 
 
 def _raise_interrupt(signum, frame):
@@ -42,11 +42,11 @@ def _raise_interrupt(signum, frame):
 def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) -> None:
     """Run the grid of SWEEP_FILE (TOML: model, dataset, base spec, axes, trials, seed) on a
     local pool or a Dask cluster, into a resumable Zarr store; then print the main table."""
-    from studies.sweep import run_sweep
-    from studies.sweep_file import SweepFileError, read_sweep_file
-    from studies.sweep_pool import make_pool
-    from studies.sweep_report import summary_table
-    from studies.sweep_store import StoreMismatch, done_mask, is_store, open_sweep
+    from studies.sweeps.run import run_sweep
+    from studies.sweeps.config import SweepFileError, read_sweep_file
+    from studies.sweeps.pool import make_pool
+    from studies.sweeps.report import summary_table
+    from studies.sweeps.store import StoreMismatch, done_mask, is_store, open_sweep
 
     if example:
         click.echo(_example(), nl=False)
@@ -84,7 +84,7 @@ def sweep(sweep_file, store, workers, scheduler, ci_width, max_trials, example) 
 
 def _at(values: tuple[str, ...], ds) -> dict:
     """``("adc_bits=6", ...)`` -> ``{"adc_bits": 6}``, matched against the store's coordinates."""
-    from studies.sweep_report import _fmt, axis_dims
+    from studies.sweeps.report import _fmt, axis_dims
 
     out = {}
     for item in values:
@@ -111,8 +111,8 @@ def report(store, out, heatmap, at) -> None:
     """Print the main table of a sweep STORE and write its figures: accuracy against each
     swept axis with 95% confidence intervals, and a heat map over two axes."""
     from studies.results import check_output_dir
-    from studies.sweep_report import axis_dims, summary_table, write_report
-    from studies.sweep_store import StoreMismatch, open_sweep
+    from studies.sweeps.report import axis_dims, summary_table, write_report
+    from studies.sweeps.store import StoreMismatch, open_sweep
 
     try:
         ds = open_sweep(store)

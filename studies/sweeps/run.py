@@ -1,5 +1,5 @@
 """Device-parameter sweeps: every point of a grid, Monte Carlo over programmings, on a local
-pool or a Dask cluster, into a resumable Zarr store (:mod:`studies.sweep_store`).
+pool or a Dask cluster, into a resumable Zarr store (:mod:`studies.sweeps.store`).
 
 One point is one task (:func:`run_point`): program ``trials`` copies of the network from
 the point's seed, simulate them timestep by timestep against the ideal network, and, with a
@@ -30,11 +30,11 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 import xbar
-from studies import sweep_store as store
+from studies.sweeps import store
 from studies.conversion import ConversionConfig, load_or_convert
 from studies.data import load_dataset, test_batches
 from studies.stats import mean_ci
-from studies.sweep_file import Point, SweepConfig, block_seed, build_recipe, build_spec
+from studies.sweeps.config import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
 from xbar.convert import crossbar_layers
 
@@ -102,7 +102,7 @@ def _undo_fixed_malloc_trim() -> bool:
 
 
 def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
-    """One point's variables (:mod:`studies.sweep_store`), padded with NaN to the store's
+    """One point's variables (:mod:`studies.sweeps.store`), padded with NaN to the store's
     trial capacity and timesteps.  One torch thread: the pool runs points in parallel."""
     start = time.perf_counter()
     _undo_fixed_malloc_trim()
@@ -204,7 +204,7 @@ class SweepRun:
 def run_sweep(config: SweepConfig, path: Path, pool_factory: Callable, progress: bool = True,
               log: Callable[[str], None] = print) -> SweepRun:
     """Compute every point of ``config`` missing from the store at ``path`` (made if absent).
-    ``pool_factory()`` gives a :mod:`studies.sweep_pool` pool.  Interrupted (Ctrl-C, a lost
+    ``pool_factory()`` gives a :mod:`studies.sweeps.pool` pool.  Interrupted (Ctrl-C, a lost
     process), the store keeps every finished point and a new run computes the rest."""
     path = Path(path)
     start = time.perf_counter()

@@ -39,7 +39,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from studies.sweep_file import SweepConfig
+from studies.sweeps.config import SweepConfig
 
 STORE_FORMAT = "xbar-sweep-1"
 PER_LAYER = ("read_error", "layer_error", "membrane_error", "spike_mismatch", "spike_rate")
