@@ -115,11 +115,13 @@ def test_read_noise_shortcut_matches_device_level_monte_carlo():
     torch.testing.assert_close(fast.std(0), slow.std(0), rtol=0.05, atol=0)
 
 
-def test_adc_saturates_and_quantizes():
-    i = torch.tensor([-2.0, -0.2, 0.0, 0.26, 0.6, 0.99, 2.0])
-    out = xbar.adc(i, torch.tensor(1.0), bits=2, signed=False)  # codes 0, 1/3, 2/3, 1
+def test_converter_saturates_and_quantizes():
+    from xbar.converters import quantize_unit
+
+    i = torch.tensor([-2.0, -0.2, 0.0, 0.26, 0.6, 0.99, 2.0])  # in units of full scale
+    out = quantize_unit(i, bits=2, signed=False)  # codes 0, 1/3, 2/3, 1
     torch.testing.assert_close(out, torch.tensor([0.0, 0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
-    out = xbar.adc(i, torch.tensor(1.0), bits=3, signed=True)  # codes -1 .. 1 in thirds
+    out = quantize_unit(i, bits=3, signed=True)  # codes -1 .. 1 in thirds
     torch.testing.assert_close(out, torch.tensor([-1.0, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
 
 

@@ -7,7 +7,6 @@
 
 from xbar.crossbar import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
 from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
-from xbar.converters import adc, dac
 from xbar.layers import AnalogConv2d, AnalogLinear
 from xbar.nirgraph import from_nir
 from xbar.neurons import reset_state
@@ -16,5 +15,5 @@ from xbar.spec import Spec
 from xbar.tile import ProgrammedMatrix
 
 __all__ = ["Spec", "convert", "simulate", "from_nir", "reset_state", "AnalogLinear", "AnalogConv2d",
-           "ProgrammedMatrix", "adc", "dac", "effective_conductance", "analog_layers",
+           "ProgrammedMatrix", "effective_conductance", "analog_layers",
            "crossbar_layers", "layer_seeds", "solve_crossbar", "effective_matrix", "first_order_matrix"]

@@ -1,4 +1,4 @@
-"""DAC and ADC: pure functions on tensors.
+"""DAC and ADC codes: pure functions on tensors (the tiles of :mod:`xbar.tile` use them).
 
 Unipolar converters of ``b`` bits have the ``2**b`` codes ``0 .. 2**b - 1`` over
 ``[0, full scale]``; signed ones the ``2**b - 1`` codes ``-(2**(b-1) - 1) .. 2**(b-1) - 1``
@@ -26,19 +26,3 @@ def to_codes_(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
 def quantize_unit(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     """Clip ``u`` to ``[0, 1]`` (or ``[-1, 1]``) and round to the converter's codes."""
     return to_codes_(u.clone(), bits, signed) / top_code(bits, signed)
-
-
-def dac(x: torch.Tensor, *, v_read: float, input_range: float, bits: int | None,
-        signed: bool) -> torch.Tensor:
-    """Inputs to row voltages (V).  ``bits=None``: ideal, ``v = x / input_range * v_read``.
-    Otherwise ``x`` is clipped to the range and rounded to the DAC's codes."""
-    u = x / input_range
-    if bits is not None:
-        u = quantize_unit(u, bits, signed)
-    return u * v_read
-
-
-def adc(i: torch.Tensor, i_fs: torch.Tensor, *, bits: int, signed: bool) -> torch.Tensor:
-    """Column currents (A) as the ADC reports them (A): clipped to the full scale ``i_fs``
-    (broadcast against ``i``) and rounded to the ADC's codes."""
-    return quantize_unit(i / i_fs, bits, signed) * i_fs

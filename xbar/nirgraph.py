@@ -53,6 +53,8 @@ SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPoo
 
 
 def _t(a, dtype=torch.float32) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):  # some exporters leave tensors in the graph
+        a = a.detach().cpu().numpy()
     return torch.tensor(np.array(a, dtype=np.float64), dtype=dtype)
 
 
