@@ -4,7 +4,9 @@
 
 Prints a table of times and ratios to the ideal SNN on the same batch and timesteps:
 the full analog read (programming variation, read noise, 6-bit ADC, 64x64 tiles), and
-the same with parts switched off, which says where the time goes.  Nothing is asserted.
+the same with parts switched off, which says where the time goes; then what
+``xbar.simulate`` adds to running both networks (lockstep hooks, metrics, input checks).
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model, _ = load_or_train(StudyConfig().train_config(), progress=False)
-    x = load_dataset("mnist5k").x_test[: args.batch]
+    data = load_dataset("mnist5k")
+    x, y = data.x_test[: args.batch], data.y_test[: args.batch]
     pcm = presets["pcm"]
     ideal_wires = xbar.Spec.ideal(tile=(64, 64))
     full = ideal_wires.replace(device=pcm, adc_bits=6)
@@ -68,8 +71,12 @@ def main() -> None:
             start = time.perf_counter()
             nets[name] = model if spec is None else xbar.convert(model, spec, seed=0)
             setup[name] = time.perf_counter() - start
-        times = best_of_interleaved({name: lambda net=net: run_snn(net, x, args.timesteps)
-                                     for name, net in nets.items()}, args.repeats)
+        runs = {name: lambda net=net: run_snn(net, x, args.timesteps) for name, net in nets.items()}
+        full_name = "+ 6-bit ADC (full: variation, read noise, ADC)"
+        runs["xbar.simulate of the full crossbar network"] = lambda: xbar.simulate(
+            nets[full_name], model, (x, y), args.timesteps, progress=False)
+        times = best_of_interleaved(runs, args.repeats)
+    sim = times.pop("xbar.simulate of the full crossbar network")
     base = times["ideal SNN (torch conv/linear)"]
     table = Table(title=f"conv SNN, batch {args.batch}, {args.timesteps} timesteps, "
                         f"{torch.get_num_threads()} threads (best of {args.repeats})")
@@ -84,6 +91,8 @@ def main() -> None:
     no_ir = times["+ 6-bit ADC (full: variation, read noise, ADC)"]
     for name in [n for n in times if "IR drop" in n]:
         console.print(f"{name}: {times[name] / no_ir:.2f}x the same without IR drop")
+    console.print(f"xbar.simulate (both networks in lockstep, metrics, checks): {1e3 * sim:.1f} ms = "
+                  f"{sim / (no_ir + base):.2f}x the full crossbar network plus the ideal one run alone")
 
 
 if __name__ == "__main__":
