@@ -34,7 +34,7 @@ class DeviceModel:
         ``G_read = G * (1 + sigma_read_rel(G) * N(0, 1))`` with
         ``sigma_read_rel = min(read_sigma_rel * g~**(-read_sigma_exponent), read_sigma_max)``.
     Drift (one exponent per device, drawn once per programming)
-        ``G(t) = G0 * (t / drift_t0)**(-nu)`` for ``t > drift_t0`` (no change before),
+        ``G(t) = G0 * ((t + drift_t0) / drift_t0)**(-nu)`` (1 at programming, as IBM aihwkit),
         ``nu ~ N(mu_nu(g~), sigma_nu(g~))`` with
         ``mu_nu = clip(drift_nu_mean + drift_nu_mean_log_slope * ln g~, *drift_nu_mean_clip)``
         and likewise ``sigma_nu`` with ``drift_nu_std`` and ``drift_nu_std_log_slope``.

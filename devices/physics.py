@@ -87,10 +87,9 @@ def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -
 
 
 def drift_factor(nu: torch.Tensor, t: float, model: DeviceModel) -> torch.Tensor:
-    """``(t / t0)**(-nu)`` for ``t > t0``, else 1."""
-    if t <= model.drift_t0:
-        return torch.ones_like(nu)
-    return torch.exp(-nu * math.log(t / model.drift_t0))
+    """``((t + t0) / t0)**(-nu)``: 1 at programming (``t = 0``), the law of Nandakumar et al.
+    as IBM aihwkit applies it (``PCMLikeNoiseModel.apply_drift_noise_to_conductance``)."""
+    return torch.exp(-nu * math.log((t + model.drift_t0) / model.drift_t0))
 
 
 def drift(g0: torch.Tensor, t: float, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """How does a weight matrix become conductances on fixed-size arrays?
 
-Pure functions with exact inverses in the ideal case:
+Pure functions, with an exact inverse in the ideal case (:func:`unmap_layout`):
 
 - :mod:`mapping.scale`: signed weights to conductances, as differential pairs
   (``G+ - G-``) or against an offset (reference) column;
@@ -17,12 +17,11 @@ Orientation: a crossbar matrix is ``(in_features, out_features)``: inputs drive 
 from mapping.conv import conv_matrix, fold_output, unfold_input
 from mapping.layout import SCHEMES, TileLayout, layout_weights, unmap_layout
 from mapping.quantize import quantize_levels
-from mapping.scale import (decode_differential, decode_offset, encode_differential,
-                           encode_offset)
+from mapping.scale import encode_differential, encode_offset, offset_reference
 from mapping.tiling import tile_matrix, untile_matrix
 
 __all__ = [
     "SCHEMES", "TileLayout", "layout_weights", "unmap_layout", "quantize_levels",
-    "encode_differential", "decode_differential", "encode_offset", "decode_offset",
+    "encode_differential", "encode_offset", "offset_reference",
     "tile_matrix", "untile_matrix", "conv_matrix", "unfold_input", "fold_output",
 ]

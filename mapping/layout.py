@@ -7,7 +7,8 @@ Physical column order inside a tile of ``cols`` columns:
     last column is unused (devices at ``g_min``).
 ``offset``
     ``cols - 1`` outputs on columns ``0 .. cols-2``; the last column is the reference
-    column, every device at ``g_mid = (g_min + g_max) / 2``.
+    column, every device at ``g_ref`` (the middle of the window, or with an even number of
+    levels the level just below it: see :mod:`mapping.scale`).
 
 Padding devices (rows past ``in_features``, columns past ``out_features``) encode a zero
 weight.  Each tile's columns are read by its own ADC; the digital side then subtracts
@@ -80,11 +81,10 @@ def layout_weights(w: torch.Tensor, g_min: float, g_max: float, levels: int | No
             t = torch.nn.functional.pad(t, (0, cols - 2 * o), value=g_min)
         w_per_siemens = w_max / (g_max - g_min)
     else:
-        g, g_ref, _ = encode_offset(w, g_min, g_max, w_max)
-        g_ref = float(quantize_levels(torch.tensor(g_ref, dtype=torch.float64), g_min, g_max, levels))
+        g, g_ref, _, half = encode_offset(w, g_min, g_max, w_max, levels)
         t = tile_matrix(quantize_levels(g, g_min, g_max, levels), rows, o, g_ref)
         t = torch.nn.functional.pad(t, (0, 1), value=g_ref)
-        w_per_siemens = 2.0 * w_max / (g_max - g_min)
+        w_per_siemens = w_max / half
     return TileLayout(t, scheme, tuple(w.shape), w_max, w_per_siemens, o)
 
 

@@ -6,9 +6,13 @@ that the digital side multiplies every column by the same factor).
 Differential pair: ``G+ = g_min + (g_max - g_min) * max(w, 0) / w_max`` and
 ``G- = g_min + (g_max - g_min) * max(-w, 0) / w_max``; ``w = (G+ - G-) * w_max / (g_max - g_min)``.
 
-Offset column: ``G = g_mid + (g_max - g_min) / 2 * w / w_max`` with
-``g_mid = (g_min + g_max) / 2``; a reference column of devices at ``g_mid`` is subtracted:
-``w = (G - g_ref) * 2 w_max / (g_max - g_min)``.
+Offset column: ``G = g_ref + h * w / w_max``; a reference column of devices at ``g_ref``
+is subtracted: ``w = (G - g_ref) * w_max / h``.  For a continuous device (or an odd number
+of levels) ``g_ref`` is the middle of the window and ``h = (g_max - g_min) / 2``.  With an
+even number of levels no level sits in the middle: ``g_ref`` is the level just below it and
+``h`` the ``levels / 2 - 1`` steps that fit on both sides of it, so that zero is a level and
+the levels are symmetric about it (one level at the top goes unused).  A reference off the
+levels would bias every weight by half a step, and the bias adds up over a column's inputs.
 """
 
 from __future__ import annotations
@@ -29,16 +33,24 @@ def encode_differential(w: torch.Tensor, g_min: float, g_max: float, w_max: floa
     return g_min + k * w.clamp_min(0), g_min + k * (-w).clamp_min(0), w_max
 
 
-def decode_differential(g_pos, g_neg, g_min: float, g_max: float, w_max: float) -> torch.Tensor:
-    return (g_pos - g_neg) * (w_max / (g_max - g_min))
+def offset_reference(g_min: float, g_max: float, levels: int | None) -> tuple[float, float]:
+    """``(g_ref, h)``: the reference conductance (S), a level when ``levels`` is set, and
+    the half-range ``h`` (S) symmetric about it that the weights ``[-w_max, w_max]`` use."""
+    if levels is None:
+        return 0.5 * (g_min + g_max), 0.5 * (g_max - g_min)
+    if levels < 3:
+        raise ValueError(f"levels = {levels!r} is not allowed with the offset mapping: it needs "
+                         "at least 3 levels (a zero weight and one step each way); use the "
+                         "differential mapping for binary devices")
+    step = (g_max - g_min) / (levels - 1)
+    below = (levels - 1) // 2  # the middle level, or the one just below the middle
+    return g_min + below * step, below * step
 
 
-def encode_offset(w: torch.Tensor, g_min: float, g_max: float, w_max: float | None = None):
-    """Returns ``(g, g_ref, w_max)``; ``g_ref`` is the reference column's conductance."""
+def encode_offset(w: torch.Tensor, g_min: float, g_max: float, w_max: float | None = None,
+                  levels: int | None = None):
+    """Returns ``(g, g_ref, w_max, h)``; ``g_ref`` is the reference column's conductance and
+    ``w = (g - g_ref) * w_max / h``."""
     w_max = weight_scale(w) if w_max is None else w_max
-    g_mid = 0.5 * (g_min + g_max)
-    return g_mid + 0.5 * (g_max - g_min) * (w / w_max), g_mid, w_max
-
-
-def decode_offset(g, g_ref, g_min: float, g_max: float, w_max: float) -> torch.Tensor:
-    return (g - g_ref) * (2.0 * w_max / (g_max - g_min))
+    g_ref, h = offset_reference(g_min, g_max, levels)
+    return g_ref + h * (w / w_max), g_ref, w_max, h

@@ -10,12 +10,12 @@ from scipy import stats
 def mean_ci(da: xr.DataArray, dim: str = "trial", level: float = 0.95):
     """Mean, standard deviation and the half-width of the Student-t confidence interval
     of the mean over ``dim``, counting only the trials that are not NaN (a sweep point with
-    a stopping rule fills only some).  With a single trial, sd and half-width are 0; with
-    none, all three are NaN."""
+    a stopping rule fills only some).  With a single trial the spread is unknown: sd and
+    half-width are NaN (never a +-0 that would read as certainty); with none, all three are."""
     n = da.count(dim)
     mean = da.mean(dim)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd = da.std(dim, ddof=1).where(n > 1, 0.0).where(n > 0)
+        sd = da.std(dim, ddof=1).where(n > 1)
         q = xr.apply_ufunc(lambda m: stats.t.ppf(0.5 + level / 2, np.maximum(m - 1, 1)), n)
-        half = (sd * q / np.sqrt(n)).where(n > 1, 0.0).where(n > 0)
+        half = (sd * q / np.sqrt(n)).where(n > 1)
     return mean, sd, half

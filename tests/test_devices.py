@@ -39,19 +39,27 @@ def test_presets_name_their_source():
 
 def test_pcm_drift_matches_published_one_day_ratio():
     # Nandakumar et al. 2019: one day after programming G/G0 ~ 0.66 at g~=1, ~0.61 at g~=0.1.
-    # Their law is ((t + t0) / t0)^-nu; ours (t / t0)^-nu, so t = 1 day + t0.
     pcm = presets["pcm"]
     g0 = torch.tensor([1.0, 0.1], dtype=torch.float64) * pcm.g_max
     g0 = g0.expand(200_000, 2).contiguous()
-    ratio = (devices.drift(g0, 86400 + pcm.drift_t0, pcm, gen()) / g0).mean(0)
+    ratio = (devices.drift(g0, 86400.0, pcm, gen()) / g0).mean(0)
     assert ratio[0].item() == pytest.approx(0.66, abs=0.01)
     assert ratio[1].item() == pytest.approx(0.61, abs=0.01)
 
 
-def test_no_drift_before_t0():
+def test_drift_starts_at_programming_with_the_aihwkit_origin():
+    """``((t + t0) / t0)^-nu``: no change at t = 0, and already drifting before t0 (the
+    law without the offset froze every device until t0)."""
+    from devices.physics import drift_factor
+
     pcm = presets["pcm"]
-    g0 = torch.full((100,), pcm.g_max / 2, dtype=torch.float64)
-    assert torch.equal(devices.drift(g0, pcm.drift_t0 / 2, pcm, gen()), g0)
+    g0 = torch.full((50_000,), pcm.g_max, dtype=torch.float64)
+    assert torch.equal(devices.drift(g0, 0.0, pcm, gen()), g0)
+    nu = devices.drift_nu(g0, pcm, gen())
+    for t in (1.0, 10.0, 1000.0):
+        torch.testing.assert_close(drift_factor(nu, t, pcm),
+                                   ((t + pcm.drift_t0) / pcm.drift_t0) ** (-nu))
+    assert float(drift_factor(nu, 10.0, pcm).mean()) < 0.99
 
 
 def test_pcm_programming_std_matches_published_polynomial():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,3 +58,31 @@ def test_differential_pairs_sit_in_adjacent_columns():
     layout = mapping.layout_weights(w, 1e-6, 1e-4, None, (4, 4), "differential")
     row = layout.targets[0, 0, 0]
     torch.testing.assert_close(row, torch.tensor([5.05e-5, 1e-6, 1e-6, 1e-4], dtype=torch.float64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), levels=st.integers(3, 64))
+def test_offset_mapping_is_unbiased_for_any_number_of_levels(seed, levels):
+    """Zero is a level and the levels are symmetric about the reference: the error of a
+    weight is within half a step, a zero weight is exact, and the mean error of uniform
+    weights is zero up to sampling (its sd is step / sqrt(12 n) = 0.006 step here)."""
+    g_min, g_max = 1e-6, 1e-4
+    w = (2 * torch.rand(50, 50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1)
+    w[0, 0] = 0.0
+    layout = mapping.layout_weights(w, g_min, g_max, levels, (32, 32), "offset")
+    g_ref, half = mapping.offset_reference(g_min, g_max, levels)
+    step_w = layout.w_max * ((g_max - g_min) / (levels - 1)) / half  # one level, in weight units
+    err = mapping.unmap_layout(layout) - w
+    assert err.abs().max() <= step_w / 2 + 1e-12
+    assert err[0, 0] == 0.0
+    assert abs(float(err.mean())) < 0.04 * step_w
+    assert layout.targets.min() >= g_min - 1e-18 and layout.targets.max() <= g_max + 1e-18
+    # every target is one of the device's levels (the reference column included)
+    k = (layout.targets - g_min) / ((g_max - g_min) / (levels - 1))
+    torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-9)
+
+
+def test_offset_mapping_needs_three_levels():
+    w = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="levels = 2 is not allowed with the offset mapping"):
+        mapping.layout_weights(w, 1e-6, 1e-4, 2, (8, 8), "offset")

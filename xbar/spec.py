@@ -85,6 +85,10 @@ class Spec:
         if not isinstance(self.device, DeviceModel):
             v.fail(o, "device", self.device, "must be a devices.DeviceModel")
         v.one_of(o, "mapping", self.mapping, SCHEMES)
+        if self.mapping == "offset" and self.device.levels is not None and self.device.levels < 3:
+            v.fail(o, "mapping", self.mapping, f"the offset mapping needs a device with at least "
+                   f"3 levels (a zero weight and a step each way); device {self.device.name!r} has "
+                   f"{self.device.levels}: use mapping='differential'")
         min_cols = 2
         if self.tile[1] < min_cols:
             v.fail(o, "tile", self.tile, f"the {self.mapping} mapping needs cols >= {min_cols}")
@@ -112,7 +116,8 @@ class Spec:
 
     @property
     def has_ir_drop(self) -> bool:
-        return self.r_wire_row > 0
+        """Any resistance in the circuit: wires on either line, drivers or sense amplifiers."""
+        return any(r > 0 for r in (self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink))
 
     def replace(self, **changes) -> "Spec":
         return replace(self, **changes)
