@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +35,12 @@ def data_options(command):
                         help="An embedded dataset.")(command)
 
 
+def _pct(value) -> str:
+    """A fraction as a percentage, or "-" where it is unknown (a spread from one trial)."""
+    value = float(value)
+    return "-" if np.isnan(value) else f"{100 * value:.2f}"
+
+
 def summary_tables(ds) -> list[Table]:
     """Accuracy against timestep, and per-layer errors at the last timestep."""
     mean, sd, half = mean_ci(ds.accuracy)
@@ -44,8 +51,7 @@ def summary_tables(ds) -> list[Table]:
     steps = sorted({1, 2, 4, 8, 16, 32, int(ds.timestep[-1])} & set(ds.timestep.values.tolist()))
     for t in steps:
         acc.add_row(str(t), f"{100 * float(ds.accuracy_ideal.sel(timestep=t)):.2f}",
-                    f"{100 * float(mean.sel(timestep=t)):.2f}", f"{100 * float(half.sel(timestep=t)):.2f}",
-                    f"{100 * float(sd.sel(timestep=t)):.2f}")
+                    _pct(mean.sel(timestep=t)), _pct(half.sel(timestep=t)), _pct(sd.sel(timestep=t)))
     first, last = ds.isel(timestep=0).mean("trial"), ds.isel(timestep=-1).mean("trial")
     lay = Table(title=f"per layer, mean over trials (t = 1 -> t = {int(ds.timestep[-1])})")
     variables = ("read_error", "layer_error", "membrane_error", "spike_mismatch", "spike_rate")
@@ -145,7 +151,7 @@ def timestep_tables(ds) -> list[Table]:
         for t in sorted(set(steps)):
             mean, _, half = mean_ci(one.accuracy.sel(timestep=t))
             acc.add_row(str(model), str(t), f"{100 * float(one.accuracy_ideal.sel(timestep=t)):.2f}",
-                        *[f"{100 * float(m):.2f} ± {100 * float(h):.2f}" for m, h in zip(mean, half)])
+                        *[f"{_pct(m)} ± {_pct(h)}" for m, h in zip(mean, half)])
     tile = str(ds.tile.values[-1])
     lay = Table(title=f"tile {tile}, mean over trials, t = 1 → end of the run (membrane error in "
                       "threshold units; spikes per image over the run)")
