@@ -107,8 +107,10 @@ def test_inputs_outside_the_dac_range_are_warned_once_with_the_numbers():
     assert len(mine) == 1  # once, although every step and batch is outside
     assert f"layer '0': {share:.1%} of its inputs lie outside the DAC range [0, 1]" in mine[0]
     assert f"max {float(x.max()):.4g}" in mine[0]
-    with pytest.warns(UserWarning, match="negative currents are clipped by the unsigned ADC"):
-        _sim(model, (x / 8 - 1, y), spec)
+    neg = x / 8 - 1
+    with pytest.raises(ValueError, match=rf"input of {float(neg.min()):.4g} < 0 on an unsigned DAC "
+                                         r"\(Spec.dac_signed=False\)"):
+        _sim(model, (neg, y), spec)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _sim(model, _data(), spec)  # in range: no warning
@@ -192,3 +194,30 @@ def test_readouts_sum_max_last():
         assert ds.attrs["readout"].startswith(how)
     with pytest.raises(ValueError, match="readout = 'mean' is not allowed"):
         _sim(model, (x, y), readout="mean")
+
+
+def test_signed_inputs_need_a_signed_path():
+    """Mean/std-normalised inputs: refused on an unsigned DAC with a converter on, read on
+    a signed DAC and ADC, and exact with ideal converters whatever their sign."""
+    torch.manual_seed(0)
+    model = _mlp(dtype=torch.float64)
+    x, y = _data(dtype=torch.float64)
+    x = (x - 0.5) * 2  # in [-1, 1]
+    with pytest.raises(ValueError, match="unsigned DAC"):
+        xbar.convert(model, xbar.Spec.ideal(dac_bits=8))[0](x)
+    with pytest.raises(ValueError, match="a signed DAC drives negative row voltages.*adc_signed=True"):
+        xbar.Spec.ideal(adc_bits=8, dac_signed=True)
+    with pytest.raises(ValueError, match="dac_signed = 1 is not allowed: must be True or False"):
+        xbar.Spec.ideal(dac_signed=1)
+    # a signed 8-bit DAC: the error of each input is within half a step (range / 127)
+    layer = xbar.convert(nn.Sequential(model[0]), xbar.Spec.ideal(dac_bits=8, dac_signed=True))
+    step = 1.0 / 127
+    with torch.no_grad():
+        err = layer(x) - model[0](x)
+    bound = step / 2 * model[0].weight.abs().sum(1)  # worst case, per output
+    assert (err.abs() <= bound + 1e-12).all() and float(err.abs().max()) > 0
+    # a signed ADC reads the negative currents; ideal converters are exact for any sign
+    ds = _sim(model, (x, y), xbar.Spec.ideal(adc_bits=10, adc_signed=True, dac_signed=True), t=2)
+    assert float(ds.read_error.max()) < 0.02
+    exact = _sim(model, (x, y), t=2)
+    assert float(exact.read_error.max()) < 1e-12

@@ -138,7 +138,8 @@ def _readout(acc, out: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class _RangeWatch:
-    """Warns once per layer when a crossbar layer's inputs leave the DAC's range."""
+    """Warns once per layer when a crossbar layer's inputs leave the DAC's range (an
+    unsigned DAC refuses negative inputs itself: :class:`xbar.tile.ProgrammedMatrix`)."""
 
     def __init__(self, spec) -> None:
         self.spec = spec
@@ -151,18 +152,17 @@ class _RangeWatch:
                 return
             x = inputs[0]
             hi_ok = self.spec.input_range
-            lo_ok = -hi_ok if self.spec.adc_signed else 0.0
+            lo_ok = -hi_ok if self.spec.dac_signed else 0.0
             lo, hi = (float(v) for v in torch.aminmax(x))
-            if lo >= lo_ok and hi <= hi_ok:
+            # negatives on an unsigned DAC are not a range question: the read refuses them
+            if (lo >= lo_ok or not self.spec.dac_signed) and hi <= hi_ok:
                 return
             self.warned.add(name)
             share = float(((x < lo_ok) | (x > hi_ok)).double().mean())
             what = "clipped by the DAC" if self.spec.dac_bits is not None else "beyond the full scale the ADC range was set for"
             warnings.warn(f"simulate: layer {name!r}: {share:.1%} of its inputs lie outside the DAC "
-                          f"range [{lo_ok:g}, {hi_ok:g}] (min {lo:.4g}, max {hi:.4g}); they are {what}"
-                          f"{' and negative currents are clipped by the unsigned ADC' if lo < 0 and not self.spec.adc_signed else ''}. "
-                          "Scale the inputs to the range, or set Spec(input_range=...) "
-                          "(and adc_signed=True for signed inputs)", stacklevel=4)
+                          f"range [{lo_ok:g}, {hi_ok:g}] (min {lo:.4g}, max {hi:.4g}); they are {what}. "
+                          "Scale the inputs to the range, or set Spec(input_range=...)", stacklevel=4)
         return check
 
 

@@ -37,12 +37,16 @@ class Spec:
         conductances).  Unipolar (``adc_signed=False``): currents are clipped to
         ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
         ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
-    dac_bits, input_range, v_read
+    dac_bits, dac_signed, input_range, v_read
         the DAC turns an input ``x`` into a row voltage ``v = x / input_range * v_read``
         (V).  ``dac_bits=None``: ideal DAC (exact, no clipping); otherwise ``x`` is
         clipped to ``[0, input_range]`` (``[-input_range, input_range]`` when
-        ``adc_signed``) and rounded to ``2**bits`` levels.  Binary spikes with
-        ``input_range=1`` are exact for any ``dac_bits``.
+        ``dac_signed``) and rounded to ``2**bits`` levels.  Binary spikes with
+        ``input_range=1`` are exact for any ``dac_bits``.  With a converter on
+        (``dac_bits`` or ``adc_bits`` set), an unsigned DAC refuses negative inputs
+        (a :class:`ValueError` at the read), rather than clipping them silently; a signed
+        DAC needs a signed ADC, since negative row voltages give negative column
+        currents.
     t_inference
         seconds between programming and inference, for drift (0: no drift).
     r_wire_row, r_wire_col, r_source, r_sink
@@ -67,6 +71,7 @@ class Spec:
     adc_range: float = 1.0
     adc_signed: bool = False
     dac_bits: int | None = None
+    dac_signed: bool = False
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
@@ -94,6 +99,12 @@ class Spec:
             v.fail(o, "tile", self.tile, f"the {self.mapping} mapping needs cols >= {min_cols}")
         v.int_at_least(o, "adc_bits", self.adc_bits, 1, optional=True)
         v.int_at_least(o, "dac_bits", self.dac_bits, 1, optional=True)
+        for name in ("adc_signed", "dac_signed"):
+            if not isinstance(getattr(self, name), bool):
+                v.fail(o, name, getattr(self, name), "must be True or False")
+        if self.dac_signed and not self.adc_signed and self.adc_bits is not None:
+            v.fail(o, "dac_signed", self.dac_signed, "a signed DAC drives negative row voltages, "
+                   "whose negative column currents a unipolar ADC would clip: set adc_signed=True")
         v.positive(o, "adc_range", self.adc_range)
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)

@@ -85,6 +85,9 @@ class ProgrammedMatrix(nn.Module):
         # weight units per ampere of column-difference current, for inputs in input units
         self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         self._read_gen: torch.Generator | None = None
+        # An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
+        # exact for any sign, so only a path with a converter refuses negative inputs.
+        self.refuse_negative = not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
 
         gen = torch.Generator(device=w.device).manual_seed(program_seed)
         targets = layout.targets.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
@@ -163,8 +166,12 @@ class ProgrammedMatrix(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
         spec = self.spec
+        if self.refuse_negative and float(x.min()) < 0:
+            raise ValueError(f"crossbar read: an input of {float(x.min()):.4g} < 0 on an unsigned DAC "
+                             f"(Spec.dac_signed=False), which would clip it: scale the inputs to "
+                             f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
         if spec.dac_bits is not None:
-            x = quantize_unit(x / spec.input_range, spec.dac_bits, spec.adc_signed) * spec.input_range
+            x = quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
         if self.out_fs is None:
             i = torch.matmul(x, self.g_read)
             if self.s2_read is not None:
