@@ -40,13 +40,17 @@ def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator
     """Program devices to ``target`` (S): variation and stuck-at faults, drawn once.
 
     Returns the programmed conductances (S), same shape, clipped at 0 S.  Draw order is
-    fixed (variation, then faults), so one generator state gives one programming.
+    fixed (variation, then faults), so one generator state gives one programming; the
+    variation's normal draws are taken whenever anything is drawn, even at zero variation,
+    so that a device with and one without variation see the same fault draws (sweeps pair
+    their points on common random numbers).
     """
     g = target
-    if model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly):
+    faults = bool(model.p_stuck_low or model.p_stuck_high)
+    if faults or model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly):
         g = g + prog_sigma(target, model) * _normal(target.shape, target, generator)
     g = g.clamp_min(0.0)
-    if model.p_stuck_low or model.p_stuck_high:
+    if faults:
         u = _uniform(target.shape, target, generator)
         g = torch.where(u < model.p_stuck_low, torch.full_like(g, model.g_min), g)
         high = (u >= model.p_stuck_low) & (u < model.p_stuck_low + model.p_stuck_high)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import xarray as xr
 from click.testing import CliRunner
@@ -141,11 +142,15 @@ def test_a_store_of_a_different_sweep_is_refused_with_the_differences(tmp_path, 
     assert result.exit_code == 1 and "not an xbar sweep store" in result.output
 
 
-def test_point_seeds_come_from_the_coordinates_not_the_position():
-    a = point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
-    assert a == point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
-    assert a != point_seed(1, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 4})
-    assert a != point_seed(0, {"device.read_sigma_rel": 0.03, "spec.adc_bits": 6})
+def test_point_seeds_come_from_the_coordinates_that_change_the_draws():
+    a = point_seed(0, {"device.read_sigma_rel": 0.03, "spec.tile": [32, 32], "model.timesteps": 4})
+    assert a == point_seed(0, {"device.read_sigma_rel": 0.03, "spec.tile": [32, 32], "model.timesteps": 4})
+    assert a != point_seed(1, {"device.read_sigma_rel": 0.03, "spec.tile": [32, 32], "model.timesteps": 4})
+    assert a != point_seed(0, {"device.read_sigma_rel": 0.03, "spec.tile": [64, 64], "model.timesteps": 4})
+    assert a != point_seed(0, {"device.read_sigma_rel": 0.03, "spec.tile": [32, 32], "model.timesteps": 8})
+    # common random numbers: axes that do not change the draws share the seed
+    assert a == point_seed(0, {"device.read_sigma_rel": 0.06, "spec.tile": [32, 32], "model.timesteps": 4})
+    assert point_seed(0, {"spec.adc_bits": 4}) == point_seed(0, {"spec.adc_bits": 6})
 
 
 def test_a_point_keeps_its_seed_when_its_axis_is_reordered(tmp_path):
@@ -153,7 +158,7 @@ def test_a_point_keeps_its_seed_when_its_axis_is_reordered(tmp_path):
     other = read_sweep_file(write(tmp_path, TINY.replace("[0, 3, 4, 6]", "[6, 4, 3, 0]"), "other.toml"))
     seeds = {json.dumps(p.coords): p.seed for p in one.points()}
     assert {json.dumps(p.coords): p.seed for p in other.points()} == seeds
-    assert len(set(seeds.values())) == N_POINTS
+    assert len(set(seeds.values())) == 1  # read noise and ADC bits: one set of draws
 
 
 def test_the_example_sweep_file_reads(tmp_path):
@@ -395,3 +400,22 @@ def test_a_model_file_runs_and_a_point_does_not_depend_on_the_rest_of_the_grid(t
     want = deterministic(sweep_store.open_sweep(ref)).sel(read_sigma_rel=[0.03], adc_bits=[4])
     for name in want.data_vars:
         np.testing.assert_array_equal(one[name].values, want[name].values, err_msg=name)
+
+
+def test_points_differing_only_in_adc_bits_see_the_same_programmed_conductances(tmp_path, digits_mlp):
+    """Common random numbers: two points of the tiny sweep that differ only in ADC bits (or
+    only in read noise) are programmed identically, so their difference is paired."""
+    import xbar
+
+    model = digits_mlp[0]
+    config = read_sweep_file(write(tmp_path, TINY))
+    by_coords = {(p.coords["device.read_sigma_rel"], p.coords["spec.adc_bits"]): p for p in config.points()}
+    programmed = {}
+    for key in [(0.03, 3), (0.03, 6), (0.06, 6)]:
+        p = by_coords[key]
+        hw = xbar.convert(model, p.spec, seed=p.seed, trials=2)
+        programmed[key] = [m.matrix.g_tiles for _, m in xbar.analog_layers(hw)]
+    for a, b in zip(programmed[(0.03, 3)], programmed[(0.03, 6)]):
+        assert torch.equal(a, b)
+    for a, b in zip(programmed[(0.03, 6)], programmed[(0.06, 6)]):
+        assert torch.equal(a, b)  # read noise changes the reads, not the programming

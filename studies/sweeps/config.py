@@ -203,10 +203,21 @@ def _tuples(values: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+def changes_the_draws(axis: str) -> bool:
+    """Whether an axis changes what is drawn: the tiles' shapes (``spec.tile``,
+    ``spec.mapping``) or the network (``model.*``).  Every other axis (ADC and DAC bits,
+    wires, device parameters, timesteps, ...) only changes what is done with the same draws."""
+    return axis in ("spec.tile", "spec.mapping") or axis.startswith("model.")
+
+
 def point_seed(seed: int, coords: dict[str, Any]) -> int:
     """A point's seed from the sweep seed and its coordinates (not its position or the
-    order points run in): SeedSequence of the seed and a CRC-32 of each ``key=value``."""
-    keys = [zlib.crc32(f"{k}={json.dumps(v)}".encode()) for k, v in coords.items()]
+    order points run in): SeedSequence of the seed and a CRC-32 of each ``key=value`` of
+    the axes that change the draws (:func:`changes_the_draws`).  Points that differ only
+    in other axes share their seed, so their programmings and read noise are the same
+    random numbers (common random numbers): a difference along such an axis is paired,
+    free of programming-to-programming variance."""
+    keys = [zlib.crc32(f"{k}={json.dumps(v)}".encode()) for k, v in coords.items() if changes_the_draws(k)]
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
