@@ -221,3 +221,14 @@ def test_signed_inputs_need_a_signed_path():
     assert float(ds.read_error.max()) < 0.02
     exact = _sim(model, (x, y), t=2)
     assert float(exact.read_error.max()) < 1e-12
+
+
+def test_a_refused_simulation_leaves_the_model_as_it_was():
+    model = _mlp().train()
+    x, y = _data()
+    hw = xbar.convert(model, xbar.Spec.ideal())
+    with pytest.raises(ValueError, match="label 7 is not a class"):
+        xbar.simulate(hw, model, (x, y + 4), 2, progress=False)
+    assert model.training
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in hw.modules())

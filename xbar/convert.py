@@ -118,15 +118,14 @@ def _plan(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], ConversionRepo
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
+        inside.add(name)
         reason = _unmapped_reason(m)
         if reason is None:
             mapped.append((name, m))
-            inside.add(name)
             shape = f"{m.in_features}->{m.out_features}" if isinstance(m, nn.Linear) else \
                 f"{m.in_channels}->{m.out_channels}, kernel {tuple(m.kernel_size)}"
             rows.append(LayerRow(name, _kind(m), True, shape))
         else:
-            inside.add(name)
             rows.append(LayerRow(name, _kind(m), False, reason))
     for name, m in model.named_modules():
         if name in inside or any(name.startswith(n + ".") for n in inside if n):
@@ -200,11 +199,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1) -> 
         kind = AnalogLinear if isinstance(original, nn.Linear) else AnalogConv2d
         analog = kind(twin, spec, trials=trials, seeds=layer_seeds(int(seed), index))
         parent_name, _, child = name.rpartition(".")
-        parent = by_name[parent_name] if parent_name else hw
-        if child in getattr(parent, "_modules", {}):
-            parent._modules[child] = analog
-        else:
-            setattr(parent, child, analog)
+        setattr(by_name[parent_name] if parent_name else hw, child, analog)
     if report.left_ideal:
         warnings.warn("convert: these layers stay digital (computed ideally), not on crossbars:\n  "
                       + "\n  ".join(f"{r.name} ({r.kind}): {r.detail}" for r in report.left_ideal),

@@ -26,9 +26,7 @@ class _Analog(nn.Module):
         self.spec = spec
         self.trials = trials
         self.register_buffer("weight", weight.detach().clone())
-        # SpikingJelly's multi-step layers take [T, N, ...]; the simulator feeds T = 1.
-        self.time_first = getattr(original, "step_mode", None) == "m"
-        if hasattr(original, "step_mode"):
+        if hasattr(original, "step_mode"):  # SpikingJelly's, kept for its step-mode tools
             self.step_mode = original.step_mode
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
@@ -42,6 +40,11 @@ class _Analog(nn.Module):
             raise ValueError(f"{type(self).__name__}: batch of {x.shape[0]} samples is not a "
                              f"multiple of trials = {self.trials} (batches are trial-major)")
         return x.reshape(self.trials, -1, x.shape[-1])
+
+    @property
+    def time_first(self) -> bool:
+        """A SpikingJelly multi-step layer: it takes ``[T, N, ...]`` (the simulator feeds T = 1)."""
+        return getattr(self, "step_mode", None) == "m"
 
     def _one_step(self, x: torch.Tensor) -> torch.Tensor:
         """Drop the time dimension of a multi-step layer's ``[1, N, ...]`` input."""

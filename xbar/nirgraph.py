@@ -316,10 +316,10 @@ class NIRNetwork(nn.Module):
             else:
                 parts = [out[a] if (a, key) not in self.back else self._previous.get(a)
                          for a in self.sources[key]]
+                # a loop edge carries nothing (zero) at the first step; every node has a
+                # forward input: the edge the depth-first search reached it by
                 parts = [p for p in parts if p is not None]
-                if not parts:  # only recurrent inputs, at the first step
-                    parts = [torch.zeros_like(self._previous.get(self.sources[key][0], x))]
-                value = parts[0] if len(parts) == 1 else torch.stack(torch.broadcast_tensors(*parts)).sum(0)
+                value = sum(parts[1:], parts[0])
             out[key] = self.nodes[self.keys[key]](value)
         self._previous = {a: out[a] for a, _ in self.back}
         return out[self.output]

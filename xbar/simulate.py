@@ -35,6 +35,7 @@ All error variables are pooled over every sample of ``data`` (ratios of sums).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -97,9 +98,9 @@ def _match_neurons(order: list[str], neuron_names: set[str], layer_names: list[s
 
 
 def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tensor,
-              layer_names: list[str]) -> tuple[dict, int]:
+              layer_names: list[str]) -> dict:
     """Run one step of the ideal ``model`` with hooks on every module: which modules are
-    neurons, in which order they run, and the shape of the step's output."""
+    neurons and in which order they run; the step's output is checked."""
     order: list[str] = []
     neuron_names: set[str] = set()
     handles = []
@@ -124,11 +125,11 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
         for h in handles:
             h.remove()
         step.reset()
-    n_classes = check_step_output(out, len(x0), y0, step.mode)
+    check_step_output(out, len(x0), y0, step.mode)
     never = [n for n in layer_names if n not in order]
     if never:
         raise ValueError(f"simulate: the model's forward never calls its layers {never}")
-    return _match_neurons(order, neuron_names, layer_names), n_classes
+    return _match_neurons(order, neuron_names, layer_names)
 
 
 def _readout(acc, out: torch.Tensor, how: str) -> torch.Tensor:
@@ -164,6 +165,34 @@ class _RangeWatch:
                           f"range [{lo_ok:g}, {hi_ok:g}] (min {lo:.4g}, max {hi:.4g}); they are {what}. "
                           "Scale the inputs to the range, or set Spec(input_range=...)", stacklevel=4)
         return check
+
+
+def _hooks(hw: nn.Module, ideal_modules: dict, names: list[str], neurons: dict, captured: dict) -> list:
+    """Forward hooks that put, for every crossbar layer and the neuron it feeds, what one
+    step computed into ``captured`` (and watch the DAC range); returns their handles."""
+
+    def keep_output(tag):
+        def hook(module, inputs, output):
+            captured[tag] = (output, getattr(module, "last_ideal", None))
+        return hook
+
+    def keep_neuron(tag):
+        def hook(module, inputs, output):
+            captured[tag] = neuron_reading(module, output)
+        return hook
+
+    watch = _RangeWatch(getattr(hw, "xbar_spec", None))
+    handles = []
+    for name in names:
+        handles.append(hw.get_submodule(name).register_forward_hook(keep_output(("a", name))))
+        handles.append(ideal_modules[name].register_forward_hook(keep_output(("i", name))))
+        if watch.active:
+            handles.append(hw.get_submodule(name).register_forward_pre_hook(watch.hook(name)))
+        nn_name = neurons[name]
+        if nn_name is not None:
+            handles.append(hw.get_submodule(nn_name).register_forward_hook(keep_neuron(("a", nn_name))))
+            handles.append(ideal_modules[nn_name].register_forward_hook(keep_neuron(("i", nn_name))))
+    return handles
 
 
 def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
@@ -218,58 +247,31 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     was_training = model.training
     model.eval()
     hw.eval()
-    batch_iter = iter(checked_batches(data, dtype))
-    first = next(batch_iter, None)
-    if first is None:
-        raise ValueError("simulate: data yielded no samples")
-    x0 = first[0].to(dev)
-    neurons, n_classes = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
-
-    acc = _Acc(k, timesteps, len(names))
-    flags = {"binary": np.ones(len(names), bool), "threshold": np.ones(len(names), bool)}
-    correct = np.zeros((k, timesteps))
-    correct_ideal = np.zeros(timesteps)
-    n_samples = 0
     captured: dict = {}
+    handles: list = []
+    try:  # a refusal anywhere below leaves the model as it was (training mode, no hooks)
+        batch_iter = iter(checked_batches(data, dtype))
+        first = next(batch_iter, None)
+        if first is None:
+            raise ValueError("simulate: data yielded no samples")
+        x0 = first[0].to(dev)
+        neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
+        thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
+        handles += _hooks(hw, ideal_modules, names, neurons, captured)
+        for _, m in layers:
+            m.record_ideal = True
+            m.matrix.reset_read_noise()
 
-    def keep_output(tag):
-        def hook(module, inputs, output):
-            captured[tag] = (output, getattr(module, "last_ideal", None))
-        return hook
-
-    def keep_neuron(tag):
-        def hook(module, inputs, output):
-            captured[tag] = neuron_reading(module, output)
-        return hook
-
-    watch = _RangeWatch(getattr(hw, "xbar_spec", None))
-    handles = []
-    for name in names:
-        handles.append(hw.get_submodule(name).register_forward_hook(keep_output(("a", name))))
-        handles.append(ideal_modules[name].register_forward_hook(keep_output(("i", name))))
-        if watch.active:
-            handles.append(hw.get_submodule(name).register_forward_pre_hook(watch.hook(name)))
-        hw.get_submodule(name).record_ideal = True
-        nn_name = neurons[name]
-        if nn_name is not None:
-            handles.append(hw.get_submodule(nn_name).register_forward_hook(keep_neuron(("a", nn_name))))
-            handles.append(ideal_modules[nn_name].register_forward_hook(keep_neuron(("i", nn_name))))
-    for _, m in layers:
-        m.matrix.reset_read_noise()
-
-    def all_batches():
-        yield first
-        yield from batch_iter
-
-    try:
+        acc = _Acc(k, timesteps, len(names))
+        flags = {"binary": np.ones(len(names), bool), "threshold": np.ones(len(names), bool)}
+        correct = np.zeros((k, timesteps))
+        correct_ideal = np.zeros(timesteps)
+        n_samples = 0
         with torch.no_grad():
-            for x, y in tqdm(all_batches(), desc="simulate", unit="batch", disable=not progress,
-                             leave=False, mininterval=1.0):
+            for x, y in tqdm(itertools.chain([first], batch_iter), desc="simulate", unit="batch",
+                             disable=not progress, leave=False, mininterval=1.0):
                 x, y = x.to(dev), y.to(dev)
                 b = x.shape[0]
-                if y.numel() and int(y.max()) >= n_classes:
-                    raise ValueError(f"simulate: label {int(y.max())} is not a class of the model's "
-                                     f"output, which has {n_classes} classes")
                 ideal_step.reset()
                 analog_step.reset()
                 read_i = read_a = None
@@ -281,7 +283,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
                     if n_samples == 0 and t == 0:
                         _check_all_called(captured, names)
                     check_step_output(out_i, b, y, ideal_step.mode)
-                    _step_metrics(acc, flags, t, names, neurons, captured, ideal_modules, k)
+                    _step_metrics(acc, flags, t, names, neurons, captured, thresholds, k)
                     read_i = _readout(read_i, out_i, readout)
                     read_a = _readout(read_a, out_a, readout)
                     correct_ideal[t] += float((read_i.argmax(-1) == y).sum())
@@ -312,7 +314,7 @@ def _check_all_called(captured: dict, names: list[str]) -> None:
                          "Load a NIR graph with xbar.from_nir instead")
 
 
-def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, ideal_modules, k) -> None:
+def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, thresholds, k) -> None:
     for li, name in enumerate(names):
         ya, ref = captured[("a", name)]
         yi, _ = captured[("i", name)]
@@ -333,7 +335,7 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, idea
         acc.add("spikes", (slice(None), t, li), _per_trial_sum(s_a, k))
         acc.add("spikes_ideal", (slice(None), t, li), float(s_i.sum()))
         acc.add("mismatch", (slice(None), t, li), _per_trial_sum((s_a != s_i.unsqueeze(0)).float(), k))
-        thr = threshold(ideal_modules[nn_name])
+        thr = thresholds[nn_name]
         if thr is None:
             flags["threshold"][li] = False
             continue
