@@ -6,7 +6,8 @@ published device data live in :data:`presets`.
 """
 
 from devices.model import DeviceModel
-from devices.physics import drift, drift_nu, program, read, read_sigma, read_sigma_rel
+from devices.physics import drift, drift_nu, program, read, read_sigma, read_sigma_rel, static_read_noise
 from devices.presets import presets
 
-__all__ = ["DeviceModel", "program", "read", "drift", "drift_nu", "read_sigma", "read_sigma_rel", "presets"]
+__all__ = ["DeviceModel", "program", "read", "drift", "drift_nu", "read_sigma", "read_sigma_rel", "static_read_noise",
+           "presets"]

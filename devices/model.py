@@ -30,9 +30,16 @@ class DeviceModel:
     Stuck-at faults (drawn once per programming)
         each device is stuck at ``g_min`` with probability ``p_stuck_low`` and at
         ``g_max`` with probability ``p_stuck_high``, whatever its target.
-    Read noise (drawn anew at every read)
+    Read noise
         ``G_read = G * (1 + sigma_read_rel(G) * N(0, 1))`` with
-        ``sigma_read_rel = min(read_sigma_rel * g~**(-read_sigma_exponent), read_sigma_max)``.
+        ``sigma_read_rel = min(read_sigma_rel * g~**(-read_sigma_exponent), read_sigma_max)``,
+        times ``sqrt(ln((t + drift_t0 + read_noise_t_read) / (2 read_noise_t_read)))`` when
+        ``read_noise_t_read > 0`` (the 1/f noise accumulated up to inference at
+        ``t = Spec.t_inference`` after programming, as IBM aihwkit's PCM model).  Its time
+        structure: a share ``read_noise_static`` of the variance is drawn once per
+        programming (at the inference time) and is the same for every read; the rest is
+        drawn per read, with correlation ``read_noise_correlation`` between consecutive
+        reads of the same inference (AR(1); 0 for white noise).
     Drift (one exponent per device, drawn once per programming)
         ``G(t) = G0 * ((t + drift_t0) / drift_t0)**(-nu)`` (1 at programming, as IBM aihwkit),
         ``nu ~ N(mu_nu(g~), sigma_nu(g~))`` with
@@ -52,6 +59,9 @@ class DeviceModel:
     read_sigma_rel: float = 0.0
     read_sigma_exponent: float = 0.0
     read_sigma_max: float = math.inf
+    read_noise_t_read: float = 0.0
+    read_noise_static: float = 0.0
+    read_noise_correlation: float = 0.0
     drift_t0: float = 1.0
     drift_nu_mean: float = 0.0
     drift_nu_std: float = 0.0
@@ -82,6 +92,14 @@ class DeviceModel:
         v.probability(o, "p_stuck_high", self.p_stuck_high)
         if self.p_stuck_low + self.p_stuck_high > 1:
             v.fail(o, "p_stuck_high", self.p_stuck_high, "p_stuck_low + p_stuck_high must be <= 1")
+        v.non_negative(o, "read_noise_t_read", self.read_noise_t_read)
+        for name in ("read_noise_static", "read_noise_correlation"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1) or isinstance(value, bool):
+                v.fail(o, name, value, "must be a number in [0, 1]")
+        if self.read_noise_correlation == 1:
+            v.fail(o, "read_noise_correlation", 1, "must be < 1: a fully correlated part is "
+                   "static, set read_noise_static instead")
         if not (self.read_sigma_max > 0):
             v.fail(o, "read_sigma_max", self.read_sigma_max, "must be > 0 (inf for no cap)")
         v.positive(o, "drift_t0", self.drift_t0)
@@ -105,6 +123,14 @@ class DeviceModel:
     @property
     def has_read_noise(self) -> bool:
         return self.read_sigma_rel > 0
+
+    def read_time_factor(self, t_inference: float) -> float:
+        """The factor on the read noise at ``t_inference`` s after programming: 1 without a
+        time law, else aihwkit's ``sqrt(ln((t + t0 + t_read) / (2 t_read)))``."""
+        if self.read_noise_t_read == 0:
+            return 1.0
+        t = t_inference + self.drift_t0
+        return math.sqrt(math.log((t + self.read_noise_t_read) / (2 * self.read_noise_t_read)))
 
     @property
     def has_drift(self) -> bool:

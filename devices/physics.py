@@ -58,27 +58,39 @@ def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator
     return g
 
 
-def read_sigma_rel(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
-    """Relative standard deviation of one read of devices at conductance ``g`` (S)."""
+def read_sigma_rel(g: torch.Tensor, model: DeviceModel, t: float = 0.0) -> torch.Tensor:
+    """Relative standard deviation of the read noise of devices at conductance ``g`` (S),
+    ``t`` s after programming (static and per-read parts together)."""
     rel = torch.full_like(g, model.read_sigma_rel)
     if model.read_sigma_exponent:
         gn = (g / model.g_max).clamp_min(_TINY)
         rel = rel * gn ** (-model.read_sigma_exponent)
-    return rel.clamp_max(model.read_sigma_max)
+    return rel.clamp_max(model.read_sigma_max) * model.read_time_factor(t)
 
 
-def read_sigma(g: torch.Tensor, model: DeviceModel) -> torch.Tensor:
-    """Standard deviation (S) of one read of devices at conductance ``g`` (S)."""
+def read_sigma(g: torch.Tensor, model: DeviceModel, t: float = 0.0) -> torch.Tensor:
+    """Standard deviation (S) of the read noise of devices at conductance ``g`` (S)."""
     if not model.has_read_noise:
         return torch.zeros_like(g)
-    return read_sigma_rel(g, model) * g.abs()
+    return read_sigma_rel(g, model, t) * g.abs()
 
 
-def read(g: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
-    """One read of every device: the conductance seen by this read (S), fresh noise."""
+def read(g: torch.Tensor, model: DeviceModel, generator: torch.Generator, t: float = 0.0) -> torch.Tensor:
+    """One read of every device, static and per-read parts together (S)."""
     if not model.has_read_noise:
         return g
-    return g + read_sigma(g, model) * _normal(g.shape, g, generator)
+    return g + read_sigma(g, model, t) * _normal(g.shape, g, generator)
+
+
+def static_read_noise(g: torch.Tensor, g0: torch.Tensor, model: DeviceModel, t: float,
+                      generator: torch.Generator) -> torch.Tensor:
+    """The static share of the read noise, drawn once: devices programmed to ``g0`` and at
+    ``g`` at inference keep ``g * (1 + sqrt(read_noise_static) * sigma_rel(g0) * N(0, 1))``,
+    clipped at 0 S (as aihwkit draws its 1/f noise once per inference time)."""
+    if not (model.has_read_noise and model.read_noise_static):
+        return g
+    rel = math.sqrt(model.read_noise_static) * read_sigma_rel(g0, model, t)
+    return (g + g.abs() * rel * _normal(g.shape, g, generator)).clamp_min(0.0)
 
 
 def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:

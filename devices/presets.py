@@ -10,8 +10,13 @@
     networks", IEEE IRPS 2021 (IHP 4 kbit HfO2 arrays).  Window 50 uS .. 225 uS;
     programming std from the linear fit to their Fig. 4 (IGVVA-100 algorithm), as used by
     Sandia CrossSim's ``RRAMMilo`` model: ``sigma_G = 4.782321 uS - 0.009107 * G``.
-    That paper gives no read-noise, fault or drift figures, so those are zero here:
-    set them for a study (``presets["rram_hfo2"].replace(read_sigma_rel=0.02)``).
+    That paper gives no read-noise figure: the read noise is the short-term read noise of
+    HfOx RRAM measured on the NeuRRAM chip, W. Wan et al., "A compute-in-memory chip
+    based on resistive random-access memory", Nature 608, 504 (2022), about 1% of the
+    conductance window, as IBM aihwkit applies it beside its ``ReRamWan2022NoiseModel``
+    (``w_noise = 0.01``, additive, constant): ``sigma = 0.01 g_max`` per read, whatever
+    ``G`` (``read_sigma_rel = 0.01`` at ``g_max`` with ``read_sigma_exponent = 1``),
+    white (drawn anew at every read).  No fault or drift figures: zero.
 ``pcm``
     Phase-change memory after the statistical model of S. R. Nandakumar et al.,
     "Phase-change memory models for deep learning training and inference", ICECS 2019
@@ -20,13 +25,13 @@
     drift ``t0 = 20 s``, ``mu_nu = clip(-0.0155 ln g~ + 0.0244, 0.049, 0.1)``,
     ``sigma_nu = clip(-0.0125 ln g~ - 0.0059, 0.008, 0.045)``;
     1/f read noise ``sigma/G = min(0.0088 g~^-0.65, 0.2) * sqrt(ln((t + t_read) / (2 t_read)))``
-    with ``t_read = 250 ns``, here with its time factor taken at ``t = t0 = 20 s``
-    (factor 4.19), i.e. a read within the first tens of seconds after programming.
+    with ``t_read = 250 ns`` and ``t = Spec.t_inference + t0`` (factor 4.19 at
+    ``t_inference = 0``), drawn once per inference time and static over the reads, as
+    aihwkit draws it (``read_noise_static = 1``).
 """
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 
 from devices.model import DeviceModel
@@ -36,7 +41,6 @@ _US = 1e-6
 _PCM_G_MAX = 25 * _US
 _PCM_T0 = 20.0
 _PCM_T_READ = 250e-9
-_PCM_READ_TIME_FACTOR = math.sqrt(math.log((_PCM_T0 + _PCM_T_READ) / (2 * _PCM_T_READ)))
 
 _RRAM_G_MAX = 225 * _US
 
@@ -49,16 +53,20 @@ presets = MappingProxyType({
         g_max=_RRAM_G_MAX,
         # sigma = 4.782321 uS - 0.009107 G  ==  g_max * (4.782321/225 - 0.009107 g~)
         prog_sigma_poly=(4.782321 / 225.0, -0.009107),
-        source="Milo et al., IEEE IRPS 2021, Fig. 4 (via Sandia CrossSim RRAMMilo)",
+        read_sigma_rel=0.01,
+        read_sigma_exponent=1.0,
+        source="Milo et al., IEEE IRPS 2021, Fig. 4 (via Sandia CrossSim RRAMMilo); read noise: Wan et al., Nature 2022 (via IBM aihwkit)",
     ),
     "pcm": DeviceModel(
         name="pcm",
         g_min=0.0,
         g_max=_PCM_G_MAX,
         prog_sigma_poly=(0.26348 / 25.0, 1.9650 / 25.0, -1.1731 / 25.0),
-        read_sigma_rel=0.0088 * _PCM_READ_TIME_FACTOR,
+        read_sigma_rel=0.0088,
         read_sigma_exponent=0.65,
-        read_sigma_max=0.2 * _PCM_READ_TIME_FACTOR,
+        read_sigma_max=0.2,
+        read_noise_t_read=_PCM_T_READ,
+        read_noise_static=1.0,
         drift_t0=_PCM_T0,
         drift_nu_mean=0.0244,
         drift_nu_mean_log_slope=-0.0155,

@@ -99,7 +99,7 @@ def test_read_noise_shortcut_matches_device_level_monte_carlo():
     dev = DeviceModel(g_min=1e-6, g_max=1e-4, read_sigma_rel=0.1, read_sigma_exponent=0.5,
                       read_sigma_max=0.5)
     lin = linear(1, 20, 6, bias=False)
-    spec = xbar.Spec.ideal(tile=(32, 32), device=dev)
+    spec = xbar.Spec.ideal(tile=(32, 32), device=dev, calibration=None)
     layer = xbar.AnalogLinear(lin, spec)
     x = torch.rand(1, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     n = 20_000
@@ -130,7 +130,7 @@ def test_fewer_adc_bits_give_larger_error():
     x = (torch.rand(256, 100, generator=torch.Generator().manual_seed(0)) < 0.3).double()
     errors = []
     for bits in (10, 8, 6, 4, 2):
-        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), adc_bits=bits))
+        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), adc_bits=bits, calibration=None))
         errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
     assert all(a < b for a, b in zip(errors, errors[1:])), errors
 
@@ -141,7 +141,7 @@ def test_more_read_noise_gives_larger_error():
     errors = []
     for sigma in (0.0, 0.01, 0.05, 0.2):
         dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=sigma)
-        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), device=dev))
+        layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(64, 64), device=dev, calibration=None))
         errors.append(float((layer(x) - lin(x)).pow(2).mean().sqrt()))
     assert errors[0] < 1e-9 and all(a < b for a, b in zip(errors, errors[1:])), errors
 
@@ -163,7 +163,8 @@ def test_fine_adc_matches_the_exact_product_across_full_and_partial_tile_rows(
     """A 16-bit ADC on every tile differs from the exact product only by its rounding:
     at most half a code per column read, two columns per output, one ADC per tile-row."""
     lin = linear(seed, n_in, n_out, bias=False)
-    layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=tile, mapping=scheme, adc_bits=16), trials=trials)
+    layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=tile, mapping=scheme, adc_bits=16, calibration=None),
+                               trials=trials)
     x = torch.rand(4 * trials, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         err = (layer(x) - lin(x)).abs().max()
@@ -179,7 +180,7 @@ def test_layer_with_ir_drop_equals_the_circuit_solve(scheme):
 
     lin = linear(5, 40, 12, bias=False)
     r = dict(r_wire_row=2.0, r_wire_col=2.0, r_source=5.0, r_sink=5.0)
-    spec = xbar.Spec(tile=(16, 16), mapping=scheme, **r)
+    spec = xbar.Spec(tile=(16, 16), mapping=scheme, calibration=None, **r)
     layer = xbar.AnalogLinear(lin, spec)
     x = torch.rand(6, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ideal_wires = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=(16, 16), mapping=scheme))
@@ -224,7 +225,7 @@ def test_offset_mapping_output_has_no_bias(levels):
     ref = lin(x).detach()
     w_max = float(lin.weight.abs().max())
     for scheme, steps in (("offset", (levels - 1) // 2), ("differential", levels - 1)):
-        spec = xbar.Spec.ideal(mapping=scheme, device=presets["ideal"].replace(levels=levels))
+        spec = xbar.Spec.ideal(mapping=scheme, device=presets["ideal"].replace(levels=levels), calibration=None)
         out = xbar.convert(nn.Sequential(lin), spec)(x)
         sd_weight = w_max / steps / 12**0.5
         sd_mean = sd_weight * float(x.mean(0).pow(2).sum().sqrt()) / 64**0.5

@@ -5,6 +5,7 @@
     trace = xbar.simulate(hw, trained_snn, loader, timesteps=8)   # -> xarray.Dataset
 """
 
+from xbar.calibrate import calibrate
 from xbar.crossbar import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
 from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
 from xbar.layers import AnalogConv2d, AnalogLinear
@@ -14,6 +15,6 @@ from xbar.simulate import simulate
 from xbar.spec import Spec
 from xbar.tile import ProgrammedMatrix
 
-__all__ = ["Spec", "convert", "simulate", "from_nir", "reset_state", "AnalogLinear", "AnalogConv2d",
+__all__ = ["Spec", "convert", "calibrate", "simulate", "from_nir", "reset_state", "AnalogLinear", "AnalogConv2d",
            "ProgrammedMatrix", "effective_conductance", "analog_layers",
            "crossbar_layers", "layer_seeds", "solve_crossbar", "effective_matrix", "first_order_matrix"]

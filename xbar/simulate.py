@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from xbar.checks import batches as checked_batches
 from xbar.checks import check_step_output, model_dtype
 from xbar.convert import analog_layers
+from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import Stepper, check_steppable
 
@@ -255,6 +256,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         if first is None:
             raise ValueError("simulate: data yielded no samples")
         x0 = first[0].to(dev)
+        if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
+            calibrate(hw, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset)
         neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)
@@ -274,6 +277,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
                 b = x.shape[0]
                 ideal_step.reset()
                 analog_step.reset()
+                for _, m in layers:
+                    m.matrix.new_inference()
                 read_i = read_a = None
                 for t in range(timesteps):
                     xt = encoder(x, t)

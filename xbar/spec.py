@@ -15,6 +15,9 @@ from xbar.crossbar import check_resistances
 # ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (docs/hardware.md).
 R_WIRE_AIHWKIT = 0.35
 
+# What Spec.calibration may be, besides None (the raw hardware).
+CALIBRATIONS = ("data", "vectors")
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -58,6 +61,14 @@ class Spec:
         conductance matrix is solved once (exact IR drop) and every read stays one
         product; read noise is then applied to the effective matrix to first order.
         All 0 (:meth:`Spec.ideal`): ideal wires, ``I = v @ G`` exactly.
+    calibration
+        after programming, each tile's outputs get a digital gain and offset per output,
+        fitted to the chip's own reads (see :mod:`xbar.tile`), as deployed chips
+        calibrate.  ``"data"`` (default): the reads of a calibration batch, a few samples
+        of the data run through the network (:func:`xbar.calibrate`; ``simulate`` runs
+        it on the first samples of its data when it has not been run); ``"vectors"``:
+        known random binary vectors, at programming; ``None``: the raw hardware.  A spec
+        with no non-ideality is never calibrated (there is nothing to correct).
     ir_drop_model
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
         first order in the resistances, for sweeps that need no exactness; see
@@ -80,6 +91,7 @@ class Spec:
     r_source: float = 0.0
     r_sink: float = 0.0
     ir_drop_model: str = "exact"
+    calibration: str | None = "data"
 
     def __post_init__(self) -> None:
         o = "Spec"
@@ -110,6 +122,9 @@ class Spec:
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)
         v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
+        if self.calibration is not None:
+            if self.calibration not in CALIBRATIONS:
+                v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
 
     @classmethod

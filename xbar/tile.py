@@ -1,14 +1,28 @@
 """A layer's crossbar matrix programmed onto tiles: Monte Carlo trials and tiles batched.
 
 One :class:`ProgrammedMatrix` holds every tile of one layer for ``K`` trials (one trial
-is one programming).  Programming variation, stuck-at faults and drift exponents are
-drawn once, here; read noise is drawn anew at every read.
+is one programming).  Programming variation, stuck-at faults, drift exponents and the
+static share of the read noise are drawn once, here; the rest of the read noise is drawn
+at every read.
 
-Read noise, exact in distribution at one extra matrix product: the devices of a
+Per-read noise, exact in distribution at one extra matrix product: the devices of a
 column fluctuate independently, ``G_ij (1 + s_ij eps_ij)``, so the noise of column
 current ``j`` is Gaussian with variance ``sum_i v_i^2 (s_ij G_ij)^2``: one product of
 ``v**2`` with the precomputed ``(s G)**2``, then one normal draw per column read, instead
-of one draw per device per read.
+of one draw per device per read.  With a correlation ``rho`` between consecutive reads
+(``DeviceModel.read_noise_correlation``), the normalised draw of each column and sample
+follows an AR(1) process over the reads of one inference, ``e_t = rho e_{t-1} +
+sqrt(1 - rho^2) xi_t``: exact when consecutive reads drive the same rows (as binary
+spikes at a steady rate mostly do), and otherwise the correlation of the column noise
+is ``rho`` times the overlap of the two reads' drives.
+
+Calibration (``Spec.calibration``): after programming (and drift to ``t_inference``),
+the chip reads known vectors, and each tile's outputs get a digital gain and offset,
+fitted by least squares to the ideal products of the same vectors, per output and per
+tile-row (before the tile-rows' partial sums are added).  The fit sees the chip's own
+noisy, quantized reads (drawn from the programming's generator, so the read-noise
+stream of the inference is untouched).  The gain folds into the stored matrices or the
+ADC's digital scale: a calibrated read costs what a raw one does.
 
 Speed, without changing any number a read returns (up to float rounding):
 
@@ -27,7 +41,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from devices import drift, program, read_sigma_rel
+from devices import drift, program, read_sigma_rel, static_read_noise
 from mapping.layout import layout_weights
 from xbar.crossbar import effective_conductance
 from xbar.converters import quantize_unit, to_codes_, top_code
@@ -85,6 +99,8 @@ class ProgrammedMatrix(nn.Module):
         # weight units per ampere of column-difference current, for inputs in input units
         self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         self._read_gen: torch.Generator | None = None
+        self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
+        self.rho = dev.read_noise_correlation
         # An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
         # exact for any sign, so only a path with a converter refuses negative inputs.
         self.refuse_negative = not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
@@ -93,21 +109,52 @@ class ProgrammedMatrix(nn.Module):
         targets = layout.targets.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
         g0 = program(targets, dev, gen)  # (K, n_r, n_c, R, C)
         g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
+        g = static_read_noise(g, g0, dev, spec.t_inference, gen)
         self.register_buffer("g_tiles", effective_conductance(g, spec))
         s2 = None
-        if dev.has_read_noise:
+        if dev.has_read_noise and dev.read_noise_static < 1:
             # First order with IR drop: each device's relative read noise on its entry of
             # the effective matrix (exactly the device-level noise with ideal wires).
-            rel = torch.where(g > 0, read_sigma_rel(g, dev), torch.zeros_like(g))
-            s2 = (rel * self.g_tiles) ** 2
+            rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
+            s2 = (1 - dev.read_noise_static) * (rel * self.g_tiles) ** 2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
-        if spec.adc_bits is None:
-            self._setup_direct(layout.w_per_siemens, s2, keep, a, b)
+        # One product over all tile-rows, unless each tile-row is read on its own: by its
+        # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
+        self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
+        if self.merged:
+            self._setup_merged(layout.w_per_siemens, s2, keep, a, b)
         else:
-            i_fs = spec.adc_range * spec.v_read * g0.sum(-2).amax(-1)  # (K, n_r, n_c), A
-            self._setup_adc(i_fs.clamp_min(torch.finfo(g0.dtype).tiny), layout.w_per_siemens, s2, keep, a, b)
+            self._setup_blocks(self._full_scale(g0), layout.w_per_siemens, s2, keep, a, b)
+        self.register_buffer("cal_bias", None)
+        self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
+        self.calibrated = False
+        if spec.calibration == "vectors" and not spec.is_ideal:
+            self.fit_calibration(self._calibration_vectors(gen), gen)
+        self._cal_gen = gen
+        self.recording: list | None = None  # a list while xbar.calibrate records the inputs
 
-    def _setup_direct(self, w_per_siemens, s2, keep, a, b) -> None:
+    @property
+    def needs_calibration(self) -> bool:
+        """The spec asks for calibration and there is something to correct."""
+        return self.spec.calibration is not None and not self.spec.is_ideal
+
+    @property
+    def awaits_data(self) -> bool:
+        """Calibrated from data (``Spec.calibration="data"``) and not yet fitted."""
+        return self.spec.calibration == "data" and self.needs_calibration and not self.calibrated
+
+    def _full_scale(self, g0: torch.Tensor) -> torch.Tensor | None:
+        """Each tile's ADC full scale (A), ``(K, n_r, n_c)``: ``adc_range`` times the largest
+        column current with every row that an input drives at full scale (the rows of the
+        last tile-row beyond the layer's inputs are padding, driven by nothing)."""
+        if self.spec.adc_bits is None:
+            return None
+        driven = torch.arange(self.n_r * self.rows, device=g0.device).reshape(self.n_r, self.rows) < self.shape[0]
+        cols = (g0 * driven[None, :, None, :, None]).sum(-2)
+        i_fs = self.spec.adc_range * self.spec.v_read * cols.amax(-1)
+        return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
+
+    def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
         k, m = self.trials, self.n_r * self.rows
         g = _side_by_side(self.g_tiles).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
@@ -122,17 +169,24 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
 
-    def _setup_adc(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
-        """Per-tile ADC: ``u = x @ g`` is the column current in units of its full scale."""
+    def _setup_blocks(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
+        """Each tile-row read on its own.  With an ADC, ``u = x @ g`` is the column current
+        in units of the tile's full scale ``i_fs``; without, it is in weight units."""
         spec = self.spec
-        scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
+        if i_fs is None:
+            scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
+        else:
+            scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
         self.register_buffer("g_read", _side_by_side(self.g_tiles * scale)[..., keep].contiguous())
         self.register_buffer("s2_read", None if s2 is None else
                              _side_by_side(s2 * scale**2)[..., keep].contiguous())
-        block = torch.arange(self.shape[1]) // self.outputs_per_tile
-        # Digital side: codes -> amperes -> weight units, per output and tile-row.
-        fs = (i_fs[..., block] / top_code(spec.adc_bits, spec.adc_signed)
-              * (w_per_siemens * spec.input_range / spec.v_read))
+        if i_fs is None:
+            fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype)
+        else:
+            block = torch.arange(self.shape[1]) // self.outputs_per_tile
+            # Digital side: codes -> amperes -> weight units, per output and tile-row.
+            fs = (i_fs[..., block] / top_code(spec.adc_bits, spec.adc_signed)
+                  * (w_per_siemens * spec.input_range / spec.v_read))
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
@@ -149,11 +203,23 @@ class ProgrammedMatrix(nn.Module):
     def reset_read_noise(self) -> None:
         """Restart the read-noise stream from its seed."""
         self._read_gen = None
+        self._ar = {}
 
-    def _add_noise(self, i: torch.Tensor, x: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-        """Column noise, in place: std from one product of ``x**2`` with the variances."""
+    def new_inference(self) -> None:
+        """The next read starts a new inference: no correlation with the reads before."""
+        self._ar = {}
+
+    def _add_noise(self, i: torch.Tensor, x: torch.Tensor, s2: torch.Tensor, site: str,
+                   gen: torch.Generator | None = None) -> torch.Tensor:
+        """Column noise, in place: std from one product of ``x**2`` with the variances; with
+        ``gen`` given (calibration), white and from ``gen``."""
         std = torch.matmul(x * x, s2).sqrt_()
-        eps = torch.empty_like(i).normal_(generator=self._generator(i.device))
+        eps = torch.empty_like(i).normal_(generator=gen or self._generator(i.device))
+        if self.rho and gen is None:
+            prev = self._ar.get(site)
+            if prev is not None and prev.shape == eps.shape:
+                eps = prev.mul_(self.rho).add_(eps, alpha=(1 - self.rho**2) ** 0.5)
+            self._ar[site] = eps
         return i.addcmul_(std, eps)
 
     def _decode(self, i: torch.Tensor) -> torch.Tensor:
@@ -163,8 +229,7 @@ class ProgrammedMatrix(nn.Module):
             return i[..., 0::2] - i[..., 1::2]
         return i.index_select(-1, self.col_a) - i.index_select(-1, self.col_b)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
+    def _check_and_convert(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
         if self.refuse_negative and float(x.min()) < 0:
             raise ValueError(f"crossbar read: an input of {float(x.min()):.4g} < 0 on an unsigned DAC "
@@ -172,30 +237,132 @@ class ProgrammedMatrix(nn.Module):
                              f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
         if spec.dac_bits is not None:
             x = quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
-        if self.out_fs is None:
-            i = torch.matmul(x, self.g_read)
-            if self.s2_read is not None:
-                i = self._add_noise(i, x, self.s2_read)
-            return self._decode(i)
-        # Tile-rows that are full, then the partial last one with only its used rows: no
-        # product over the zero padding (conv1 of a 3x3 kernel uses 9 of 64 rows).
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
+        x = self._check_and_convert(x)
+        if self.recording is not None:
+            self.recording.append(_sample_rows(x, self._cal_gen))
+        elif self.awaits_data:
+            raise RuntimeError("crossbar read: this layer waits for its calibration from data "
+                               "(Spec.calibration='data'): run xbar.calibrate(hw, x, timesteps) on a "
+                               "few samples first (xbar.simulate does, on its data's first samples), "
+                               "or use Spec(calibration='vectors') or Spec(calibration=None) (raw)")
+        if self.merged:
+            y = self._merged_read(x)
+        else:
+            y = self._blocks_read(x).sum(1)
+        return y if self.cal_bias is None else y + self.cal_bias
+
+    def _merged_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        i = torch.matmul(x, self.g_read)
+        if self.s2_read is not None:
+            i = self._add_noise(i, x, self.s2_read, "merged", gen)
+        return self._decode(i)
+
+    def _blocks_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
+        tile-rows, then the partial last one with only its used rows (no product over the
+        zero padding: conv1 of a 3x3 kernel uses 9 of 64 rows)."""
         k, n, m = x.shape
         full, last = divmod(m, self.rows)
-        y = None
+        parts = []
         if full:
             xt = x[..., : full * self.rows].reshape(k, n, full, self.rows).transpose(1, 2).contiguous()
-            y = self._adc_read(xt, slice(0, full))
+            parts.append(self._block_read(xt, slice(0, full), gen))
         if last:
-            part = self._adc_read(x[..., full * self.rows :].unsqueeze(1), slice(full, full + 1))
-            y = part if y is None else y + part
-        return y
+            parts.append(self._block_read(x[..., full * self.rows :].unsqueeze(1), slice(full, full + 1), gen))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
-    def _adc_read(self, xt: torch.Tensor, blocks: slice) -> torch.Tensor:
+    def _block_read(self, xt: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
         """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
-        product, column noise, ADC per column, digital combination summed over the blocks."""
+        product, column noise, ADC per column (if any), digital decoding and scale."""
         r = xt.shape[-1]
         u = torch.matmul(xt, self.g_read[:, blocks, :r])  # column currents / full scale
         if self.s2_read is not None:
-            u = self._add_noise(u, xt, self.s2_read[:, blocks, :r])
-        codes = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
-        return (self._decode(codes) * self.out_fs[:, blocks]).sum(1)
+            u = self._add_noise(u, xt, self.s2_read[:, blocks, :r], f"block{blocks.start}", gen)
+        if self.spec.adc_bits is not None:
+            u = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
+        return self._decode(u) * self.out_fs[:, blocks]
+
+    def _calibration_vectors(self, gen: torch.Generator) -> torch.Tensor:
+        """Known inputs ``(K, CAL_VECTORS, in)``: binary, at full scale (exact on any DAC), each
+        with its own activity drawn uniformly in ``(0, 1)``, so that the fit spans sparse
+        and dense reads; signed (random signs) when the DAC is."""
+        like = self.g_tiles
+        rate = torch.rand(CAL_VECTORS, 1, generator=gen, device=like.device, dtype=like.dtype)
+        u = torch.rand(CAL_VECTORS, self.shape[0], generator=gen, device=like.device, dtype=like.dtype)
+        x = (u < rate).to(like.dtype) * self.spec.input_range
+        if self.spec.dac_signed:
+            sign = torch.rand(x.shape, generator=gen, device=like.device, dtype=like.dtype) < 0.5
+            x = torch.where(sign, -x, x)
+        return x.unsqueeze(0).expand(self.trials, *x.shape)
+
+    def fit_calibration(self, x: torch.Tensor, gen: torch.Generator | None = None) -> None:
+        """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
+        tile-row, the digital gain and offset that best turn these reads into the ideal
+        products (:func:`_least_squares`); folded into the read (see the module docstring).
+        The reads' noise comes from ``gen`` (default: the programming's generator), never
+        from the inference's read-noise stream."""
+        if self.calibrated:
+            raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
+        gen = gen or self._cal_gen
+        x = x.to(self.g_tiles.dtype)
+        k, n, m = x.shape
+        rows = self.n_r * self.rows
+        w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
+        w_pad[:m] = self.w_target
+        xb = torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
+        t = xb @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal partial sums
+        if self.merged:  # read each tile-row alone through the merged matrix
+            tile_row = torch.arange(m, device=x.device) // self.rows
+            y = torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), gen)
+                             for r in range(self.n_r)], 1)
+        else:
+            y = self._blocks_read(x, gen)  # (K, n_r, N, out)
+        gain, offset = _least_squares(y, t)
+        if self.merged:
+            row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
+            self.g_read.mul_(row_gain)
+            if self.s2_read is not None:
+                self.s2_read.mul_(row_gain**2)
+        else:
+            self.out_fs.mul_(gain.unsqueeze(2))
+        self.cal_bias = offset.sum(1, keepdim=True)  # (K, 1, out)
+        self.calibrated = True
+
+
+# Known vectors read per calibration: the gain's relative error from read noise falls as
+# one over the square root of this.
+CAL_VECTORS = 512
+# Inputs kept per read while recording a calibration batch (a random subset of its rows).
+CAL_ROWS_PER_READ = 512
+
+
+def _sample_rows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """At most :data:`CAL_ROWS_PER_READ` of the ``N`` inputs of a read ``(K, N, in)``."""
+    n = x.shape[1]
+    if n <= CAL_ROWS_PER_READ:
+        return x.detach().clone()
+    pick = torch.randperm(n, generator=gen, device=gen.device)[:CAL_ROWS_PER_READ].to(x.device)
+    return x[:, pick].detach().clone()
+
+
+def _least_squares(y: torch.Tensor, t: torch.Tensor):
+    """The digital correction ``(y - beta) / alpha`` of reads ``y`` whose line
+    ``alpha t + beta`` is closest to them over the vectors (axis 2), as gain ``1 / alpha``
+    and offset ``-beta / alpha`` ``(K, n_r, out)``.  The reads are the noisy variable and
+    the ideal products ``t`` are known exactly, so ``alpha`` carries no bias from the noise
+    (regressing ``t`` on ``y`` would shrink every gain by the noise's share of the
+    variance).  ``alpha`` is floored at 0.1 (a tile-row attenuated tenfold is boosted no
+    further); an output that never changes (no weights) keeps gain 1 and takes the mean
+    difference as offset."""
+    my, mt = y.mean(2), t.mean(2)
+    dt = t - mt.unsqueeze(2)
+    var = (dt * dt).mean(2)
+    cov = (dt * (y - my.unsqueeze(2))).mean(2)
+    flat = var <= 1e-24 * (mt * mt).clamp_min(torch.finfo(y.dtype).tiny)
+    alpha = (cov / torch.where(flat, torch.ones_like(var), var)).clamp_min(0.1)
+    gain = torch.where(flat, torch.ones_like(var), 1.0 / alpha)
+    return gain, mt - gain * my

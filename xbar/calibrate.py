@@ -1,0 +1,101 @@
+"""Calibration from data: a few samples run through the crossbar network, layer by layer.
+
+``Spec(calibration="data")`` (the default) fits each tile's digital gain and offset to the
+chip's own reads of the inputs that layer sees on real data (see :mod:`xbar.tile`): the
+network is run on a calibration batch for the study's timesteps, and each layer's inputs
+are recorded and read back.  Layers are fitted one at a time in the order they run, each
+with every layer before it already calibrated, so that each sees the inputs it will see
+in inference.  Measured against known random vectors (``"vectors"``), whose statistics
+are not the network's: docs/hardware.md#calibration.
+
+Only the inputs are used, never labels, and the inference's read-noise stream is not
+touched (the fits draw from each programming's own generator).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from xbar.checks import check_batch, model_dtype
+from xbar.convert import analog_layers
+from xbar.neurons import reset_state
+from xbar.stepping import Stepper, check_steppable
+
+# Samples of a calibration batch, by default: enough for a fit whose error is small
+# against the hardware's (docs/hardware.md#calibration), few enough to cost little.
+CALIBRATION_SAMPLES = 64
+
+
+def awaiting(hw: nn.Module) -> list:
+    """The programmed matrices of ``hw`` that wait for a calibration from data."""
+    return [m.matrix for _, m in analog_layers(hw) if m.matrix.awaits_data]
+
+
+def calibrate(hw: nn.Module, x, timesteps: int, *,
+              encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+              reset: Callable[[nn.Module], None] = reset_state) -> nn.Module:
+    """Calibrate the crossbar layers of ``hw`` (from :func:`xbar.convert` with
+    ``Spec(calibration="data")``) on the inputs ``x`` ``[samples, ...]`` (one timestep's
+    input per sample, as :func:`xbar.simulate` takes them), run for ``timesteps`` steps
+    with ``encoder`` (default: ``x`` at every step).  A few dozen samples suffice
+    (:data:`CALIBRATION_SAMPLES`).  Returns ``hw``, calibrated in place."""
+    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+        raise ValueError(f"calibrate: timesteps = {timesteps!r} is not allowed: must be an integer >= 1")
+    pending = awaiting(hw)
+    if not pending:
+        raise ValueError("calibrate: hw has no crossbar layer waiting for a calibration from data "
+                         "(Spec.calibration='data', not yet calibrated)")
+    check_steppable(hw, "calibrate")
+    dtype = model_dtype(hw, "calibrate")
+    x, _ = check_batch(x, torch.zeros(len(x), dtype=torch.long), dtype, " (calibrate)")
+    dev = next(iter(hw.buffers())).device
+    x = x.to(dev, dtype)
+    encoder = encoder or (lambda inputs, t: inputs)
+    k = getattr(hw, "xbar_trials", 1)
+    step = Stepper(hw, reset)
+    was_training = hw.training
+    hw.eval()
+    try:
+        with torch.no_grad():
+            while pending:
+                order = _record_pass(step, pending, x, timesteps, encoder, k)
+                first = order[0]
+                first.fit_calibration(torch.cat(first.recording, 1))
+                for m in pending:
+                    m.recording = None
+                pending = awaiting(hw)
+    finally:
+        for _, m in analog_layers(hw):
+            m.matrix.recording = None
+            m.matrix.reset_read_noise()
+        hw.train(was_training)
+    return hw
+
+
+def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, encoder, k: int) -> list:
+    """Run the calibration batch once, recording the inputs of every pending matrix; returns
+    them in the order they first ran."""
+    order: list = []
+
+    def called(module, inputs):
+        if not any(module is m for m in order):
+            order.append(module)
+
+    handles = [m.register_forward_pre_hook(called) for m in pending]
+    try:
+        for m in pending:
+            m.recording = []
+            m.new_inference()
+        step.reset()
+        for t in range(timesteps):
+            xt = encoder(x, t)
+            step(xt.repeat(k, *([1] * (xt.dim() - 1))))
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise RuntimeError("calibrate: no crossbar layer waiting for calibration ran on the batch")
+    return order
