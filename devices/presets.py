@@ -25,7 +25,7 @@
     drift ``t0 = 20 s``, ``mu_nu = clip(-0.0155 ln g~ + 0.0244, 0.049, 0.1)``,
     ``sigma_nu = clip(-0.0125 ln g~ - 0.0059, 0.008, 0.045)``;
     1/f read noise ``sigma/G = min(0.0088 g~^-0.65, 0.2) * sqrt(ln((t + t_read) / (2 t_read)))``
-    with ``t_read = 250 ns`` and ``t = Spec.t_inference + t0`` (factor 4.19 at
+    with ``t_read = 250 ns`` and ``t = Spec.t_inference + t0`` (factor 4.18 at
     ``t_inference = 0``), drawn once per inference time and static over the reads, as
     aihwkit draws it (``read_noise_static = 1``).
 """

@@ -86,8 +86,11 @@ def summary_tables(ds) -> list[Table]:
                    "0 for ideal wires.  Default: IBM aihwkit's.")
 @click.option("--r-source", type=float, default=0.0, show_default=True, help="Driver resistance (ohm).")
 @click.option("--r-sink", type=float, default=0.0, show_default=True, help="Sense-amplifier resistance (ohm).")
+@click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
+              help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
+                   "the first training images (data) or of random known vectors; none: the raw hardware.")
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink) -> None:
+          r_wire, r_source, r_sink, calibration) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -98,13 +101,13 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
         config = StudyConfig(dataset=dataset, arch=arch, device=device, tile=tuple(tile), mapping=mapping,
                              adc_bits=None if adc_bits == 0 else adc_bits, trials=trials,
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
-                             r_source=r_source, r_sink=r_sink)
+                             r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration))
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     console.print(f"[bold]xbar study[/]: {arch} SNN on {dataset}, {device} crossbars {tile[0]}x{tile[1]}, "
                   f"ADC {adc_bits or 'ideal'} bits, {trials} trials x {timesteps} timesteps, seed {seed}, "
-                  f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}")
+                  f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}, calibration {calibration}")
     start = time.perf_counter()
     ds = run_study(config, progress=True)
     nc, png = write_results(ds, out)
@@ -113,6 +116,10 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
     console.print(f"trained model test accuracy (ideal, {ds.attrs['study_train_timesteps']} steps): "
                   f"{100 * ds.attrs['train_test_accuracy']:.2f}%")
     console.print(f"wrote {nc} and {png} in {time.perf_counter() - start:.0f} s")
+
+
+def _calibration(value: str) -> str | None:
+    return None if value == "none" else value
 
 
 def _tiles(value: str) -> tuple[tuple[int, int], ...]:
@@ -194,8 +201,14 @@ def time_table(ds) -> Table:
 @click.option("--device", type=click.Choice(sorted(presets)), default="rram_hfo2", show_default=True,
               help="Device preset.")
 @click.option("--read-noise", type=float, default=None,
-              help="Relative read-noise std per device, replacing the preset's (0: none).  Default: "
-                   "the preset's, and 0.02 for rram_hfo2, whose paper gives none (an assumption).")
+              help="Read-noise std at g_max relative to g_max, replacing the preset's (0: none).  "
+                   "Default: the preset's.")
+@click.option("--read-noise-static", type=float, default=None,
+              help="Share of the read-noise variance drawn once per programming (1: static, 0: "
+                   "white, drawn at every read).  Default: the preset's.")
+@click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
+              help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
+                   "the first training images (data) or of random known vectors; none: the raw hardware.")
 @click.option("--tiles", default="32,64,128", show_default=True,
               help="Tile sizes, comma-separated: N for NxN, or ROWSxCOLS.")
 @click.option("--mapping", type=click.Choice(SCHEMES), default="differential", show_default=True)
@@ -217,8 +230,8 @@ def time_table(ds) -> Table:
               help="Epochs of surrogate-gradient training.")
 @click.option("--ann-epochs", type=int, default=10, show_default=True,
               help="Epochs of ANN training (converted networks).")
-def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_bits, r_wire, trials, seed,
-              surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
+def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, calibration, tiles, mapping,
+              adc_bits, r_wire, trials, seed, surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
               train_epochs, ann_epochs) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
@@ -228,8 +241,8 @@ def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_
     try:
         config = TimestepStudyConfig(
             dataset=str(data) if data is not None else dataset, arch=arch, device=device,
-            read_noise=read_noise,
-            tiles=_tiles(tiles), mapping=mapping, adc_bits=None if adc_bits == 0 else adc_bits,
+            read_noise=read_noise, read_noise_static=read_noise_static,
+            calibration=_calibration(calibration), tiles=_tiles(tiles), mapping=mapping, adc_bits=None if adc_bits == 0 else adc_bits,
             r_wire=r_wire, trials=trials, seed=seed,
             surrogate_timesteps=_ints("surrogate_timesteps", surrogate_timesteps),
             converted_timesteps=converted_timesteps, qcfs_levels=qcfs_levels or None,
@@ -238,9 +251,11 @@ def timesteps(out, dataset, data, arch, device, read_noise, tiles, mapping, adc_
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
-    noise = f"{100 * config.device_model().read_sigma_rel:g}%"
+    dev = config.device_model()
+    noise = f"{100 * dev.read_sigma_rel:g}% ({100 * dev.read_noise_static:g}% of it static)"
     console.print(f"[bold]xbar timesteps[/]: {arch} SNNs on {config.dataset}, {device} crossbars "
-                  f"{tiles}, read noise {noise}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, {trials} trials, seed {seed}")
+                  f"{tiles}, read noise {noise}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, "
+                  f"calibration {calibration}, {trials} trials, seed {seed}")
     start = time.perf_counter()
     ds = run_timestep_study(config, progress=True)
     paths = write_timestep_results(ds, out)

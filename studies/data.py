@@ -103,6 +103,24 @@ def test_batches(data: Dataset, n_test: int | None, batch_size: int) -> list[tup
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
+def calibration_inputs(data: Dataset) -> torch.Tensor:
+    """The calibration batch of the studies: the first training images (never test ones),
+    as many as :data:`xbar.calibrate.CALIBRATION_SAMPLES`."""
+    from xbar.calibrate import CALIBRATION_SAMPLES
+
+    return data.x_train[:CALIBRATION_SAMPLES]
+
+
+def calibrated(hw, data: Dataset, timesteps: int):
+    """``hw`` calibrated on :func:`calibration_inputs` when its spec asks for calibration
+    from data (``Spec.calibration="data"``); as it is otherwise."""
+    from xbar.calibrate import awaiting, calibrate
+
+    if awaiting(hw):
+        calibrate(hw, calibration_inputs(data), timesteps)
+    return hw
+
+
 def dataset_tag(name: str) -> str:
     """A file-name-safe tag for a dataset: its name, or ``folder-<last path part>``."""
     if name in EMBEDDED:

@@ -14,7 +14,7 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.data import check_dataset, load_dataset, test_batches
+from studies.data import calibrated, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
@@ -46,6 +46,7 @@ class StudyConfig:
     r_wire: float = xbar.spec.R_WIRE_AIHWKIT
     r_source: float = 0.0
     r_sink: float = 0.0
+    calibration: str | None = "data"
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
@@ -66,7 +67,7 @@ class StudyConfig:
     def spec(self) -> xbar.Spec:
         return xbar.Spec(tile=tuple(self.tile), device=presets[self.device], mapping=self.mapping,
                          adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire,
-                         r_source=self.r_source, r_sink=self.r_sink)
+                         r_source=self.r_source, r_sink=self.r_sink, calibration=self.calibration)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=self.train_timesteps,
@@ -77,7 +78,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
     data = load_dataset(config.dataset)
     model, info = load_or_train(config.train_config(), progress=progress, data=data)
-    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials)
+    hw = calibrated(xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials),
+                    data, config.timesteps)
     batches = test_batches(data, config.n_test, config.batch_size)
     attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])

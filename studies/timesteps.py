@@ -68,7 +68,7 @@ from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
 from studies.conversion import ConversionConfig, load_or_convert
-from studies.data import Dataset, check_dataset, load_dataset, test_batches
+from studies.data import Dataset, calibrated, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, load_or_train
@@ -91,10 +91,7 @@ VARIABLES = {
     "seconds": ("model", "tile", "phase"),
     "seconds_training": ("model",),
 }
-# Relative read-noise std assumed for the rram_hfo2 preset, whose paper gives none.
-RRAM_READ_NOISE = 0.02
 DIMS = ("model", "tile", "trial", "timestep", "layer", "phase")
-
 
 class ModelPlan(NamedTuple):
     """One model of the study: its name, method, training timesteps (0 for the converted
@@ -111,18 +108,21 @@ class ModelPlan(NamedTuple):
 class TimestepStudyConfig:
     """One timestep study (see the module docstring).
 
-    ``device`` names a preset; ``read_noise``, if given, replaces its relative read-noise
-    std (``DeviceModel.read_sigma_rel``; 0 for none).  ``None`` keeps the preset's, except
-    for ``rram_hfo2``, whose source paper gives no read-noise figure and whose preset has
-    none: it gets :data:`RRAM_READ_NOISE` (2%), an assumption of this study, not a measured
-    value.  The default, HfO2 RRAM (Milo et al., IRPS 2021) with 2.5 ohm/cell wires (the
-    example of DESIGN.md), is a device whose 225 uS window makes IR drop matter at 128x128.
+    ``device`` names a preset; ``read_noise``, if given, replaces its read-noise std at
+    ``g_max`` (``DeviceModel.read_sigma_rel``; 0 for none), and ``read_noise_static`` the
+    static share of its variance (``DeviceModel.read_noise_static``: 0 white, 1 static);
+    ``None`` keeps the preset's.  ``calibration`` is the spec's (``"data"``: on the first
+    training images; ``None``: raw).  The default, HfO2 RRAM (Milo et al., IRPS 2021; read
+    noise 1% of the window per read, Wan et al., Nature 2022) with 2.5 ohm/cell wires, is
+    a device whose 225 uS window makes IR drop matter at 128x128.
     ``r_wire`` is the wire resistance per cell of wordlines and bitlines (ohm)."""
 
     dataset: str = "mnist5k"
     arch: str = "mlp"
     device: str = "rram_hfo2"
     read_noise: float | None = None
+    read_noise_static: float | None = None
+    calibration: str | None = "data"
     tiles: tuple[tuple[int, int], ...] = ((32, 32), (64, 64), (128, 128))
     mapping: str = "differential"
     adc_bits: int | None = 6
@@ -146,6 +146,9 @@ class TimestepStudyConfig:
         v.one_of(o, "device", self.device, presets)
         if self.read_noise is not None and not (0.0 <= self.read_noise < 1.0):
             v.fail(o, "read_noise", self.read_noise, "must be in [0, 1) (a relative std) or None")
+        if self.read_noise_static is not None and not (0.0 <= self.read_noise_static <= 1.0):
+            v.fail(o, "read_noise_static", self.read_noise_static, "must be in [0, 1] (a share of "
+                   "the variance) or None")
         v.one_of(o, "mapping", self.mapping, SCHEMES)
         if not self.tiles:
             v.fail(o, "tiles", self.tiles, "must name at least one (rows, cols)")
@@ -175,15 +178,13 @@ class TimestepStudyConfig:
         if not (isinstance(tile, (tuple, list)) and len(tile) == 2):
             v.fail("TimestepStudyConfig", "tiles", self.tiles, "must be (rows, cols) pairs")
         return xbar.Spec(tile=tuple(tile), device=self.device_model(), mapping=self.mapping,
-                         adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire)
+                         adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire,
+                         calibration=self.calibration)
 
     def device_model(self):
-        """The preset, with ``read_noise`` (or the assumed RRAM read noise) put in."""
-        noise = self.read_noise
-        if noise is None and self.device == "rram_hfo2":
-            noise = RRAM_READ_NOISE
-        device = presets[self.device]
-        return device if noise is None else device.replace(read_sigma_rel=noise)
+        """The preset, with ``read_noise`` and ``read_noise_static`` put in where given."""
+        changes = {"read_sigma_rel": self.read_noise, "read_noise_static": self.read_noise_static}
+        return presets[self.device].replace(**{k: v for k, v in changes.items() if v is not None})
 
     def models(self) -> list[ModelPlan]:
         run = max(self.surrogate_timesteps)
@@ -228,12 +229,13 @@ def _with_spike_counts(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def _one_cell(model, config: TimestepStudyConfig, name: str, tile, batches, run_timesteps: int,
-              progress: bool) -> tuple[xr.Dataset, float, float]:
+def _one_cell(model, config: TimestepStudyConfig, name: str, tile, data: Dataset, batches,
+              run_timesteps: int, progress: bool) -> tuple[xr.Dataset, float, float]:
     """Program ``trials`` copies of ``model`` on ``tile`` crossbars and simulate them."""
     t0 = time.perf_counter()
     hw = xbar.convert(model, config.spec(tile), seed=programming_seed(config.seed, name, tile),
                       trials=config.trials)
+    calibrated(hw, data, run_timesteps)
     t1 = time.perf_counter()
     with torch.no_grad():
         ds = xbar.simulate(hw, model, batches, run_timesteps, progress=progress)
@@ -275,7 +277,8 @@ def run_timestep_study(config: TimestepStudyConfig, progress: bool = True) -> xr
         cells = []
         for ti, tile in enumerate(config.tiles):
             bar.set_postfix_str(f"{plan.name}, {tile_name(tile)}")
-            ds, t_prog, t_inf = _one_cell(model, config, plan.name, tile, batches, plan.run_timesteps, progress)
+            ds, t_prog, t_inf = _one_cell(model, config, plan.name, tile, data, batches, plan.run_timesteps,
+                                              progress)
             cells.append(ds)
             seconds[mi, ti] = (t_prog, t_inf)
             bar.update()

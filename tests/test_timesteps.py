@@ -137,12 +137,14 @@ def test_read_noise_replaces_the_presets():
     assert config.spec((16, 16)).device.g_max == ts.presets["pcm"].g_max
     assert TimestepStudyConfig(**TINY, device="pcm").spec((16, 16)).device == ts.presets["pcm"]
     assert TimestepStudyConfig(**TINY, device="ideal").spec((16, 16)).device == ts.presets["ideal"]
-    # the RRAM preset has no read noise (its paper gives none): the study assumes 2%
-    assert ts.presets["rram_hfo2"].read_sigma_rel == 0
-    assert TimestepStudyConfig(**TINY).spec((16, 16)).device.read_sigma_rel == ts.RRAM_READ_NOISE
-    assert TimestepStudyConfig(**TINY, read_noise=0.0).spec((16, 16)).device == ts.presets["rram_hfo2"]
+    assert TimestepStudyConfig(**TINY).spec((16, 16)).device == ts.presets["rram_hfo2"]
+    static = TimestepStudyConfig(**TINY, read_noise_static=1.0).spec((16, 16)).device
+    assert static == ts.presets["rram_hfo2"].replace(read_noise_static=1.0)
+    assert TimestepStudyConfig(**TINY, calibration=None).spec((16, 16)).calibration is None
     with pytest.raises(ValueError, match="read_noise"):
         TimestepStudyConfig(**TINY, read_noise=-0.1)
+    with pytest.raises(ValueError, match="read_noise_static = 2"):
+        TimestepStudyConfig(**TINY, read_noise_static=2)
 
 
 def test_conv_networks_run_in_the_study(_model_cache):

@@ -10,7 +10,8 @@ A sweep file (``xbar sweep --example`` prints an annotated one)::
                        torch.save
     [device]           preset (a name in devices.presets), then any DeviceModel field
     [spec]             any xbar.Spec field but device; r_wire sets r_wire_row and r_wire_col;
-                       adc_bits = 0 / dac_bits = 0 mean an ideal converter
+                       adc_bits = 0 / dac_bits = 0 mean an ideal converter,
+                       calibration = "none" the raw hardware
     [simulation]       timesteps
     [axes]             "section.field" = [values, ...], e.g. "device.read_sigma_rel" = [0, 0.02]
 
@@ -241,6 +242,8 @@ def build_spec(device: dict, spec: dict) -> xbar.Spec:
     for name in ZERO_IS_NONE:
         if s.get(name) == 0:
             s[name] = None
+    if s.get("calibration") == "none":
+        s["calibration"] = None
     s["tile"] = tuple(s["tile"]) if isinstance(s.get("tile"), list) else s.get("tile")
     return xbar.Spec(device=build_device(device), **s)
 

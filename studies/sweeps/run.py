@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 import xbar
 from studies.sweeps import store
 from studies.conversion import ConversionConfig, load_or_convert
-from studies.data import load_dataset, test_batches
+from studies.data import calibrated, load_dataset, test_batches
 from studies.stats import mean_ci
 from studies.sweeps.config import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
@@ -69,6 +69,10 @@ def tasks(config: SweepConfig, points: list[Point]) -> list[PointTask]:
 @functools.lru_cache(maxsize=2)
 def _batches(dataset: str, n_test: int | None, batch_size: int) -> list[tuple]:
     return test_batches(load_dataset(dataset), n_test, batch_size)
+
+
+def _calibrated(hw, dataset: str, timesteps: int):
+    return calibrated(hw, load_dataset(dataset), timesteps)
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,6 +116,7 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     blocks = []
     while True:
         hw = xbar.convert(model, task.spec, seed=block_seed(task.seed, len(blocks)), trials=task.trials)
+        _calibrated(hw, task.dataset, task.timesteps)
         with torch.no_grad():
             blocks.append(xbar.simulate(hw, model, batches, task.timesteps, progress=False))
         n = task.trials * len(blocks)
