@@ -31,9 +31,11 @@ class _Analog(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
                                        program_seed=seeds[0], read_seed=seeds[1])
-        # When True, each forward also stores the ideal output for the same input.
+        # When True, each forward also stores the ideal output for the same input, and the
+        # output map of the bias alone (the output of a zero input), ``[1, ...]``.
         self.record_ideal = False
         self.last_ideal: torch.Tensor | None = None
+        self.last_bias: torch.Tensor | None = None
 
     def _trial_view(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] % self.trials:
@@ -57,6 +59,8 @@ class _Analog(nn.Module):
 
     def _maybe_record(self, x: torch.Tensor) -> None:
         self.last_ideal = self.ideal_forward(x) if self.record_ideal else None
+        with_bias = self.record_ideal and self.bias is not None
+        self.last_bias = self.ideal_forward(torch.zeros_like(x[:1])) if with_bias else None
 
 
 class AnalogLinear(_Analog):

@@ -4,11 +4,14 @@ At every timestep both networks get the same input; forward hooks take, for ever
 crossbar layer ``l`` (in the order the layers are registered):
 
 ``read_error``        error of one read: the analog layer's output against the ideal
-                      product *of the same input* (relative RMS over the batch) — the
+                      output *of the same input*, RMS over the batch, relative to the
+                      RMS of the ideal crossbar product (the output without the layer's
+                      bias, which is added digitally and carries no error) — the
                       hardware's error, with no history in it.
 ``layer_error``       the analog layer's output against the ideal network's output of
-                      the same layer (relative RMS): read error plus everything that has
-                      accumulated upstream and in earlier timesteps.
+                      the same layer, relative likewise to the ideal product without the
+                      bias: read error plus everything that has accumulated upstream and
+                      in earlier timesteps.
 ``membrane_error``    RMS divergence of the membrane potentials of the neurons fed by
                       layer ``l``, in units of their threshold; NaN where no neuron
                       follows or the neuron has no threshold (a leaky integrator).
@@ -174,7 +177,7 @@ def _hooks(hw: nn.Module, ideal_modules: dict, names: list[str], neurons: dict, 
 
     def keep_output(tag):
         def hook(module, inputs, output):
-            captured[tag] = (output, getattr(module, "last_ideal", None))
+            captured[tag] = (output, getattr(module, "last_ideal", None), getattr(module, "last_bias", None))
         return hook
 
     def keep_neuron(tag):
@@ -300,7 +303,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
             h.remove()
         for _, m in layers:
             m.record_ideal = False
-            m.last_ideal = None
+            m.last_ideal = m.last_bias = None
         model.train(was_training)
     how = {"sum": "argmax of the summed outputs of steps 1..t",
            "max": "argmax of the maximum output over steps 1..t",
@@ -321,12 +324,14 @@ def _check_all_called(captured: dict, names: list[str]) -> None:
 
 def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, thresholds, k) -> None:
     for li, name in enumerate(names):
-        ya, ref = captured[("a", name)]
-        yi, _ = captured[("i", name)]
+        ya, ref, bias = captured[("a", name)]
+        yi = captured[("i", name)][0]
         acc.add("read_num", (slice(None), t, li), _per_trial_sum((ya - ref) ** 2, k))
-        acc.add("read_den", (slice(None), t, li), _per_trial_sum(ref**2, k))
         diff = ya.reshape(k, *yi.shape) - yi.unsqueeze(0)
         acc.add("layer_num", (slice(None), t, li), _per_trial_sum(diff**2, k))
+        if bias is not None:  # errors relative to the crossbar's product, not the digital bias
+            ref, yi = ref - bias, yi - bias
+        acc.add("read_den", (slice(None), t, li), _per_trial_sum(ref**2, k))
         acc.add("layer_den", (slice(None), t, li), float((yi.double() ** 2).sum()) * np.ones(k))
         nn_name = neurons[name]
         if nn_name is None or captured.get(("i", nn_name)) is None or captured.get(("a", nn_name)) is None:

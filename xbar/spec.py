@@ -40,6 +40,12 @@ class Spec:
         conductances).  Unipolar (``adc_signed=False``): currents are clipped to
         ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
         ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
+    adc_percentile
+        ``None`` (default): the worst-case full scale above.  A number in ``(0, 100]``:
+        each tile's full scale is set, when the crossbar is calibrated, at this
+        percentile of the column current magnitudes that the calibration inputs drew in
+        the tile (times ``adc_range``), as designers set ranges from calibration data;
+        currents beyond it saturate.  Needs an ADC and a calibration.
     dac_bits, dac_signed, input_range, v_read
         the DAC turns an input ``x`` into a row voltage ``v = x / input_range * v_read``
         (V).  ``dac_bits=None``: ideal DAC (exact, no clipping); otherwise ``x`` is
@@ -80,6 +86,7 @@ class Spec:
     mapping: str = "differential"
     adc_bits: int | None = None
     adc_range: float = 1.0
+    adc_percentile: float | None = None
     adc_signed: bool = False
     dac_bits: int | None = None
     dac_signed: bool = False
@@ -118,6 +125,14 @@ class Spec:
             v.fail(o, "dac_signed", self.dac_signed, "a signed DAC drives negative row voltages, "
                    "whose negative column currents a unipolar ADC would clip: set adc_signed=True")
         v.positive(o, "adc_range", self.adc_range)
+        if self.adc_percentile is not None:
+            p = self.adc_percentile
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+                v.fail(o, "adc_percentile", p, "must be a percentile in (0, 100], or None for the "
+                       "worst-case full scale")
+            if self.adc_bits is None or self.calibration is None:
+                v.fail(o, "adc_percentile", p, "sets ADC ranges from the calibration's inputs: it "
+                       "needs adc_bits and a calibration ('data' or 'vectors')")
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)

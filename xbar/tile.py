@@ -118,6 +118,7 @@ class ProgrammedMatrix(nn.Module):
             rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
             s2 = (1 - dev.read_noise_static) * (rel * self.g_tiles) ** 2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
+        self.register_buffer("read_tiles", keep // self.cols)
         # One product over all tile-rows, unless each tile-row is read on its own: by its
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
@@ -286,6 +287,25 @@ class ProgrammedMatrix(nn.Module):
             u = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
         return self._decode(u) * self.out_fs[:, blocks]
 
+    def _set_adc_ranges(self, x: torch.Tensor) -> None:
+        """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
+        column currents (magnitudes) that the inputs ``x`` ``(K, N, in)`` draw in it,
+        instead of the worst case: fewer codes go to currents that never come."""
+        k, n, m = x.shape
+        rows = self.n_r * self.rows
+        xb = torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
+        u = (xb @ self.g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
+        tile_of = self.read_tiles  # the tile (column block) of each read column
+        out_tile = torch.arange(self.shape[1], device=x.device) // self.outputs_per_tile
+        for c in range(self.n_c):
+            cols = (tile_of == c).nonzero().squeeze(1)
+            level = torch.quantile(u[..., cols].flatten(2).double(), self.spec.adc_percentile / 100, dim=-1)
+            level = torch.where(level > 0, level * self.spec.adc_range, torch.ones_like(level)).to(u.dtype)
+            self.g_read[..., cols] /= level[..., None, None]
+            if self.s2_read is not None:
+                self.s2_read[..., cols] /= level[..., None, None] ** 2
+            self.out_fs[..., out_tile == c] *= level[..., None, None]
+
     def _calibration_vectors(self, gen: torch.Generator) -> torch.Tensor:
         """Known inputs ``(K, CAL_VECTORS, in)``: binary, at full scale (exact on any DAC), each
         with its own activity drawn uniformly in ``(0, 1)``, so that the fit spans sparse
@@ -309,6 +329,8 @@ class ProgrammedMatrix(nn.Module):
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
+        if self.spec.adc_percentile is not None:
+            self._set_adc_ranges(x)
         k, n, m = x.shape
         rows = self.n_r * self.rows
         w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)

@@ -1,0 +1,75 @@
+"""How much of the crossbar's error each calibration recovers, layer by layer.
+
+    python -m studies.calibration
+
+For two layers with the inputs they see in a network (the first layer reads MNIST images,
+a hidden layer reads binary spikes at a 15% rate), on HfO2 RRAM crossbars (programming
+variation, 1% read noise, 6-bit ADCs) of 32x32 to 128x128 tiles with 0.35 to 2.5 ohm per
+cell of wire: the relative RMS error of one read (against the ideal product) of the raw
+hardware, calibrated on known random vectors, and calibrated on other inputs of the same
+kind (a calibration batch).  Weights are Gaussian; 3 programmings each.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.table import Table
+
+import xbar
+from devices import presets
+from studies.data import load_dataset
+
+TILES = (32, 64, 128)
+WIRES = (0.35, 1.0, 2.5)
+CALIBRATIONS = (None, "vectors", "data")
+TRIALS = 3
+
+
+def _inputs(seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer kind, (calibration inputs, test inputs)."""
+    data = load_dataset("mnist5k")
+    images = data.x_train.flatten(1).double()
+    gen = torch.Generator().manual_seed(seed)
+    spikes = (torch.rand(320, 256, generator=gen, dtype=torch.float64) < 0.15).double()
+    return {"first layer, images (784 -> 256)": (images[:64], data.x_test.flatten(1).double()[:256]),
+            "hidden layer, 15% spikes (256 -> 256)": (spikes[:64], spikes[64:])}
+
+
+def read_error(lin: nn.Linear, spec: xbar.Spec, x_cal: torch.Tensor, x: torch.Tensor, seed: int) -> float:
+    """Relative RMS error of one read of ``x`` over :data:`TRIALS` programmings."""
+    layer = xbar.AnalogLinear(lin, spec, trials=TRIALS, seeds=(seed, seed + 1))
+    if layer.matrix.awaits_data:
+        layer.matrix.fit_calibration(x_cal.unsqueeze(0).expand(TRIALS, *x_cal.shape))
+    with torch.no_grad():
+        ideal = lin(x).repeat(TRIALS, 1)
+        err = layer(x.repeat(TRIALS, 1)) - ideal
+    return float(err.pow(2).mean().sqrt() / ideal.pow(2).mean().sqrt())
+
+
+def measure(seed: int = 0) -> list[tuple]:
+    rows = []
+    for (kind, (x_cal, x)), tile, r in itertools.product(_inputs(seed).items(), TILES, WIRES):
+        torch.manual_seed(seed)
+        lin = nn.Linear(x.shape[1], 256, bias=False).double()
+        errors = [read_error(lin, xbar.Spec(tile=(tile, tile), device=presets["rram_hfo2"], adc_bits=6,
+                                            r_wire_row=r, r_wire_col=r, calibration=c), x_cal, x, seed)
+                  for c in CALIBRATIONS]
+        rows.append((kind, tile, r, *errors))
+    return rows
+
+
+def main() -> None:
+    table = Table(title="relative RMS error of one read (HfO2 RRAM, 1% read noise, 6-bit ADC)")
+    for col in ("layer", "tile", "ohm/cell", "raw", "vectors", "data"):
+        table.add_column(col, justify="right")
+    for kind, tile, r, *errors in measure():
+        table.add_row(kind, f"{tile}x{tile}", f"{r:g}", *(f"{e:.3f}" for e in errors))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
