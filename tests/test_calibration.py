@@ -201,3 +201,35 @@ def test_adc_percentile_needs_an_adc_and_a_calibration():
         xbar.Spec(adc_bits=6, adc_percentile=99.9, calibration=None)
     with pytest.raises(ValueError, match=r"adc_percentile = 0 .*\(0, 100\]"):
         xbar.Spec(adc_bits=6, adc_percentile=0)
+
+
+def test_analog_subtraction_reads_each_pair_with_one_signed_adc():
+    """One signed ADC per pair: its full scale is the largest difference G+ - G- either way
+    over the driven rows (closed form), and the rounding error of a continuous input is
+    one code's LSB^2 / 12 per output; on RRAM (g_min = 50 uS) the common mode no longer
+    eats the range, so the error is smaller than with two unipolar ADCs."""
+    lin = linear(14, 40, 12)
+    dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
+    spec = xbar.Spec.ideal(tile=(64, 64), device=dev, adc_bits=6, adc_signed=True,
+                           subtraction="analog", calibration=None)
+    layer = xbar.AnalogLinear(lin, spec)
+    g = layer.matrix.conductances()[0, 0, 0][:40, :24]
+    diff = g[:, 0::2] - g[:, 1::2]
+    fs = spec.v_read * float(torch.maximum(diff.clamp_min(0).sum(0), (-diff).clamp_min(0).sum(0)).max())
+    lsb = fs / 31 * layer.matrix.out_scale  # one code of a 6-bit signed ADC, in weight units
+    torch.testing.assert_close(layer.matrix.out_fs[0, 0, 0], torch.full((12,), lsb, dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    x = rand(15, 20_000, 40)
+    with torch.no_grad():
+        err = layer(x) - lin(x)
+    ratio = err.var(0) / (lsb**2 / 12)
+    assert float((ratio - 1).abs().max()) < 0.08, ratio
+    digital = xbar.AnalogLinear(lin, spec.replace(subtraction="digital"))
+    assert relative_rms(layer, lin, x) < relative_rms(digital, lin, x) / 2
+
+
+def test_analog_subtraction_needs_a_signed_adc_and_pairs():
+    with pytest.raises(ValueError, match="subtraction = 'analog'.*adc_signed=True"):
+        xbar.Spec(adc_bits=6, subtraction="analog")
+    with pytest.raises(ValueError, match="subtraction = 'analog'.*mapping='differential'"):
+        xbar.Spec(adc_bits=6, adc_signed=True, mapping="offset", subtraction="analog")

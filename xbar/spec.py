@@ -40,6 +40,12 @@ class Spec:
         conductances).  Unipolar (``adc_signed=False``): currents are clipped to
         ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
         ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
+    subtraction
+        how a differential pair becomes an output: ``"digital"`` (default: each column
+        has its ADC, and the codes are subtracted) or ``"analog"`` (the two currents are
+        subtracted on the chip and one signed ADC digitizes the difference, as in IBM's
+        PCM chips and NeuRRAM; full scale = the largest difference either way with every
+        driven row at full scale; needs ``adc_signed=True`` and the differential mapping).
     adc_percentile
         ``None`` (default): the worst-case full scale above.  A number in ``(0, 100]``:
         each tile's full scale is set, when the crossbar is calibrated, at this
@@ -87,6 +93,7 @@ class Spec:
     adc_bits: int | None = None
     adc_range: float = 1.0
     adc_percentile: float | None = None
+    subtraction: str = "digital"
     adc_signed: bool = False
     dac_bits: int | None = None
     dac_signed: bool = False
@@ -125,6 +132,11 @@ class Spec:
             v.fail(o, "dac_signed", self.dac_signed, "a signed DAC drives negative row voltages, "
                    "whose negative column currents a unipolar ADC would clip: set adc_signed=True")
         v.positive(o, "adc_range", self.adc_range)
+        v.one_of(o, "subtraction", self.subtraction, ("digital", "analog"))
+        if self.subtraction == "analog" and (self.mapping != "differential" or not self.adc_signed):
+            v.fail(o, "subtraction", self.subtraction, "analog subtraction reads the signed difference "
+                   "of a differential pair with one signed ADC: it needs mapping='differential' and "
+                   "adc_signed=True")
         if self.adc_percentile is not None:
             p = self.adc_percentile
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:

@@ -118,7 +118,9 @@ class ProgrammedMatrix(nn.Module):
             rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
             s2 = (1 - dev.read_noise_static) * (rel * self.g_tiles) ** 2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
-        self.register_buffer("read_tiles", keep // self.cols)
+        # Analog subtraction: each pair's currents are subtracted before one signed ADC.
+        self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None
+        self.register_buffer("read_tiles", keep[0::2] // self.cols if self.analog_pairs else keep // self.cols)
         # One product over all tile-rows, unless each tile-row is read on its own: by its
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
@@ -151,7 +153,12 @@ class ProgrammedMatrix(nn.Module):
         if self.spec.adc_bits is None:
             return None
         driven = torch.arange(self.n_r * self.rows, device=g0.device).reshape(self.n_r, self.rows) < self.shape[0]
-        cols = (g0 * driven[None, :, None, :, None]).sum(-2)
+        g0 = g0 * driven[None, :, None, :, None]
+        if self.analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
+            diff = g0[..., 0 : 2 * self.outputs_per_tile : 2] - g0[..., 1 : 2 * self.outputs_per_tile : 2]
+            cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
+        else:
+            cols = g0.sum(-2)
         i_fs = self.spec.adc_range * self.spec.v_read * cols.amax(-1)
         return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
 
@@ -178,9 +185,14 @@ class ProgrammedMatrix(nn.Module):
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
             scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
-        self.register_buffer("g_read", _side_by_side(self.g_tiles * scale)[..., keep].contiguous())
-        self.register_buffer("s2_read", None if s2 is None else
-                             _side_by_side(s2 * scale**2)[..., keep].contiguous())
+        g = _side_by_side(self.g_tiles * scale)[..., keep]
+        s2 = None if s2 is None else _side_by_side(s2 * scale**2)[..., keep]
+        if self.analog_pairs:  # read columns are (G+, G-) pairs in output order
+            g = g[..., 0::2] - g[..., 1::2]
+            s2 = None if s2 is None else s2[..., 0::2] + s2[..., 1::2]
+            a = b = None
+        self.register_buffer("g_read", g.contiguous())
+        self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
         if i_fs is None:
             fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype)
         else:
