@@ -165,8 +165,10 @@ def test_the_example_sweep_file_reads(tmp_path):
     result = CliRunner().invoke(main, ["sweep", "--example"])
     assert result.exit_code == 0
     config = read_sweep_file(write(tmp_path, result.output, "example.toml"))
-    assert len(config.points()) == 16
-    assert [a.dim for a in config.axes] == ["read_sigma_rel", "adc_bits"]
+    assert len(config.points()) == 18
+    assert [a.dim for a in config.axes] == ["read_sigma_rel", "adc_bits", "calibration"]
+    specs = {p.coords["spec.calibration"]: p.spec.calibration for p in config.points()}
+    assert specs == {"data": "data", "none": None}
 
 
 def test_wire_axes_and_a_base_r_wire_combine(tmp_path):
