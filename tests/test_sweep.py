@@ -363,22 +363,28 @@ def test_report_prints_the_table_and_writes_the_figures(tmp_path, reference):
 
 
 def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, reference):
-    slow = write(tmp_path, TINY.replace("[simulation]\ntimesteps = 4", "[simulation]\ntimesteps = 150"))
-    store = tmp_path / "slow.zarr"
-    proc = subprocess.Popen(xbar_cmd("sweep", str(slow), "--store", str(store), "--workers", "2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=sweep_env(),
+    """Deterministic: every point but the first waits (HOLD_ENV) until the test has seen the
+    first one done and sent Ctrl-C, so the sweep is always cut with 1 of 12 points in."""
+    from studies.sweeps.run import HOLD_ENV
+
+    path = write(tmp_path, TINY)
+    store = tmp_path / "held.zarr"
+    env = {**sweep_env(), HOLD_ENV: str(tmp_path / "never")}
+    proc = subprocess.Popen(xbar_cmd("sweep", str(path), "--store", str(store), "--workers", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if sweep_store.is_store(store) and sweep_store.done_mask(store).sum() >= 1:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended although its points were held"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     n = int(sweep_store.done_mask(store).sum())
-    assert 1 <= n < N_POINTS
-    assert f"interrupted: {n} of {N_POINTS} points are in" in " ".join(out.split())
+    assert n == 1
+    assert f"interrupted: 1 of {N_POINTS} points are in" in " ".join(out.split())
     assert "Traceback" not in out and "leaked" not in out
 
 

@@ -105,9 +105,22 @@ def _undo_fixed_malloc_trim() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
 
 
+# Names a file: every point but the grid's first waits until it exists (the tests use it to
+# interrupt a sweep with one point done and the others running, whatever the speed).
+HOLD_ENV = "XBAR_SWEEP_HOLD_UNTIL"
+
+
+def _hold(task: PointTask) -> None:
+    gate = os.environ.get(HOLD_ENV)
+    if gate and any(task.index):
+        while not os.path.exists(gate):
+            time.sleep(0.05)
+
+
 def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     """One point's variables (:mod:`studies.sweeps.store`), padded with NaN to the store's
     trial capacity and timesteps.  One torch thread: the pool runs points in parallel."""
+    _hold(task)
     start = time.perf_counter()
     _undo_fixed_malloc_trim()
     torch.set_num_threads(1)
