@@ -233,3 +233,26 @@ def test_analog_subtraction_needs_a_signed_adc_and_pairs():
         xbar.Spec(adc_bits=6, subtraction="analog")
     with pytest.raises(ValueError, match="subtraction = 'analog'.*mapping='differential'"):
         xbar.Spec(adc_bits=6, adc_signed=True, mapping="offset", subtraction="analog")
+
+
+def test_ir_drop_compensation_programs_the_target_effective_matrix():
+    """With headroom (half the window for the weights) an ideal device's pre-distorted
+    tile has the target effective matrix to round-off, so the layer computes the ideal
+    product although its wires drop 7% RMS; without headroom the devices at g_max cannot
+    be compensated, and a warning says how many and by how much the target is missed."""
+    lin = linear(16, 64, 16)
+    x = rand(17, 128, 64)
+    spec = xbar.Spec(tile=(64, 64), r_wire_row=1.0, r_wire_col=1.0, calibration=None)
+    raw = xbar.AnalogLinear(lin, spec)
+    comp = xbar.AnalogLinear(lin, spec.replace(ir_drop_compensation=0.5))
+    assert relative_rms(raw, lin, x) > 0.02
+    assert relative_rms(comp, lin, x) < 1e-8
+    with pytest.warns(UserWarning, match=r"% of the devices would need more than g_max.*misses its target"):
+        xbar.AnalogLinear(lin, spec.replace(ir_drop_compensation=1.0))
+
+
+def test_ir_drop_compensation_is_refused_with_levels_and_out_of_range():
+    with pytest.raises(ValueError, match="ir_drop_compensation = 0.5.*levels"):
+        xbar.Spec(device=presets["ideal"].replace(levels=16), ir_drop_compensation=0.5)
+    with pytest.raises(ValueError, match=r"ir_drop_compensation = 1.5 .*\(0, 1\]"):
+        xbar.Spec(ir_drop_compensation=1.5)

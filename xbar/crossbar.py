@@ -393,3 +393,25 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
                     r_source=spec.r_source, r_sink=spec.r_sink)
               for part in flat.split(max(1, _CHUNK_CELLS // g.shape[-1] ** 2))]
     return torch.cat(chunks).reshape(g.shape).to(g.dtype)
+
+
+
+def compensated_targets(targets: torch.Tensor, spec, g_min: float, g_max: float,
+                        iterations: int = 8) -> tuple[torch.Tensor, float, float]:
+    """Programming targets ``(..., rows, cols)`` (S) pre-distorted for IR drop, as
+    IR-drop-aware mapping programs them: with ``c = spec.ir_drop_compensation``, the
+    effective conductances of the returned targets (the circuit solved on them, nominal:
+    no variation) are ``g_min + c (T - g_min)``, a uniform scale of every weight by ``c``
+    (the digital side divides it out), the window above it being the headroom that the
+    pre-distortion fills.  Fixed point of ``G <- clip(G * goal / G_eff(G), g_min, g_max)``
+    from ``G = goal``.  Returns the targets, the share of devices held at ``g_max`` (the
+    drop they cannot undo) and the RMS residual ``|G_eff - goal|`` over the window."""
+    c = spec.ir_drop_compensation
+    goal = g_min + c * (targets - g_min)
+    g = goal
+    for _ in range(iterations):
+        eff = effective_conductance(g, spec)
+        ratio = torch.where(eff > 0, goal / eff.clamp_min(torch.finfo(g.dtype).tiny), torch.ones_like(g))
+        g = (g * ratio).clamp(g_min, g_max)
+    residual = float(((effective_conductance(g, spec) - goal) / (c * (g_max - g_min))).pow(2).mean().sqrt())
+    return g, float((g >= g_max).double().mean()), residual

@@ -73,6 +73,16 @@ class Spec:
         conductance matrix is solved once (exact IR drop) and every read stays one
         product; read noise is then applied to the effective matrix to first order.
         All 0 (:meth:`Spec.ideal`): ideal wires, ``I = v @ G`` exactly.
+    ir_drop_compensation
+        ``None`` (default) or a share ``c`` in ``(0, 1]`` of the conductance window for
+        the weights: each tile is programmed with targets pre-distorted so that its
+        nominal effective matrix (the circuit solved on them, without variation) is the
+        mapped weights scaled by ``c``, the rest of the window being headroom for the
+        pre-distortion, as IR-drop-aware mapping does
+        (:func:`xbar.crossbar.compensated_targets`; the digital side divides ``c`` out).
+        Devices that would need more than ``g_max`` stay there, with a warning giving the
+        share and the residual.  Not with quantized levels (it programs off-level
+        conductances).  Costs a few circuit solves per layer at programming.
     calibration
         after programming, each tile's outputs get a digital gain and offset per output,
         fitted to the chip's own reads (see :mod:`xbar.tile`), as deployed chips
@@ -105,6 +115,7 @@ class Spec:
     r_source: float = 0.0
     r_sink: float = 0.0
     ir_drop_model: str = "exact"
+    ir_drop_compensation: float | None = None
     calibration: str | None = "data"
 
     def __post_init__(self) -> None:
@@ -132,6 +143,15 @@ class Spec:
             v.fail(o, "dac_signed", self.dac_signed, "a signed DAC drives negative row voltages, "
                    "whose negative column currents a unipolar ADC would clip: set adc_signed=True")
         v.positive(o, "adc_range", self.adc_range)
+        if self.ir_drop_compensation is not None:
+            c = self.ir_drop_compensation
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
+                v.fail(o, "ir_drop_compensation", c, "must be a share of the conductance window in "
+                       "(0, 1] (e.g. 0.5: half for the weights, half headroom), or None")
+            if self.device.levels is not None:
+                v.fail(o, "ir_drop_compensation", c, f"pre-distorted targets fall between the "
+                       f"{self.device.levels} levels of device {self.device.name!r}: use a "
+                       "continuous device or no compensation")
         v.one_of(o, "subtraction", self.subtraction, ("digital", "analog"))
         if self.subtraction == "analog" and (self.mapping != "differential" or not self.adc_signed):
             v.fail(o, "subtraction", self.subtraction, "analog subtraction reads the signed difference "

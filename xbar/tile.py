@@ -38,12 +38,14 @@ Speed, without changing any number a read returns (up to float rounding):
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 
 from devices import drift, program, read_sigma_rel, static_read_noise
 from mapping.layout import layout_weights
-from xbar.crossbar import effective_conductance
+from xbar.crossbar import compensated_targets, effective_conductance
 from xbar.converters import quantize_unit, to_codes_, top_code
 from xbar.spec import Spec
 
@@ -98,6 +100,8 @@ class ProgrammedMatrix(nn.Module):
         self.read_seed = read_seed
         # weight units per ampere of column-difference current, for inputs in input units
         self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
+        if spec.ir_drop_compensation is not None and spec.has_ir_drop:
+            self.out_scale /= spec.ir_drop_compensation
         self._read_gen: torch.Generator | None = None
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
@@ -106,7 +110,18 @@ class ProgrammedMatrix(nn.Module):
         self.refuse_negative = not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
 
         gen = torch.Generator(device=w.device).manual_seed(program_seed)
-        targets = layout.targets.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
+        nominal, w_per_siemens = layout.targets, layout.w_per_siemens
+        if spec.ir_drop_compensation is not None and spec.has_ir_drop:
+            nominal, held, residual = compensated_targets(nominal, spec, dev.g_min, dev.g_max)
+            w_per_siemens = w_per_siemens / spec.ir_drop_compensation
+            if held > 0:
+                warnings.warn(f"IR-drop compensation of a {self.shape[0]}x{self.shape[1]} layer: "
+                              f"{100 * held:.1f}% of the devices would need more than g_max and are "
+                              f"held there; the effective matrix misses its target by {residual:.3g} "
+                              f"(RMS, in units of the weight window): lower "
+                              f"Spec.ir_drop_compensation (now {spec.ir_drop_compensation:g}) for "
+                              f"more headroom, or use smaller tiles", stacklevel=2)
+        targets = nominal.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
         g0 = program(targets, dev, gen)  # (K, n_r, n_c, R, C)
         g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
         g = static_read_noise(g, g0, dev, spec.t_inference, gen)
@@ -125,9 +140,9 @@ class ProgrammedMatrix(nn.Module):
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
         if self.merged:
-            self._setup_merged(layout.w_per_siemens, s2, keep, a, b)
+            self._setup_merged(w_per_siemens, s2, keep, a, b)
         else:
-            self._setup_blocks(self._full_scale(g0), layout.w_per_siemens, s2, keep, a, b)
+            self._setup_blocks(self._full_scale(g0), w_per_siemens, s2, keep, a, b)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
         self.calibrated = False
@@ -355,7 +370,8 @@ class ProgrammedMatrix(nn.Module):
                              for r in range(self.n_r)], 1)
         else:
             y = self._blocks_read(x, gen)  # (K, n_r, N, out)
-        gain, offset = _least_squares(y, t)
+        lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
+        gain, offset = _least_squares(y, t, lsb)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
             self.g_read.mul_(row_gain)
@@ -383,20 +399,32 @@ def _sample_rows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x[:, pick].detach().clone()
 
 
-def _least_squares(y: torch.Tensor, t: torch.Tensor):
+def _least_squares(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None):
     """The digital correction ``(y - beta) / alpha`` of reads ``y`` whose line
     ``alpha t + beta`` is closest to them over the vectors (axis 2), as gain ``1 / alpha``
     and offset ``-beta / alpha`` ``(K, n_r, out)``.  The reads are the noisy variable and
     the ideal products ``t`` are known exactly, so ``alpha`` carries no bias from the noise
     (regressing ``t`` on ``y`` would shrink every gain by the noise's share of the
     variance).  ``alpha`` is floored at 0.1 (a tile-row attenuated tenfold is boosted no
-    further); an output that never changes (no weights) keeps gain 1 and takes the mean
-    difference as offset."""
+    further).  A gain is fitted only where the ideal products spread over at least
+    :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
+    units of ``t``): over fewer, the reads are mostly rounding (a sparse tile-row whose
+    products fall within one code reads 0 whatever they are), the slope of a few codes is
+    not the hardware's gain, and boosting it would amplify the rounding.  There, and where
+    the products never change (no weights), the gain stays 1 and the offset is the mean
+    difference."""
     my, mt = y.mean(2), t.mean(2)
     dt = t - mt.unsqueeze(2)
     var = (dt * dt).mean(2)
     cov = (dt * (y - my.unsqueeze(2))).mean(2)
     flat = var <= 1e-24 * (mt * mt).clamp_min(torch.finfo(y.dtype).tiny)
+    if lsb is not None:
+        flat = flat | (var < (RESOLVED_CODES * lsb) ** 2)
     alpha = (cov / torch.where(flat, torch.ones_like(var), var)).clamp_min(0.1)
     gain = torch.where(flat, torch.ones_like(var), 1.0 / alpha)
     return gain, mt - gain * my
+
+
+# The spread (standard deviation) of a tile-row's ideal products, in ADC codes, below which
+# its gain is not fitted (see _least_squares).
+RESOLVED_CODES = 4.0
