@@ -96,12 +96,15 @@ def test_spikingjelly_export_runs_as_spikingjelly_does(digits):
     assert np.isfinite(ds.membrane_error.values).all()
 
 
-def test_nirtorch_graph_executor_is_refused_not_run_ideal():
+@pytest.mark.parametrize("spec", [xbar.Spec.ideal(), xbar.Spec(adc_bits=6)], ids=["ideal", "calibrated"])
+def test_nirtorch_graph_executor_is_refused_not_run_ideal(spec):
+    """Refused before any result, by the first step's check or, with a calibration from
+    data, by the calibration that runs first."""
     graph = export_to_nir(_snntorch_net(), torch.rand(64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = norse.from_nir(graph, dt=1e-4)  # a nirtorch GraphExecutor
-    hw = xbar.convert(model, xbar.Spec.ideal())
+    hw = xbar.convert(model, spec)
     with pytest.raises(ValueError, match="never ran its crossbar layers.*xbar.from_nir"):
         xbar.simulate(hw, model, (torch.rand(8, 64), torch.zeros(8, dtype=torch.long)), 2,
                       progress=False)

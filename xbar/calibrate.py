@@ -97,5 +97,8 @@ def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, 
         for h in handles:
             h.remove()
     if not order:
-        raise RuntimeError("calibrate: no crossbar layer waiting for calibration ran on the batch")
+        raise ValueError("calibrate: the converted network never ran its crossbar layers on the "
+                         "calibration batch: its forward calls modules it holds elsewhere than in its "
+                         "attributes (a nirtorch GraphExecutor runs its graph's own copies). Load a "
+                         "NIR graph with xbar.from_nir instead")
     return order
