@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d",
              "AvgPool2d", "Scale", "Threshold", "LIF", "CubaLIF", "CubaLI", "IF", "LI", "I")
