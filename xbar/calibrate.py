@@ -23,6 +23,7 @@ from xbar.checks import check_batch, model_dtype
 from xbar.convert import analog_layers
 from xbar.neurons import reset_state
 from xbar.stepping import Stepper, check_steppable
+from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ
 
 # Samples of a calibration batch, by default: enough for a fit whose error is small
 # against the hardware's (docs/hardware.md#calibration), few enough to cost little.
@@ -88,6 +89,7 @@ def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, 
     try:
         for m in pending:
             m.recording = []
+            m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
             m.new_inference()
         step.reset()
         for t in range(timesteps):

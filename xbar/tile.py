@@ -17,9 +17,10 @@ spikes at a steady rate mostly do), and otherwise the correlation of the column 
 is ``rho`` times the overlap of the two reads' drives.
 
 Calibration (``Spec.calibration``): after programming (and drift to ``t_inference``),
-the chip reads known vectors, and each tile's outputs get a digital gain and offset,
-fitted by least squares to the ideal products of the same vectors, per output and per
-tile-row (before the tile-rows' partial sums are added).  The fit sees the chip's own
+the chip reads known inputs, and each tile's outputs get a digital offset (what they read
+with every input off) and gain (the least-squares slope of the reads against the ideal
+products of the same inputs), per output and per tile-row (before the tile-rows' partial
+sums are added).  The fit sees the chip's own
 noisy, quantized reads (drawn from the programming's generator, so the read-noise
 stream of the inference is untouched).  The gain folds into the stored matrices or the
 ADC's digital scale: a calibrated read costs what a raw one does.
@@ -150,6 +151,7 @@ class ProgrammedMatrix(nn.Module):
             self.fit_calibration(self._calibration_vectors(gen), gen)
         self._cal_gen = gen
         self.recording: list | None = None  # a list while xbar.calibrate records the inputs
+        self.rows_per_read = CAL_ROWS_PER_READ  # inputs kept per read while recording
 
     @property
     def needs_calibration(self) -> bool:
@@ -271,7 +273,7 @@ class ProgrammedMatrix(nn.Module):
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
         x = self._check_and_convert(x)
         if self.recording is not None:
-            self.recording.append(_sample_rows(x, self._cal_gen))
+            self.recording.append(_sample_rows(x, self._cal_gen, self.rows_per_read))
         elif self.awaits_data:
             raise RuntimeError("crossbar read: this layer waits for its calibration from data "
                                "(Spec.calibration='data'): run xbar.calibrate(hw, x, timesteps) on a "
@@ -346,16 +348,27 @@ class ProgrammedMatrix(nn.Module):
             x = torch.where(sign, -x, x)
         return x.unsqueeze(0).expand(self.trials, *x.shape)
 
+    def _tile_row_reads(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each tile-row's decoded reads ``(K, n_r, N, out)`` of inputs ``x`` ``(K, N, in)``."""
+        if not self.merged:
+            return self._blocks_read(x, gen)
+        tile_row = torch.arange(x.shape[-1], device=x.device) // self.rows  # read each alone
+        return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), gen)
+                            for r in range(self.n_r)], 1)
+
     def fit_calibration(self, x: torch.Tensor, gen: torch.Generator | None = None) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
-        tile-row, the digital gain and offset that best turn these reads into the ideal
-        products (:func:`_least_squares`); folded into the read (see the module docstring).
+        tile-row, a digital offset (minus the read with every input off) and gain (the
+        least-squares slope of the reads against the ideal products, :func:`_gain`); both
+        folded into the read (see the module docstring).
         The reads' noise comes from ``gen`` (default: the programming's generator), never
         from the inference's read-noise stream."""
         if self.calibrated:
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
+        if x.shape[1] > CAL_MAX_ROWS:  # a random subset bounds the fit's memory
+            x = x[:, torch.randperm(x.shape[1], generator=gen, device=gen.device)[:CAL_MAX_ROWS].to(x.device)]
         if self.spec.adc_percentile is not None:
             self._set_adc_ranges(x)
         k, n, m = x.shape
@@ -364,14 +377,11 @@ class ProgrammedMatrix(nn.Module):
         w_pad[:m] = self.w_target
         xb = torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
         t = xb @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal partial sums
-        if self.merged:  # read each tile-row alone through the merged matrix
-            tile_row = torch.arange(m, device=x.device) // self.rows
-            y = torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), gen)
-                             for r in range(self.n_r)], 1)
-        else:
-            y = self._blocks_read(x, gen)  # (K, n_r, N, out)
+        y = self._tile_row_reads(x, gen)  # (K, n_r, N, out)
+        y0 = self._tile_row_reads(torch.zeros_like(x[:, :1]), gen)  # all inputs off: the offset
         lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
-        gain, offset = _least_squares(y, t, lsb)
+        gain = _gain(y - y0, t, lsb)
+        offset = -gain * y0.squeeze(2)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
             self.g_read.mul_(row_gain)
@@ -386,45 +396,43 @@ class ProgrammedMatrix(nn.Module):
 # Known vectors read per calibration: the gain's relative error from read noise falls as
 # one over the square root of this.
 CAL_VECTORS = 512
-# Inputs kept per read while recording a calibration batch (a random subset of its rows).
+# Inputs kept per read while recording a calibration batch (a random subset of its rows),
+# and at most in one fit.
 CAL_ROWS_PER_READ = 512
+CAL_MAX_ROWS = 4096
 
 
-def _sample_rows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """At most :data:`CAL_ROWS_PER_READ` of the ``N`` inputs of a read ``(K, N, in)``."""
+def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
+    """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random."""
     n = x.shape[1]
-    if n <= CAL_ROWS_PER_READ:
+    if n <= most:
         return x.detach().clone()
-    pick = torch.randperm(n, generator=gen, device=gen.device)[:CAL_ROWS_PER_READ].to(x.device)
+    pick = torch.randperm(n, generator=gen, device=gen.device)[:most].to(x.device)
     return x[:, pick].detach().clone()
 
 
-def _least_squares(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None):
-    """The digital correction ``(y - beta) / alpha`` of reads ``y`` whose line
-    ``alpha t + beta`` is closest to them over the vectors (axis 2), as gain ``1 / alpha``
-    and offset ``-beta / alpha`` ``(K, n_r, out)``.  The reads are the noisy variable and
-    the ideal products ``t`` are known exactly, so ``alpha`` carries no bias from the noise
-    (regressing ``t`` on ``y`` would shrink every gain by the noise's share of the
-    variance).  ``alpha`` is floored at 0.1 (a tile-row attenuated tenfold is boosted no
-    further).  A gain is fitted only where the ideal products spread over at least
-    :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
-    units of ``t``): over fewer, the reads are mostly rounding (a sparse tile-row whose
-    products fall within one code reads 0 whatever they are), the slope of a few codes is
-    not the hardware's gain, and boosting it would amplify the rounding.  There, and where
-    the products never change (no weights), the gain stays 1 and the offset is the mean
-    difference."""
-    my, mt = y.mean(2), t.mean(2)
-    dt = t - mt.unsqueeze(2)
-    var = (dt * dt).mean(2)
-    cov = (dt * (y - my.unsqueeze(2))).mean(2)
-    flat = var <= 1e-24 * (mt * mt).clamp_min(torch.finfo(y.dtype).tiny)
+def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None) -> torch.Tensor:
+    """The digital gain ``1 / alpha`` ``(K, n_r, out)`` for offset-free reads ``y`` of
+    ideal products ``t`` (vectors on axis 2), ``alpha`` the least-squares slope of the line
+    ``y = alpha t`` through the origin: a crossbar reads 0 for no input, so a line with a
+    free intercept would put a constant on every read (a bias that the membranes of an SNN
+    integrate at every step).  The reads are the noisy variable and the products are known
+    exactly, so ``alpha`` carries no bias from the noise (regressing ``t`` on ``y`` would
+    shrink every gain by the noise's share).  ``alpha`` is floored at 0.1 (a tile-row
+    attenuated tenfold is boosted no further).  A gain is fitted only where the products'
+    RMS spans at least :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and
+    tile-row, in the units of ``t``): below, the reads are mostly rounding (a sparse
+    tile-row whose products fall within one code reads 0 whatever they are), their slope
+    is not the hardware's gain, and boosting it would amplify the rounding; there, and for
+    outputs with no weights, the gain stays 1."""
+    tt = (t * t).mean(2)
+    alpha = ((t * y).mean(2) / tt.clamp_min(torch.finfo(y.dtype).tiny)).clamp_min(0.1)
+    resolved = tt > 0
     if lsb is not None:
-        flat = flat | (var < (RESOLVED_CODES * lsb) ** 2)
-    alpha = (cov / torch.where(flat, torch.ones_like(var), var)).clamp_min(0.1)
-    gain = torch.where(flat, torch.ones_like(var), 1.0 / alpha)
-    return gain, mt - gain * my
+        resolved = resolved & (tt >= (RESOLVED_CODES * lsb) ** 2)
+    return torch.where(resolved, 1.0 / alpha, torch.ones_like(alpha))
 
 
-# The spread (standard deviation) of a tile-row's ideal products, in ADC codes, below which
-# its gain is not fitted (see _least_squares).
+# The RMS of a tile-row's ideal products, in ADC codes, below which its gain is not
+# fitted (see _gain).
 RESOLVED_CODES = 4.0
