@@ -320,10 +320,13 @@ def tiny_model(tmp_path_factory, _model_cache):
 
 
 def test_the_stopping_rule_adds_trials_until_the_interval_is_narrow(tiny_model):
+    """On the raw chip, whose first two programmings differ in final accuracy (calibrated,
+    on this tiny set they can agree exactly, and a zero-width interval meets any width)."""
     config, blob = tiny_model
-    plain = run_point(_task(config), blob)
-    never = run_point(_task(config, ci_width=1e-9, capacity=8), blob)
-    loose = run_point(_task(config, ci_width=100.0, capacity=8), blob)
+    raw = config.points()[-1].spec.replace(calibration=None)
+    plain = run_point(_task(config, spec=raw), blob)
+    never = run_point(_task(config, ci_width=1e-9, capacity=8, spec=raw), blob)
+    loose = run_point(_task(config, ci_width=100.0, capacity=8, spec=raw), blob)
     assert never["trials_done"] == 8 and loose["trials_done"] == 2
     # the first block is the same programming whether or not more are added
     np.testing.assert_array_equal(never["accuracy"][:2], plain["accuracy"])
