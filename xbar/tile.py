@@ -316,14 +316,17 @@ class ProgrammedMatrix(nn.Module):
             u = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
         return self._decode(u) * self.out_fs[:, blocks]
 
+    def _by_tile_row(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs ``(K, N, in)`` as ``(K, n_r, N, rows)``, zero-padded to whole tile-rows."""
+        k, n, m = x.shape
+        rows = self.n_r * self.rows
+        return torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
+
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
         """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
         column currents (magnitudes) that the inputs ``x`` ``(K, N, in)`` draw in it,
         instead of the worst case: fewer codes go to currents that never come."""
-        k, n, m = x.shape
-        rows = self.n_r * self.rows
-        xb = torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
-        u = (xb @ self.g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
+        u = (self._by_tile_row(x) @ self.g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
         tile_of = self.read_tiles  # the tile (column block) of each read column
         out_tile = torch.arange(self.shape[1], device=x.device) // self.outputs_per_tile
         for c in range(self.n_c):
@@ -367,16 +370,14 @@ class ProgrammedMatrix(nn.Module):
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
-        if x.shape[1] > CAL_MAX_ROWS:  # a random subset bounds the fit's memory
-            x = x[:, torch.randperm(x.shape[1], generator=gen, device=gen.device)[:CAL_MAX_ROWS].to(x.device)]
+        x = _sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
         if self.spec.adc_percentile is not None:
             self._set_adc_ranges(x)
-        k, n, m = x.shape
+        m = x.shape[-1]
         rows = self.n_r * self.rows
         w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
         w_pad[:m] = self.w_target
-        xb = torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
-        t = xb @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal partial sums
+        t = self._by_tile_row(x) @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal sums
         y = self._tile_row_reads(x, gen)  # (K, n_r, N, out)
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :1]), gen)  # all inputs off: the offset
         lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
