@@ -36,8 +36,9 @@ class Spec:
         per-column ADC.  ``adc_bits=None``: an ideal ADC (no quantization, no clipping).
         Otherwise the full scale of every column of a tile is ``adc_range`` times the
         largest column current that tile can draw, ``v_read * max_j sum_i G_ij`` with all
-        inputs at full scale (set once, at programming, from the programmed
-        conductances).  Unipolar (``adc_signed=False``): currents are clipped to
+        inputs at full scale, over the rows an input drives, ``G`` the effective
+        conductances of the programmed state through the wires (IR drop included: the
+        current the column can really carry; set once, at programming).  Unipolar (``adc_signed=False``): currents are clipped to
         ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
         ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
     subtraction

@@ -143,7 +143,10 @@ class ProgrammedMatrix(nn.Module):
         if self.merged:
             self._setup_merged(w_per_siemens, s2, keep, a, b)
         else:
-            self._setup_blocks(self._full_scale(g0), w_per_siemens, s2, keep, a, b)
+            # The ADC is sized for the currents the programmed state can draw through its
+            # wires (drift and static noise come later and are not known to the designer).
+            g0_circuit = self.g_tiles if g is g0 else effective_conductance(g0, spec)
+            self._setup_blocks(self._full_scale(g0_circuit), w_per_siemens, s2, keep, a, b)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
         self.calibrated = False
@@ -166,7 +169,10 @@ class ProgrammedMatrix(nn.Module):
     def _full_scale(self, g0: torch.Tensor) -> torch.Tensor | None:
         """Each tile's ADC full scale (A), ``(K, n_r, n_c)``: ``adc_range`` times the largest
         column current with every row that an input drives at full scale (the rows of the
-        last tile-row beyond the layer's inputs are padding, driven by nothing)."""
+        last tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``:
+        the effective conductances of the programmed state, IR drop included, so that the
+        current is the one the column can draw (superposition: the all-on current is the
+        sum of the effective conductances of the driven rows times ``v_read``)."""
         if self.spec.adc_bits is None:
             return None
         driven = torch.arange(self.n_r * self.rows, device=g0.device).reshape(self.n_r, self.rows) < self.shape[0]
@@ -381,7 +387,7 @@ class ProgrammedMatrix(nn.Module):
         y = self._tile_row_reads(x, gen)  # (K, n_r, N, out)
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :1]), gen)  # all inputs off: the offset
         lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
-        gain = _gain(y - y0, t, lsb)
+        gain = _gain(y - y0, t, lsb, self.outputs_per_tile)
         offset = -gain * y0.squeeze(2)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
@@ -412,26 +418,52 @@ def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tens
     return x[:, pick].detach().clone()
 
 
-def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None) -> torch.Tensor:
-    """The digital gain ``1 / alpha`` ``(K, n_r, out)`` for offset-free reads ``y`` of
-    ideal products ``t`` (vectors on axis 2), ``alpha`` the least-squares slope of the line
-    ``y = alpha t`` through the origin: a crossbar reads 0 for no input, so a line with a
-    free intercept would put a constant on every read (a bias that the membranes of an SNN
-    integrate at every step).  The reads are the noisy variable and the products are known
-    exactly, so ``alpha`` carries no bias from the noise (regressing ``t`` on ``y`` would
-    shrink every gain by the noise's share).  ``alpha`` is floored at 0.1 (a tile-row
-    attenuated tenfold is boosted no further).  A gain is fitted only where the products'
-    RMS spans at least :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and
-    tile-row, in the units of ``t``): below, the reads are mostly rounding (a sparse
-    tile-row whose products fall within one code reads 0 whatever they are), their slope
-    is not the hardware's gain, and boosting it would amplify the rounding; there, and for
-    outputs with no weights, the gain stays 1."""
-    tt = (t * t).mean(2)
-    alpha = ((t * y).mean(2) / tt.clamp_min(torch.finfo(y.dtype).tiny)).clamp_min(0.1)
-    resolved = tt > 0
-    if lsb is not None:
-        resolved = resolved & (tt >= (RESOLVED_CODES * lsb) ** 2)
-    return torch.where(resolved, 1.0 / alpha, torch.ones_like(alpha))
+def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
+          per_tile: int | None = None) -> torch.Tensor:
+    """The digital gain ``g`` ``(K, n_r, out)`` for offset-free reads ``y`` of ideal
+    products ``t`` (vectors on axis 2): the least-squares ``g`` of ``t ~ g y`` through the
+    origin, ``sum(t y) / sum(y^2)``, the gain that brings the calibration reads closest to
+    the ideal products (mean square), so a calibrated read is never further from them
+    than the raw one on the calibration data.  A crossbar reads 0 for no input, so the
+    line has no intercept (a constant on every read is a bias that the membranes of an
+    SNN integrate at every step).  Where the reads are an attenuation ``a`` and an error
+    ``e`` uncorrelated with the products, ``g = a / (a^2 + E e^2 / E t^2)``: exactly
+    ``1/a`` without error, less where the error is large, which does not amplify an error
+    as much as the signal (measured on 128x128 tiles with IR drop, where the unbiased
+    ``1/a`` cost up to 8 points against raw: docs/hardware.md#calibration).  ``g`` is
+    capped at 10.
+
+    An output's own gain is fitted where its products' RMS spans at least
+    :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
+    units of ``t``): below, its reads are mostly rounding (a sparse output whose products
+    fall within one code reads 0 whatever they are).  Such an output takes the gain of its
+    tile (``per_tile`` outputs side by side), fitted over all the tile's outputs, when
+    those span enough codes together: a tile's columns share its wires, so their
+    attenuations are alike, and an output left at gain 1 beside corrected neighbours would
+    be scaled unlike them (measured: that mismatch between the classes of an output layer
+    cost 8 points).  Where neither resolves, and for outputs with no weights, the gain
+    stays 1."""
+    tt, ty, yy = (t * t).mean(2), (t * y).mean(2), (y * y).mean(2)
+    has = (tt > 0) & (yy > 0)
+
+    def fit(ty, yy):
+        return (ty / yy.clamp_min(torch.finfo(y.dtype).tiny)).clamp(0.0, 10.0)
+
+    if lsb is None:
+        return torch.where(has, fit(ty, yy), torch.ones_like(tt))
+    own = has & (tt >= (RESOLVED_CODES * lsb) ** 2)
+    k, n_r, out = tt.shape
+    n = per_tile or out
+
+    def tiles(a):  # (K, n_r, out) -> sums over each tile's outputs (K, n_r, tiles)
+        return torch.nn.functional.pad(a, (0, -out % n)).reshape(k, n_r, -1, n).sum(-1)
+
+    def back(a):  # per tile -> per output
+        return a.repeat_interleave(n, -1)[..., :out]
+
+    pooled_ok = tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2)
+    shared = torch.where(back(pooled_ok) & has, back(fit(tiles(ty), tiles(yy))), torch.ones_like(tt))
+    return torch.where(own, fit(ty, yy), shared)
 
 
 # The RMS of a tile-row's ideal products, in ADC codes, below which its gain is not
