@@ -93,6 +93,69 @@ def test_adc_rounding_error_is_lsb_squared_over_twelve(calibration):
     assert float(err.mean(0).abs().max() / lsb.max()) < 0.05
 
 
+def adc_error_read(seed=11, **errors):
+    """A 48-input layer on one 64x64 tile of ideal devices and wires, 7-bit ADCs with the
+    given errors, read on 20,000 continuous inputs: (error, one code per output, matrix)."""
+    lin = linear(1, 48, 16)
+    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=7, **errors)
+    layer = xbar.AnalogLinear(lin, spec, seeds=(seed, seed + 1))
+    x = rand(2, 20_000, 48)
+    with torch.no_grad():
+        err = layer(x) - lin(x)
+    return err, layer.matrix.out_fs[0, 0, 0], layer.matrix
+
+
+def test_adc_noise_adds_its_variance_to_the_rounding():
+    """Input-referred noise of 0.5 LSB per conversion: each column's error variance is
+    (0.5^2 + 1/12) LSB^2 (Gaussian noise of half a code dithers the rounding, which stays
+    uniform), a differential output twice that, against 2/12 LSB^2 without noise."""
+    err, lsb, _ = adc_error_read(adc_noise=0.5, calibration=None)
+    ratio = err.var(0) / (2 * (0.25 + 1 / 12) * lsb**2)
+    assert float((ratio - 1).abs().max()) < 0.08, ratio
+
+
+def test_adc_offsets_bias_each_output_and_calibration_removes_them():
+    """Offsets of 3 LSB (std) per column of signed ADCs: each output's mean error is the
+    difference of its pair's offsets, as drawn; a calibration (vectors) cancels it, as
+    NeuRRAM's does, but for the rounding of the measured offsets (at most half a code per
+    column), and the spread comes back near the rounding's 2 LSB^2 / 12.  (A unipolar ADC clips a
+    negative offset at zero current, where no read can see it: see Spec.)"""
+    err, lsb, m = adc_error_read(adc_offset_error=3.0, adc_signed=True, calibration=None)
+    drawn = (m.adc_offset[0, 0, 0, 0::2] - m.adc_offset[0, 0, 0, 1::2]) * 63  # in codes
+    assert float(drawn.abs().max()) > 2  # the test can see the offsets
+    torch.testing.assert_close(err.mean(0) / lsb, drawn, atol=0.05, rtol=0)
+    err, lsb, _ = adc_error_read(adc_offset_error=3.0, adc_signed=True, calibration="vectors")
+    # What is left is the rounding of the measured offsets: at most half a code per column,
+    # which the gain fit through the origin partly takes up (a spread up to 1.35x).
+    assert float((err.mean(0) / lsb).abs().max()) <= 1.0
+    assert float((err.mean(0) / lsb).abs().mean()) < float(drawn.abs().mean()) / 4
+    ratio = err.var(0) / (2 * lsb**2 / 12)
+    assert float(ratio.mean()) < 1.1 and float(ratio.max()) < 1.35, ratio
+
+
+def test_adc_gain_errors_scale_the_outputs_and_calibration_removes_them():
+    """Gain errors of 10% (std) per ADC, each pair subtracted in analog and read by one signed
+    ADC: each output is scaled by its ADC's factor (the raw error grows with the products,
+    well above the rounding); a calibration per output brings it back to the rounding of
+    one signed ADC, LSB^2 / 12, within 20%.  (With digital subtraction the two ADCs of a
+    pair differ, and a gain per output cannot undo that: see Spec.)"""
+    analog = dict(adc_signed=True, subtraction="analog")
+    err, lsb, m = adc_error_read(adc_gain_error=0.1, calibration=None, **analog)
+    assert float(m.adc_gain.std()) > 0.06
+    assert float((err.var(0) / (lsb**2 / 12)).max()) > 3
+    err, lsb, _ = adc_error_read(adc_gain_error=0.1, calibration="vectors", **analog)
+    ratio = (err**2).mean(0) / (lsb**2 / 12)
+    assert float(ratio.max()) < 1.2, ratio
+
+
+@pytest.mark.parametrize("field", ["adc_noise", "adc_gain_error", "adc_offset_error"])
+def test_adc_errors_need_an_adc(field):
+    with pytest.raises(ValueError, match=f"{field} = 0.1 is not allowed: .*needs adc_bits"):
+        xbar.Spec(**{field: 0.1})
+    with pytest.raises(ValueError, match=f"{field} = -1 is not allowed: must be >= 0"):
+        xbar.Spec(adc_bits=6, **{field: -1})
+
+
 def uniform_drift(nu=0.05):
     """Every device drifts by the same factor: a uniform attenuation of the whole array."""
     return presets["ideal"].replace(drift_nu_mean=nu, drift_t0=1.0)

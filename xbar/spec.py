@@ -53,6 +53,21 @@ class Spec:
         percentile of the column current magnitudes that the calibration inputs drew in
         the tile (times ``adc_range``), as designers set ranges from calibration data;
         currents beyond it saturate.  Needs an ADC and a calibration.
+    adc_noise, adc_gain_error, adc_offset_error
+        the converters' own errors (all 0 by default; each needs ``adc_bits``), in the
+        form of IBM aihwkit's tile model (``IOParameters.out_noise`` and the per-output
+        ``v_offset_std``) and of the per-column offsets that NeuRRAM (Wan et al., Nature
+        2022, Fig. 4) records at calibration and cancels: ``adc_noise`` is the std of a
+        Gaussian input-referred noise drawn at every conversion, in LSB;
+        ``adc_gain_error`` the std of each column's relative gain error and
+        ``adc_offset_error`` the std of each column's offset (in LSB), both drawn once
+        per programming.  No preset sets them: take them from the characterisation of
+        the chip you model.  Calibration removes the offsets (read with every input off)
+        and, with analog subtraction, the gain errors (tested), not the noise; with
+        digital subtraction the two ADCs of a pair differ in gain, and a gain per output
+        corrects that only in part.  A unipolar ADC clips a negative
+        offset at zero current, where no read sees it (use ``adc_signed=True`` to
+        calibrate offsets of either sign).
     dac_bits, dac_signed, input_range, v_read
         the DAC turns an input ``x`` into a row voltage ``v = x / input_range * v_read``
         (V).  ``dac_bits=None``: ideal DAC (exact, no clipping); otherwise ``x`` is
@@ -106,6 +121,9 @@ class Spec:
     adc_percentile: float | None = None
     subtraction: str = "digital"
     adc_signed: bool = False
+    adc_noise: float = 0.0
+    adc_gain_error: float = 0.0
+    adc_offset_error: float = 0.0
     dac_bits: int | None = None
     dac_signed: bool = False
     input_range: float = 1.0
@@ -166,6 +184,12 @@ class Spec:
             if self.adc_bits is None or self.calibration is None:
                 v.fail(o, "adc_percentile", p, "sets ADC ranges from the calibration's inputs: it "
                        "needs adc_bits and a calibration ('data' or 'vectors')")
+        for name in ("adc_noise", "adc_gain_error", "adc_offset_error"):
+            value = getattr(self, name)
+            v.non_negative(o, name, value)
+            if value > 0 and self.adc_bits is None:
+                v.fail(o, name, value, "is an error of the ADC: it needs adc_bits (an ideal ADC, "
+                       "adc_bits=None, has none)")
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)

@@ -145,8 +145,9 @@ class ProgrammedMatrix(nn.Module):
         else:
             # The ADC is sized for the currents the programmed state can draw through its
             # wires (drift and static noise come later and are not known to the designer).
-            g0_circuit = self.g_tiles if g is g0 else effective_conductance(g0, spec)
+            g0_circuit = self.g_tiles if g is g0 or spec.adc_bits is None else effective_conductance(g0, spec)
             self._setup_blocks(self._full_scale(g0_circuit), w_per_siemens, s2, keep, a, b)
+        self._draw_adc_errors(gen)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
         self.calibrated = False
@@ -184,6 +185,35 @@ class ProgrammedMatrix(nn.Module):
             cols = g0.sum(-2)
         i_fs = self.spec.adc_range * self.spec.v_read * cols.amax(-1)
         return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
+
+    def _draw_adc_errors(self, gen: torch.Generator) -> None:
+        """Each ADC's gain error (a factor) and offset (in units of its full scale), per
+        tile-row and read column, drawn once per programming; ``None`` where the spec has
+        none (no draw: the other streams are unchanged)."""
+        spec, like = self.spec, self.g_read
+        shape = (self.trials, self.n_r, 1, like.shape[-1])
+
+        def draw(std):
+            return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) * std
+
+        gain = 1 + draw(spec.adc_gain_error) if spec.adc_gain_error > 0 else None
+        offset = (draw(spec.adc_offset_error / top_code(spec.adc_bits, spec.adc_signed))
+                  if spec.adc_offset_error > 0 else None)
+        self.register_buffer("adc_gain", gain)
+        self.register_buffer("adc_offset", offset)
+
+    def _adc_errors(self, u: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
+        """In place: column currents ``u`` (units of full scale) as the ADC sees them, with
+        its gain error, offset and input-referred noise (per conversion, from ``gen`` in a
+        calibration, else from the read stream)."""
+        if self.adc_gain is not None:
+            u.mul_(self.adc_gain[:, blocks])
+        if self.adc_offset is not None:
+            u.add_(self.adc_offset[:, blocks])
+        if self.spec.adc_noise > 0:
+            eps = torch.empty_like(u).normal_(generator=gen or self._generator(u.device))
+            u.add_(eps, alpha=self.spec.adc_noise / top_code(self.spec.adc_bits, self.spec.adc_signed))
+        return u
 
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
@@ -319,7 +349,7 @@ class ProgrammedMatrix(nn.Module):
         if self.s2_read is not None:
             u = self._add_noise(u, xt, self.s2_read[:, blocks, :r], f"block{blocks.start}", gen)
         if self.spec.adc_bits is not None:
-            u = to_codes_(u, self.spec.adc_bits, self.spec.adc_signed)
+            u = to_codes_(self._adc_errors(u, blocks, gen), self.spec.adc_bits, self.spec.adc_signed)
         return self._decode(u) * self.out_fs[:, blocks]
 
     def _by_tile_row(self, x: torch.Tensor) -> torch.Tensor:
@@ -385,7 +415,8 @@ class ProgrammedMatrix(nn.Module):
         w_pad[:m] = self.w_target
         t = self._by_tile_row(x) @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal sums
         y = self._tile_row_reads(x, gen)  # (K, n_r, N, out)
-        y0 = self._tile_row_reads(torch.zeros_like(x[:, :1]), gen)  # all inputs off: the offset
+        # All inputs off, averaged over a few reads (noise): the offset.
+        y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
         lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
         gain = _gain(y - y0, t, lsb, self.outputs_per_tile)
         offset = -gain * y0.squeeze(2)
@@ -406,6 +437,8 @@ CAL_VECTORS = 512
 # Inputs kept per read while recording a calibration batch (a random subset of its rows),
 # and at most in one fit.
 CAL_ROWS_PER_READ = 512
+# Reads with every input off, averaged into each output's offset.
+CAL_ZERO_READS = 64
 CAL_MAX_ROWS = 4096
 
 
