@@ -320,18 +320,33 @@ def tiny_model(tmp_path_factory, _model_cache):
 
 
 def test_the_stopping_rule_adds_trials_until_the_interval_is_narrow(tiny_model):
-    """On the raw chip, whose first two programmings differ in final accuracy (calibrated,
-    on this tiny set they can agree exactly, and a zero-width interval meets any width)."""
+    """On the calibrated chip, whose programmings can agree exactly on this tiny set: an
+    interval never narrower than one image's resolution keeps a tight target adding trials."""
     config, blob = tiny_model
-    raw = config.points()[-1].spec.replace(calibration=None)
-    plain = run_point(_task(config, spec=raw), blob)
-    never = run_point(_task(config, ci_width=1e-9, capacity=8, spec=raw), blob)
-    loose = run_point(_task(config, ci_width=100.0, capacity=8, spec=raw), blob)
+    spec = config.points()[-1].spec
+    plain = run_point(_task(config, spec=spec), blob)
+    never = run_point(_task(config, ci_width=1e-9, capacity=8, spec=spec), blob)
+    loose = run_point(_task(config, ci_width=100.0, capacity=8, spec=spec), blob)
     assert never["trials_done"] == 8 and loose["trials_done"] == 2
     # the first block is the same programming whether or not more are added
     np.testing.assert_array_equal(never["accuracy"][:2], plain["accuracy"])
     np.testing.assert_array_equal(loose["accuracy"][:2], plain["accuracy"])
     assert np.isnan(loose["accuracy"][2:]).all() and not np.isnan(never["accuracy"]).any()
+
+
+def test_the_stopping_interval_is_student_t_and_never_narrower_than_one_image():
+    """Two trials 2 images apart on 50 images: the t interval of their spread; two that
+    agree exactly: the interval of the resolution (sd of a rounding to one image), not 0."""
+    from scipy import stats
+    from studies.sweeps.run import ci_width_points
+
+    t = stats.t.ppf(0.975, 1)
+    apart = np.array([0.90, 0.94])
+    assert ci_width_points(apart, 50) == pytest.approx(200 * t * np.std(apart, ddof=1) / 2**0.5)
+    same = np.array([0.9, 0.9])
+    assert ci_width_points(same, 50) == pytest.approx(200 * t / (50 * 12**0.5) / 2**0.5)
+    assert ci_width_points(same, 50) > 10  # points: two agreeing trials on 50 images say little
+    assert ci_width_points(np.array([0.9]), 50) == float("inf")
 
 
 def test_a_point_with_no_non_ideality_is_the_ideal_network(tiny_model):

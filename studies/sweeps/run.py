@@ -26,14 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import xarray as xr
+from scipy import stats
 from tqdm.auto import tqdm
 
 import xbar
 from studies.sweeps import store
 from studies.conversion import ConversionConfig, load_or_convert
 from studies.data import calibrated, load_dataset, test_batches
-from studies.stats import mean_ci
 from studies.sweeps.config import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
 from xbar.convert import crossbar_layers
@@ -80,13 +79,19 @@ def _model(blob_hash: str, blob: bytes) -> nn.Module:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
 
 
-def ci_width_points(acc: np.ndarray) -> float:
-    """Full width of the 95% confidence interval of the mean of ``acc`` (a fraction per
-    trial), in percentage points; inf with fewer than two trials."""
-    if len(acc) < 2:
+def ci_width_points(acc: np.ndarray, n_images: int) -> float:
+    """Full width of the 95% Student-t confidence interval of the mean of ``acc`` (a
+    fraction per trial, over ``n_images`` test images), in percentage points; inf with
+    fewer than two trials.  An accuracy moves in steps of one image, so a spread below one
+    step is not resolved: the standard deviation counts as at least that of a uniform
+    rounding to the step, ``1 / (n_images sqrt(12))``.  Trials that agree exactly (a
+    calibrated chip on an easy set) then give an interval of the resolution, never the
+    zero width that would meet any target."""
+    n = len(acc)
+    if n < 2:
         return float("inf")
-    _, _, half = mean_ci(xr.DataArray(acc, dims="trial"))
-    return 200 * float(half)
+    sd = max(float(np.std(acc, ddof=1)), 1 / (n_images * 12**0.5))
+    return 200 * float(stats.t.ppf(0.975, n - 1)) * sd / n**0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +141,7 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
         if task.ci_width is None or n + task.trials > task.capacity:
             break
         final = np.concatenate([b.accuracy.values[:, -1] for b in blocks])
-        if ci_width_points(final) <= task.ci_width:
+        if ci_width_points(final, sum(len(y) for _, y in batches)) <= task.ci_width:
             break
     return _pad(blocks, task, time.perf_counter() - start)
 
