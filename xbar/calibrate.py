@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from xbar.checks import check_batch, model_dtype
+from xbar.checks import check_batch, check_count, model_dtype
 from xbar.convert import analog_layers
 from xbar.neurons import reset_state
 from xbar.stepping import Stepper, check_steppable
@@ -43,8 +43,7 @@ def calibrate(hw: nn.Module, x, timesteps: int, *,
     input per sample, as :func:`xbar.simulate` takes them), run for ``timesteps`` steps
     with ``encoder`` (default: ``x`` at every step).  A few dozen samples suffice
     (:data:`CALIBRATION_SAMPLES`).  Returns ``hw``, calibrated in place."""
-    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
-        raise ValueError(f"calibrate: timesteps = {timesteps!r} is not allowed: must be an integer >= 1")
+    check_count("calibrate", "timesteps", timesteps)
     pending = awaiting(hw)
     if not pending:
         raise ValueError("calibrate: hw has no crossbar layer waiting for a calibration from data "

@@ -14,6 +14,12 @@ import torch.nn as nn
 _FLOATS = (torch.float32, torch.float64)
 
 
+def check_count(who: str, name: str, value) -> None:
+    """``value`` must be an integer >= 1 (timesteps, trials): a ValueError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{who}: {name} = {value!r} is not allowed: must be an integer >= 1")
+
+
 def model_dtype(model: nn.Module, who: str) -> torch.dtype:
     """The floating dtype of ``model``'s parameters and buffers; float16/bfloat16 refused."""
     dtypes = {t.dtype for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()}

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xbar.checks import model_dtype
+from xbar.checks import check_count, model_dtype
 from xbar.layers import AnalogConv2d, AnalogLinear, _Analog, _conv_padding
 from xbar.neurons import reset_state
 from xbar.spec import Spec
@@ -156,8 +156,7 @@ def _check(model: nn.Module, spec: Spec, seed: int, trials: int) -> None:
         raise TypeError(f"convert: spec must be an xbar.Spec, got {type(spec).__name__}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"convert: seed = {seed!r} is not allowed: must be an integer >= 0")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise ValueError(f"convert: trials = {trials!r} is not allowed: must be an integer >= 1")
+    check_count("convert", "trials", trials)
     check_steppable(model, "convert")
     model_dtype(model, "convert")
 

@@ -50,7 +50,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from xbar.checks import batches as checked_batches
-from xbar.checks import check_step_output, model_dtype
+from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.convert import analog_layers
 from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
@@ -224,8 +224,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     Returns an ``xarray.Dataset`` with dims ``trial``, ``timestep`` (1..T) and ``layer``
     and the variables listed in this module's docstring; ``attrs`` holds the spec.
     """
-    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
-        raise ValueError(f"simulate: timesteps = {timesteps!r} is not allowed: must be an integer >= 1")
+    check_count("simulate", "timesteps", timesteps)
     if readout not in READOUTS:
         raise ValueError(f"simulate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
     layers = analog_layers(hw)
