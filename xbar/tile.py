@@ -18,8 +18,8 @@ is ``rho`` times the overlap of the two reads' drives.
 
 Calibration (``Spec.calibration``): after programming (and drift to ``t_inference``),
 the chip reads known inputs, and each tile's outputs get a digital offset (what they read
-with every input off) and gain (the least-squares slope of the reads against the ideal
-products of the same inputs), per output and per tile-row (before the tile-rows' partial
+with every input off) and gain (the least-squares gain that brings the reads closest to
+the ideal products of the same inputs, :func:`_gain`), per output and per tile-row (before the tile-rows' partial
 sums are added).  The fit sees the chip's own
 noisy, quantized reads (drawn from the programming's generator, so the read-noise
 stream of the inference is untouched).  The gain folds into the stored matrices or the
@@ -397,8 +397,8 @@ class ProgrammedMatrix(nn.Module):
 
     def fit_calibration(self, x: torch.Tensor, gen: torch.Generator | None = None) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
-        tile-row, a digital offset (minus the read with every input off) and gain (the
-        least-squares slope of the reads against the ideal products, :func:`_gain`); both
+        tile-row, a digital offset (minus the mean read with every input off) and gain (the
+        least-squares gain of the reads onto the ideal products, :func:`_gain`); both
         folded into the read (see the module docstring).
         The reads' noise comes from ``gen`` (default: the programming's generator), never
         from the inference's read-noise stream."""
