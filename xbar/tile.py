@@ -137,6 +137,8 @@ class ProgrammedMatrix(nn.Module):
         # Analog subtraction: each pair's currents are subtracted before one signed ADC.
         self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None
         self.register_buffer("read_tiles", keep[0::2] // self.cols if self.analog_pairs else keep // self.cols)
+        # The tile (column block) of each output.
+        self.register_buffer("output_tiles", torch.arange(self.shape[1], device=w.device) // self.outputs_per_tile)
         # One product over all tile-rows, unless each tile-row is read on its own: by its
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
@@ -249,9 +251,8 @@ class ProgrammedMatrix(nn.Module):
         if i_fs is None:
             fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype)
         else:
-            block = torch.arange(self.shape[1]) // self.outputs_per_tile
             # Digital side: codes -> amperes -> weight units, per output and tile-row.
-            fs = (i_fs[..., block] / top_code(spec.adc_bits, spec.adc_signed)
+            fs = (i_fs[..., self.output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
                   * (w_per_siemens * spec.input_range / spec.v_read))
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
@@ -364,7 +365,6 @@ class ProgrammedMatrix(nn.Module):
         instead of the worst case: fewer codes go to currents that never come."""
         u = (self._by_tile_row(x) @ self.g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
         tile_of = self.read_tiles  # the tile (column block) of each read column
-        out_tile = torch.arange(self.shape[1], device=x.device) // self.outputs_per_tile
         for c in range(self.n_c):
             cols = (tile_of == c).nonzero().squeeze(1)
             level = torch.quantile(u[..., cols].flatten(2).double(), self.spec.adc_percentile / 100, dim=-1)
@@ -372,7 +372,7 @@ class ProgrammedMatrix(nn.Module):
             self.g_read[..., cols] /= level[..., None, None]
             if self.s2_read is not None:
                 self.s2_read[..., cols] /= level[..., None, None] ** 2
-            self.out_fs[..., out_tile == c] *= level[..., None, None]
+            self.out_fs[..., self.output_tiles == c] *= level[..., None, None]
 
     def _calibration_vectors(self, gen: torch.Generator) -> torch.Tensor:
         """Known inputs ``(K, CAL_VECTORS, in)``: binary, at full scale (exact on any DAC), each
@@ -418,7 +418,7 @@ class ProgrammedMatrix(nn.Module):
         # All inputs off, averaged over a few reads (noise): the offset.
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
         lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
-        gain = _gain(y - y0, t, lsb, self.outputs_per_tile)
+        gain = _gain(y - y0, t, lsb, self.output_tiles)
         offset = -gain * y0.squeeze(2)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
@@ -452,7 +452,7 @@ def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tens
 
 
 def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
-          per_tile: int | None = None) -> torch.Tensor:
+          tile_of: torch.Tensor | None = None) -> torch.Tensor:
     """The digital gain ``g`` ``(K, n_r, out)`` for offset-free reads ``y`` of ideal
     products ``t`` (vectors on axis 2): the least-squares ``g`` of ``t ~ g y`` through the
     origin, ``sum(t y) / sum(y^2)``, the gain that brings the calibration reads closest to
@@ -470,7 +470,8 @@ def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
     :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
     units of ``t``): below, its reads are mostly rounding (a sparse output whose products
     fall within one code reads 0 whatever they are).  Such an output takes the gain of its
-    tile (``per_tile`` outputs side by side), fitted over all the tile's outputs, when
+    tile (``tile_of``: the tile of each output; default one tile), fitted over all the
+    tile's outputs, when
     those span enough codes together: a tile's columns share its wires, so their
     attenuations are alike, and an output left at gain 1 beside corrected neighbours would
     be scaled unlike them (measured: that mismatch between the classes of an output layer
@@ -485,17 +486,15 @@ def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
     if lsb is None:
         return torch.where(has, fit(ty, yy), torch.ones_like(tt))
     own = has & (tt >= (RESOLVED_CODES * lsb) ** 2)
-    k, n_r, out = tt.shape
-    n = per_tile or out
+    if tile_of is None:
+        tile_of = torch.zeros(tt.shape[-1], dtype=torch.long, device=tt.device)
+    n_tiles = int(tile_of.max()) + 1
 
     def tiles(a):  # (K, n_r, out) -> sums over each tile's outputs (K, n_r, tiles)
-        return torch.nn.functional.pad(a, (0, -out % n)).reshape(k, n_r, -1, n).sum(-1)
+        return a.new_zeros(*a.shape[:-1], n_tiles).index_add_(-1, tile_of, a)
 
-    def back(a):  # per tile -> per output
-        return a.repeat_interleave(n, -1)[..., :out]
-
-    pooled_ok = tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2)
-    shared = torch.where(back(pooled_ok) & has, back(fit(tiles(ty), tiles(yy))), torch.ones_like(tt))
+    pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]
+    shared = torch.where(pooled_ok & has, fit(tiles(ty), tiles(yy))[..., tile_of], torch.ones_like(tt))
     return torch.where(own, fit(ty, yy), shared)
 
 
