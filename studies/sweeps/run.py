@@ -26,13 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy import stats
 from tqdm.auto import tqdm
 
 import xbar
 from studies.sweeps import store
 from studies.conversion import ConversionConfig, load_or_convert
 from studies.data import calibrated, load_dataset, test_batches
+from studies.stats import t_quantile
 from studies.sweeps.config import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
 from xbar.convert import crossbar_layers
@@ -91,7 +91,7 @@ def ci_width_points(acc: np.ndarray, n_images: int) -> float:
     if n < 2:
         return float("inf")
     sd = max(float(np.std(acc, ddof=1)), 1 / (n_images * 12**0.5))
-    return 200 * float(stats.t.ppf(0.975, n - 1)) * sd / n**0.5
+    return 200 * float(t_quantile(n)) * sd / n**0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,6 +131,7 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     torch.set_num_threads(1)
     model = _model(hashlib.sha256(model_blob).hexdigest(), model_blob)
     batches = _batches(task.dataset, task.n_test, task.batch_size)
+    n_images = sum(len(y) for _, y in batches)
     blocks = []
     while True:
         hw = xbar.convert(model, task.spec, seed=block_seed(task.seed, len(blocks)), trials=task.trials)
@@ -141,7 +142,7 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
         if task.ci_width is None or n + task.trials > task.capacity:
             break
         final = np.concatenate([b.accuracy.values[:, -1] for b in blocks])
-        if ci_width_points(final, sum(len(y) for _, y in batches)) <= task.ci_width:
+        if ci_width_points(final, n_images) <= task.ci_width:
             break
     return _pad(blocks, task, time.perf_counter() - start)
 
