@@ -132,8 +132,8 @@ def test_simulate_rejects_bad_input(digits_mlp):
 def test_accuracy_falls_with_tile_size_under_ir_drop(mnist_conv):
     """Longer wires, larger IR drop: on raw RRAM crossbars (up to 225 uS) with 2.5 ohm per
     cell, the error of one read grows with the tile size and 128x128 tiles lose accuracy
-    that 16x16 tiles keep; with ideal wires the same 128x128 tiles keep it, and a per-tile
-    calibration from data wins back much of it (the loss is mostly a systematic
+    that 16x16 tiles keep; with ideal wires the same 128x128 tiles keep it, and so does a
+    per-tile calibration from data, within 2 points (the loss is mostly a systematic
     attenuation; docs/hardware.md#ir-drop-and-tile-size)."""
     model, _, data, config = mnist_conv
     rram = presets["rram_hfo2"]
@@ -149,4 +149,4 @@ def test_accuracy_falls_with_tile_size_under_ir_drop(mnist_conv):
     assert acc[128] < acc_ideal_wires - 0.03, (acc, acc_ideal_wires)
     cal = xbar.Spec(tile=(128, 128), device=rram, **{**wires, "calibration": "data"})
     acc_calibrated = float(_run(model, data, cal, n=300, t=config.timesteps).accuracy.isel(timestep=-1).mean())
-    assert acc_calibrated > acc[128] + 0.03, (acc, acc_calibrated)
+    assert acc_calibrated > acc[128] + 0.03 and acc_calibrated > acc_ideal_wires - 0.02, (acc, acc_calibrated)
