@@ -74,7 +74,7 @@ def main() -> None:
             if spec is None:
                 nets[name] = model
             else:  # programmed, then calibrated on training images as the studies do
-                nets[name] = calibrated(xbar.convert(model, spec, seed=0), data, args.timesteps)
+                nets[name] = calibrated(xbar.convert(model, spec, seed=0), model, data, args.timesteps)
             setup[name] = time.perf_counter() - start
         runs = {name: lambda net=net: run_snn(net, x, args.timesteps) for name, net in nets.items()}
         full_name = "+ 6-bit ADC (full: variation, read noise, ADC)"

@@ -79,7 +79,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     data = load_dataset(config.dataset)
     model, info = load_or_train(config.train_config(), progress=progress, data=data)
     hw = calibrated(xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials),
-                    data, config.timesteps)
+                    model, data, config.timesteps)
     batches = test_batches(data, config.n_test, config.batch_size)
     attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])

@@ -235,7 +235,7 @@ def _one_cell(model, config: TimestepStudyConfig, name: str, tile, data: Dataset
     t0 = time.perf_counter()
     hw = xbar.convert(model, config.spec(tile), seed=programming_seed(config.seed, name, tile),
                       trials=config.trials)
-    calibrated(hw, data, run_timesteps)
+    calibrated(hw, model, data, run_timesteps)
     t1 = time.perf_counter()
     with torch.no_grad():
         ds = xbar.simulate(hw, model, batches, run_timesteps, progress=progress)

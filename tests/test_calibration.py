@@ -376,7 +376,7 @@ def test_a_calibrated_network_with_a_uniform_attenuation_is_the_ideal_network():
     model = _small_snn()
     x, y = rand(20, 64, 16), torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(21))
     spec = xbar.Spec.ideal(tile=(8, 8), device=uniform_drift(0.2), t_inference=100.0)
-    hw = xbar.calibrate(xbar.convert(model, spec, seed=0, trials=2), rand(22, 16, 16), timesteps=4)
+    hw = xbar.calibrate(xbar.convert(model, spec, seed=0, trials=2), model, rand(22, 16, 16), timesteps=4)
     ds = xbar.simulate(hw, model, (x, y), 4, progress=False)
     assert float(ds.read_error.max()) < 1e-9
     assert float(ds.spike_mismatch.sel(layer="0").max()) == 0
@@ -394,6 +394,42 @@ def test_simulate_calibrates_on_its_data_once():
     first = xbar.simulate(hw, model, (x, y), 3, progress=False)
     assert all(m.matrix.calibrated for m in (hw[0], hw[2]))
     with pytest.raises(ValueError, match="no crossbar layer waiting"):
-        xbar.calibrate(hw, x[:8], 3)
+        xbar.calibrate(hw, model, x[:8], 3)
     again = xbar.simulate(hw, model, (x, y), 3, progress=False)  # same calibration, same reads
     np.testing.assert_array_equal(first.read_error.values, again.read_error.values)
+
+
+def test_a_calibration_batch_of_one_class_is_warned_about():
+    """A batch on which the model predicts fewer than half of its classes (here: inputs all
+    zero, so every sample reads the same bias) is warned about, with the counts; a batch
+    spanning the classes is not."""
+    import warnings
+
+    model = _small_snn()
+    spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"], adc_bits=6, input_range=4.0)
+    with pytest.warns(UserWarning, match=r"predicts only 1 of its 4 classes \(counts"):
+        xbar.calibrate(xbar.convert(model, spec, seed=0), model, torch.zeros(16, 16, dtype=torch.double), 3)
+    with torch.no_grad():
+        model[2].bias.zero_()  # the classes then follow the inputs
+        x = rand(24, 64, 16) * 4  # within the DAC's range [0, input_range]
+        total = sum(model(x) for _ in range(3))
+    assert len(total.argmax(-1).unique()) >= 2  # the premise: this batch spans classes
+    model[1].reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xbar.calibrate(xbar.convert(model, spec, seed=0), model, x, 3)
+
+
+def test_the_studies_calibration_batch_holds_every_class_alike():
+    """The training sets are stored by class; the calibration batch takes the classes in
+    turn (at most one sample more of one class than of another), distinct training images."""
+    from studies.data import calibration_inputs, load_dataset
+    from xbar.calibrate import CALIBRATION_SAMPLES
+
+    for name in ("mnist5k", "digits"):
+        data = load_dataset(name)
+        x = calibration_inputs(data)
+        index = [int(((data.x_train - xi).abs().flatten(1).sum(1) == 0).nonzero()[0]) for xi in x]
+        counts = np.bincount(data.y_train[index].numpy(), minlength=data.n_classes)
+        assert len(set(index)) == len(x) == CALIBRATION_SAMPLES
+        assert counts.min() >= CALIBRATION_SAMPLES // data.n_classes and counts.max() - counts.min() <= 1

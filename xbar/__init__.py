@@ -2,7 +2,7 @@
 
     spec  = xbar.Spec(tile=(64, 64), device=devices.presets["pcm"], adc_bits=6)
     hw    = xbar.convert(trained_snn, spec, seed=0)
-    xbar.calibrate(hw, x_train[:64], timesteps=8)                 # per-tile gain and offset
+    xbar.calibrate(hw, trained_snn, x_train[:64], timesteps=8)    # per-tile gain and offset
     trace = xbar.simulate(hw, trained_snn, loader, timesteps=8)   # -> xarray.Dataset
 """
 

@@ -9,11 +9,16 @@ in inference.  Measured against known random vectors (``"vectors"``), whose stat
 are not the network's: docs/hardware.md#calibration.
 
 Only the inputs are used, never labels, and the inference's read-noise stream is not
-touched (the fits draw from each programming's own generator).
+touched (the fits draw from each programming's own generator).  The batch must be a fair
+sample of the data: the first samples of a dataset stored by class are all one class, and
+a calibration fitted on one class misreads the others (measured: 5 points lost against the
+raw chip, docs/hardware.md#calibration).  The model's own predictions on the batch show
+it, and a batch on which the model predicts fewer than half of its classes is warned about.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -22,7 +27,7 @@ import torch.nn as nn
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.convert import analog_layers
 from xbar.neurons import reset_state
-from xbar.stepping import Stepper, check_steppable
+from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
 from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ
 
 # Samples of a calibration batch, by default: enough for a fit whose error is small
@@ -35,15 +40,20 @@ def awaiting(hw: nn.Module) -> list:
     return [m.matrix for _, m in analog_layers(hw) if m.matrix.awaits_data]
 
 
-def calibrate(hw: nn.Module, x, timesteps: int, *,
+def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-              reset: Callable[[nn.Module], None] = reset_state) -> nn.Module:
-    """Calibrate the crossbar layers of ``hw`` (from :func:`xbar.convert` with
-    ``Spec(calibration="data")``) on the inputs ``x`` ``[samples, ...]`` (one timestep's
-    input per sample, as :func:`xbar.simulate` takes them), run for ``timesteps`` steps
-    with ``encoder`` (default: ``x`` at every step).  A few dozen samples suffice
-    (:data:`CALIBRATION_SAMPLES`).  Returns ``hw``, calibrated in place."""
+              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum") -> nn.Module:
+    """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
+    :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
+    ``[samples, ...]`` (one timestep's input per sample, as :func:`xbar.simulate` takes
+    them; a fair sample of the data, every class in it), run for ``timesteps`` steps with
+    ``encoder`` (default: ``x`` at every step).  A few dozen samples suffice
+    (:data:`CALIBRATION_SAMPLES`).  ``model`` is run on the same batch (``readout`` as in
+    :func:`xbar.simulate`) to check that it covers the classes.  Returns ``hw``,
+    calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
+    if readout not in READOUTS:
+        raise ValueError(f"calibrate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
     pending = awaiting(hw)
     if not pending:
         raise ValueError("calibrate: hw has no crossbar layer waiting for a calibration from data "
@@ -60,6 +70,7 @@ def calibrate(hw: nn.Module, x, timesteps: int, *,
     hw.eval()
     try:
         with torch.no_grad():
+            _check_classes(model, x, timesteps, encoder, reset, readout)
             while pending:
                 order = _record_pass(step, pending, x, timesteps, encoder, k)
                 first = order[0]
@@ -73,6 +84,29 @@ def calibrate(hw: nn.Module, x, timesteps: int, *,
             m.matrix.reset_read_noise()
         hw.train(was_training)
     return hw
+
+
+def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, readout: str) -> None:
+    """Warn when ``model`` predicts fewer than half of its classes on the batch ``x``."""
+    was_training = model.training
+    model.eval()
+    step = Stepper(model, reset)
+    try:
+        step.reset()
+        acc = None
+        for t in range(timesteps):
+            acc = readout_step(acc, step(encoder(x, t)), readout)
+    finally:
+        step.reset()
+        model.train(was_training)
+    classes = acc.reshape(len(x), -1).shape[-1]
+    counts = torch.bincount(acc.reshape(len(x), -1).argmax(-1), minlength=classes)
+    seen = int((counts > 0).sum())
+    if classes > 1 and 2 * seen < classes:
+        warnings.warn(f"calibrate: on the {len(x)} calibration samples the model predicts only {seen} "
+                      f"of its {classes} classes (counts {counts.tolist()}): a calibration fitted on "
+                      "them may misread the others. Calibrate on a shuffled sample of the data, every "
+                      "class in it (a dataset stored by class starts with one class)", stacklevel=3)
 
 
 def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, encoder, k: int) -> list:

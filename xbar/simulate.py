@@ -54,9 +54,8 @@ from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.convert import analog_layers
 from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
-from xbar.stepping import Stepper, check_steppable
+from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
 
-READOUTS = ("sum", "max", "last")
 
 
 @dataclass
@@ -134,12 +133,6 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
     if never:
         raise ValueError(f"simulate: the model's forward never calls its layers {never}")
     return _match_neurons(order, neuron_names, layer_names)
-
-
-def _readout(acc, out: torch.Tensor, how: str) -> torch.Tensor:
-    if acc is None or how == "last":
-        return out
-    return acc + out if how == "sum" else torch.maximum(acc, out)
 
 
 class _RangeWatch:
@@ -259,7 +252,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
             raise ValueError("simulate: data yielded no samples")
         x0 = first[0].to(dev)
         if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
-            calibrate(hw, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset)
+            calibrate(hw, model, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset,
+                      readout=readout)
         neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)
@@ -291,8 +285,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
                         _check_all_called(captured, names)
                     check_step_output(out_i, b, y, ideal_step.mode)
                     _step_metrics(acc, flags, t, names, neurons, captured, thresholds, k)
-                    read_i = _readout(read_i, out_i, readout)
-                    read_a = _readout(read_a, out_a, readout)
+                    read_i = readout_step(read_i, out_i, readout)
+                    read_a = readout_step(read_a, out_a, readout)
                     correct_ideal[t] += float((read_i.argmax(-1) == y).sum())
                     pred_a = read_a.reshape(k, b, -1).argmax(-1)
                     correct[:, t] += (pred_a == y.unsqueeze(0)).sum(1).double().cpu().numpy()

@@ -47,6 +47,18 @@ def step_mode(model: nn.Module) -> str:
     return "state" if "state" in params else "single"
 
 
+# How the outputs of steps 1..t give the prediction at step t (xbar.simulate's readout).
+READOUTS = ("sum", "max", "last")
+
+
+def readout_step(acc: torch.Tensor | None, out: torch.Tensor, how: str) -> torch.Tensor:
+    """The readout after one more step: ``acc`` (``None`` before the first) and the
+    step's output ``out`` combined as ``how`` says (one of :data:`READOUTS`)."""
+    if acc is None or how == "last":
+        return out
+    return acc + out if how == "sum" else torch.maximum(acc, out)
+
+
 def first_output(out):
     """The step's output: the first element of a tuple (snntorch's ``(spk, mem)``)."""
     return out[0] if isinstance(out, (tuple, list)) and out else out

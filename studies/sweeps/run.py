@@ -70,8 +70,8 @@ def _batches(dataset: str, n_test: int | None, batch_size: int) -> list[tuple]:
     return test_batches(load_dataset(dataset), n_test, batch_size)
 
 
-def _calibrated(hw, dataset: str, timesteps: int):
-    return calibrated(hw, load_dataset(dataset), timesteps)
+def _calibrated(hw, model, dataset: str, timesteps: int):
+    return calibrated(hw, model, load_dataset(dataset), timesteps)
 
 
 @functools.lru_cache(maxsize=4)
@@ -135,7 +135,7 @@ def run_point(task: PointTask, model_blob: bytes) -> dict[str, np.ndarray]:
     blocks = []
     while True:
         hw = xbar.convert(model, task.spec, seed=block_seed(task.seed, len(blocks)), trials=task.trials)
-        _calibrated(hw, task.dataset, task.timesteps)
+        _calibrated(hw, model, task.dataset, task.timesteps)
         with torch.no_grad():
             blocks.append(xbar.simulate(hw, model, batches, task.timesteps, progress=False))
         n = task.trials * len(blocks)
