@@ -24,7 +24,7 @@ from rich.table import Table
 
 import xbar
 from devices import presets
-from studies.data import load_dataset
+from studies.data import calibration_inputs, class_round_robin, load_dataset
 
 TILES = (32, 64, 128)
 WIRES = (0.35, 1.0, 2.5)
@@ -37,10 +37,11 @@ TRIALS = 3
 def _inputs(seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer kind, (calibration inputs, test inputs)."""
     data = load_dataset("mnist5k")
-    images = data.x_train.flatten(1).double()
+    images = calibration_inputs(data).flatten(1).double()  # training images, every class
+    tests = data.x_test[class_round_robin(data.y_test)[:256]].flatten(1).double()
     gen = torch.Generator().manual_seed(seed)
     spikes = (torch.rand(320, 256, generator=gen, dtype=torch.float64) < 0.15).double()
-    return {"first layer, images (784 -> 256)": (images[:64], data.x_test.flatten(1).double()[:256]),
+    return {"first layer, images (784 -> 256)": (images, tests),
             "hidden layer, 15% spikes (256 -> 256)": (spikes[:64], spikes[64:])}
 
 

@@ -80,7 +80,7 @@ def summary_tables(ds) -> list[Table]:
 @click.option("--trials", type=int, default=5, show_default=True, help="Monte Carlo programmings.")
 @click.option("--timesteps", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
+@click.option("--n-test", type=int, default=None, help="Use N test images, the classes in turn (default: all).")
 @click.option("--r-wire", type=float, default=R_WIRE_AIHWKIT, show_default=True,
               help="Wire resistance per cell (ohm), wordlines and bitlines: exact IR drop; "
                    "0 for ideal wires.  Default: IBM aihwkit's.")
@@ -225,7 +225,7 @@ def time_table(ds) -> Table:
               help="Levels of the conversion-aware (QCFS, 4-bit weights) network; 0 leaves it out.")
 @click.option("--qcfs-timesteps", type=int, default=32, show_default=True,
               help="Steps the conversion-aware network runs.")
-@click.option("--n-test", type=int, default=None, help="Use the first N test images (default: all).")
+@click.option("--n-test", type=int, default=None, help="Use N test images, the classes in turn (default: all).")
 @click.option("--train-epochs", type=int, default=15, show_default=True,
               help="Epochs of surrogate-gradient training.")
 @click.option("--ann-epochs", type=int, default=10, show_default=True,

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devices import validation as v
-from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
+from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
 from studies.models import LIF
 from studies.train import cache_dir, config_key, evaluate, fit, load_cached, save_cached
 
@@ -348,7 +348,10 @@ def load_or_convert(config: ConversionConfig, timesteps: int | None = 32, progre
         save_cached(path, config, ann, {"config": asdict(config)})
     cached = saved is not None
     ann.eval()
-    snn = convert_ann(ann, data.x_train[: config.calibration], config.percentile, config.init)
+    # The activation scales from training images of every class in turn: the training sets
+    # are stored by class, so the first 1,000 of mnist5k are the digits 0, 1 and 2 only.
+    snn = convert_ann(ann, data.x_train[class_round_robin(data.y_train)[: config.calibration]],
+                      config.percentile, config.init)
     info = {"config": asdict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),
             "snn_test_accuracy": (None if timesteps is None
                                   else evaluate(snn, data.x_test, data.y_test, timesteps)),

@@ -98,8 +98,11 @@ def load_digits() -> Dataset:
 
 
 def test_batches(data: Dataset, n_test: int | None, batch_size: int) -> list[tuple]:
-    """The first ``n_test`` test images (all with None) as ``(x, y)`` batches."""
-    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    """``n_test`` test images (all with None) as ``(x, y)`` batches, the classes in turn
+    (:func:`class_round_robin`): the test sets are stored by class, so the first 500 of
+    mnist5k would be the digits 0 to 4 only."""
+    order = class_round_robin(data.y_test)[:n_test]
+    x, y = data.x_test[order], data.y_test[order]
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
@@ -112,10 +115,10 @@ def calibration_inputs(data: Dataset) -> torch.Tensor:
     surrogate T=16 MLP on 128x128 tiles lost 5 points against the raw chip)."""
     from xbar.calibrate import CALIBRATION_SAMPLES
 
-    return data.x_train[_class_round_robin(data.y_train)[:CALIBRATION_SAMPLES]]
+    return data.x_train[class_round_robin(data.y_train)[:CALIBRATION_SAMPLES]]
 
 
-def _class_round_robin(y: torch.Tensor) -> torch.Tensor:
+def class_round_robin(y: torch.Tensor) -> torch.Tensor:
     """Indices of ``y`` in a random order (fixed seed) rearranged so that the classes take
     turns: the first of each class, then the second of each, and so on."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(_SPLIT_SEED))
