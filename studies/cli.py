@@ -88,7 +88,7 @@ def summary_tables(ds) -> list[Table]:
 @click.option("--r-sink", type=float, default=0.0, show_default=True, help="Sense-amplifier resistance (ohm).")
 @click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
               help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
-                   "the first training images (data) or of random known vectors; none: the raw hardware.")
+                   "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
           r_wire, r_source, r_sink, calibration) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
@@ -208,7 +208,7 @@ def time_table(ds) -> Table:
                    "white, drawn at every read).  Default: the preset's.")
 @click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
               help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
-                   "the first training images (data) or of random known vectors; none: the raw hardware.")
+                   "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
 @click.option("--tiles", default="32,64,128", show_default=True,
               help="Tile sizes, comma-separated: N for NxN, or ROWSxCOLS.")
 @click.option("--mapping", type=click.Choice(SCHEMES), default="differential", show_default=True)

@@ -75,3 +75,22 @@ def test_malformed_folders_are_refused_by_name(tmp_path):
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(FileNotFoundError, match="data_batch_1 is missing"):
         load_dataset(str(tmp_path / "d"))
+
+
+def test_subsets_of_a_dataset_stored_by_class_take_the_classes_in_turn():
+    """The embedded sets are stored by class: a test subset (``--n-test``) and the
+    conversion's activation sample take every class alike, from a permutation of the
+    whole split (nothing repeated, nothing lost)."""
+    import torch
+
+    from studies.data import class_round_robin, test_batches
+
+    data = load_dataset("mnist5k")
+    assert (data.y_test[:100] == 0).all()  # the premise: stored by class
+    order = class_round_robin(data.y_train)
+    assert torch.equal(order.sort().values, torch.arange(len(data.y_train)))
+    assert (np.bincount(data.y_train[order[:1000]].numpy()) == 100).all()
+    (x, y), = test_batches(data, 500, 500)
+    assert (np.bincount(y.numpy(), minlength=10) == 50).all()
+    assert all(bool((data.x_test == xi).flatten(1).all(1).any()) for xi in x[:20])
+    assert sum(len(b[1]) for b in test_batches(data, None, 300)) == len(data.y_test)
