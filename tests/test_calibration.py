@@ -76,6 +76,23 @@ def test_an_unresolved_output_takes_its_tiles_gain():
     torch.testing.assert_close(gain[3], torch.tensor(101.0**0.05, dtype=gain.dtype), rtol=0.01, atol=0)
 
 
+def test_an_unresolved_tile_takes_its_layers_gain():
+    """Two tiles side by side (8 outputs each), uniformly drifted (0.794); every weight of
+    the second tile 1000x smaller, so neither its outputs nor the tile as a whole span the
+    codes a fit needs: they take the gain fitted over the layer, 1/0.794, not 1."""
+    lin = linear(7, 40, 16)
+    with torch.no_grad():
+        lin.weight[8:] *= 1e-3
+    spec = xbar.Spec.ideal(tile=(64, 16), adc_bits=8, device=uniform_drift(), t_inference=100.0,
+                           calibration="vectors")
+    raw = xbar.AnalogLinear(lin, spec.replace(calibration=None)).matrix
+    m = xbar.AnalogLinear(lin, spec).matrix
+    assert m.n_c == 2
+    gain = (m.out_fs / raw.out_fs)[0, 0, 0]
+    torch.testing.assert_close(gain[8:], torch.full((8,), 101.0**0.05, dtype=gain.dtype), rtol=0.01, atol=0)
+    torch.testing.assert_close(gain[:8], torch.full((8,), 101.0**0.05, dtype=gain.dtype), rtol=0.01, atol=0)
+
+
 @pytest.mark.parametrize("calibration", [None, "vectors"])
 def test_adc_rounding_error_is_lsb_squared_over_twelve(calibration):
     """Continuous inputs on an ideal device: each column's rounding error is uniform over one
