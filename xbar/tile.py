@@ -476,10 +476,11 @@ def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
     neighbours would be scaled unlike them (measured: that mismatch between the classes of
     an output layer cost 8 points).  Where the tile does not resolve either, the output
     takes the gain fitted over every tile of the layer (all tiles are the same circuit),
-    when the layer resolves: sparse inputs leave most tile-rows under 4 codes, and a layer
-    whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3 points
-    against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with the
-    layer's gain it gained 1.8.  Outputs with no products keep gain 1."""
+    when the products that carry that fit (weighted by their square, as the fit weighs
+    them) span enough codes: sparse inputs leave most tile-rows under 4 codes, and a
+    layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
+    points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
+    the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
     tt, ty, yy = (t * t).mean(2), (t * y).mean(2), (y * y).mean(2)
     has = (tt > 0) & (yy > 0)
 
@@ -499,7 +500,10 @@ def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
     def layer(a):  # (K, n_r, out) -> sums over every tile of the layer, (K, 1, 1)
         return a.sum((1, 2), keepdim=True)
 
-    layer_ok = layer(tt) >= RESOLVED_CODES**2 * layer(lsb**2)
+    # The layer's fit weighs each read by its product squared, so it rests on the large
+    # products: resolved when those (the t^2-weighted mean square, in codes) span enough.
+    c2, c4 = tt / lsb**2, (t**4).mean(2) / lsb**4
+    layer_ok = layer(c4) >= RESOLVED_CODES**2 * layer(c2)
     fallback = torch.where(layer_ok & has, fit(layer(ty), layer(yy)).expand_as(tt), torch.ones_like(tt))
     pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]
     shared = torch.where(pooled_ok & has, fit(tiles(ty), tiles(yy))[..., tile_of], fallback)
