@@ -424,8 +424,12 @@ def test_a_calibration_batch_of_one_class_is_warned_about():
 
     model = _small_snn()
     spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"], adc_bits=6, input_range=4.0)
-    with pytest.warns(UserWarning, match=r"predicts only 1 of its 4 classes \(counts"):
+    with pytest.warns(UserWarning, match=r"the model predicts only 1 of the model's 4 classes \(counts"):
         xbar.calibrate(xbar.convert(model, spec, seed=0), model, torch.zeros(16, 16, dtype=torch.double), 3)
+    y = torch.zeros(16, dtype=torch.long)  # labels of one class: simulate checks the labels
+    with pytest.warns(UserWarning, match=r"the labels hold only 1 of the model's 4 classes"):
+        xbar.simulate(xbar.convert(model, spec, seed=0), model, (rand(25, 16, 16) * 4, y), 3, progress=False)
+    model[1].reset()
     with torch.no_grad():
         model[2].bias.zero_()  # the classes then follow the inputs
         x = rand(24, 64, 16) * 4  # within the DAC's range [0, input_range]

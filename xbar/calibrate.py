@@ -42,15 +42,17 @@ def awaiting(hw: nn.Module) -> list:
 
 def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum") -> nn.Module:
+              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
+              labels: torch.Tensor | None = None) -> nn.Module:
     """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
     :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
     ``[samples, ...]`` (one timestep's input per sample, as :func:`xbar.simulate` takes
     them; a fair sample of the data, every class in it), run for ``timesteps`` steps with
     ``encoder`` (default: ``x`` at every step).  A few dozen samples suffice
     (:data:`CALIBRATION_SAMPLES`).  ``model`` is run on the same batch (``readout`` as in
-    :func:`xbar.simulate`) to check that it covers the classes.  Returns ``hw``,
-    calibrated in place."""
+    :func:`xbar.simulate`) to check that it covers the classes: by the samples' ``labels``
+    when given (never used for the fit), else by the model's predictions (an untrained
+    model predicts few classes on any batch).  Returns ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
     if readout not in READOUTS:
         raise ValueError(f"calibrate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
@@ -70,7 +72,7 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     hw.eval()
     try:
         with torch.no_grad():
-            _check_classes(model, x, timesteps, encoder, reset, readout)
+            _check_classes(model, x, timesteps, encoder, reset, readout, labels)
             while pending:
                 order = _record_pass(step, pending, x, timesteps, encoder, k)
                 first = order[0]
@@ -86,8 +88,10 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     return hw
 
 
-def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, readout: str) -> None:
-    """Warn when ``model`` predicts fewer than half of its classes on the batch ``x``."""
+def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, readout: str,
+                   labels: torch.Tensor | None) -> None:
+    """Warn when the batch ``x`` holds fewer than half of ``model``'s classes: by ``labels``
+    if given, else by the model's predictions."""
     was_training = model.training
     model.eval()
     step = Stepper(model, reset)
@@ -100,11 +104,13 @@ def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, r
         step.reset()
         model.train(was_training)
     classes = acc.reshape(len(x), -1).shape[-1]
-    counts = torch.bincount(acc.reshape(len(x), -1).argmax(-1), minlength=classes)
+    found = acc.reshape(len(x), -1).argmax(-1) if labels is None else torch.as_tensor(labels).reshape(-1)
+    counts = torch.bincount(found.long().cpu(), minlength=classes)
     seen = int((counts > 0).sum())
+    who = "the model predicts" if labels is None else "the labels hold"
     if classes > 1 and 2 * seen < classes:
-        warnings.warn(f"calibrate: on the {len(x)} calibration samples the model predicts only {seen} "
-                      f"of its {classes} classes (counts {counts.tolist()}): a calibration fitted on "
+        warnings.warn(f"calibrate: on the {len(x)} calibration samples {who} only {seen} "
+                      f"of the model's {classes} classes (counts {counts.tolist()}): a calibration fitted on "
                       "them may misread the others. Calibrate on a shuffled sample of the data, every "
                       "class in it (a dataset stored by class starts with one class)", stacklevel=3)
 

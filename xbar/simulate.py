@@ -253,7 +253,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         x0 = first[0].to(dev)
         if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
             calibrate(hw, model, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset,
-                      readout=readout)
+                      readout=readout, labels=first[1][:CALIBRATION_SAMPLES])
         neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)
