@@ -398,7 +398,12 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
         time.sleep(0.05)
     assert proc.poll() is None, "the sweep ended although its points were held"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # show what the sweep was doing, then fail
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the sweep did not exit within 60 s of Ctrl-C; it printed:\n{out}")
     assert proc.returncode == 130, out
     n = int(sweep_store.done_mask(store).sum())
     assert n == 1
