@@ -12,8 +12,9 @@ Only the inputs are used, never labels, and the inference's read-noise stream is
 touched (the fits draw from each programming's own generator).  The batch must be a fair
 sample of the data: the first samples of a dataset stored by class are all one class, and
 a calibration fitted on one class misreads the others (measured: 5 points lost against the
-raw chip, docs/hardware.md#calibration).  The model's own predictions on the batch show
-it, and a batch on which the model predicts fewer than half of its classes is warned about.
+raw chip, docs/hardware.md#calibration).  A batch holding fewer than half of the model's
+classes is warned about: by the samples' labels where the caller has them (as
+:func:`xbar.simulate` does), else by the model's own predictions on the batch.
 """
 
 from __future__ import annotations
