@@ -387,7 +387,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
 
     path = write(tmp_path, TINY)
     store = tmp_path / "held.zarr"
-    env = {**sweep_env(), HOLD_ENV: str(tmp_path / "never")}
+    env = {**sweep_env(), HOLD_ENV: str(tmp_path / "never"), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(xbar_cmd("sweep", str(path), "--store", str(store), "--workers", "2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -400,7 +400,9 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     try:
         out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # show what the sweep was doing, then fail
+    except subprocess.TimeoutExpired:  # show where the sweep was stuck (faulthandler), then fail
+        os.kill(proc.pid, signal.SIGABRT)
+        time.sleep(2)
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"the sweep did not exit within 60 s of Ctrl-C; it printed:\n{out}")

@@ -92,14 +92,14 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
 def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, readout: str,
                    labels: torch.Tensor | None) -> None:
     """Warn when the batch ``x`` holds fewer than half of ``model``'s classes: by ``labels``
-    if given, else by the model's predictions."""
+    if given (one step then tells the number of classes), else by the model's predictions."""
     was_training = model.training
     model.eval()
     step = Stepper(model, reset)
     try:
         step.reset()
         acc = None
-        for t in range(timesteps):
+        for t in range(timesteps if labels is None else 1):
             acc = readout_step(acc, step(encoder(x, t)), readout)
     finally:
         step.reset()

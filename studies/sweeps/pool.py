@@ -11,7 +11,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any, Callable, Iterable, Iterator
+import time
+from typing import Any, Callable, Iterable
 
 
 def usable_cores() -> int:
@@ -53,8 +54,10 @@ class LocalPool:
     def submit(self, fn: Callable, *args, key: str) -> cf.Future:
         return self._executor.submit(fn, *args)
 
-    def as_completed(self, futures: Iterable) -> Iterator:
-        return cf.as_completed(futures)
+    def wait_some(self, pending: set, timeout: float) -> tuple[set, set]:
+        """The futures of ``pending`` done within ``timeout`` seconds (maybe none), and the rest."""
+        done, left = cf.wait(pending, timeout, return_when=cf.FIRST_COMPLETED)
+        return set(done), set(left)
 
     def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
         if cancel:
@@ -97,10 +100,14 @@ class DaskPool:
     def submit(self, fn: Callable, *args, key: str):
         return self.client.submit(fn, *args, key=key, pure=False)
 
-    def as_completed(self, futures: Iterable) -> Iterator:
-        from distributed import as_completed
-
-        return as_completed(list(futures), loop=self.client.loop)
+    def wait_some(self, pending: set, timeout: float) -> tuple[set, set]:
+        """The futures of ``pending`` done within ``timeout`` seconds (maybe none), and the rest."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = {f for f in pending if f.done()}
+            if done or time.monotonic() >= deadline:
+                return done, set(pending) - done
+            time.sleep(0.02)
 
     def close(self, cancel: bool = False, futures: Iterable = ()) -> None:
         if cancel:

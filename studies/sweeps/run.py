@@ -11,13 +11,16 @@ b)``, so a point's first trials are the same whether or not more are added.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,23 +268,51 @@ def _task_key(task: PointTask) -> str:
     return f"xbar-point-{'-'.join(map(str, task.index))}-{task.seed}"
 
 
+# How often the main process looks for a Ctrl-C while it waits for points (seconds).
+POLL_SECONDS = 0.2
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets, in place of raising wherever the main
+    thread happens to be: :func:`_collect` checks it between points, so a point being written
+    is written whole and the interrupt is never lost inside a library's wait.  Outside the
+    main thread (no signals there) the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _collect(config: SweepConfig, pool, futures: dict, group, total: int, n_done: int,
              progress: bool) -> None:
-    """Write each point as it finishes, with a progress bar of points done and left."""
+    """Write each point as it finishes, with a progress bar of points done and left; raises
+    KeyboardInterrupt between points after a Ctrl-C or SIGTERM."""
     left = len(futures)
+    pending = set(futures)
     bar = tqdm(total=total, initial=n_done, desc="sweep", unit="point", disable=not progress,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points done"
                           "{postfix} [{elapsed} elapsed, {remaining} left, {rate_fmt}]",
                postfix=f"{left} left", smoothing=0.1)
-    with bar:
-        for future in pool.as_completed(futures):
-            task = futures[future]
-            try:
-                result = future.result()
-            except Exception as err:
-                coords = {a.key: a.values[i] for a, i in zip(config.axes, task.index)}
-                raise RuntimeError(f"point {coords} failed: {type(err).__name__}: {err}") from err
-            store.write_point(group, task.index, result)
-            left -= 1
-            bar.set_postfix_str(f"{left} left", refresh=False)
-            bar.update()
+    with bar, _stop_on_signals() as stop:
+        while pending:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            done, pending = pool.wait_some(pending, POLL_SECONDS)
+            for future in done:
+                task = futures[future]
+                try:
+                    result = future.result()
+                except Exception as err:
+                    coords = {a.key: a.values[i] for a, i in zip(config.axes, task.index)}
+                    raise RuntimeError(f"point {coords} failed: {type(err).__name__}: {err}") from err
+                store.write_point(group, task.index, result)
+                left -= 1
+                bar.set_postfix_str(f"{left} left", refresh=False)
+                bar.update()
