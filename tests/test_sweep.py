@@ -380,9 +380,11 @@ def test_report_prints_the_table_and_writes_the_figures(tmp_path, reference):
     assert missing.exit_code == 2 and "no such store" in missing.output
 
 
-def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, reference):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, reference, sig):
     """Deterministic: every point but the first waits (HOLD_ENV) until the test has seen the
-    first one done and sent Ctrl-C, so the sweep is always cut with 1 of 12 points in."""
+    first one done and sent Ctrl-C (or SIGTERM) to the sweep's process group, workers
+    included, so the sweep is always cut with 1 of 12 points in."""
     from studies.sweeps.run import HOLD_ENV
 
     path = write(tmp_path, TINY)
@@ -397,7 +399,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the sweep ended although its points were held"
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    os.killpg(proc.pid, sig)  # what a terminal sends on Ctrl-C
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:  # show where the sweep was stuck (faulthandler), then fail

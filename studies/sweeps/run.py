@@ -310,6 +310,8 @@ def _collect(config: SweepConfig, pool, futures: dict, group, total: int, n_done
                 try:
                     result = future.result()
                 except Exception as err:
+                    if stop.is_set():  # a signal to the whole process group also stopped the workers
+                        raise KeyboardInterrupt from None
                     coords = {a.key: a.values[i] for a, i in zip(config.axes, task.index)}
                     raise RuntimeError(f"point {coords} failed: {type(err).__name__}: {err}") from err
                 store.write_point(group, task.index, result)
