@@ -24,8 +24,6 @@ import argparse
 import time
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spl
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -46,36 +44,6 @@ def study_tiles(n: int) -> torch.Tensor:
     hw = xbar.convert(model, xbar.Spec.ideal(tile=(n, n), device=presets["pcm"]), seed=0)
     tiles = [m.matrix.g_tiles.reshape(-1, n, n) for m in hw.modules() if isinstance(m, (xbar.AnalogLinear, xbar.AnalogConv2d))]
     return torch.cat(tiles).double()
-
-
-def nodal_matrix(g: np.ndarray) -> sp.csc_matrix:
-    """The reference circuit's nodal matrix (wordline nodes, then bitline nodes)."""
-    R, C = g.shape
-    n = R * C
-    wl = np.arange(n).reshape(R, C)
-    bl = wl + n
-    edges = [(wl.ravel(), bl.ravel(), g.ravel()),
-             (wl[:, :-1].ravel(), wl[:, 1:].ravel(), np.full(R * (C - 1), 1 / R_WIRE)),
-             (bl[:-1, :].ravel(), bl[1:, :].ravel(), np.full((R - 1) * C, 1 / R_WIRE))]
-    rows, cols, vals = [], [], []
-    for p, q, c in edges:
-        rows += [p, q, p, q]
-        cols += [p, q, q, p]
-        vals += [c, c, -c, -c]
-    rows += [wl[:, 0], bl[-1, :]]
-    cols += [wl[:, 0], bl[-1, :]]
-    vals += [np.full(R, 1 / R_SOURCE), np.full(C, 1 / R_SINK)]
-    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(2 * n, 2 * n))
-
-
-def splu_effective(g: np.ndarray) -> np.ndarray:
-    R, C = g.shape
-    lu = spl.splu(nodal_matrix(g))
-    rhs = np.zeros((2 * R * C, R))
-    rhs[np.arange(R) * C, np.arange(R)] = 1 / R_SOURCE
-    x = lu.solve(rhs)
-    return (x[R * C + (R - 1) * C : R * C + R * C].T) / R_SINK  # current into each sense amp
 
 
 def timed(fn):
@@ -99,13 +67,13 @@ def main() -> None:
         g = study_tiles(n)
         effective_conductance(g[:2], spec)  # warm-up
         ours, t_ours = timed(lambda: effective_conductance(g, spec))
-        ref, t_ref = timed(lambda: [splu_effective(t) for t in g.numpy()])
+        kw = dict(r_wire_row=R_WIRE, r_wire_col=R_WIRE, r_source=R_SOURCE, r_sink=R_SINK)
+        ref, t_ref = timed(lambda: [spice.splu_effective(t, **kw) for t in g.numpy()])
         err = max(float(np.abs(o - r).max() / np.abs(r).max()) for o, r in zip(ours.numpy(), ref))
         assert err < 1e-9, err  # same circuit, same answer
         rate, ref_rate = len(g) / t_ours, len(g) / t_ref
         spice_rate = spice_ratio = "-"
         if n == 64 and spice.NGSPICE:
-            kw = dict(r_wire_row=R_WIRE, r_wire_col=R_WIRE, r_source=R_SOURCE, r_sink=R_SINK)
             full = int((g > 0).sum((1, 2)).argmax())  # the fullest tile
             sp_out, t_sp = timed(lambda: spice.run(g[full].numpy(), np.eye(n), **kw))
             assert np.abs(sp_out - ours[full].numpy()).max() < 1e-5 * np.abs(sp_out).max()

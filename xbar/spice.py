@@ -1,10 +1,12 @@
-"""The reference crossbar circuit as a SPICE netlist, solved by ngspice in batch mode.
+"""The references of the crossbar circuit: a SPICE netlist solved by ngspice in batch mode,
+and an independent sparse nodal solve (scipy).
 
-The circuit reference of the solver tests and of ``benchmarks/bench_ir_drop.py``, and a
+The circuit references of the solver tests and of ``benchmarks/bench_ir_drop.py``, and a
 way to hand one tile to a circuit simulator: :func:`netlist` writes the circuit of
 :mod:`xbar.crossbar` (devices as linear resistors); :func:`run` solves it for one or more
 input vectors in one ngspice process (``alter`` between operating points).  ngspice is
-not a Python dependency: ``apt-get install ngspice``.
+not a Python dependency: ``apt-get install ngspice``.  :func:`splu_effective` assembles
+the same circuit's nodal matrix and factorises it with ``scipy.sparse.linalg.splu``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spl
 
 NGSPICE = shutil.which("ngspice")
 
@@ -73,3 +77,43 @@ def run(g, v, **r) -> np.ndarray:
                            f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     currents = np.array(found).reshape(n, C)
     return currents[0] if v.ndim == 1 else currents
+
+
+def nodal_matrix(g: np.ndarray, *, r_wire_row: float, r_wire_col: float, r_source: float,
+                 r_sink: float) -> sp.csc_matrix:
+    """The circuit's nodal matrix (wordline nodes, then bitline nodes, row-major), with
+    resistive drivers and sense amplifiers (``r_source``, ``r_sink`` > 0: no fixed node)."""
+    if min(r_wire_row, r_wire_col, r_source, r_sink) <= 0:
+        raise ValueError("nodal_matrix: every resistance must be > 0 (no fixed nodes), got "
+                         f"{r_wire_row=}, {r_wire_col=}, {r_source=}, {r_sink=}")
+    g = np.asarray(g, dtype=float)
+    R, C = g.shape
+    n = R * C
+    wl = np.arange(n).reshape(R, C)
+    bl = wl + n
+    edges = [(wl.ravel(), bl.ravel(), g.ravel()),
+             (wl[:, :-1].ravel(), wl[:, 1:].ravel(), np.full(R * (C - 1), 1 / r_wire_row)),
+             (bl[:-1, :].ravel(), bl[1:, :].ravel(), np.full((R - 1) * C, 1 / r_wire_col))]
+    rows, cols, vals = [], [], []
+    for p, q, c in edges:
+        rows += [p, q, p, q]
+        cols += [p, q, q, p]
+        vals += [c, c, -c, -c]
+    rows += [wl[:, 0], bl[-1, :]]
+    cols += [wl[:, 0], bl[-1, :]]
+    vals += [np.full(R, 1 / r_source), np.full(C, 1 / r_sink)]
+    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(2 * n, 2 * n))
+
+
+def splu_effective(g: np.ndarray, rows=None, **r: float) -> np.ndarray:
+    """Rows ``rows`` (all by default) of ``G_eff`` of one tile, ``(len(rows), C)``: those
+    unit inputs solved on :func:`nodal_matrix` (``r``: the four resistances), the currents
+    into the sense amplifiers."""
+    R, C = np.shape(g)
+    rows = np.arange(R) if rows is None else np.asarray(rows)
+    lu = spl.splu(nodal_matrix(g, **r))
+    rhs = np.zeros((2 * R * C, len(rows)))
+    rhs[rows * C, np.arange(len(rows))] = 1 / r["r_source"]
+    x = lu.solve(rhs)
+    return x[R * C + (R - 1) * C:].T / r["r_sink"]
