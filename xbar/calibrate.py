@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.convert import analog_layers
+from xbar.memory import keep_freed_memory
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
 from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ
@@ -55,6 +56,7 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     when given (never used for the fit), else by the model's predictions (an untrained
     model predicts few classes on any batch).  Returns ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
+    keep_freed_memory()
     if readout not in READOUTS:
         raise ValueError(f"calibrate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
     pending = awaiting(hw)

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xbar.checks import check_count, model_dtype
+from xbar.memory import keep_freed_memory
 from xbar.layers import AnalogConv2d, AnalogLinear, _Analog, _conv_padding
 from xbar.neurons import reset_state
 from xbar.spec import Spec
@@ -188,6 +189,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1) -> 
     left digital are also named in a warning.
     """
     _check(model, spec, seed, trials)
+    keep_freed_memory()
     layers, report = _plan(model)
     _check_layers(layers, report, model)
     reset_state(model)  # neuron state may hold autograd history, which cannot be copied

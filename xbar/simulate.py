@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from xbar.checks import batches as checked_batches
 from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.convert import analog_layers
+from xbar.memory import keep_freed_memory
 from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
@@ -73,8 +74,33 @@ class _Acc:
         self.sums[key][index] += value
 
 
+def _by_trial(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` (trial-major samples on its first axis of more than one entry, after any
+    leading axes of one: SpikingJelly's ``[1, N, ...]``) as ``(k, N/k, ...)``, a view
+    whatever the memory layout (a convolution's output is channels-last)."""
+    while x.dim() > 1 and x.shape[0] == 1:
+        x = x[0]
+    return x.unflatten(0, (k, -1)) if x.dim() and x.shape[0] % k == 0 else x.reshape(k, -1)
+
+
 def _per_trial_sum(x: torch.Tensor, k: int) -> np.ndarray:
-    return x.reshape(k, -1).sum(1).double().cpu().numpy()
+    """Sum of ``x`` over everything but the trial (in ``x``'s dtype, reduced in its memory
+    order: a cast to float64 first would cost more than the rest of the metrics)."""
+    x = _by_trial(x, k)
+    dims = tuple(range(1, x.dim()))
+    return (x.sum(dims) if x.is_floating_point() else x.sum(dims, dtype=torch.int64)).double().cpu().numpy()
+
+
+def _per_trial_sq(a: torch.Tensor, b: torch.Tensor | None, k: int) -> np.ndarray:
+    """Per-trial sum of ``(a - b)**2`` (``a**2`` without ``b``); ``b`` broadcasts over
+    the trials of ``a`` when it has one trial's samples."""
+    a = _by_trial(a, k)
+    if b is not None:
+        b = _by_trial(b, k) if b.numel() == a.numel() else b.reshape(a.shape[1:])
+        a = a - b
+    else:
+        a = a.clone()
+    return _per_trial_sum(a.mul_(a), k)
 
 
 def _is_within(name: str, outer: str) -> bool:
@@ -218,6 +244,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     and the variables listed in this module's docstring; ``attrs`` holds the spec.
     """
     check_count("simulate", "timesteps", timesteps)
+    keep_freed_memory()
     if readout not in READOUTS:
         raise ValueError(f"simulate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
     layers = analog_layers(hw)
@@ -319,31 +346,37 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, thre
     for li, name in enumerate(names):
         ya, ref, bias = captured[("a", name)]
         yi = captured[("i", name)][0]
-        acc.add("read_num", (slice(None), t, li), _per_trial_sum((ya - ref) ** 2, k))
-        diff = ya.reshape(k, *yi.shape) - yi.unsqueeze(0)
-        acc.add("layer_num", (slice(None), t, li), _per_trial_sum(diff**2, k))
+        acc.add("read_num", (slice(None), t, li), _per_trial_sq(ya, ref, k))
+        acc.add("layer_num", (slice(None), t, li), _per_trial_sq(ya, yi, k))
         if bias is not None:  # errors relative to the crossbar's product, not the digital bias
-            ref, yi = ref - bias, yi - bias
-        acc.add("read_den", (slice(None), t, li), _per_trial_sum(ref**2, k))
-        acc.add("layer_den", (slice(None), t, li), float((yi.double() ** 2).sum()) * np.ones(k))
+            acc.add("read_den", (slice(None), t, li), _per_trial_sq(ref, bias.expand_as(ref), k))
+            yi = yi - bias
+        else:
+            acc.add("read_den", (slice(None), t, li), _per_trial_sq(ref, None, k))
+        acc.add("layer_den", (slice(None), t, li), float(yi.double().square().sum()) * np.ones(k))
         nn_name = neurons[name]
         if nn_name is None or captured.get(("i", nn_name)) is None or captured.get(("a", nn_name)) is None:
             continue
         s_i, v_i = captured[("i", nn_name)]
         s_a, v_a = captured[("a", nn_name)]
-        s_a = s_a.reshape(k, *s_i.shape)
+        s_a = _by_trial(s_a, k)
+        s_i = s_i.reshape(s_a.shape[1:])
         acc.add("count", (slice(None), t, li), s_i.numel())
         if flags["binary"][li] and not bool(((s_i == 0) | (s_i == 1)).all()):
             flags["binary"][li] = False
         acc.add("spikes", (slice(None), t, li), _per_trial_sum(s_a, k))
         acc.add("spikes_ideal", (slice(None), t, li), float(s_i.sum()))
-        acc.add("mismatch", (slice(None), t, li), _per_trial_sum((s_a != s_i.unsqueeze(0)).float(), k))
+        acc.add("mismatch", (slice(None), t, li), _per_trial_sum(s_a != s_i.unsqueeze(0), k))
         thr = thresholds[nn_name]
         if thr is None:
             flags["threshold"][li] = False
             continue
-        dv = (v_a.reshape(k, *v_i.shape) - v_i.unsqueeze(0)) / thr
-        acc.add("mem_sq", (slice(None), t, li), _per_trial_sum(dv**2, k))
+        if isinstance(thr, float):  # divided once, on the sums
+            acc.add("mem_sq", (slice(None), t, li), _per_trial_sq(v_a, v_i, k) / thr**2)
+        else:  # per neuron
+            v_a = _by_trial(v_a, k)
+            dv = (v_a - v_i.reshape(v_a.shape[1:])) / thr
+            acc.add("mem_sq", (slice(None), t, li), _per_trial_sq(dv, None, k))
 
 
 def _ratio(num, den):
