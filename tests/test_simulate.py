@@ -97,6 +97,24 @@ def test_same_seed_bit_identical_different_seed_differs(digits_mlp):
     assert not np.array_equal(a.read_error.values[0], a.read_error.values[1])
 
 
+def test_a_trial_reads_the_same_whatever_chunk_of_trials_it_runs_in(digits_mlp):
+    """Trials run in chunks to bound memory; each trial has its own read-noise streams, so
+    its results do not depend on the chunks (white and correlated per-read noise, ADC
+    conversion noise, per-read draws in every layer)."""
+    model, _, data, _ = digits_mlp
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.03, read_noise_correlation=0.5)
+    spec = xbar.Spec(device=dev, adc_bits=6, adc_noise=0.5, calibration=None)
+    hw = xbar.convert(model, spec, seed=3, trials=3)
+    split = _test_split(data, 120)
+    runs = [xbar.simulate(hw, model, split, 4, progress=False, trials_per_chunk=c) for c in (3, 1, 2)]
+    assert runs[0].attrs["read_noise_streams_per_trial"] == torch.get_num_threads()
+    for other in runs[1:]:
+        assert runs[0].identical(other)
+    # the noise is drawn anew at every read: trials differ, and a second run repeats the first
+    assert not np.array_equal(runs[0].read_error.values[0], runs[0].read_error.values[1])
+    assert xbar.simulate(hw, model, split, 4, progress=False).identical(runs[0])
+
+
 def test_more_read_noise_gives_larger_read_error(digits_mlp):
     model, _, data, _ = digits_mlp
     errors = []

@@ -38,10 +38,11 @@ class _Analog(nn.Module):
         self.last_bias: torch.Tensor | None = None
 
     def _trial_view(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] % self.trials:
+        k = len(self.matrix.active_trials)
+        if x.shape[0] % k:
             raise ValueError(f"{type(self).__name__}: batch of {x.shape[0]} samples is not a "
-                             f"multiple of trials = {self.trials} (batches are trial-major)")
-        return x.reshape(self.trials, -1, x.shape[-1])
+                             f"multiple of the {k} trials it serves (batches are trial-major)")
+        return x.reshape(k, -1, x.shape[-1])
 
     @property
     def time_first(self) -> bool:

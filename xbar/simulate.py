@@ -38,7 +38,6 @@ All error variables are pooled over every sample of ``data`` (ratios of sums).
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -221,7 +220,8 @@ def _hooks(hw: nn.Module, ideal_modules: dict, names: list[str], neurons: dict, 
 def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
              encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
-             progress: bool = True, attrs: dict | None = None) -> xr.Dataset:
+             progress: bool = True, attrs: dict | None = None,
+             trials_per_chunk: int | None = None) -> xr.Dataset:
     """Run the analog network ``hw`` (from :func:`xbar.convert`) and the ideal ``model``
     in lockstep for ``timesteps`` steps on every batch of ``data``.
 
@@ -239,6 +239,13 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     readout
         how the outputs of steps ``1..t`` give the prediction at step ``t``: ``"sum"``
         (default), ``"max"`` or ``"last"`` (see the module docstring).
+
+    trials_per_chunk
+        Monte Carlo trials run together (default: as many as keep a chunk within
+        :data:`CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
+        Chunks run one after the other over all of ``data``, the ideal network in
+        lockstep with each; a trial's results do not depend on the chunks (its read noise
+        comes from its own streams, :mod:`xbar.noise`).
 
     Returns an ``xarray.Dataset`` with dims ``trial``, ``timestep`` (1..T) and ``layer``
     and the variables listed in this module's docstring; ``attrs`` holds the spec.
@@ -273,11 +280,12 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     captured: dict = {}
     handles: list = []
     try:  # a refusal anywhere below leaves the model as it was (training mode, no hooks)
-        batch_iter = iter(checked_batches(data, dtype))
-        first = next(batch_iter, None)
-        if first is None:
+        batches = list(checked_batches(data, dtype))  # every batch checked before any work
+        if not batches:
             raise ValueError("simulate: data yielded no samples")
+        first = batches[0]
         x0 = first[0].to(dev)
+        chunk = _chunk_size(trials_per_chunk, k, len(x0))
         if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
             calibrate(hw, model, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset,
                       readout=readout, labels=first[1][:CALIBRATION_SAMPLES])
@@ -292,44 +300,67 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         flags = {"binary": np.ones(len(names), bool), "threshold": np.ones(len(names), bool)}
         correct = np.zeros((k, timesteps))
         correct_ideal = np.zeros(timesteps)
-        n_samples = 0
-        with torch.no_grad():
-            for x, y in tqdm(itertools.chain([first], batch_iter), desc="simulate", unit="batch",
-                             disable=not progress, leave=False, mininterval=1.0):
-                x, y = x.to(dev), y.to(dev)
-                b = x.shape[0]
-                ideal_step.reset()
-                analog_step.reset()
+        n_samples = sum(len(x) for x, _ in batches)
+        bar = tqdm(total=k, desc="simulate", unit="trial", disable=not progress, leave=False, mininterval=1.0,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total} trials [{elapsed}<{remaining}]")
+        with torch.no_grad(), bar:
+            for start in range(0, k, chunk):
+                ks = slice(start, min(k, start + chunk))
+                kc = ks.stop - ks.start
                 for _, m in layers:
-                    m.matrix.new_inference()
-                read_i = read_a = None
-                for t in range(timesteps):
-                    xt = encoder(x, t)
-                    captured.clear()
-                    out_i = ideal_step(xt)
-                    out_a = analog_step(xt.repeat(k, *([1] * (xt.dim() - 1))))
-                    if n_samples == 0 and t == 0:
-                        _check_all_called(captured, names)
-                    check_step_output(out_i, b, y, ideal_step.mode)
-                    _step_metrics(acc, flags, t, names, neurons, captured, thresholds, k)
-                    read_i = readout_step(read_i, out_i, readout)
-                    read_a = readout_step(read_a, out_a, readout)
-                    correct_ideal[t] += float((read_i.argmax(-1) == y).sum())
-                    pred_a = read_a.reshape(k, b, -1).argmax(-1)
-                    correct[:, t] += (pred_a == y.unsqueeze(0)).sum(1).double().cpu().numpy()
-                n_samples += b
+                    m.matrix.select_trials(ks.start, ks.stop)
+                for bi, (x, y) in enumerate(batches):
+                    x, y = x.to(dev), y.to(dev)
+                    b = x.shape[0]
+                    ideal_step.reset()
+                    analog_step.reset()
+                    for _, m in layers:
+                        m.matrix.new_inference()
+                    read_i = read_a = None
+                    for t in range(timesteps):
+                        xt = encoder(x, t)
+                        captured.clear()
+                        out_i = ideal_step(xt)
+                        out_a = analog_step(xt.repeat(kc, *([1] * (xt.dim() - 1))))
+                        if start == 0:
+                            if bi == 0 and t == 0:
+                                _check_all_called(captured, names)
+                            check_step_output(out_i, b, y, ideal_step.mode)
+                        _step_metrics(acc, flags, t, ks, names, neurons, captured, thresholds)
+                        read_i = readout_step(read_i, out_i, readout)
+                        read_a = readout_step(read_a, out_a, readout)
+                        if start == 0:  # the ideal network is the same in every chunk
+                            correct_ideal[t] += float((read_i.argmax(-1) == y).sum())
+                        pred_a = read_a.reshape(kc, b, -1).argmax(-1)
+                        correct[ks, t] += (pred_a == y.unsqueeze(0)).sum(1).double().cpu().numpy()
+                    bar.update(kc * b / n_samples)
     finally:
         for h in handles:
             h.remove()
         for _, m in layers:
             m.record_ideal = False
             m.last_ideal = m.last_bias = None
+            m.matrix.select_trials()
         model.train(was_training)
     how = {"sum": "argmax of the summed outputs of steps 1..t",
            "max": "argmax of the maximum output over steps 1..t",
            "last": "argmax of the output of step t"}[readout]
+    streams = max(m.matrix.noise.parts for _, m in layers)  # 0: no per-read noise was drawn
     return _dataset(acc, flags, correct, correct_ideal, n_samples, names, neurons, hw, timesteps,
-                    {"readout": f"{readout}: {how}", **(attrs or {})})
+                    {"readout": f"{readout}: {how}", "read_noise_streams_per_trial": streams,
+                     **(attrs or {})})
+
+
+# Samples (trials x batch) run together by default: bounds the memory of a read (the
+# default study's conv SNN peaks near 1 GB at 1,000) whatever the number of trials.
+CHUNK_SAMPLES = 2048
+
+
+def _chunk_size(trials_per_chunk: int | None, k: int, batch: int) -> int:
+    if trials_per_chunk is None:
+        return max(1, min(k, CHUNK_SAMPLES // max(1, batch)))
+    check_count("simulate", "trials_per_chunk", trials_per_chunk)
+    return min(k, trials_per_chunk)
 
 
 def _check_all_called(captured: dict, names: list[str]) -> None:
@@ -342,18 +373,20 @@ def _check_all_called(captured: dict, names: list[str]) -> None:
                          "Load a NIR graph with xbar.from_nir instead")
 
 
-def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, thresholds, k) -> None:
+def _step_metrics(acc: _Acc, flags: dict, t: int, ks: slice, names, neurons, captured, thresholds) -> None:
+    """Add one step's metrics of trials ``ks`` (the chunk that ran) into ``acc``."""
+    k = ks.stop - ks.start
     for li, name in enumerate(names):
         ya, ref, bias = captured[("a", name)]
         yi = captured[("i", name)][0]
-        acc.add("read_num", (slice(None), t, li), _per_trial_sq(ya, ref, k))
-        acc.add("layer_num", (slice(None), t, li), _per_trial_sq(ya, yi, k))
+        acc.add("read_num", (ks, t, li), _per_trial_sq(ya, ref, k))
+        acc.add("layer_num", (ks, t, li), _per_trial_sq(ya, yi, k))
         if bias is not None:  # errors relative to the crossbar's product, not the digital bias
-            acc.add("read_den", (slice(None), t, li), _per_trial_sq(ref, bias.expand_as(ref), k))
+            acc.add("read_den", (ks, t, li), _per_trial_sq(ref, bias.expand_as(ref), k))
             yi = yi - bias
         else:
-            acc.add("read_den", (slice(None), t, li), _per_trial_sq(ref, None, k))
-        acc.add("layer_den", (slice(None), t, li), float(yi.double().square().sum()) * np.ones(k))
+            acc.add("read_den", (ks, t, li), _per_trial_sq(ref, None, k))
+        acc.add("layer_den", (ks, t, li), float(yi.double().square().sum()) * np.ones(k))
         nn_name = neurons[name]
         if nn_name is None or captured.get(("i", nn_name)) is None or captured.get(("a", nn_name)) is None:
             continue
@@ -361,22 +394,22 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, names, neurons, captured, thre
         s_a, v_a = captured[("a", nn_name)]
         s_a = _by_trial(s_a, k)
         s_i = s_i.reshape(s_a.shape[1:])
-        acc.add("count", (slice(None), t, li), s_i.numel())
+        acc.add("count", (ks, t, li), s_i.numel())
         if flags["binary"][li] and not bool(((s_i == 0) | (s_i == 1)).all()):
             flags["binary"][li] = False
-        acc.add("spikes", (slice(None), t, li), _per_trial_sum(s_a, k))
-        acc.add("spikes_ideal", (slice(None), t, li), float(s_i.sum()))
-        acc.add("mismatch", (slice(None), t, li), _per_trial_sum(s_a != s_i.unsqueeze(0), k))
+        acc.add("spikes", (ks, t, li), _per_trial_sum(s_a, k))
+        acc.add("spikes_ideal", (ks, t, li), float(s_i.sum()))
+        acc.add("mismatch", (ks, t, li), _per_trial_sum(s_a != s_i.unsqueeze(0), k))
         thr = thresholds[nn_name]
         if thr is None:
             flags["threshold"][li] = False
             continue
         if isinstance(thr, float):  # divided once, on the sums
-            acc.add("mem_sq", (slice(None), t, li), _per_trial_sq(v_a, v_i, k) / thr**2)
+            acc.add("mem_sq", (ks, t, li), _per_trial_sq(v_a, v_i, k) / thr**2)
         else:  # per neuron
             v_a = _by_trial(v_a, k)
             dv = (v_a - v_i.reshape(v_a.shape[1:])) / thr
-            acc.add("mem_sq", (slice(None), t, li), _per_trial_sq(dv, None, k))
+            acc.add("mem_sq", (ks, t, li), _per_trial_sq(dv, None, k))
 
 
 def _ratio(num, den):

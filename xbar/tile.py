@@ -48,6 +48,7 @@ from devices import drift, program, read_sigma_rel, static_read_noise
 from mapping.layout import layout_weights
 from xbar.crossbar import compensated_targets, effective_conductance
 from xbar.converters import quantize_unit, to_codes_, top_code
+from xbar.noise import NoiseStreams
 from xbar.spec import Spec
 
 
@@ -103,7 +104,8 @@ class ProgrammedMatrix(nn.Module):
         self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             self.out_scale /= spec.ir_drop_compensation
-        self._read_gen: torch.Generator | None = None
+        self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.noise)
+        self.active: slice | None = None  # the trials a read serves (None: all; select_trials)
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
         # An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
@@ -209,12 +211,11 @@ class ProgrammedMatrix(nn.Module):
         its gain error, offset and input-referred noise (per conversion, from ``gen`` in a
         calibration, else from the read stream)."""
         if self.adc_gain is not None:
-            u.mul_(self.adc_gain[:, blocks])
+            u.mul_(self._trials(self.adc_gain)[:, blocks])
         if self.adc_offset is not None:
-            u.add_(self.adc_offset[:, blocks])
+            u.add_(self._trials(self.adc_offset)[:, blocks])
         if self.spec.adc_noise > 0:
-            eps = torch.empty_like(u).normal_(generator=gen or self._generator(u.device))
-            u.add_(eps, alpha=self.spec.adc_noise / top_code(self.spec.adc_bits, self.spec.adc_signed))
+            u.add_(self._normal(u, gen), alpha=self.spec.adc_noise / top_code(self.spec.adc_bits, self.spec.adc_signed))
         return u
 
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
@@ -262,14 +263,36 @@ class ProgrammedMatrix(nn.Module):
         """Effective conductances as tiles ``(K, n_r, n_c, R, C)`` (S)."""
         return self.g_tiles
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self._read_gen is None or self._read_gen.device != device:
-            self._read_gen = torch.Generator(device=device).manual_seed(self.read_seed)
-        return self._read_gen
+    def select_trials(self, start: int | None = None, stop: int | None = None) -> None:
+        """Reads serve trials ``start .. stop - 1`` only (a chunk of the Monte Carlo
+        trials, to bound memory); no arguments: all of them again.  Each trial keeps its
+        own noise streams, so a trial reads the same whatever chunk it is in."""
+        if start is None:
+            self.active = None
+        elif not 0 <= start < stop <= self.trials:
+            raise ValueError(f"select_trials: trials {start}..{stop - 1} are not within 0..{self.trials - 1}")
+        else:
+            self.active = slice(start, stop)
+        self._ar = {}
+
+    @property
+    def active_trials(self) -> range:
+        return range(self.trials) if self.active is None else range(self.active.start, self.active.stop)
+
+    def _trials(self, t: torch.Tensor) -> torch.Tensor:
+        """Buffer ``t`` (trials first) for the trials a read serves."""
+        return t if self.active is None else t[self.active]
+
+    def _normal(self, like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Standard normals shaped like ``like``: from ``gen`` in a calibration, else from
+        each trial's read-noise streams."""
+        if gen is not None:
+            return torch.empty_like(like).normal_(generator=gen)
+        return self.noise.normal(like, self.active_trials)
 
     def reset_read_noise(self) -> None:
-        """Restart the read-noise stream from its seed."""
-        self._read_gen = None
+        """Restart the read-noise streams from their seeds."""
+        self.noise.restart()
         self._ar = {}
 
     def new_inference(self) -> None:
@@ -281,7 +304,7 @@ class ProgrammedMatrix(nn.Module):
         """Column noise, in place: std from one product of ``x**2`` with the variances; with
         ``gen`` given (calibration), white and from ``gen``."""
         std = torch.matmul(x * x, s2).sqrt_()
-        eps = torch.empty_like(i).normal_(generator=gen or self._generator(i.device))
+        eps = self._normal(i, gen)
         if self.rho and gen is None:
             prev = self._ar.get(site)
             if prev is not None and prev.shape == eps.shape:
@@ -320,12 +343,12 @@ class ProgrammedMatrix(nn.Module):
             y = self._merged_read(x)
         else:
             y = self._blocks_read(x).sum(1)
-        return y if self.cal_bias is None else y + self.cal_bias
+        return y if self.cal_bias is None else y + self._trials(self.cal_bias)
 
     def _merged_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        i = torch.matmul(x, self.g_read)
+        i = torch.matmul(x, self._trials(self.g_read))
         if self.s2_read is not None:
-            i = self._add_noise(i, x, self.s2_read, "merged", gen)
+            i = self._add_noise(i, x, self._trials(self.s2_read), "merged", gen)
         return self._decode(i)
 
     def _blocks_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -346,12 +369,12 @@ class ProgrammedMatrix(nn.Module):
         """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
         product, column noise, ADC per column (if any), digital decoding and scale."""
         r = xt.shape[-1]
-        u = torch.matmul(xt, self.g_read[:, blocks, :r])  # column currents / full scale
+        u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         if self.s2_read is not None:
-            u = self._add_noise(u, xt, self.s2_read[:, blocks, :r], f"block{blocks.start}", gen)
+            u = self._add_noise(u, xt, self._trials(self.s2_read)[:, blocks, :r], f"block{blocks.start}", gen)
         if self.spec.adc_bits is not None:
             u = to_codes_(self._adc_errors(u, blocks, gen), self.spec.adc_bits, self.spec.adc_signed)
-        return self._decode(u) * self.out_fs[:, blocks]
+        return self._decode(u) * self._trials(self.out_fs)[:, blocks]
 
     def _by_tile_row(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs ``(K, N, in)`` as ``(K, n_r, N, rows)``, zero-padded to whole tile-rows."""
@@ -404,6 +427,8 @@ class ProgrammedMatrix(nn.Module):
         from the inference's read-noise stream."""
         if self.calibrated:
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
+        if self.active is not None:
+            raise RuntimeError("ProgrammedMatrix: calibration fits every trial: select_trials() first")
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
         x = _sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
