@@ -1,28 +1,41 @@
 """Analog against ideal inference of the default conv SNN, in one run.
 
     python benchmarks/bench_inference.py [--batch 256] [--timesteps 8] [--repeats 5]
+                                         [--study-trials 5] [--n-test 1000]
 
-Prints a table of times and ratios to the ideal SNN on the same batch and timesteps:
-the full analog read (programming variation, read noise, 6-bit ADC, 64x64 tiles), and
-the same with parts switched off, which says where the time goes; then what
-``xbar.simulate`` adds to running both networks (lockstep hooks, metrics, input checks).
-The PCM preset's read noise is static (drawn once per programming, costing nothing per
-read); here it is drawn at every read instead, to time the per-read noise.  Nothing is
-asserted.
+Prints, from one run:
+
+1. the default study (``xbar study``: conv SNN, PCM, 64x64 tiles, 6-bit ADC, exact IR
+   drop, calibrated, 16 timesteps) split into programming, calibration and inference,
+   in seconds per trial, for ``--study-trials`` trials on ``--n-test`` test images, and
+   the process's peak resident memory;
+2. a table of times and ratios to the ideal SNN on the same batch and timesteps (one
+   trial): the full analog read (programming variation, read noise, 6-bit ADC, 64x64
+   tiles), and the same with parts switched off, which says where the time goes; then
+   what ``xbar.simulate`` adds to running both networks (lockstep hooks, metrics, input
+   checks).  The PCM preset's read noise is static (drawn once per programming, costing
+   nothing per read); here it is drawn at every read instead, to time the per-read noise;
+3. three spiking layers 784-512-512-10 (HfO2 RRAM with 2% per-read noise, 6-bit ADCs,
+   exact IR drop at 0.35 ohm/cell, 64x64 tiles) read on spikes at 15%, batch 256,
+   against the same ``nn.Linear`` layers on the same spikes.
+
+Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
+import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
 import xbar
 from devices import presets
-from studies.data import calibrated, load_dataset
+from studies.data import calibrated, load_dataset, test_batches
 from studies.robustness import StudyConfig
 from studies.train import load_or_train, run_snn
 
@@ -47,12 +60,74 @@ def main() -> None:
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--study-trials", type=int, default=5)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--skip", choices=("study", "variants", "mlp"), nargs="*", default=[])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if "study" not in args.skip:
+        study(args.study_trials, args.n_test)
+    if "variants" not in args.skip:
+        variants(args)
+    if "mlp" not in args.skip:
+        spiking_mlp(args.repeats)
 
+
+def study(trials: int, n_test: int) -> None:
+    """The default study's phases, in seconds per trial, and the peak memory."""
+    config = StudyConfig(trials=trials, n_test=n_test)
+    data = load_dataset(config.dataset)
+    model, _ = load_or_train(config.train_config(), progress=False, data=data)
+    phases = {}
+    start = time.perf_counter()
+    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=trials)
+    phases["programming (exact IR drop)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    calibrated(hw, model, data, config.timesteps)
+    phases["calibration (64 images)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        ds = xbar.simulate(hw, model, test_batches(data, n_test, config.batch_size), config.timesteps,
+                           progress=False)
+    phases[f"inference ({ds.attrs['n_samples']} images, {config.timesteps} steps, metrics)"] = (
+        time.perf_counter() - start)
+    table = Table(title=f"default study, {trials} trials, {torch.get_num_threads()} threads")
+    table.add_column("phase")
+    table.add_column("s per trial", justify="right")
+    for name, t in phases.items():
+        table.add_row(name, f"{t / trials:.2f}")
+    table.add_row("total", f"{sum(phases.values()) / trials:.2f}")
+    console = Console()
+    console.print(table)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+    console.print(f"peak resident memory of this process so far: {peak_gb:.2f} GB; accuracy after "
+                  f"{config.timesteps} steps {100 * float(ds.accuracy.isel(timestep=-1).mean()):.2f}% "
+                  f"(ideal {100 * float(ds.accuracy_ideal.isel(timestep=-1)):.2f}%)")
+
+
+def spiking_mlp(repeats: int) -> None:
+    """784-512-512-10 on crossbars against nn.Linear, on the same 15% spikes."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = (784, 512, 512, 10)
+    layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+    spec = xbar.Spec(tile=(64, 64), device=presets["rram_hfo2"].replace(read_sigma_rel=0.02), adc_bits=6,
+                     calibration=None)
+    analog = [xbar.AnalogLinear(layer, spec, seeds=(i, 100 + i)) for i, layer in enumerate(layers)]
+    spikes = [(torch.rand(256, a, generator=gen) < 0.15).float() for a in sizes[:-1]]
+    with torch.no_grad():
+        times = best_of_interleaved({
+            "nn.Linear": lambda: [layer(x) for layer, x in zip(layers, spikes)],
+            "crossbar": lambda: [layer(x) for layer, x in zip(analog, spikes)],
+        }, repeats)
+    Console().print(f"spiking MLP 784-512-512-10, batch 256, 15% spikes (RRAM, 2% read noise, 6-bit ADC, "
+                    f"0.35 ohm/cell): crossbar {1e3 * times['crossbar']:.2f} ms, nn.Linear "
+                    f"{1e3 * times['nn.Linear']:.2f} ms: {times['crossbar'] / times['nn.Linear']:.1f}x")
+
+
+def variants(args) -> None:
     model, _ = load_or_train(StudyConfig().train_config(), progress=False)
     data = load_dataset("mnist5k")
-    x, y = data.x_test[: args.batch], data.y_test[: args.batch]
+    x, y = test_batches(data, args.batch, args.batch)[0]  # every class in turn
     pcm = presets["pcm"].replace(read_noise_static=0.0)  # per-read noise: what a read costs
     ideal_wires = xbar.Spec.ideal(tile=(64, 64))
     full = ideal_wires.replace(device=pcm, adc_bits=6)

@@ -130,13 +130,13 @@ def class_round_robin(y: torch.Tensor) -> torch.Tensor:
     return order[torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)]
 
 
-def calibrated(hw, model, data: Dataset, timesteps: int):
+def calibrated(hw, model, data: Dataset, timesteps: int, progress: bool = False):
     """``hw`` calibrated on :func:`calibration_inputs` when its spec asks for calibration
     from data (``Spec.calibration="data"``); as it is otherwise."""
     from xbar.calibrate import awaiting, calibrate
 
     if awaiting(hw):
-        calibrate(hw, model, calibration_inputs(data), timesteps)
+        calibrate(hw, model, calibration_inputs(data), timesteps, progress=progress)
     return hw
 
 

@@ -78,8 +78,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
     data = load_dataset(config.dataset)
     model, info = load_or_train(config.train_config(), progress=progress, data=data)
-    hw = calibrated(xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials),
-                    model, data, config.timesteps)
+    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress)
+    hw = calibrated(hw, model, data, config.timesteps, progress=progress)
     batches = test_batches(data, config.n_test, config.batch_size)
     attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])

@@ -403,6 +403,30 @@ def test_a_calibrated_network_with_a_uniform_attenuation_is_the_ideal_network():
     assert float(raw.read_error.sel(layer="0").min()) > 0.5  # 101 s at nu = 0.2: a factor 0.40
 
 
+def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
+    """Calibration records and fits the trials in chunks (bounded memory): with reads that
+    draw nothing (programming variation, IR drop, ADC; no read noise), chunks of one trial
+    give every trial the gains and offsets that all trials at once give, bit for bit."""
+    import xbar.tile
+
+    model = _small_snn()
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
+    spec = xbar.Spec(tile=(8, 8), device=dev, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5)
+
+    def fitted():
+        hw = xbar.calibrate(xbar.convert(model, spec, seed=1, trials=3), model, rand(24, 16, 16), timesteps=4)
+        return [(m.matrix.out_fs.clone(), m.matrix.cal_bias.clone()) for m in (hw[0], hw[2])]
+
+    whole = fitted()
+    monkeypatch.setattr(xbar.tile, "CAL_FIT_ELEMENTS", 1)  # fits of one trial
+    monkeypatch.setattr(xbar.tile, "CHUNK_SAMPLES", 16)  # record passes of one trial (16 samples)
+    assert xbar.tile.trial_chunks(3, 16) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    chunked = fitted()
+    for (fs_a, bias_a), (fs_b, bias_b) in zip(whole, chunked):
+        assert torch.equal(fs_a, fs_b) and torch.equal(bias_a, bias_b)
+    assert not torch.equal(whole[0][0][0], whole[0][0][1])  # the trials differ (not one fit copied)
+
+
 def test_simulate_calibrates_on_its_data_once():
     model = _small_snn()
     x, y = rand(23, 80, 16), torch.zeros(80, dtype=torch.long)

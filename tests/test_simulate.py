@@ -172,3 +172,22 @@ def test_accuracy_falls_with_tile_size_under_ir_drop(mnist_conv):
     acc_calibrated = float(_run(model, data, cal, n=300, t=config.timesteps).accuracy.isel(timestep=-1).mean())
     won_back = (acc_calibrated - acc[128]) / (acc_ideal_wires - acc[128])
     assert won_back > 0.5, (acc, acc_calibrated, acc_ideal_wires)
+
+
+def test_lif_inference_path_is_the_training_path_bit_for_bit():
+    """The studies' LIF takes a leaner path without autograd: the same spikes and
+    membranes, bit for bit, including inputs that land exactly on the threshold."""
+    from studies.models import LIF
+
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(64, 32, generator=gen) for _ in range(6)]
+    xs[2][:8] = 1.0  # exactly at threshold from a reset membrane ... and after leak
+    a, b = LIF(0.9, threshold=1.0, init=0.5), LIF(0.9, threshold=1.0, init=0.5)
+    for x in xs:
+        with torch.enable_grad():
+            spk_grad = a(x.clone().requires_grad_())
+        with torch.no_grad():
+            spk_fast = b(x)
+        assert torch.equal(spk_grad.detach(), spk_fast)
+        assert torch.equal(a.mem.detach(), b.mem)
+    assert 0 < float(spk_fast.mean()) < 1

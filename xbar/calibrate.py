@@ -19,18 +19,20 @@ classes is warned about: by the samples' labels where the caller has them (as
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.convert import analog_layers
 from xbar.memory import keep_freed_memory
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
-from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ
+from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ, trial_chunks
 
 # Samples of a calibration batch, by default: enough for a fit whose error is small
 # against the hardware's (docs/hardware.md#calibration), few enough to cost little.
@@ -45,7 +47,7 @@ def awaiting(hw: nn.Module) -> list:
 def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
               reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
-              labels: torch.Tensor | None = None) -> nn.Module:
+              labels: torch.Tensor | None = None, progress: bool = False) -> nn.Module:
     """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
     :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
     ``[samples, ...]`` (one timestep's input per sample, as :func:`xbar.simulate` takes
@@ -54,7 +56,8 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     (:data:`CALIBRATION_SAMPLES`).  ``model`` is run on the same batch (``readout`` as in
     :func:`xbar.simulate`) to check that it covers the classes: by the samples' ``labels``
     when given (never used for the fit), else by the model's predictions (an untrained
-    model predicts few classes on any batch).  Returns ``hw``, calibrated in place."""
+    model predicts few classes on any batch).  ``progress``: a progress bar over the
+    layers.  Returns ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
     keep_freed_memory()
     if readout not in READOUTS:
@@ -69,24 +72,29 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     dev = next(iter(hw.buffers())).device
     x = x.to(dev, dtype)
     encoder = encoder or (lambda inputs, t: inputs)
-    k = getattr(hw, "xbar_trials", 1)
     step = Stepper(hw, reset)
+    matrices = [m.matrix for _, m in analog_layers(hw)]
     was_training = hw.training
     hw.eval()
     try:
         with torch.no_grad():
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
+            bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
+            order = _run_order(step, matrices, pending, x, encoder)
             while pending:
-                order = _record_pass(step, pending, x, timesteps, encoder, k)
-                first = order[0]
-                first.fit_calibration(torch.cat(first.recording, 1))
-                for m in pending:
-                    m.recording = None
+                target = next(m for m in order if any(m is p for p in pending))
+                _record_pass(step, matrices, pending, target, x, timesteps, encoder)
+                inputs, target.recording = target.recording, None
+                target.fit_calibration(inputs)
+                del inputs
                 pending = awaiting(hw)
+                bar.update()
+            bar.close()
     finally:
-        for _, m in analog_layers(hw):
-            m.matrix.recording = None
-            m.matrix.reset_read_noise()
+        for m in matrices:
+            m.recording = None
+            m.select_trials()
+            m.reset_read_noise()
         hw.train(was_training)
     return hw
 
@@ -118,9 +126,10 @@ def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, r
                       "class in it (a dataset stored by class starts with one class)", stacklevel=3)
 
 
-def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, encoder, k: int) -> list:
-    """Run the calibration batch once, recording the inputs of every pending matrix; returns
-    them in the order they first ran."""
+def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, encoder) -> list:
+    """The pending matrices in the order they first run: one step of one sample on the
+    first trial, nothing recorded and nothing drawn from the calibration generators (the
+    read-noise streams it used are restarted)."""
     order: list = []
 
     def called(module, inputs):
@@ -129,20 +138,52 @@ def _record_pass(step: Stepper, pending: list, x: torch.Tensor, timesteps: int, 
 
     handles = [m.register_forward_pre_hook(called) for m in pending]
     try:
+        for m in matrices:
+            m.select_trials(0, 1)
         for m in pending:
-            m.recording = []
-            m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
-            m.new_inference()
+            m.recording, m.keep_recording, m.rows_per_read = [], False, sys.maxsize
         step.reset()
-        for t in range(timesteps):
-            xt = encoder(x, t)
-            step(xt.repeat(k, *([1] * (xt.dim() - 1))))
+        step(encoder(x[:1], 0))
     finally:
+        step.reset()
         for h in handles:
             h.remove()
+        for m in matrices:
+            m.recording, m.keep_recording = None, True
+            m.select_trials()
+            m.reset_read_noise()
     if not order:
         raise ValueError("calibrate: the converted network never ran its crossbar layers on the "
                          "calibration batch: its forward calls modules it holds elsewhere than in its "
                          "attributes (a nirtorch GraphExecutor runs its graph's own copies). Load a "
                          "NIR graph with xbar.from_nir instead")
     return order
+
+
+def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
+                 encoder) -> None:
+    """Run the calibration batch once and leave the inputs that ``target`` read in
+    ``target.recording``, ``(K, rows, in)``.  The other pending matrices read raw and
+    sample their rows as they always did (the same calibration draws), keeping nothing.
+    The trials run in chunks (:func:`xbar.tile.trial_chunks`), joined along the trials."""
+    chunks = []
+    try:
+        for m in pending:
+            m.keep_recording = m is target
+        for ks in trial_chunks(matrices[0].trials, len(x)):
+            for m in matrices:
+                m.select_trials(ks.start, ks.stop)
+            for m in pending:
+                m.recording = []
+                m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
+            step.reset()
+            for t in range(timesteps):
+                xt = encoder(x, t)
+                step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
+            chunks.append(torch.cat(target.recording, 1))  # this chunk's reads, (k, rows, in)
+            target.recording = []
+    finally:
+        for m in matrices:
+            m.recording, m.keep_recording = None, True
+            m.select_trials()
+    target.recording = torch.cat(chunks)

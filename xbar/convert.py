@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from xbar.checks import check_count, model_dtype
 from xbar.memory import keep_freed_memory
@@ -175,7 +176,8 @@ def _check_layers(layers, report: ConversionReport, model: nn.Module) -> None:
                                  f"its {pname}: weights must be finite")
 
 
-def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1) -> nn.Module:
+def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
+            progress: bool = False) -> nn.Module:
     """Return a deep copy of ``model`` whose ``nn.Linear`` and ``nn.Conv2d`` layers are
     programmed crossbars (the original is untouched).
 
@@ -186,7 +188,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1) -> 
 
     ``hw.xbar_report`` (a :class:`ConversionReport`; ``print`` it) lists every layer
     holding weights: on crossbars, or left digital (computed ideally) and why.  Layers
-    left digital are also named in a warning.
+    left digital are also named in a warning.  ``progress``: a progress bar over the layers.
     """
     _check(model, spec, seed, trials)
     keep_freed_memory()
@@ -195,7 +197,8 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1) -> 
     reset_state(model)  # neuron state may hold autograd history, which cannot be copied
     hw = copy.deepcopy(model)
     by_name = dict(hw.named_modules())
-    for index, (name, original) in enumerate(layers):
+    for index, (name, original) in enumerate(tqdm(layers, desc=f"program {trials} trials", unit="layer",
+                                                  disable=not progress, leave=False)):
         twin = by_name[name]
         kind = AnalogLinear if isinstance(original, nn.Linear) else AnalogConv2d
         analog = kind(twin, spec, trials=trials, seeds=layer_seeds(int(seed), index))

@@ -387,15 +387,19 @@ _CHUNK_CELLS = 2**20  # bounds the solver's working memory: tiles per chunk x C 
 def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     """Effective conductances ``(..., rows, cols)`` of tiles ``g`` under ``spec``'s circuit.
 
-    Solved in float64, in chunks of tiles, and returned in ``g``'s dtype."""
+    Solved in float64, in chunks of tiles (each written into the result, in ``g``'s
+    dtype, as it is solved: memory does not grow with the number of trials)."""
     if spec is None or not spec.has_ir_drop:
         return g
-    flat = g.reshape(-1, *g.shape[-2:]).double()
+    flat = g.reshape(-1, *g.shape[-2:])
+    out = torch.empty_like(flat)
     solve = effective_matrix if spec.ir_drop_model == "exact" else first_order_matrix
-    chunks = [solve(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
-                    r_source=spec.r_source, r_sink=spec.r_sink)
-              for part in flat.split(max(1, _CHUNK_CELLS // g.shape[-1] ** 2))]
-    return torch.cat(chunks).reshape(g.shape).to(g.dtype)
+    step = max(1, _CHUNK_CELLS // g.shape[-1] ** 2)
+    for start in range(0, len(flat), step):
+        part = flat[start : start + step].double()
+        out[start : start + step] = solve(part, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
+                                          r_source=spec.r_source, r_sink=spec.r_sink)
+    return out.reshape(g.shape)
 
 
 

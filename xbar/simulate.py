@@ -55,6 +55,7 @@ from xbar.memory import keep_freed_memory
 from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
+from xbar.tile import trial_chunks
 
 
 
@@ -242,7 +243,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
 
     trials_per_chunk
         Monte Carlo trials run together (default: as many as keep a chunk within
-        :data:`CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
+        :data:`xbar.tile.CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
         Chunks run one after the other over all of ``data``, the ideal network in
         lockstep with each; a trial's results do not depend on the chunks (its read noise
         comes from its own streams, :mod:`xbar.noise`).
@@ -285,7 +286,9 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
             raise ValueError("simulate: data yielded no samples")
         first = batches[0]
         x0 = first[0].to(dev)
-        chunk = _chunk_size(trials_per_chunk, k, len(x0))
+        if trials_per_chunk is not None:
+            check_count("simulate", "trials_per_chunk", trials_per_chunk)
+        chunks = trial_chunks(k, len(x0), trials_per_chunk)
         if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
             calibrate(hw, model, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset,
                       readout=readout, labels=first[1][:CALIBRATION_SAMPLES])
@@ -304,9 +307,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         bar = tqdm(total=k, desc="simulate", unit="trial", disable=not progress, leave=False, mininterval=1.0,
                    bar_format="{l_bar}{bar}| {n:.1f}/{total} trials [{elapsed}<{remaining}]")
         with torch.no_grad(), bar:
-            for start in range(0, k, chunk):
-                ks = slice(start, min(k, start + chunk))
-                kc = ks.stop - ks.start
+            for ks in chunks:
+                start, kc = ks.start, ks.stop - ks.start
                 for _, m in layers:
                     m.matrix.select_trials(ks.start, ks.stop)
                 for bi, (x, y) in enumerate(batches):
@@ -349,18 +351,6 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     return _dataset(acc, flags, correct, correct_ideal, n_samples, names, neurons, hw, timesteps,
                     {"readout": f"{readout}: {how}", "read_noise_streams_per_trial": streams,
                      **(attrs or {})})
-
-
-# Samples (trials x batch) run together by default: bounds the memory of a read (the
-# default study's conv SNN peaks near 1 GB at 1,000) whatever the number of trials.
-CHUNK_SAMPLES = 2048
-
-
-def _chunk_size(trials_per_chunk: int | None, k: int, batch: int) -> int:
-    if trials_per_chunk is None:
-        return max(1, min(k, CHUNK_SAMPLES // max(1, batch)))
-    check_count("simulate", "trials_per_chunk", trials_per_chunk)
-    return min(k, trials_per_chunk)
 
 
 def _check_all_called(captured: dict, names: list[str]) -> None:

@@ -9,7 +9,8 @@ Per-read noise, exact in distribution at one extra matrix product: the devices o
 column fluctuate independently, ``G_ij (1 + s_ij eps_ij)``, so the noise of column
 current ``j`` is Gaussian with variance ``sum_i v_i^2 (s_ij G_ij)^2``: one product of
 ``v**2`` with the precomputed ``(s G)**2``, then one normal draw per column read, instead
-of one draw per device per read.  With a correlation ``rho`` between consecutive reads
+of one draw per device per read (from each trial's own streams, on every core:
+:mod:`xbar.noise`).  With a correlation ``rho`` between consecutive reads
 (``DeviceModel.read_noise_correlation``), the normalised draw of each column and sample
 follows an AR(1) process over the reads of one inference, ``e_t = rho e_{t-1} +
 sqrt(1 - rho^2) xi_t``: exact when consecutive reads drive the same rows (as binary
@@ -24,6 +25,10 @@ sums are added).  The fit sees the chip's own
 noisy, quantized reads (drawn from the programming's generator, so the read-noise
 stream of the inference is untouched).  The gain folds into the stored matrices or the
 ADC's digital scale: a calibrated read costs what a raw one does.
+
+Monte Carlo trials are read in chunks (:meth:`ProgrammedMatrix.select_trials`, used by
+:func:`xbar.simulate` and :func:`xbar.calibrate`): a read serves the trials selected,
+from views of the buffers, so memory follows the chunk, not the number of trials.
 
 Speed, without changing any number a read returns (up to float rounding):
 
@@ -159,7 +164,8 @@ class ProgrammedMatrix(nn.Module):
             self.fit_calibration(self._calibration_vectors(gen), gen)
         self._cal_gen = gen
         self.recording: list | None = None  # a list while xbar.calibrate records the inputs
-        self.rows_per_read = CAL_ROWS_PER_READ  # inputs kept per read while recording
+        self.rows_per_read = CAL_ROWS_PER_READ  # inputs sampled per read while recording
+        self.keep_recording = True  # False: sample (the same draws) but keep nothing
 
     @property
     def needs_calibration(self) -> bool:
@@ -279,9 +285,9 @@ class ProgrammedMatrix(nn.Module):
     def active_trials(self) -> range:
         return range(self.trials) if self.active is None else range(self.active.start, self.active.stop)
 
-    def _trials(self, t: torch.Tensor) -> torch.Tensor:
-        """Buffer ``t`` (trials first) for the trials a read serves."""
-        return t if self.active is None else t[self.active]
+    def _trials(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """Buffer ``t`` (trials first; or ``None``) for the trials a read serves: a view."""
+        return t if self.active is None or t is None else t[self.active]
 
     def _normal(self, like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         """Standard normals shaped like ``like``: from ``gen`` in a calibration, else from
@@ -333,7 +339,9 @@ class ProgrammedMatrix(nn.Module):
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
         x = self._check_and_convert(x)
         if self.recording is not None:
-            self.recording.append(_sample_rows(x, self._cal_gen, self.rows_per_read))
+            rows = _sample_rows(x, self._cal_gen, self.rows_per_read)
+            if self.keep_recording:
+                self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
         elif self.awaits_data:
             raise RuntimeError("crossbar read: this layer waits for its calibration from data "
                                "(Spec.calibration='data'): run xbar.calibrate(hw, x, timesteps) on a "
@@ -386,16 +394,18 @@ class ProgrammedMatrix(nn.Module):
         """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
         column currents (magnitudes) that the inputs ``x`` ``(K, N, in)`` draw in it,
         instead of the worst case: fewer codes go to currents that never come."""
-        u = (self._by_tile_row(x) @ self.g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
+        g_read, out_fs = self._trials(self.g_read), self._trials(self.out_fs)  # views: set in place
+        s2_read = None if self.s2_read is None else self._trials(self.s2_read)
+        u = (self._by_tile_row(x) @ g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
         tile_of = self.read_tiles  # the tile (column block) of each read column
         for c in range(self.n_c):
             cols = (tile_of == c).nonzero().squeeze(1)
             level = torch.quantile(u[..., cols].flatten(2).double(), self.spec.adc_percentile / 100, dim=-1)
             level = torch.where(level > 0, level * self.spec.adc_range, torch.ones_like(level)).to(u.dtype)
-            self.g_read[..., cols] /= level[..., None, None]
-            if self.s2_read is not None:
-                self.s2_read[..., cols] /= level[..., None, None] ** 2
-            self.out_fs[..., self.output_tiles == c] *= level[..., None, None]
+            g_read[..., cols] /= level[..., None, None]
+            if s2_read is not None:
+                s2_read[..., cols] /= level[..., None, None] ** 2
+            out_fs[..., self.output_tiles == c] *= level[..., None, None]
 
     def _calibration_vectors(self, gen: torch.Generator) -> torch.Tensor:
         """Known inputs ``(K, CAL_VECTORS, in)``: binary, at full scale (exact on any DAC), each
@@ -424,7 +434,8 @@ class ProgrammedMatrix(nn.Module):
         least-squares gain of the reads onto the ideal products, :func:`_gain`); both
         folded into the read (see the module docstring).
         The reads' noise comes from ``gen`` (default: the programming's generator), never
-        from the inference's read-noise stream."""
+        from the inference's read-noise streams.  The trials are fitted in chunks
+        (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their number."""
         if self.calibrated:
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         if self.active is not None:
@@ -432,28 +443,43 @@ class ProgrammedMatrix(nn.Module):
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
         x = _sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
+        per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
+        step = max(1, CAL_FIT_ELEMENTS // per_trial)
+        bias = []
+        try:
+            for start in range(0, self.trials, step):
+                self.active = slice(start, min(self.trials, start + step))
+                bias.append(self._fit_trials(x[self.active], gen))
+        finally:
+            self.active = None
+        self.cal_bias = torch.cat(bias)  # (K, 1, out)
+        self.calibrated = True
+
+    def _fit_trials(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
+        into their buffers, and their offsets ``(k, 1, out)`` are returned."""
         if self.spec.adc_percentile is not None:
             self._set_adc_ranges(x)
         m = x.shape[-1]
         rows = self.n_r * self.rows
         w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
         w_pad[:m] = self.w_target
-        t = self._by_tile_row(x) @ w_pad.reshape(self.n_r, self.rows, -1)  # (K, n_r, N, out): ideal sums
-        y = self._tile_row_reads(x, gen)  # (K, n_r, N, out)
+        t = self._by_tile_row(x) @ w_pad.reshape(self.n_r, self.rows, -1)  # (k, n_r, N, out): ideal sums
+        y = self._tile_row_reads(x, gen)  # (k, n_r, N, out)
         # All inputs off, averaged over a few reads (noise): the offset.
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
-        lsb = None if self.spec.adc_bits is None else self.out_fs.squeeze(2)  # one code, per output
+        out_fs = self._trials(self.out_fs)
+        lsb = None if self.spec.adc_bits is None else out_fs.squeeze(2)  # one code, per output
         gain = _gain(y - y0, t, lsb, self.output_tiles)
         offset = -gain * y0.squeeze(2)
         if self.merged:
-            row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (K, in, out)
-            self.g_read.mul_(row_gain)
+            row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (k, in, out)
+            self._trials(self.g_read).mul_(row_gain)
             if self.s2_read is not None:
-                self.s2_read.mul_(row_gain**2)
+                self._trials(self.s2_read).mul_(row_gain**2)
         else:
-            self.out_fs.mul_(gain.unsqueeze(2))
-        self.cal_bias = offset.sum(1, keepdim=True)  # (K, 1, out)
-        self.calibrated = True
+            out_fs.mul_(gain.unsqueeze(2))
+        return offset.sum(1, keepdim=True)
 
 
 # Known vectors read per calibration: the gain's relative error from read noise falls as
@@ -465,15 +491,30 @@ CAL_ROWS_PER_READ = 512
 # Reads with every input off, averaged into each output's offset.
 CAL_ZERO_READS = 64
 CAL_MAX_ROWS = 4096
+# Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
+# most: the trials are fitted in chunks of this size (a 5-trial study fits in one).
+CAL_FIT_ELEMENTS = 2**25
+# Samples (trials x batch) that a read of the network serves at once, by default: bounds
+# the memory of the inference and the calibration whatever the number of trials (the
+# default study's conv SNN reads 1,000 samples at once: 5 trials of 200 images).
+CHUNK_SAMPLES = 1024
+
+
+def trial_chunks(trials: int, batch: int, per_chunk: int | None = None) -> list[slice]:
+    """The trials ``0 .. trials - 1`` in chunks of ``per_chunk`` (default: as many as keep
+    ``chunk x batch`` within :data:`CHUNK_SAMPLES`)."""
+    step = max(1, CHUNK_SAMPLES // max(1, batch)) if per_chunk is None else per_chunk
+    return [slice(a, min(trials, a + step)) for a in range(0, trials, step)]
 
 
 def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
-    """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random."""
+    """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random (``x``
+    itself when it has no more)."""
     n = x.shape[1]
     if n <= most:
-        return x.detach().clone()
+        return x.detach()
     pick = torch.randperm(n, generator=gen, device=gen.device)[:most].to(x.device)
-    return x[:, pick].detach().clone()
+    return x[:, pick].detach()
 
 
 def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
