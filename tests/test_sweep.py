@@ -407,7 +407,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_points(tmp_path, referenc
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"the sweep did not exit within 60 s of Ctrl-C; it printed:\n{out}")
+        pytest.fail(f"the sweep did not exit within 60 s of {signal.Signals(sig).name}; it printed:\n{out}")
     assert proc.returncode == 130, out
     n = int(sweep_store.done_mask(store).sum())
     assert n == 1

@@ -19,14 +19,15 @@ Method, chosen by measurement (``benchmarks/bench_ir_drop.py``, 2 CPU cores):
     ``O(C^2)`` from the chain's forward and backward pivots, with no factorisation.  That
     leaves a bitline system that is block-tridiagonal over rows, with dense ``C x C``
     blocks and diagonal couplings (the bitline wires); block Thomas solves it, one dense
-    ``C x C`` inverse per row (by Cholesky: :func:`_inverse`).  ``O(R C^3)`` per tile, batched over tiles and trials, every
-    step one batched matrix operation.  For the effective matrix, input ``k`` enters at row
-    ``k``, so only the inputs seen so far are carried down the rows (half the products),
-    and the outputs need only the last rows (no back-substitution).  Measured on the tiles
-    of the study's conv SNN: 136 tiles/s at 64x64 against 25.5 for scipy's ``splu`` tile by
-    tile (5.3x) and 0.008 for ngspice; 14.7 against 2.5 at 128x128 (5.8x), with LU
-    inverses (Cholesky, used since, took 0.6-1.1x their time on these block sizes).  A sparse
-    factorisation goes tile by tile, with no batching and fill-in in every factor.
+    ``C x C`` inverse per row (by Cholesky: :func:`_inverse`).  ``O(R C^3)`` per tile,
+    batched over tiles and trials, every step one batched matrix operation.  For the
+    effective matrix, input ``k`` enters at row ``k``, so only the inputs seen so far are
+    carried down the rows (half the products), and the outputs need only the last rows
+    (no back-substitution).  Measured on the tiles of the study's conv SNN
+    (docs/speed.md): 91 tiles/s at 64x64 against 11.6 for scipy's ``splu`` tile by tile
+    (7.9x) and 0.008 for ngspice; 7.9x, 8.0x and 8.8x ``splu`` at 128x128, 256x256 and
+    512x512.  A sparse factorisation goes tile by tile, with no batching and fill-in in
+    every factor.
 ``"pcg"``
     conjugate gradients on the symmetric positive-definite nodal matrix, preconditioned
     by exact solves of every wordline and bitline chain (Thomas algorithm).  It leaves out
