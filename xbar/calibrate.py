@@ -127,9 +127,10 @@ def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, r
 
 
 def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, encoder) -> list:
-    """The pending matrices in the order they first run: one step of one sample on the
-    first trial, nothing recorded and nothing drawn from the calibration generators (the
-    read-noise streams it used are restarted)."""
+    """The pending matrices in the order they first run: one step of the batch on the
+    first trial (a read refuses what it cannot simulate here, before any fit), nothing
+    recorded and nothing drawn from the calibration generators (the read-noise streams
+    it used are restarted)."""
     order: list = []
 
     def called(module, inputs):
@@ -143,7 +144,7 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
         for m in pending:
             m.recording, m.keep_recording, m.rows_per_read = [], False, sys.maxsize
         step.reset()
-        step(encoder(x[:1], 0))
+        step(encoder(x, 0))
     finally:
         step.reset()
         for h in handles:
