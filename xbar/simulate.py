@@ -229,7 +229,9 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     data
         an ``(x, y)`` pair (tensors or numpy arrays; ``x`` float ``[samples, ...]``, ``y``
         integer class indices ``[samples]``), or an iterable of such batches (a
-        DataLoader).  Checked before any work; see :mod:`xbar.checks`.
+        DataLoader).  Checked before any work; see :mod:`xbar.checks`.  The batches are
+        read once and kept (every chunk of trials runs over all of them, on the same
+        samples): a test set that does not fit in memory is run in parts.
     encoder
         ``encoder(x, t)`` gives the input of step ``t`` (0-based); default: ``x`` at every
         step (direct encoding).  A stochastic encoder must draw from its own seeded
