@@ -91,9 +91,8 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
                 bar.update()
             bar.close()
     finally:
+        _stop_recording(matrices)
         for m in matrices:
-            m.recording = None
-            m.select_trials()
             m.reset_read_noise()
         hw.train(was_training)
     return hw
@@ -149,9 +148,8 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
         step.reset()
         for h in handles:
             h.remove()
+        _stop_recording(matrices)
         for m in matrices:
-            m.recording, m.keep_recording = None, True
-            m.select_trials()
             m.reset_read_noise()
     if not order:
         raise ValueError("calibrate: the converted network never ran its crossbar layers on the "
@@ -171,12 +169,12 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
     try:
         for m in pending:
             m.keep_recording = m is target
+            m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
         for ks in trial_chunks(matrices[0].trials, len(x)):
             for m in matrices:
                 m.select_trials(ks.start, ks.stop)
             for m in pending:
                 m.recording = []
-                m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
             step.reset()
             for t in range(timesteps):
                 xt = encoder(x, t)
@@ -184,7 +182,12 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
             chunks.append(torch.cat(target.recording, 1))  # this chunk's reads, (k, rows, in)
             target.recording = []
     finally:
-        for m in matrices:
-            m.recording, m.keep_recording = None, True
-            m.select_trials()
+        _stop_recording(matrices)
     target.recording = torch.cat(chunks)
+
+
+def _stop_recording(matrices: list) -> None:
+    """Every matrix back to plain reads of all its trials, recording nothing."""
+    for m in matrices:
+        m.recording, m.keep_recording = None, True
+        m.select_trials()

@@ -95,12 +95,10 @@ def _per_trial_sq(a: torch.Tensor, b: torch.Tensor | None, k: int) -> np.ndarray
     """Per-trial sum of ``(a - b)**2`` (``a**2`` without ``b``); ``b`` broadcasts over
     the trials of ``a`` when it has one trial's samples."""
     a = _by_trial(a, k)
-    if b is not None:
-        b = _by_trial(b, k) if b.numel() == a.numel() else b.reshape(a.shape[1:])
-        a = a - b
-    else:
-        a = a.clone()
-    return _per_trial_sum(a.mul_(a), k)
+    if b is None:
+        return _per_trial_sum(a * a, k)
+    d = a - (_by_trial(b, k) if b.numel() == a.numel() else b.reshape(a.shape[1:]))
+    return _per_trial_sum(d.mul_(d), k)
 
 
 def _is_within(name: str, outer: str) -> bool:

@@ -448,10 +448,10 @@ class ProgrammedMatrix(nn.Module):
         bias = []
         try:
             for start in range(0, self.trials, step):
-                self.active = slice(start, min(self.trials, start + step))
+                self.select_trials(start, min(self.trials, start + step))
                 bias.append(self._fit_trials(x[self.active], gen))
         finally:
-            self.active = None
+            self.select_trials()
         self.cal_bias = torch.cat(bias)  # (K, 1, out)
         self.calibrated = True
 
