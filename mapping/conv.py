@@ -12,8 +12,17 @@ def conv_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def unfold_input(x: torch.Tensor, kernel_size, dilation, padding, stride) -> torch.Tensor:
-    """``(B, C_in, H, W) -> (B, L, C_in*kh*kw)``: one crossbar input vector per output pixel."""
-    return F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride).transpose(1, 2)
+    """``(B, C_in, H, W) -> (B, L, C_in*kh*kw)``, contiguous: one crossbar input vector per
+    output pixel, as ``F.unfold(...).transpose(1, 2)`` orders it.  One copy from a strided
+    view of the (zero-padded) input, where ``F.unfold`` and a transpose take two."""
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel_size, dilation, padding, stride
+    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    b, c, h, w = xp.shape
+    h_out, w_out = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    sb, sc, sy, sx = xp.stride()
+    windows = xp.as_strided((b, h_out, w_out, c, kh, kw), (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw),
+                            xp.storage_offset())
+    return windows.reshape(b, h_out * w_out, c * kh * kw).contiguous()
 
 
 def fold_output(y: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:

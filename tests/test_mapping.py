@@ -86,3 +86,18 @@ def test_offset_mapping_needs_three_levels():
     w = torch.randn(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="levels = 2 is not allowed with the offset mapping"):
         mapping.layout_weights(w, 1e-6, 1e-4, 2, (8, 8), "offset")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), channels_last=st.booleans())
+def test_unfold_input_orders_the_windows_as_torch_unfold(seed, kernel, dilation, padding, stride, channels_last):
+    x = torch.randn(3, 4, 13, 11, generator=torch.Generator().manual_seed(seed))
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    cols = mapping.unfold_input(x, kernel, dilation, padding, stride)
+    expected = torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    assert cols.is_contiguous()
+    assert torch.equal(cols, expected.transpose(1, 2))
