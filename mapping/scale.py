@@ -22,7 +22,7 @@ import torch
 
 def weight_scale(w: torch.Tensor) -> float:
     """``w_max``: the largest |w| of the layer (1.0 for an all-zero layer)."""
-    m = float(w.abs().max()) if w.numel() else 0.0
+    m = float(w.detach().abs().max()) if w.numel() else 0.0
     return m if m > 0 else 1.0
 
 

@@ -46,6 +46,9 @@ class LIF(nn.Module):
             raise ValueError(f"LIF.init = {init!r} is not allowed: must be in [0, 1)")
         self.beta, self.threshold, self.slope, self.init = beta, float(threshold), slope, init
         self.mem: torch.Tensor | None = None
+        # A list while training with a membrane margin: each step's potential before the
+        # spike, in thresholds from the threshold, ``(mem - threshold) / threshold``.
+        self.record: list | None = None
 
     def reset(self) -> None:
         self.mem = None
@@ -54,6 +57,8 @@ class LIF(nn.Module):
         if not torch.is_grad_enabled():
             return self._infer(x)
         mem = x + self.init * self.threshold if self.mem is None else self.beta * self.mem + x
+        if self.record is not None:
+            self.record.append((mem - self.threshold) / self.threshold)
         spk = SpikeFn.apply(mem - self.threshold, self.slope)
         self.mem = mem - spk * self.threshold
         return spk

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,15 +13,38 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import xbar
 from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
-from studies.models import ARCHITECTURES, build
+from studies.models import ARCHITECTURES, LIF, build
+from xbar.convert import crossbar_layers
 from xbar.neurons import reset_state
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a surrogate-gradient SNN is trained.  Changing any field retrains."""
+    """How a surrogate-gradient SNN is trained.  Changing any field retrains.
+
+    Hardware-aware training (:mod:`xbar.aware`): ``hardware``, an :class:`xbar.Spec`, puts
+    its crossbars in the forward pass (``None``: standard training), with the ingredients
+    ``aware`` switches on.  Two robustness options, each usable with or without it:
+
+    ``margin``, ``margin_width``
+        adds ``margin * mean(relu(margin_width - |u|))`` to the loss, ``u = (mem -
+        threshold) / threshold`` the membrane potential of every LIF neuron at every step
+        before its spike: potentials are pushed out of the band of ``margin_width``
+        thresholds around the threshold, where a small read error flips a spike.  Datta,
+        Liu and Beerel (arXiv:2212.10170, 2022) shift membrane potentials away from the
+        threshold with a Hoyer regulariser for the same reason (noise robustness of
+        one-timestep SNNs); this is a direct hinge on that band.
+    ``weight_clip``
+        after every optimiser step, each crossbar layer's weights are clipped to
+        ``weight_clip`` standard deviations of that layer's weights (IBM aihwkit's
+        ``WeightClipType.LAYER_GAUSSIAN``, default ``sigma = 2.5``, used in the
+        hardware-aware training of Rasch et al., Nature Communications 14, 5282, 2023): a
+        few outlying weights no longer set the layer's conductance scale, so the others
+        use more of the window.
+    """
 
     dataset: str = "mnist5k"
     arch: str = "conv"
@@ -30,6 +53,11 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
+    hardware: xbar.Spec | None = None
+    aware: xbar.Aware = field(default_factory=xbar.Aware)
+    margin: float = 0.0
+    margin_width: float = 0.1
+    weight_clip: float | None = None
 
     def __post_init__(self) -> None:
         o = "TrainConfig"
@@ -40,14 +68,39 @@ class TrainConfig:
         v.int_at_least(o, "batch_size", self.batch_size, 1)
         v.positive(o, "lr", self.lr)
         v.int_at_least(o, "seed", self.seed, 0)
+        if self.hardware is not None and not isinstance(self.hardware, xbar.Spec):
+            v.fail(o, "hardware", self.hardware, "must be an xbar.Spec (the crossbars to train on), or None")
+        if not isinstance(self.aware, xbar.Aware):
+            v.fail(o, "aware", self.aware, "must be an xbar.Aware")
+        v.non_negative(o, "margin", self.margin)
+        v.positive(o, "margin_width", self.margin_width)
+        if self.weight_clip is not None:
+            v.positive(o, "weight_clip", self.weight_clip)
 
     def key(self) -> str:
         return config_key(self)
 
 
+# Fields added after models were first cached: left out of the cache key (and of the saved
+# configuration) while at their defaults, so that a standard model keeps its cached file.
+_LATER_FIELDS = {"hardware": None, "aware": xbar.Aware(), "margin": 0.0, "margin_width": 0.1,
+                 "weight_clip": None}
+
+
+def config_dict(config) -> dict:
+    """The configuration as saved and hashed: ``asdict``, without the later fields of a
+    :class:`TrainConfig` that are at their defaults."""
+    out = asdict(config)
+    if isinstance(config, TrainConfig):
+        for name, default in _LATER_FIELDS.items():
+            if getattr(config, name) == default:
+                out.pop(name)
+    return out
+
+
 def config_key(config) -> str:
     """A short hash of a configuration dataclass: the cache key of what it makes."""
-    blob = json.dumps(asdict(config), sort_keys=True).encode()
+    blob = json.dumps(config_dict(config), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -62,7 +115,7 @@ def load_cached(path: Path, config) -> dict | None:
     if not path.is_file():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    return saved if saved.get("config") == asdict(config) else None
+    return saved if saved.get("config") == config_dict(config) else None
 
 
 def save_cached(path: Path, config, model: nn.Module, info: dict) -> None:
@@ -70,7 +123,7 @@ def save_cached(path: Path, config, model: nn.Module, info: dict) -> None:
     interrupted save never leaves a file that reads as a finished model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(config), "state_dict": model.state_dict(), "info": info}, tmp)
+    torch.save({"config": config_dict(config), "state_dict": model.state_dict(), "info": info}, tmp)
     tmp.replace(path)
 
 
@@ -95,9 +148,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, timesteps: int,
 
 
 def fit(model: nn.Module, data: Dataset, loss_of, *, epochs: int, batch_size: int, lr: float,
-        seed: int, desc: str, progress: bool = True) -> nn.Module:
+        seed: int, desc: str, progress: bool = True, after_step=None) -> nn.Module:
     """Adam with a one-cycle learning rate over ``epochs`` shuffled passes of the training
-    split; ``loss_of(model, x, y)`` gives a batch's loss.  Returns the model in eval mode."""
+    split; ``loss_of(model, x, y)`` gives a batch's loss; ``after_step(model)``, if given,
+    runs after every optimiser step.  Returns the model in eval mode."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * -(-len(data.x_train) // batch_size)
@@ -113,25 +167,74 @@ def fit(model: nn.Module, data: Dataset, loss_of, *, epochs: int, batch_size: in
             loss.backward()
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step(model)
             bar.update()
     bar.close()
     return model.eval()
 
 
 def train(config: TrainConfig, data: Dataset | None = None, progress: bool = True) -> nn.Module:
-    """Train from scratch (BPTT through ``timesteps`` steps, Adam, one-cycle learning rate)."""
+    """Train from scratch (BPTT through ``timesteps`` steps, Adam, one-cycle learning
+    rate), on the crossbars of ``config.hardware`` if set (hardware-aware)."""
     data = data or load_dataset(config.dataset)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build(config.arch, data.image_shape, data.n_classes)
+    kind = "hardware-aware " if config.hardware is not None else ""
+    return train_snn(model, data, config, config.timesteps, config.epochs,
+                     desc=f"train {kind}{config.arch} on {config.dataset}", progress=progress)
+
+
+def train_snn(model: nn.Module, data: Dataset, config, timesteps: int, epochs: int, *, desc: str,
+              progress: bool = True) -> nn.Module:
+    """BPTT of ``model`` through ``timesteps`` steps for ``epochs`` epochs with the options
+    of ``config`` (a :class:`TrainConfig` or anything with its ``batch_size``, ``lr``,
+    ``seed``, ``hardware``, ``aware``, ``margin``, ``margin_width`` and ``weight_clip``):
+    training from scratch, or fine-tuning a converted network."""
+    hw = None if config.hardware is None else xbar.HardwareAware(model, config.hardware, config.aware,
+                                                                seed=config.seed)
+    neurons = [m for m in model.modules() if isinstance(m, LIF)]
 
     def loss_of(m, x, y):
-        return F.cross_entropy(run_snn(m, x, config.timesteps) / config.timesteps, y)
+        if hw is not None:
+            hw.new_batch()
+        for n in neurons:
+            n.record = [] if config.margin > 0 else None
+        loss = F.cross_entropy(run_snn(m, x, timesteps) / timesteps, y)
+        if config.margin > 0:
+            loss = loss + config.margin * membrane_margin(neurons, config.margin_width)
+        return loss
 
-    model = fit(model, data, loss_of, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                seed=config.seed, desc=f"train {config.arch} on {config.dataset}", progress=progress)
+    after = None if config.weight_clip is None else (lambda m: clip_weights(m, config.weight_clip))
+    try:
+        if hw is not None:
+            hw.attach()
+        model = fit(model, data, loss_of, epochs=epochs, batch_size=config.batch_size, lr=config.lr,
+                    seed=config.seed, desc=desc, progress=progress, after_step=after)
+    finally:
+        if hw is not None:
+            hw.detach()
+        for n in neurons:
+            n.record = None
     reset_state(model)
     return model
+
+
+def membrane_margin(neurons: list, width: float) -> torch.Tensor:
+    """Mean over every neuron and step recorded of ``relu(width - |u|)``, ``u`` the
+    potential before the spike in thresholds from the threshold (see :class:`TrainConfig`)."""
+    terms = [F.relu(width - u.abs()).mean() for n in neurons for u in n.record]
+    return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+@torch.no_grad()
+def clip_weights(model: nn.Module, sigmas: float) -> None:
+    """Clip each crossbar layer's weights to ``sigmas`` standard deviations of its weights
+    (aihwkit's layer-Gaussian clipping)."""
+    for _, m in crossbar_layers(model):
+        bound = sigmas * float(m.weight.std())
+        m.weight.clamp_(-bound, bound)
 
 
 def load_or_train(config: TrainConfig, progress: bool = True,
@@ -151,6 +254,6 @@ def load_or_train(config: TrainConfig, progress: bool = True,
         return model.eval(), {**saved["info"], "cached": True}
     model = train(config, data, progress)
     acc = evaluate(model, data.x_test, data.y_test, config.timesteps)
-    info = {"config": asdict(config), "test_accuracy": acc, "path": str(path)}
+    info = {"config": config_dict(config), "test_accuracy": acc, "path": str(path)}
     save_cached(path, config, model, info)
     return model, {**info, "cached": False}

@@ -4,8 +4,12 @@
     hw    = xbar.convert(trained_snn, spec, seed=0)
     xbar.calibrate(hw, trained_snn, x_train[:64], timesteps=8)    # per-tile gain and offset
     trace = xbar.simulate(hw, trained_snn, loader, timesteps=8)   # -> xarray.Dataset
+
+Hardware-aware training (xbar.aware): ``with xbar.HardwareAware(snn, spec, seed=0) as hw:``
+train as usual, calling ``hw.new_batch()`` before each batch.
 """
 
+from xbar.aware import Aware, HardwareAware
 from xbar.calibrate import calibrate
 from xbar.crossbar import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
 from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
@@ -16,6 +20,6 @@ from xbar.simulate import simulate
 from xbar.spec import Spec
 from xbar.tile import ProgrammedMatrix
 
-__all__ = ["Spec", "convert", "calibrate", "simulate", "from_nir", "reset_state", "AnalogLinear", "AnalogConv2d",
+__all__ = ["Spec", "Aware", "HardwareAware", "convert", "calibrate", "simulate", "from_nir", "reset_state", "AnalogLinear", "AnalogConv2d",
            "ProgrammedMatrix", "effective_conductance", "analog_layers",
            "crossbar_layers", "layer_seeds", "solve_crossbar", "effective_matrix", "first_order_matrix"]

@@ -20,7 +20,7 @@ is ``rho`` times the overlap of the two reads' drives.
 Calibration (``Spec.calibration``): after programming (and drift to ``t_inference``),
 the chip reads known inputs, and each tile's outputs get a digital offset (what they read
 with every input off) and gain (the least-squares gain that brings the reads closest to
-the ideal products of the same inputs, :func:`_gain`), per output and per tile-row (before the tile-rows' partial
+the ideal products of the same inputs, :func:`calibration_gain`), per output and per tile-row (before the tile-rows' partial
 sums are added).  The fit sees the chip's own
 noisy, quantized reads (drawn from the programming's generator, so the read-noise
 stream of the inference is untouched).  The gain folds into the stored matrices or the
@@ -85,6 +85,29 @@ def read_columns(scheme: str, n_out: int, n_c: int, cols: int, per_tile: int):
                 b.append(ref)
             keep.append(base + cols - 1)
     return torch.tensor(keep), torch.tensor(a), torch.tensor(b)
+
+
+def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
+               outputs_per_tile: int) -> torch.Tensor | None:
+    """Each tile's ADC full scale (A), ``(..., n_r, n_c)``, for tiles ``g0`` ``(..., n_r,
+    n_c, R, C)`` of a layer of ``n_in`` inputs: ``adc_range`` times the largest column
+    current with every row that an input drives at full scale (the rows of the last
+    tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``: the
+    effective conductances of the programmed state, IR drop included, so that the current
+    is the one the column can draw (superposition: the all-on current is the sum of the
+    effective conductances of the driven rows times ``v_read``).  ``None`` without an ADC."""
+    if spec.adc_bits is None:
+        return None
+    n_r, rows = g0.shape[-4], g0.shape[-2]
+    driven = torch.arange(n_r * rows, device=g0.device).reshape(n_r, rows) < n_in
+    g0 = g0 * driven[:, None, :, None]
+    if analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
+        diff = g0[..., 0 : 2 * outputs_per_tile : 2] - g0[..., 1 : 2 * outputs_per_tile : 2]
+        cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
+    else:
+        cols = g0.sum(-2)
+    i_fs = spec.adc_range * spec.v_read * cols.amax(-1)
+    return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
 
 
 class ProgrammedMatrix(nn.Module):
@@ -155,7 +178,8 @@ class ProgrammedMatrix(nn.Module):
             # The ADC is sized for the currents the programmed state can draw through its
             # wires (drift and static noise come later and are not known to the designer).
             g0_circuit = self.g_tiles if g is g0 or spec.adc_bits is None else effective_conductance(g0, spec)
-            self._setup_blocks(self._full_scale(g0_circuit), w_per_siemens, s2, keep, a, b)
+            self._setup_blocks(full_scale(g0_circuit, spec, self.shape[0], self.analog_pairs,
+                                         self.outputs_per_tile), w_per_siemens, s2, keep, a, b)
         self._draw_adc_errors(gen)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
@@ -176,25 +200,6 @@ class ProgrammedMatrix(nn.Module):
     def awaits_data(self) -> bool:
         """Calibrated from data (``Spec.calibration="data"``) and not yet fitted."""
         return self.spec.calibration == "data" and self.needs_calibration and not self.calibrated
-
-    def _full_scale(self, g0: torch.Tensor) -> torch.Tensor | None:
-        """Each tile's ADC full scale (A), ``(K, n_r, n_c)``: ``adc_range`` times the largest
-        column current with every row that an input drives at full scale (the rows of the
-        last tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``:
-        the effective conductances of the programmed state, IR drop included, so that the
-        current is the one the column can draw (superposition: the all-on current is the
-        sum of the effective conductances of the driven rows times ``v_read``)."""
-        if self.spec.adc_bits is None:
-            return None
-        driven = torch.arange(self.n_r * self.rows, device=g0.device).reshape(self.n_r, self.rows) < self.shape[0]
-        g0 = g0 * driven[None, :, None, :, None]
-        if self.analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
-            diff = g0[..., 0 : 2 * self.outputs_per_tile : 2] - g0[..., 1 : 2 * self.outputs_per_tile : 2]
-            cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
-        else:
-            cols = g0.sum(-2)
-        i_fs = self.spec.adc_range * self.spec.v_read * cols.amax(-1)
-        return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
 
     def _draw_adc_errors(self, gen: torch.Generator) -> None:
         """Each ADC's gain error (a factor) and offset (in units of its full scale), per
@@ -431,7 +436,7 @@ class ProgrammedMatrix(nn.Module):
     def fit_calibration(self, x: torch.Tensor, gen: torch.Generator | None = None) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
         tile-row, a digital offset (minus the mean read with every input off) and gain (the
-        least-squares gain of the reads onto the ideal products, :func:`_gain`); both
+        least-squares gain of the reads onto the ideal products, :func:`calibration_gain`); both
         folded into the read (see the module docstring).
         The reads' noise comes from ``gen`` (default: the programming's generator), never
         from the inference's read-noise streams.  The trials are fitted in chunks
@@ -470,7 +475,7 @@ class ProgrammedMatrix(nn.Module):
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
         out_fs = self._trials(self.out_fs)
         lsb = None if self.spec.adc_bits is None else out_fs.squeeze(2)  # one code, per output
-        gain = _gain(y - y0, t, lsb, self.output_tiles)
+        gain = calibration_gain(y - y0, t, lsb, self.output_tiles)
         offset = -gain * y0.squeeze(2)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (k, in, out)
@@ -517,7 +522,7 @@ def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tens
     return x[:, pick].detach()
 
 
-def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
+def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
           tile_of: torch.Tensor | None = None) -> torch.Tensor:
     """The digital gain ``g`` ``(K, n_r, out)`` for offset-free reads ``y`` of ideal
     products ``t`` (vectors on axis 2): the least-squares ``g`` of ``t ~ g y`` through the
@@ -577,5 +582,5 @@ def _gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
 
 
 # The RMS of a tile-row's ideal products, in ADC codes, below which its gain is not
-# fitted (see _gain).
+# fitted (see calibration_gain).
 RESOLVED_CODES = 4.0

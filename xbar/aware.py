@@ -1,0 +1,333 @@
+"""Hardware-aware training: the crossbar of an :class:`xbar.Spec` in the forward pass.
+
+:class:`HardwareAware` attaches to a network and, while attached, replaces the output of
+every layer that :func:`xbar.convert` puts on crossbars (each ``nn.Linear`` and
+``nn.Conv2d``) by what the tiles of the spec would read, as a differentiable function of
+the layer's weights and inputs.  The weights stay the network's own parameters: train
+as usual (surrogate-gradient BPTT), call :meth:`HardwareAware.new_batch` before each
+batch, and evaluate the trained network with ``xbar.convert`` like any other.
+
+Each ingredient is switched on its own (:class:`Aware`), so that a study can tell which
+one buys the accuracy; one that the spec does not have stays off:
+
+``variation``
+    the programmed state, as :mod:`xbar.tile` programs it (the same device functions):
+    conductance levels, programming variation, stuck-at faults and drift, drawn again
+    for every batch.  Gradient: through the programmed conductances (straight through
+    the levels' rounding; none for a stuck device).
+``read_noise``
+    the static share drawn with the programming; the per-read share drawn at every read
+    (every timestep), column noise exact in distribution as in evaluation, with its
+    AR(1) correlation between the reads of one batch.  Gradient: through the noise's
+    standard deviation as well.
+``adc``
+    the DAC's rounding of the inputs and each tile-row's ADC: column currents clipped to
+    the tile's full scale (the worst case of the programmed state, as in evaluation) and
+    rounded to codes.  Gradient: straight through the rounding, zero beyond the clip.
+``ir_drop``
+    the effective conductances.  With ``Spec.ir_drop_model="exact"``: the programmed
+    conductances times each device's attenuation in the nominal tile (the circuit solved
+    on the targets, again every ``ir_refresh`` batches), exact at the nominal state;
+    gradient through the conductances, the attenuation held.  With ``"first_order"``:
+    :func:`xbar.crossbar.first_order_matrix` of the programmed conductances, with its
+    exact gradient.
+``calibration``
+    the digital gain per output and tile-row that evaluation fits
+    (:func:`xbar.tile.calibration_gain`), fitted on each read's own batch and held
+    (no gradient through the fit).
+
+Not in the training forward (a warning names those the spec sets; evaluation has them
+all): the ADC's own noise, gain and offset errors, percentile ADC ranges, IR-drop
+compensation, and the calibration's offsets.  Every random draw comes from one
+generator seeded by ``seed``: the same seed trains the same network.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from devices import drift, program, read_sigma_rel, static_read_noise
+from devices import validation as v
+from mapping.conv import conv_matrix, fold_output, unfold_input
+from mapping.layout import layout_weights
+from xbar.converters import quantize_unit, top_code
+from xbar.convert import crossbar_layers
+from xbar.crossbar import effective_conductance, first_order_matrix
+from xbar.layers import _conv_padding
+from xbar.spec import Spec
+from xbar.tile import calibration_gain, full_scale, read_columns
+
+INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
+
+
+@dataclass(frozen=True)
+class Aware:
+    """Which of the spec's non-idealities the training forward pass sees (all by
+    default), and how often the IR-drop attenuation is solved again (in batches)."""
+
+    variation: bool = True
+    read_noise: bool = True
+    adc: bool = True
+    ir_drop: bool = True
+    calibration: bool = True
+    ir_refresh: int = 50
+
+    def __post_init__(self) -> None:
+        for name in INGREDIENTS:
+            if not isinstance(getattr(self, name), bool):
+                v.fail("Aware", name, getattr(self, name), "must be True or False")
+        v.int_at_least("Aware", "ir_refresh", self.ir_refresh, 1)
+
+    @classmethod
+    def only(cls, *names: str, **options) -> "Aware":
+        """Every ingredient off but ``names``."""
+        unknown = [n for n in names if n not in INGREDIENTS]
+        if unknown:
+            raise ValueError(f"Aware.only: {unknown} are not ingredients: must be among {list(INGREDIENTS)}")
+        return cls(**{n: n in names for n in INGREDIENTS}, **options)
+
+    def active(self, spec: Spec) -> tuple[str, ...]:
+        """The ingredients switched on here that ``spec`` has."""
+        dev = spec.device
+        present = {
+            "variation": bool(dev.levels is not None or dev.prog_sigma_rel or dev.prog_sigma_abs
+                              or any(dev.prog_sigma_poly) or dev.p_stuck_low or dev.p_stuck_high
+                              or (dev.has_drift and spec.t_inference > 0)),
+            "read_noise": dev.has_read_noise,
+            "adc": spec.adc_bits is not None or spec.dac_bits is not None,
+            "ir_drop": spec.has_ir_drop,
+            "calibration": spec.calibration is not None and not spec.is_ideal,
+        }
+        return tuple(n for n in INGREDIENTS if getattr(self, n) and present[n])
+
+
+def _untrained_parts(spec: Spec) -> list[str]:
+    """The spec's settings that the training forward does not model."""
+    parts = [f"{name}={getattr(spec, name)}" for name in ("adc_noise", "adc_gain_error", "adc_offset_error")
+             if getattr(spec, name) > 0]
+    if spec.adc_percentile is not None:
+        parts.append(f"adc_percentile={spec.adc_percentile} (training uses the worst-case range)")
+    if spec.ir_drop_compensation is not None:
+        parts.append(f"ir_drop_compensation={spec.ir_drop_compensation} (training sees the uncompensated drop)")
+    return parts
+
+
+def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+    """``forward`` in the forward pass, the gradient of ``x`` in the backward pass."""
+    return x + (forward - x).detach()
+
+
+class _LayerModel:
+    """One layer's tiles: programmed once per batch, read at every timestep."""
+
+    def __init__(self, spec: Spec, on: tuple[str, ...], n_in: int, n_out: int, gen: torch.Generator,
+                 ir_refresh: int) -> None:
+        self.spec, self.on, self.gen, self.ir_refresh = spec, on, gen, ir_refresh
+        self.n_in, self.n_out = n_in, n_out
+        self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None and "adc" in on
+        self.batches = 0
+        self.atten: torch.Tensor | None = None
+        self.state: dict | None = None  # the programmed read matrices of this batch
+        self.prev_eps: torch.Tensor | None = None  # AR(1) state of the per-read noise
+
+    def new_batch(self) -> None:
+        self.state, self.prev_eps = None, None
+        self.batches += 1
+
+    def _attenuation(self, nominal: torch.Tensor) -> torch.Tensor:
+        """Each device's effective / programmed conductance in the nominal tile (no
+        gradient), solved on the first batch and again every ``ir_refresh`` batches."""
+        if self.atten is None or (self.batches - 1) % self.ir_refresh == 0:
+            eff = effective_conductance(nominal, self.spec)
+            self.atten = torch.where(nominal > 0, eff / nominal.clamp_min(torch.finfo(nominal.dtype).tiny),
+                                     torch.ones_like(nominal))
+        return self.atten
+
+    def _program(self, w: torch.Tensor) -> dict:
+        """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices."""
+        spec, dev, on, gen = self.spec, self.spec.device, self.on, self.gen
+        q = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping)
+        if "variation" in on:
+            t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets
+            if dev.levels is not None:  # the device's levels, straight through
+                t = _straight_through(t, q.targets)
+            g0 = program(t, dev, gen)
+            g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
+        else:  # the mapped targets, continuous
+            t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets
+            g0 = g = t
+        if "read_noise" in on:
+            g = static_read_noise(g, g0, dev, spec.t_inference, gen)
+        if "ir_drop" in on and spec.ir_drop_model == "first_order":  # the model itself, differentiable
+            g_eff = first_order_matrix(g, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
+                                       r_source=spec.r_source, r_sink=spec.r_sink)
+            g0_circuit = first_order_matrix(g0.detach(), r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
+                                            r_source=spec.r_source, r_sink=spec.r_sink)
+        elif "ir_drop" in on:
+            atten = self._attenuation(q.targets)
+            g_eff, g0_circuit = g * atten, (g0 * atten).detach()
+        else:
+            g_eff, g0_circuit = g, g0.detach()
+        s2 = None
+        if "read_noise" in on and dev.read_noise_static < 1:
+            rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
+            s2 = (1 - dev.read_noise_static) * (rel * g_eff) ** 2
+        n_r, n_c, rows, cols = q.targets.shape
+        keep, a, b = read_columns(q.scheme, self.n_out, n_c, cols, q.outputs_per_tile)
+        keep, a, b = keep.to(w.device), a.to(w.device), b.to(w.device)
+        output_tiles = torch.arange(self.n_out, device=w.device) // q.outputs_per_tile
+        i_fs = None
+        if "adc" in on and spec.adc_bits is not None:
+            i_fs = full_scale(g0_circuit, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
+            scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]
+        else:
+            scale = q.w_per_siemens
+
+        def side_by_side(tiles):  # (n_r, n_c, R, C) -> (n_r, R, read columns)
+            return tiles.permute(0, 2, 1, 3).reshape(n_r, rows, n_c * cols)[..., keep]
+
+        g_read = side_by_side(g_eff * scale)
+        s2_read = None if s2 is None else side_by_side(s2 * scale**2)
+        if self.analog_pairs:
+            g_read = g_read[..., 0::2] - g_read[..., 1::2]
+            s2_read = None if s2_read is None else s2_read[..., 0::2] + s2_read[..., 1::2]
+            a = b = None
+        if i_fs is None:
+            out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
+        else:
+            out_fs = (i_fs[:, output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
+                      * (q.w_per_siemens * spec.input_range / spec.v_read)).detach()
+        w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
+        return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "rows": rows, "n_r": n_r,
+                "w": w_pad, "tiles": output_tiles, "lsb": None if i_fs is None else out_fs}
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normals for one read, AR(1) over the reads of a batch."""
+        eps = torch.randn(like.shape, generator=self.gen, device=like.device, dtype=like.dtype)
+        rho = self.spec.device.read_noise_correlation
+        if rho and self.prev_eps is not None and self.prev_eps.shape == eps.shape:
+            eps = rho * self.prev_eps + math.sqrt(1 - rho**2) * eps
+        self.prev_eps = eps
+        return eps
+
+    def read(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(N, in)`` through the tiles of ``w`` ``(in, out)``: ``(N, out)``, weight units."""
+        spec = self.spec
+        if self.state is None:
+            self.state = self._program(w)
+        st = self.state
+        if "adc" in self.on:
+            converters = spec.dac_bits is not None or spec.adc_bits is not None
+            if converters and not spec.dac_signed and bool((x < 0).any()):
+                raise ValueError(f"hardware-aware read: an input of {float(x.min()):.4g} < 0 on an unsigned "
+                                 f"DAC (Spec.dac_signed=False): scale the inputs to [0, {spec.input_range:g}], "
+                                 "or set Spec(dac_signed=True, adc_signed=True)")
+            if spec.dac_bits is not None:
+                x = _straight_through(x, quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed)
+                                      * spec.input_range)
+        n, rows, n_r = x.shape[0], st["rows"], st["n_r"]
+        xt = F.pad(x, (0, n_r * rows - self.n_in)).reshape(n, n_r, rows).transpose(0, 1)  # (n_r, N, R)
+        u = xt @ st["g"]
+        if st["s2"] is not None:
+            var = (xt * xt) @ st["s2"]
+            u = u + var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() * self._noise(u)
+        if st["lsb"] is not None:
+            top = top_code(spec.adc_bits, spec.adc_signed)
+            u = u.clamp(-1.0 if spec.adc_signed else 0.0, 1.0) * top
+            u = _straight_through(u, u.round())
+        y = u if st["a"] is None else u[..., st["a"]] - u[..., st["b"]]
+        y = y * st["out_fs"][:, None, :]
+        if "calibration" in self.on:
+            with torch.no_grad():
+                ideal = xt.detach() @ st["w"]
+                lsb = None if st["lsb"] is None else st["lsb"][None]
+                gain = calibration_gain(y.detach()[None], ideal[None], lsb, st["tiles"])[0]
+            y = y * gain[:, None, :]
+        return y.sum(0)
+
+
+class HardwareAware:
+    """The crossbar of ``spec`` in the forward pass of ``model`` (see the module
+    docstring); a context manager that attaches on entry and detaches on exit.
+
+    ``aware`` picks the ingredients; with none active (all off, or an ideal spec) the
+    network runs untouched, so training is bit for bit the standard one.
+    """
+
+    def __init__(self, model: nn.Module, spec: Spec, aware: Aware | None = None, seed: int = 0) -> None:
+        if not isinstance(spec, Spec):
+            raise TypeError(f"HardwareAware: spec must be an xbar.Spec, not {type(spec).__name__}")
+        aware = Aware() if aware is None else aware
+        if not isinstance(aware, Aware):
+            raise TypeError(f"HardwareAware: aware must be an xbar.Aware, not {type(aware).__name__}")
+        v.int_at_least("HardwareAware", "seed", seed, 0)
+        self.model, self.spec, self.aware = model, spec, aware
+        self.active = aware.active(spec)
+        found = crossbar_layers(model)
+        if not found:
+            raise ValueError("HardwareAware: model has no nn.Linear or nn.Conv2d layer to put on crossbars")
+        self.gen = torch.Generator(device=found[0][1].weight.device).manual_seed(seed)
+        self.layers = []
+        for name, m in found:
+            n_in, n_out = _matrix(m).shape
+            self.layers.append((name, m, _LayerModel(spec, self.active, n_in, n_out, self.gen, aware.ir_refresh)))
+        self._handles: list = []
+        untrained = _untrained_parts(spec)
+        if untrained and self.active:
+            warnings.warn("hardware-aware training does not model " + ", ".join(untrained)
+                          + ": the trained network sees the rest of the spec; evaluation models all of it",
+                          stacklevel=2)
+
+    def new_batch(self) -> None:
+        """Fresh devices for the next batch: programming drawn again, read-noise state
+        cleared.  Call before each batch's forward pass."""
+        for _, _, layer in self.layers:
+            layer.new_batch()
+
+    def attach(self) -> "HardwareAware":
+        if self.active and not self._handles:
+            for _, m, layer in self.layers:
+                self._handles.append(m.register_forward_hook(_hook(layer)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "HardwareAware":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+def _matrix(m: nn.Module) -> torch.Tensor:
+    """The crossbar matrix ``(in, out)`` of a Linear or Conv2d (with its gradient)."""
+    return m.weight.t() if isinstance(m, nn.Linear) else conv_matrix(m.weight)
+
+
+def _hook(layer: _LayerModel):
+    def hook(m: nn.Module, inputs, output):
+        (x,) = inputs
+        w = _matrix(m)
+        if isinstance(m, nn.Linear):
+            y = layer.read(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], m.out_features)
+            return y if m.bias is None else y + m.bias
+        if x.dim() != 4:
+            raise ValueError(f"hardware-aware Conv2d: input of shape {tuple(x.shape)}: must be (N, C, H, W)")
+        padding = _conv_padding(m)
+        cols = unfold_input(x, m.kernel_size, m.dilation, padding, m.stride)
+        b, l, k = cols.shape
+        y = fold_output(layer.read(cols.reshape(b * l, k), w).reshape(b, l, m.out_channels), output.shape[-2:])
+        return y if m.bias is None else y + m.bias.view(1, -1, 1, 1)
+    return hook
+
+
+__all__ = ["Aware", "HardwareAware", "INGREDIENTS"]
