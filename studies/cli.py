@@ -15,6 +15,7 @@ from mapping.layout import SCHEMES
 from studies.data import EMBEDDED
 from studies.models import ARCHITECTURES
 from studies.stats import mean_ci
+from xbar.aware import INGREDIENTS
 from xbar.spec import R_WIRE_AIHWKIT
 
 console = Console()
@@ -67,6 +68,27 @@ def summary_tables(ds) -> list[Table]:
     return [acc, lay]
 
 
+def training_options(fn):
+    """The hardware-aware training options of ``xbar study`` and ``xbar timesteps``."""
+    options = [
+        click.option("--hardware-aware", is_flag=True, default=False,
+                     help="Train the SNN with these crossbars in its forward pass (cached apart from "
+                          "the standard model, keyed by the spec)."),
+        click.option("--aware", default=",".join(INGREDIENTS), show_default=True,
+                     help="With --hardware-aware: the ingredients the training sees, comma-separated "
+                          f"among {','.join(INGREDIENTS)} (empty: none, the standard training)."),
+        click.option("--margin", type=float, default=0.0, show_default=True,
+                     help="Weight of the membrane-margin term (potentials pushed out of 0.1 threshold "
+                          "around the threshold); 0: off."),
+        click.option("--weight-clip", type=float, default=None,
+                     help="Clip each layer's weights to this many standard deviations after every "
+                          "step (aihwkit's layer-Gaussian clipping; 2.5 is its default); default: off."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-results"), show_default=True,
               help="Folder for robustness.nc and robustness.png.")
@@ -89,8 +111,9 @@ def summary_tables(ds) -> list[Table]:
 @click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
               help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
                    "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
+@training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration) -> None:
+          r_wire, r_source, r_sink, calibration, hardware_aware, aware, margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -101,13 +124,17 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
         config = StudyConfig(dataset=dataset, arch=arch, device=device, tile=tuple(tile), mapping=mapping,
                              adc_bits=None if adc_bits == 0 else adc_bits, trials=trials,
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
-                             r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration))
+                             r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
+                             hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
+                             weight_clip=weight_clip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     console.print(f"[bold]xbar study[/]: {arch} SNN on {dataset}, {device} crossbars {tile[0]}x{tile[1]}, "
                   f"ADC {adc_bits or 'ideal'} bits, {trials} trials x {timesteps} timesteps, seed {seed}, "
                   f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}, calibration {calibration}")
+    if hardware_aware:
+        console.print(f"model trained hardware-aware on these crossbars ({', '.join(config.aware) or 'nothing on'})")
     start = time.perf_counter()
     ds = run_study(config, progress=True)
     nc, png = write_results(ds, out)
@@ -116,6 +143,10 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
     console.print(f"trained model test accuracy (ideal, {ds.attrs['study_train_timesteps']} steps): "
                   f"{100 * ds.attrs['train_test_accuracy']:.2f}%")
     console.print(f"wrote {nc} and {png} in {time.perf_counter() - start:.0f} s")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in value.split(",") if n.strip())
 
 
 def _calibration(value: str) -> str | None:

@@ -18,7 +18,8 @@ from studies.data import calibrated, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
-from studies.train import TrainConfig, load_or_train
+from studies.train import TrainConfig, check_training_options, load_or_train
+from xbar.aware import INGREDIENTS
 
 RESULTS_FILE = "robustness.nc"
 FIGURE_FILE = "robustness.png"
@@ -47,9 +48,14 @@ class StudyConfig:
     r_source: float = 0.0
     r_sink: float = 0.0
     calibration: str | None = "data"
+    hardware_aware: bool = False
+    aware: tuple[str, ...] = INGREDIENTS
+    margin: float = 0.0
+    weight_clip: float | None = None
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
+        check_training_options(o, self.hardware_aware, self.aware)
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)
@@ -70,8 +76,10 @@ class StudyConfig:
                          r_source=self.r_source, r_sink=self.r_sink, calibration=self.calibration)
 
     def train_config(self) -> TrainConfig:
+        """The model's training: on this study's crossbars with ``hardware_aware``."""
         return TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=self.train_timesteps,
-                           epochs=self.train_epochs)
+                           epochs=self.train_epochs, hardware=self.spec() if self.hardware_aware else None,
+                           aware=xbar.Aware.only(*self.aware), margin=self.margin, weight_clip=self.weight_clip)
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:

@@ -17,6 +17,7 @@ import xbar
 from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, LIF, build
+from xbar.aware import INGREDIENTS
 from xbar.convert import crossbar_layers
 from xbar.neurons import reset_state
 
@@ -79,6 +80,16 @@ class TrainConfig:
 
     def key(self) -> str:
         return config_key(self)
+
+
+def check_training_options(owner: str, hardware_aware, aware) -> None:
+    """A study's ``hardware_aware`` (a bool) and ``aware`` (the ingredients switched on,
+    names from :data:`xbar.aware.INGREDIENTS`)."""
+    if not isinstance(hardware_aware, bool):
+        v.fail(owner, "hardware_aware", hardware_aware, "must be True or False")
+    if not isinstance(aware, (tuple, list)) or any(a not in INGREDIENTS for a in aware) \
+            or len(set(aware)) != len(aware):
+        v.fail(owner, "aware", aware, f"must list ingredients, each once, among {list(INGREDIENTS)}")
 
 
 # Fields added after models were first cached: left out of the cache key (and of the saved

@@ -108,6 +108,10 @@ BAD = [
     ('[sweep]\nci_width = -1\n[axes]\n"spec.adc_bits" = [4]\n', "sweep.ci_width = -1"),
     ("[spec]\nadc_bits = 6\n", "needs at least one axis"),
     ("[spec\n", "not valid TOML"),
+    ('[axes]\n"model.aware_adc" = [true, false]\n', "set model.hardware_aware = true"),
+    ('[model]\nhardware_aware = "yes"\n[axes]\n"spec.adc_bits" = [4]\n', "model.hardware_aware"),
+    ('[model]\nmethod = "converted"\nhardware_aware = true\n[axes]\n"spec.adc_bits" = [4]\n',
+     "model.hardware_aware"),
 ]
 
 
@@ -454,3 +458,27 @@ def test_points_differing_only_in_adc_bits_see_the_same_programmed_conductances(
         assert torch.equal(a, b)
     for a, b in zip(programmed[(0.03, 6)], programmed[(0.06, 6)]):
         assert torch.equal(a, b)  # read noise changes the reads, not the programming
+
+
+def test_hardware_aware_models_train_on_each_points_crossbars(tmp_path):
+    """model.hardware_aware as an axis: one standard model for every point, and one
+    hardware-aware model per hardware it is trained on (here per ADC resolution), keyed by
+    that point's spec; the resolved [model] section of a standard sweep is unchanged."""
+    from studies.sweeps.config import build_recipe
+
+    text = TINY.replace('"device.read_sigma_rel" = [0.0, 0.03, 0.06]\n', '"model.hardware_aware" = [false, true]\n')
+    text = text.replace('"spec.adc_bits" = [0, 3, 4, 6]', '"spec.adc_bits" = [3, 6]')
+    config = read_sweep_file(write(tmp_path, text))
+    recipes = {k: build_recipe(m) for k, m in config.model_recipes().items()}
+    assert len(recipes) == 3
+    trained_on = sorted(r.hardware.adc_bits for r in recipes.values() if r.hardware is not None)
+    assert trained_on == [3, 6]
+    points = {p.coords["spec.adc_bits"]: set() for p in config.points()}
+    for p in config.points():
+        points[p.coords["spec.adc_bits"]].add(p.model_key)
+    assert all(len(keys) == 2 for keys in points.values())
+    standard = read_sweep_file(write(tmp_path, TINY, "standard.toml")).as_dict()["model"]
+    assert set(standard) == {"method", "dataset", "arch", "timesteps", "epochs", "batch_size", "lr", "seed"}
+    off = read_sweep_file(write(tmp_path, text.replace('[model]\n', '[model]\naware_adc = false\n'), "off.toml"))
+    aware = [build_recipe(m).aware for m in off.model_recipes().values() if m.get("hardware_aware")]
+    assert aware and all(not a.adc and a.read_noise for a in aware)

@@ -39,7 +39,8 @@ import xbar
 from devices import DeviceModel, presets
 from studies.conversion import ConversionConfig
 from studies.data import EMBEDDED, check_dataset
-from studies.train import TrainConfig
+from studies.train import TrainConfig, config_dict
+from xbar.aware import INGREDIENTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +56,9 @@ DEVICE_FIELDS = ["preset"] + [f.name for f in fields(DeviceModel) if f.name not 
 SPEC_FIELDS = [f.name for f in fields(xbar.Spec) if f.name != "device"] + ["r_wire"]
 # Optional integer fields where a sweep file writes 0 for None (ideal converter).
 ZERO_IS_NONE = ("adc_bits", "dac_bits")
+# Hardware-aware training in a sweep (surrogate models): ``hardware_aware = true`` trains
+# each point's model on that point's crossbars; ``aware_<ingredient>`` switches one off.
+AWARE_FIELDS = {"hardware_aware": False, **{f"aware_{n}": True for n in INGREDIENTS}, "aware_ir_refresh": 50}
 # Model fields that fix the network's shape or origin: one sweep per value.
 MODEL_NOT_SWEEPABLE = ("method", "arch", "file", "dataset")
 
@@ -160,6 +164,8 @@ class SweepConfig:
                 wire = out["spec"].pop("r_wire")
                 out["spec"].update(r_wire_row=wire, r_wire_col=wire)
             out[section][name] = value
+        if out["model"].get("hardware_aware"):  # trained on this point's crossbars
+            out["model"]["hardware"] = {"device": dict(out["device"]), "spec": dict(out["spec"])}
         return out
 
     def points(self) -> list[Point]:
@@ -180,13 +186,12 @@ class SweepConfig:
         return result
 
     def model_recipes(self) -> dict[str, dict]:
-        """``{model_key: model section}`` of every distinct model the grid needs."""
+        """``{model_key: model section}`` of every distinct model the grid needs (a
+        hardware-aware model is one per hardware it is trained on)."""
         out = {}
-        model_axes = [a for a in self.axes if a.section == "model"]
-        for values in itertools.product(*(a.values for a in model_axes)):
-            s = dict(self.model)
-            s.update({a.field: v for a, v in zip(model_axes, values)})
-            out.setdefault(model_key(s), s)
+        for index in itertools.product(*(range(len(a.values)) for a in self.axes)):
+            s = self.settings({a.key: a.values[i] for a, i in zip(self.axes, index)})
+            out.setdefault(model_key(s["model"]), s["model"])
         return out
 
 
@@ -249,10 +254,17 @@ def build_spec(device: dict, spec: dict) -> xbar.Spec:
 
 
 def build_recipe(model: dict):
-    """The TrainConfig or ConversionConfig of a model section (None for a model file)."""
+    """The TrainConfig or ConversionConfig of a model section (None for a model file); a
+    hardware-aware one trains on the crossbars of the point (``model["hardware"]``)."""
     if "file" in model:
         return None
-    return METHODS[model["method"]](**{k: v for k, v in model.items() if k not in ("method",)})
+    fields_ = {k: v for k, v in model.items() if k != "method" and k not in AWARE_FIELDS and k != "hardware"}
+    if model.get("hardware_aware"):
+        hw = model["hardware"]
+        fields_["hardware"] = build_spec(hw["device"], hw["spec"])
+        fields_["aware"] = xbar.Aware(**{n: model.get(f"aware_{n}", True) for n in INGREDIENTS},
+                                      ir_refresh=model.get("aware_ir_refresh", AWARE_FIELDS["aware_ir_refresh"]))
+    return METHODS[model["method"]](**fields_)
 
 
 # --- reading and checking -----------------------------------------------------------------
@@ -287,6 +299,7 @@ def read_sweep_file(path: Path | str, overrides: dict | None = None) -> SweepCon
     spec = _spec_section(raw.get("spec", {}))
     _check_point("base settings", lambda: build_spec(device, spec))
     axes = _axes(raw.get("axes", {}), model)
+    _check_aware(model, axes)
     config = SweepConfig(str(path), sweep, data, model, device, spec, simulation, axes)
     config.points()  # every point's spec and recipe, checked before any work
     return config
@@ -360,14 +373,32 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
     if method not in METHODS:
         _fail("model.method", method, f"must be one of {list(METHODS)} (or give model.file)")
     cls = METHODS[method]
-    allowed = [f.name for f in fields(cls) if f.name != "dataset"]
+    allowed = [f.name for f in fields(cls) if f.name not in ("dataset", "hardware", "aware")]
+    if method == "surrogate":
+        allowed += list(AWARE_FIELDS)
     for key in given:
         if key not in allowed and key != "method":
             _fail(f"model.{key}", given[key], f"the fields of a {method} recipe are "
                   f"{['method', *allowed]} (or give only model.file)")
-    recipe = {k: v for k, v in given.items() if k != "method"}
+    aware = {k: v for k, v in given.items() if k in AWARE_FIELDS}
+    for key, value in aware.items():
+        if not isinstance(value, bool) and key != "aware_ir_refresh":
+            _fail(f"model.{key}", value, "must be true or false")
+    recipe = {k: v for k, v in given.items() if k != "method" and k not in AWARE_FIELDS}
     config = _check_point("model", lambda: cls(dataset=dataset, **_floats(cls, recipe)))
-    return {"method": method, **asdict(config)}
+    return {"method": method, **config_dict(config), **aware}
+
+
+def _check_aware(model: dict, axes) -> None:
+    """An ``aware_*`` option, in [model] or as an axis, needs ``hardware_aware = true``
+    somewhere (else it would change nothing)."""
+    options = [k for k in model if k.startswith("aware_")] + \
+        [a.key for a in axes if a.section == "model" and a.field.startswith("aware_")]
+    trains_aware = bool(model.get("hardware_aware")) or any(
+        a.key == "model.hardware_aware" and True in a.values for a in axes)
+    if options and not trains_aware:
+        _fail(options[0] if "." in options[0] else f"model.{options[0]}", "(given)",
+              "an option of hardware-aware training: set model.hardware_aware = true (or sweep it)")
 
 
 def _floats(cls, values: dict) -> dict:
@@ -414,7 +445,8 @@ def _axes(given: dict, model: dict) -> tuple[Axis, ...]:
         raise SweepFileError("axes: a sweep file needs at least one axis, e.g. "
                              "[axes] \"device.read_sigma_rel\" = [0.0, 0.02, 0.05]")
     allowed = {"device": DEVICE_FIELDS, "spec": SPEC_FIELDS, "simulation": list(SIMULATION_FIELDS),
-               "model": [k for k in model if k not in MODEL_NOT_SWEEPABLE and k != "sha256"]}
+               "model": [k for k in model if k not in MODEL_NOT_SWEEPABLE and k != "sha256"]
+               + ([k for k in AWARE_FIELDS if k not in model] if model.get("method") == "surrogate" else [])}
     axes = []
     for key, values in given.items():
         section, _, name = key.partition(".")
