@@ -261,13 +261,22 @@ def time_table(ds) -> Table:
               help="Epochs of surrogate-gradient training.")
 @click.option("--ann-epochs", type=int, default=10, show_default=True,
               help="Epochs of ANN training (converted networks).")
+@training_options
+@click.option("--aware-tile", default=None,
+              help="With --hardware-aware: the tile (RxC, one of --tiles) whose crossbars the aware models "
+                   "train on; default: the largest.")
+@click.option("--fine-tune-epochs", type=int, default=2, show_default=True,
+              help="With --hardware-aware: epochs of fine-tuning of the converted network (plain and aware).")
+@click.option("--fine-tune-timesteps", type=int, default=16, show_default=True,
+              help="With --hardware-aware: timesteps of that fine-tuning's BPTT.")
 def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, calibration, tiles, mapping,
               adc_bits, r_wire, trials, seed, surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
-              train_epochs, ann_epochs) -> None:
+              train_epochs, ann_epochs, hardware_aware, aware, margin, weight_clip, aware_tile, fine_tune_epochs,
+              fine_tune_timesteps) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
     from studies.results import check_output_dir
-    from studies.timesteps import TimestepStudyConfig, run_timestep_study, write_timestep_results
+    from studies.timesteps import TimestepStudyConfig, run_timestep_study, tile_name, write_timestep_results
 
     try:
         config = TimestepStudyConfig(
@@ -278,7 +287,9 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
             surrogate_timesteps=_ints("surrogate_timesteps", surrogate_timesteps),
             converted_timesteps=converted_timesteps, qcfs_levels=qcfs_levels or None,
             qcfs_timesteps=qcfs_timesteps, n_test=n_test, train_epochs=train_epochs,
-            ann_epochs=ann_epochs)
+            ann_epochs=ann_epochs, hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
+            weight_clip=weight_clip, aware_tile=None if aware_tile is None else _tiles(aware_tile)[0],
+            fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
@@ -287,6 +298,9 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
     console.print(f"[bold]xbar timesteps[/]: {arch} SNNs on {config.dataset}, {device} crossbars "
                   f"{tiles}, read noise {noise}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, "
                   f"calibration {calibration}, {trials} trials, seed {seed}")
+    if hardware_aware:
+        console.print(f"hardware-aware models beside the standard ones, trained on the "
+                      f"{tile_name(config.trained_on)} crossbars ({', '.join(config.aware) or 'nothing on'})")
     start = time.perf_counter()
     ds = run_timestep_study(config, progress=True)
     paths = write_timestep_results(ds, out)

@@ -35,7 +35,7 @@ straight-through gradient), for reduced-precision converted SNNs.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -44,7 +44,9 @@ import torch.nn.functional as F
 from devices import validation as v
 from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
 from studies.models import LIF
-from studies.train import cache_dir, config_key, evaluate, fit, load_cached, save_cached
+import xbar
+from studies.train import (cache_dir, config_dict, config_key, evaluate, fit, load_cached, save_cached,
+                           train_snn)
 
 ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
 
@@ -274,9 +276,45 @@ def convert_ann(ann: nn.Sequential, x_calib: torch.Tensor, percentile: float = 9
 # --- training and cache -------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class FineTune:
+    """A few epochs of surrogate-gradient BPTT on the converted SNN, through ``timesteps``
+    steps at a small learning rate; hardware-aware with ``hardware`` (an :class:`xbar.Spec`),
+    with the options of :class:`studies.train.TrainConfig` (``aware``, ``margin``,
+    ``margin_width``, ``weight_clip``)."""
+
+    epochs: int = 2
+    timesteps: int = 16
+    batch_size: int = 64
+    lr: float = 1e-4
+    seed: int = 0
+    hardware: xbar.Spec | None = None
+    aware: xbar.Aware = field(default_factory=xbar.Aware)
+    margin: float = 0.0
+    margin_width: float = 0.1
+    weight_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        o = "FineTune"
+        v.int_at_least(o, "epochs", self.epochs, 1)
+        v.int_at_least(o, "timesteps", self.timesteps, 1)
+        v.int_at_least(o, "batch_size", self.batch_size, 1)
+        v.positive(o, "lr", self.lr)
+        v.int_at_least(o, "seed", self.seed, 0)
+        if self.hardware is not None and not isinstance(self.hardware, xbar.Spec):
+            v.fail(o, "hardware", self.hardware, "must be an xbar.Spec (the crossbars to train on), or None")
+        if not isinstance(self.aware, xbar.Aware):
+            v.fail(o, "aware", self.aware, "must be an xbar.Aware")
+        v.non_negative(o, "margin", self.margin)
+        v.positive(o, "margin_width", self.margin_width)
+        if self.weight_clip is not None:
+            v.positive(o, "weight_clip", self.weight_clip)
+
+
+@dataclass(frozen=True)
 class ConversionConfig:
-    """How a converted SNN is made: the ANN's training and the conversion.  Changing any
-    field retrains (the cache is keyed by all of them)."""
+    """How a converted SNN is made: the ANN's training, the conversion, and an optional
+    fine-tuning of the SNN (``fine_tune``).  Changing any field retrains (the cache is
+    keyed by all of them)."""
 
     dataset: str = "mnist5k"
     arch: str = "conv"
@@ -289,9 +327,12 @@ class ConversionConfig:
     percentile: float = 99.9
     init: float = 0.5
     calibration: int = 1000
+    fine_tune: FineTune | None = None
 
     def __post_init__(self) -> None:
         o = "ConversionConfig"
+        if self.fine_tune is not None and not isinstance(self.fine_tune, FineTune):
+            v.fail(o, "fine_tune", self.fine_tune, "must be a studies.conversion.FineTune, or None")
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ANN_ARCHITECTURES)
         v.int_at_least(o, "levels", self.levels, 1, optional=True)
@@ -338,22 +379,41 @@ def load_or_convert(config: ConversionConfig, timesteps: int | None = 32, progre
     configuration, the ANN's test accuracy and the SNN's after ``timesteps`` steps (not
     measured with ``timesteps=None``)."""
     data = data or load_dataset(config.dataset)
-    path = cache_dir() / f"ann-{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
+    ann_config = replace(config, fine_tune=None)  # the ANN does not depend on the fine-tuning
+    path = cache_dir() / f"ann-{config.arch}-{dataset_tag(config.dataset)}-{ann_config.key()}.pt"
     ann = _new_ann(config, data)
-    saved = load_cached(path, config)
+    saved = load_cached(path, ann_config)
     if saved is not None:
         ann.load_state_dict(saved["state_dict"])
     else:
         ann = train_ann(config, data, progress)
-        save_cached(path, config, ann, {"config": asdict(config)})
+        save_cached(path, ann_config, ann, {"config": config_dict(ann_config)})
     cached = saved is not None
     ann.eval()
     # The activation scales from training images of every class in turn: the training sets
     # are stored by class, so the first 1,000 of mnist5k are the digits 0, 1 and 2 only.
     snn = convert_ann(ann, data.x_train[class_round_robin(data.y_train)[: config.calibration]],
                       config.percentile, config.init)
-    info = {"config": asdict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),
+    if config.fine_tune is not None:
+        snn = _fine_tuned(snn, config, data, progress)
+    info = {"config": config_dict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),
             "snn_test_accuracy": (None if timesteps is None
                                   else evaluate(snn, data.x_test, data.y_test, timesteps)),
             "snn_timesteps": timesteps, "path": str(path), "cached": cached}
     return snn, ann, info
+
+
+def _fine_tuned(snn: nn.Sequential, config: ConversionConfig, data: Dataset, progress: bool) -> nn.Sequential:
+    """The converted ``snn`` fine-tuned as ``config.fine_tune`` says: from the cache if it
+    holds it for exactly ``config``, else trained and saved there."""
+    tune = config.fine_tune
+    path = cache_dir() / f"snn-{config.arch}-{dataset_tag(config.dataset)}-{config.key()}.pt"
+    saved = load_cached(path, config)
+    if saved is not None:
+        snn.load_state_dict(saved["state_dict"])
+        return snn.eval()
+    kind = "hardware-aware " if tune.hardware is not None else ""
+    snn = train_snn(snn, data, tune, tune.timesteps, tune.epochs,
+                    desc=f"fine-tune {kind}converted {config.arch}", progress=progress)
+    save_cached(path, config, snn, {"config": config_dict(config)})
+    return snn.eval()

@@ -47,7 +47,9 @@ def robustness_figure(ds: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
-_METHOD_STYLE = {"surrogate": ("-", "o"), "converted": ("--", None), "qcfs": (":", None)}
+_METHOD_STYLE = {"surrogate": ("-", "o"), "surrogate-aware": ("-", "s"), "converted": ("--", None),
+                 "converted-tuned": ("-.", None), "converted-aware": ((0, (6, 2, 1, 2, 1, 2)), None),
+                 "qcfs": (":", None)}
 
 
 def _method_curve(ds: xr.Dataset, method: str, tile: str | None):
@@ -55,7 +57,7 @@ def _method_curve(ds: xr.Dataset, method: str, tile: str | None):
     Surrogate models: each read after its own training timesteps; converted ones: every
     step of the run."""
     models = ds.model.values[ds.method.values == method]
-    if method == "surrogate":
+    if method.startswith("surrogate"):
         t = ds.train_timesteps.sel(model=models).values
         pick = {"model": xr.DataArray(models, dims="point"), "timestep": xr.DataArray(t, dims="point")}
     else:

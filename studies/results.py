@@ -19,9 +19,13 @@ def check_output_dir(out: Path) -> Path:
 
 def config_attrs(config) -> dict:
     """A study configuration (a dataclass) as flat netCDF attributes ``study_<field>``:
-    tuples, lists and None as JSON."""
-    return {f"study_{k}": json.dumps(val) if isinstance(val, (tuple, list)) or val is None else val
-            for k, val in asdict(config).items()}
+    tuples, lists and None as JSON, booleans as 0 or 1 (netCDF has no boolean)."""
+    def attr(val):
+        if isinstance(val, (tuple, list)) or val is None:
+            return json.dumps(val)
+        return int(val) if isinstance(val, bool) else val
+
+    return {f"study_{k}": attr(val) for k, val in asdict(config).items()}
 
 
 def write_files(out: Path, writers: dict[str, Callable[[Path], object]]) -> list[Path]:

@@ -55,7 +55,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
-        check_training_options(o, self.hardware_aware, self.aware)
+        check_training_options(o, self.hardware_aware, self.aware, self.margin, self.weight_clip)
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)

@@ -12,6 +12,18 @@ Models (the ``model`` dimension), all of the same architecture (``arch``):
                    ``qcfs_levels`` levels and ``qcfs_weight_bits``-bit weights (Bu et al.,
                    ICLR 2022), converted; runs for ``qcfs_timesteps`` steps.
 
+With ``hardware_aware`` (:mod:`xbar.aware`), beside those, trained on the crossbars of
+``trained_on`` (``aware_tile``, default the largest tile) with the ingredients ``aware``:
+
+``surrogate T=n, aware``   each surrogate network, trained hardware-aware (method
+                           ``surrogate-aware``);
+``converted, tuned``       the converted network fine-tuned ``fine_tune_epochs`` epochs
+                           through ``fine_tune_timesteps`` steps, standard (method
+                           ``converted-tuned``: what fine-tuning alone does);
+``converted, aware``       the same fine-tuning, hardware-aware (``converted-aware``).
+
+A variant programs the same random draws as its model (paired differences).
+
 Every model is simulated on every tile size with the same device, circuit (IR drop), read
 noise and ADC, ``trials`` Monte Carlo programmings each; the ideal network runs in
 lockstep (:func:`xbar.simulate`).  Reading the output after ``t`` steps of one run is a run
@@ -67,11 +79,12 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.conversion import ConversionConfig, load_or_convert
+from studies.conversion import ConversionConfig, FineTune, load_or_convert
 from studies.data import Dataset, calibrated, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.results import config_attrs, write_files
-from studies.train import TrainConfig, load_or_train
+from studies.train import TrainConfig, check_training_options, load_or_train
+from xbar.aware import INGREDIENTS
 from xbar.convert import crossbar_layers
 
 RESULTS_FILE = "timesteps.nc"
@@ -138,9 +151,21 @@ class TimestepStudyConfig:
     batch_size: int = 500
     train_epochs: int = 15
     ann_epochs: int = 10
+    hardware_aware: bool = False
+    aware: tuple[str, ...] = INGREDIENTS
+    aware_tile: tuple[int, int] | None = None
+    margin: float = 0.0
+    weight_clip: float | None = None
+    fine_tune_epochs: int = 2
+    fine_tune_timesteps: int = 16
 
     def __post_init__(self) -> None:
         o = "TimestepStudyConfig"
+        check_training_options(o, self.hardware_aware, self.aware, self.margin, self.weight_clip)
+        if self.aware_tile is not None and tuple(self.aware_tile) not in {tuple(t) for t in self.tiles}:
+            v.fail(o, "aware_tile", self.aware_tile, f"must be one of the tiles {self.tiles}, or None (the largest)")
+        v.int_at_least(o, "fine_tune_epochs", self.fine_tune_epochs, 1)
+        v.int_at_least(o, "fine_tune_timesteps", self.fine_tune_timesteps, 1)
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)
@@ -186,6 +211,12 @@ class TimestepStudyConfig:
         changes = {"read_sigma_rel": self.read_noise, "read_noise_static": self.read_noise_static}
         return presets[self.device].replace(**{k: v for k, v in changes.items() if v is not None})
 
+    @property
+    def trained_on(self) -> tuple[int, int]:
+        """The tile whose crossbars the hardware-aware models train on."""
+        return tuple(self.aware_tile) if self.aware_tile is not None else \
+            max((tuple(t) for t in self.tiles), key=lambda t: t[0] * t[1])
+
     def models(self) -> list[ModelPlan]:
         run = max(self.surrogate_timesteps)
         out = [ModelPlan(f"surrogate T={n}", "surrogate", n, run,
@@ -196,6 +227,24 @@ class TimestepStudyConfig:
         if self.qcfs_levels is not None:
             out.append(ModelPlan("qcfs", "qcfs", 0, self.qcfs_timesteps,
                                  replace(base, levels=self.qcfs_levels, weight_bits=self.qcfs_weight_bits)))
+        if self.hardware_aware:
+            out += self._aware_models(base, run)
+        return out
+
+    def _aware_models(self, base: ConversionConfig, run: int) -> list[ModelPlan]:
+        """Beside the standard models: each surrogate network trained hardware-aware, and
+        the converted one fine-tuned, plainly and hardware-aware (on ``trained_on``)."""
+        hardware = self.spec(self.trained_on)
+        options = dict(aware=xbar.Aware.only(*self.aware), margin=self.margin, weight_clip=self.weight_clip)
+        out = [ModelPlan(f"surrogate T={n}, aware", "surrogate-aware", n, run,
+                         TrainConfig(dataset=self.dataset, arch=self.arch, timesteps=n, epochs=self.train_epochs,
+                                     hardware=hardware, **options))
+               for n in sorted(self.surrogate_timesteps)]
+        tune = FineTune(epochs=self.fine_tune_epochs, timesteps=self.fine_tune_timesteps)
+        out.append(ModelPlan("converted, tuned", "converted-tuned", 0, self.converted_timesteps,
+                             replace(base, fine_tune=tune)))
+        out.append(ModelPlan("converted, aware", "converted-aware", 0, self.converted_timesteps,
+                             replace(base, fine_tune=replace(tune, hardware=hardware, **options))))
         return out
 
 
@@ -233,7 +282,9 @@ def _one_cell(model, config: TimestepStudyConfig, name: str, tile, data: Dataset
               run_timesteps: int, progress: bool) -> tuple[xr.Dataset, float, float]:
     """Program ``trials`` copies of ``model`` on ``tile`` crossbars and simulate them."""
     t0 = time.perf_counter()
-    hw = xbar.convert(model, config.spec(tile), seed=programming_seed(config.seed, name, tile),
+    # A model's variants (", aware", ", tuned") draw the same random numbers as the model:
+    # their differences are paired.
+    hw = xbar.convert(model, config.spec(tile), seed=programming_seed(config.seed, name.split(",")[0], tile),
                       trials=config.trials)
     calibrated(hw, model, data, run_timesteps)
     t1 = time.perf_counter()

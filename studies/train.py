@@ -82,9 +82,12 @@ class TrainConfig:
         return config_key(self)
 
 
-def check_training_options(owner: str, hardware_aware, aware) -> None:
-    """A study's ``hardware_aware`` (a bool) and ``aware`` (the ingredients switched on,
-    names from :data:`xbar.aware.INGREDIENTS`)."""
+def check_training_options(owner: str, hardware_aware, aware, margin, weight_clip) -> None:
+    """A study's ``hardware_aware`` (a bool), ``aware`` (the ingredients switched on,
+    names from :data:`xbar.aware.INGREDIENTS`), ``margin`` and ``weight_clip``."""
+    v.non_negative(owner, "margin", margin)
+    if weight_clip is not None:
+        v.positive(owner, "weight_clip", weight_clip)
     if not isinstance(hardware_aware, bool):
         v.fail(owner, "hardware_aware", hardware_aware, "must be True or False")
     if not isinstance(aware, (tuple, list)) or any(a not in INGREDIENTS for a in aware) \
@@ -99,13 +102,13 @@ _LATER_FIELDS = {"hardware": None, "aware": xbar.Aware(), "margin": 0.0, "margin
 
 
 def config_dict(config) -> dict:
-    """The configuration as saved and hashed: ``asdict``, without the later fields of a
-    :class:`TrainConfig` that are at their defaults."""
+    """The configuration as saved and hashed: ``asdict``, without the fields added later
+    (to a :class:`TrainConfig`, or a conversion's ``fine_tune``) that are at their defaults."""
     out = asdict(config)
-    if isinstance(config, TrainConfig):
-        for name, default in _LATER_FIELDS.items():
-            if getattr(config, name) == default:
-                out.pop(name)
+    later = _LATER_FIELDS if isinstance(config, TrainConfig) else {"fine_tune": None}
+    for name, default in later.items():
+        if name in out and getattr(config, name) == default:
+            out.pop(name)
     return out
 
 

@@ -31,6 +31,9 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     (["--n-test", "0"], "n_test"),
     (["--r-wire", "-1"], "r_wire_row"),
     (["--r-wire", "0", "--r-source", "5"], "r_wire_row"),
+    (["--hardware-aware", "--aware", "adc,noise"], "StudyConfig.aware"),
+    (["--margin", "-1"], "margin"),
+    (["--weight-clip", "0"], "weight_clip"),
 ])
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, words):
     out = tmp_path / "never"
@@ -38,6 +41,21 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, word
     assert result.exit_code == 2
     assert words in result.output
     assert not out.exists()
+
+
+def test_study_trains_and_records_a_hardware_aware_model(tmp_path, digits_mlp):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY, "--hardware-aware",
+                                       "--aware", "adc,read_noise"])
+    assert result.exit_code == 0, result.output
+    assert "trained hardware-aware on these crossbars (adc, read_noise)" in result.output
+    ds = xr.open_dataset(out / "robustness.nc")
+    assert ds.attrs["study_hardware_aware"] == 1
+    import json
+    trained = json.loads(ds.attrs["train_config"])
+    assert trained["hardware"]["adc_bits"] == 6 and trained["hardware"]["tile"] == [64, 64]
+    assert trained["aware"] == {"variation": False, "read_noise": True, "adc": True, "ir_drop": False,
+                                "calibration": False, "ir_refresh": 50}
 
 
 def test_output_path_that_is_a_file_is_refused(tmp_path):

@@ -122,6 +122,8 @@ def test_cli_writes_the_study(tmp_path, _model_cache):
     (["--trials", "0"], "trials"),
     (["--train-epochs", "0"], "train_epochs"),
     (["--data", "/nonexistent/xbar-data"], "TimestepStudyConfig.dataset"),
+    (["--hardware-aware", "--aware", "adc,drift"], "TimestepStudyConfig.aware"),
+    (["--hardware-aware", "--aware-tile", "32"], "aware_tile"),
 ])
 def test_cli_refuses_bad_options_before_writing(tmp_path, args, words):
     out = tmp_path / "never"
@@ -159,3 +161,29 @@ def test_conv_networks_run_in_the_study(_model_cache):
     assert bool((ds.layer_name != "").all())
     assert bool(ds.accuracy.sel(model="converted").notnull().all())
     assert bool((ds.read_error.sel(model="converted") > 0).all())  # RRAM, IR drop, noise: not ideal
+
+
+def test_hardware_aware_models_stand_beside_the_standard_ones(tmp_path, _model_cache):
+    """--hardware-aware adds each surrogate network trained on the largest tile's crossbars,
+    and the converted one fine-tuned plainly and hardware-aware, each trained into its own
+    cache file."""
+    from studies.train import cache_dir
+
+    out = tmp_path / "res"
+    before = set(cache_dir().glob("*.pt"))
+    result = CliRunner().invoke(main, ["timesteps", "--out", str(out), *CLI, "--qcfs-levels", "0",
+                                       "--hardware-aware", "--fine-tune-epochs", "1", "--fine-tune-timesteps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "trained on the 64x32 crossbars" in result.output
+    ds = xr.open_dataset(out / ts.RESULTS_FILE)
+    assert list(ds.model.values) == ["surrogate T=2", "surrogate T=3", "converted", "surrogate T=2, aware",
+                                     "surrogate T=3, aware", "converted, tuned", "converted, aware"]
+    assert list(ds.method.values) == ["surrogate", "surrogate", "converted", "surrogate-aware",
+                                      "surrogate-aware", "converted-tuned", "converted-aware"]
+    assert ds.attrs["study_hardware_aware"] == 1
+    new = {p.name.split("-")[0] for p in set(cache_dir().glob("*.pt")) - before}
+    assert new >= {"mlp", "snn"}  # aware surrogate models and fine-tuned SNNs, cached apart
+    # The standard and aware networks differ, so their reads do
+    a = ds.accuracy.sel(model="surrogate T=3", tile="64x32")
+    b = ds.accuracy.sel(model="surrogate T=3, aware", tile="64x32")
+    assert not np.array_equal(a.values, b.values)
