@@ -38,8 +38,9 @@ one buys the accuracy; one that the spec does not have stays off:
 
 Not in the training forward (a warning names those the spec sets; evaluation has them
 all): the ADC's own noise, gain and offset errors, percentile ADC ranges, IR-drop
-compensation, and the calibration's offsets.  Every random draw comes from one
-generator seeded by ``seed``: the same seed trains the same network.
+compensation, and the calibration's offsets.  Every random draw comes from ``seed``:
+the programming from one generator, the per-read noise from the seeded streams of
+:mod:`xbar.noise` (on every core): the same seed and thread count train the same network.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -60,6 +62,7 @@ from xbar.converters import quantize_unit, top_code
 from xbar.convert import crossbar_layers
 from xbar.crossbar import effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
+from xbar.noise import NoiseStreams
 from xbar.spec import Spec
 from xbar.tile import calibration_gain, full_scale, read_columns
 
@@ -123,21 +126,42 @@ def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     return x + (forward - x).detach()
 
 
+class _AdcRead(torch.autograd.Function):
+    """Column currents ``u`` (units of the full scale) plus their noise ``std * eps``,
+    clipped to ``[lo, 1]`` and rounded to ADC codes, in one pass and one saved mask.
+    Backward: straight through the rounding, zero beyond the clip; the noise's gradient
+    flows to ``std`` as ``eps`` (the forward's own draw)."""
+
+    @staticmethod
+    def forward(ctx, u, std, eps, lo: float, top: int):
+        v = u if std is None else torch.addcmul(u, std, eps)
+        inside = (v >= lo) & (v <= 1.0)
+        ctx.save_for_backward(inside, eps)
+        ctx.top, ctx.has_std = top, std is not None
+        return v.clamp_(lo, 1.0).mul_(top).round_()
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, eps = ctx.saved_tensors
+        g = grad * inside * ctx.top
+        return g, (g * eps if ctx.has_std else None), None, None, None
+
+
 class _LayerModel:
     """One layer's tiles: programmed once per batch, read at every timestep."""
 
     def __init__(self, spec: Spec, on: tuple[str, ...], n_in: int, n_out: int, gen: torch.Generator,
-                 ir_refresh: int) -> None:
-        self.spec, self.on, self.gen, self.ir_refresh = spec, on, gen, ir_refresh
+                 streams: NoiseStreams, ir_refresh: int) -> None:
+        self.spec, self.on, self.gen, self.streams, self.ir_refresh = spec, on, gen, streams, ir_refresh
         self.n_in, self.n_out = n_in, n_out
         self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None and "adc" in on
         self.batches = 0
         self.atten: torch.Tensor | None = None
         self.state: dict | None = None  # the programmed read matrices of this batch
-        self.prev_eps: torch.Tensor | None = None  # AR(1) state of the per-read noise
+        self.prev_eps: dict = {}  # AR(1) state of the per-read noise, per group of tile-rows
 
     def new_batch(self) -> None:
-        self.state, self.prev_eps = None, None
+        self.state, self.prev_eps = None, {}
         self.batches += 1
 
     def _attenuation(self, nominal: torch.Tensor) -> torch.Tensor:
@@ -207,13 +231,15 @@ class _LayerModel:
         return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "rows": rows, "n_r": n_r,
                 "w": w_pad, "tiles": output_tiles, "lsb": None if i_fs is None else out_fs}
 
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        """Standard normals for one read, AR(1) over the reads of a batch."""
-        eps = torch.randn(like.shape, generator=self.gen, device=like.device, dtype=like.dtype)
+    def _noise(self, like: torch.Tensor, key: int) -> torch.Tensor:
+        """Standard normals for one read of the tile-rows ``key``, AR(1) over the reads of
+        a batch."""
+        eps = self.streams.normal(like.unsqueeze(0), range(1))[0]
         rho = self.spec.device.read_noise_correlation
-        if rho and self.prev_eps is not None and self.prev_eps.shape == eps.shape:
-            eps = rho * self.prev_eps + math.sqrt(1 - rho**2) * eps
-        self.prev_eps = eps
+        prev = self.prev_eps.get(key)
+        if rho and prev is not None and prev.shape == eps.shape:
+            eps = rho * prev + math.sqrt(1 - rho**2) * eps
+        self.prev_eps[key] = eps
         return eps
 
     def read(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -231,25 +257,52 @@ class _LayerModel:
             if spec.dac_bits is not None:
                 x = _straight_through(x, quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed)
                                       * spec.input_range)
-        n, rows, n_r = x.shape[0], st["rows"], st["n_r"]
-        xt = F.pad(x, (0, n_r * rows - self.n_in)).reshape(n, n_r, rows).transpose(0, 1)  # (n_r, N, R)
-        u = xt @ st["g"]
-        if st["s2"] is not None:
-            var = (xt * xt) @ st["s2"]
-            u = u + var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() * self._noise(u)
-        if st["lsb"] is not None:
-            top = top_code(spec.adc_bits, spec.adc_signed)
-            u = u.clamp(-1.0 if spec.adc_signed else 0.0, 1.0) * top
-            u = _straight_through(u, u.round())
-        y = u if st["a"] is None else u[..., st["a"]] - u[..., st["b"]]
-        y = y * st["out_fs"][:, None, :]
-        if "calibration" in self.on:
+        ys, ideals = [], []
+        for key, (xt, blocks) in enumerate(self._tile_rows(x, st["rows"])):
+            r = xt.shape[-1]  # the rows in use: a partial last tile-row reads only those
+            u = xt @ st["g"][blocks, :r]
+            std = eps = None
+            if st["s2"] is not None:
+                std = ((xt * xt) @ st["s2"][blocks, :r]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
+                eps = self._noise(u, key)
+            if st["lsb"] is not None:
+                u = _AdcRead.apply(u, std, eps, -1.0 if spec.adc_signed else 0.0,
+                                   top_code(spec.adc_bits, spec.adc_signed))
+            elif std is not None:
+                u = u + std * eps
+            ys.append(self._decode(u, st))
+            if "calibration" in self.on:
+                ideals.append(xt.detach() @ st["w"][blocks, :r])
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)  # (n_r, N, out), codes (or weight units)
+        scale = st["out_fs"]  # (n_r, out): weight units per code
+        if ideals:
             with torch.no_grad():
-                ideal = xt.detach() @ st["w"]
                 lsb = None if st["lsb"] is None else st["lsb"][None]
-                gain = calibration_gain(y.detach()[None], ideal[None], lsb, st["tiles"])[0]
-            y = y * gain[:, None, :]
-        return y.sum(0)
+                ideal = ideals[0] if len(ideals) == 1 else torch.cat(ideals)
+                scale = scale * calibration_gain((y.detach() * scale[:, None])[None], ideal[None], lsb,
+                                                 st["tiles"])[0]
+        return torch.einsum("rno,ro->no", y, scale)
+
+    def _decode(self, u: torch.Tensor, st: dict) -> torch.Tensor:
+        """Read columns -> outputs: the pair's difference, or the difference to the tile's
+        reference column."""
+        if st["a"] is None:
+            return u
+        if self.spec.mapping == "differential":  # (G+, G-) side by side
+            return u[..., 0::2] - u[..., 1::2]
+        return u[..., st["a"]] - u[..., st["b"]]
+
+    def _tile_rows(self, x: torch.Tensor, rows: int) -> list:
+        """``x`` ``(N, in)`` as ``(inputs (k, N, r), tile-rows)`` pairs: the full tile-rows,
+        then the partial last one with only its used rows (no product over padding)."""
+        n = x.shape[0]
+        full, last = divmod(self.n_in, rows)
+        parts = []
+        if full:
+            parts.append((x[:, : full * rows].reshape(n, full, rows).transpose(0, 1), slice(0, full)))
+        if last:
+            parts.append((x[:, full * rows :].unsqueeze(0), slice(full, full + 1)))
+        return parts
 
 
 class HardwareAware:
@@ -272,11 +325,14 @@ class HardwareAware:
         found = crossbar_layers(model)
         if not found:
             raise ValueError("HardwareAware: model has no nn.Linear or nn.Conv2d layer to put on crossbars")
-        self.gen = torch.Generator(device=found[0][1].weight.device).manual_seed(seed)
+        programming, reads = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64) >> 1
+        self.gen = torch.Generator(device=found[0][1].weight.device).manual_seed(int(programming))
+        streams = NoiseStreams(int(reads), 1)  # per-read noise on every core, as in evaluation
         self.layers = []
         for name, m in found:
             n_in, n_out = _matrix(m).shape
-            self.layers.append((name, m, _LayerModel(spec, self.active, n_in, n_out, self.gen, aware.ir_refresh)))
+            self.layers.append((name, m, _LayerModel(spec, self.active, n_in, n_out, self.gen, streams,
+                                                     aware.ir_refresh)))
         self._handles: list = []
         untrained = _untrained_parts(spec)
         if untrained and self.active:
