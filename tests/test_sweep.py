@@ -108,7 +108,8 @@ BAD = [
     ('[sweep]\nci_width = -1\n[axes]\n"spec.adc_bits" = [4]\n', "sweep.ci_width = -1"),
     ("[spec]\nadc_bits = 6\n", "needs at least one axis"),
     ("[spec\n", "not valid TOML"),
-    ('[axes]\n"model.aware_adc" = [true, false]\n', "set model.hardware_aware = true"),
+    ('[axes]\n"model.aware" = [["adc"], []]\n', "set model.hardware_aware = true"),
+    ('[model]\nhardware_aware = true\n[axes]\n"model.aware" = [["adc"], ["drift"]]\n', "axes.model.aware"),
     ('[model]\nhardware_aware = "yes"\n[axes]\n"spec.adc_bits" = [4]\n', "model.hardware_aware"),
     ('[model]\nmethod = "converted"\nhardware_aware = true\n[axes]\n"spec.adc_bits" = [4]\n',
      "model.hardware_aware"),
@@ -479,6 +480,7 @@ def test_hardware_aware_models_train_on_each_points_crossbars(tmp_path):
     assert all(len(keys) == 2 for keys in points.values())
     standard = read_sweep_file(write(tmp_path, TINY, "standard.toml")).as_dict()["model"]
     assert set(standard) == {"method", "dataset", "arch", "timesteps", "epochs", "batch_size", "lr", "seed"}
-    off = read_sweep_file(write(tmp_path, text.replace('[model]\n', '[model]\naware_adc = false\n'), "off.toml"))
+    off = read_sweep_file(write(tmp_path, text.replace('[model]\n', '[model]\naware = ["read_noise"]\n'),
+                                "off.toml"))
     aware = [build_recipe(m).aware for m in off.model_recipes().values() if m.get("hardware_aware")]
     assert aware and all(not a.adc and a.read_noise for a in aware)

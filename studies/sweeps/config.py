@@ -57,8 +57,8 @@ SPEC_FIELDS = [f.name for f in fields(xbar.Spec) if f.name != "device"] + ["r_wi
 # Optional integer fields where a sweep file writes 0 for None (ideal converter).
 ZERO_IS_NONE = ("adc_bits", "dac_bits")
 # Hardware-aware training in a sweep (surrogate models): ``hardware_aware = true`` trains
-# each point's model on that point's crossbars; ``aware_<ingredient>`` switches one off.
-AWARE_FIELDS = {"hardware_aware": False, **{f"aware_{n}": True for n in INGREDIENTS}, "aware_ir_refresh": 50}
+# each point's model on that point's crossbars; ``aware`` lists the ingredients it sees.
+AWARE_FIELDS = {"hardware_aware": False, "aware": list(INGREDIENTS)}
 # Model fields that fix the network's shape or origin: one sweep per value.
 MODEL_NOT_SWEEPABLE = ("method", "arch", "file", "dataset")
 
@@ -94,7 +94,7 @@ class Axis:
 
 def _label(value):
     if isinstance(value, (list, tuple)):
-        if all(isinstance(x, int) for x in value):
+        if value and all(isinstance(x, int) for x in value):
             return "x".join(str(x) for x in value)
         return json.dumps(list(value))
     return value
@@ -262,8 +262,7 @@ def build_recipe(model: dict):
     if model.get("hardware_aware"):
         hw = model["hardware"]
         fields_["hardware"] = build_spec(hw["device"], hw["spec"])
-        fields_["aware"] = xbar.Aware(**{n: model.get(f"aware_{n}", True) for n in INGREDIENTS},
-                                      ir_refresh=model.get("aware_ir_refresh", AWARE_FIELDS["aware_ir_refresh"]))
+        fields_["aware"] = xbar.Aware.only(*model.get("aware", INGREDIENTS))
     return METHODS[model["method"]](**fields_)
 
 
@@ -381,23 +380,32 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
             _fail(f"model.{key}", given[key], f"the fields of a {method} recipe are "
                   f"{['method', *allowed]} (or give only model.file)")
     aware = {k: v for k, v in given.items() if k in AWARE_FIELDS}
-    for key, value in aware.items():
-        if not isinstance(value, bool) and key != "aware_ir_refresh":
-            _fail(f"model.{key}", value, "must be true or false")
+    if "hardware_aware" in aware and not isinstance(aware["hardware_aware"], bool):
+        _fail("model.hardware_aware", aware["hardware_aware"], "must be true or false")
+    if "aware" in aware:
+        _check_ingredients("model.aware", aware["aware"])
     recipe = {k: v for k, v in given.items() if k != "method" and k not in AWARE_FIELDS}
     config = _check_point("model", lambda: cls(dataset=dataset, **_floats(cls, recipe)))
     return {"method": method, **config_dict(config), **aware}
 
 
+def _check_ingredients(key: str, value) -> None:
+    if not isinstance(value, list) or any(n not in INGREDIENTS for n in value) or len(set(value)) != len(value):
+        _fail(key, value, f"must list ingredients, each once, among {list(INGREDIENTS)} ([] for none)")
+
+
 def _check_aware(model: dict, axes) -> None:
-    """An ``aware_*`` option, in [model] or as an axis, needs ``hardware_aware = true``
-    somewhere (else it would change nothing)."""
-    options = [k for k in model if k.startswith("aware_")] + \
-        [a.key for a in axes if a.section == "model" and a.field.startswith("aware_")]
+    """``aware``, in [model] or as an axis, needs ``hardware_aware = true`` somewhere (else
+    it would change nothing); as an axis, each value is a list of ingredients."""
+    for a in axes:
+        if a.key == "model.aware":
+            for value in a.values:
+                _check_ingredients("axes.model.aware", value)
+    given = "aware" in model or any(a.key == "model.aware" for a in axes)
     trains_aware = bool(model.get("hardware_aware")) or any(
         a.key == "model.hardware_aware" and True in a.values for a in axes)
-    if options and not trains_aware:
-        _fail(options[0] if "." in options[0] else f"model.{options[0]}", "(given)",
+    if given and not trains_aware:
+        _fail("model.aware", model.get("aware", "(an axis)"),
               "an option of hardware-aware training: set model.hardware_aware = true (or sweep it)")
 
 
