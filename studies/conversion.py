@@ -35,7 +35,7 @@ straight-through gradient), for reduced-precision converted SNNs.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -44,9 +44,8 @@ import torch.nn.functional as F
 from devices import validation as v
 from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
 from studies.models import LIF
-import xbar
-from studies.train import (cache_dir, config_dict, config_key, evaluate, fit, load_cached, save_cached,
-                           train_snn)
+from studies.train import (TrainingOptions, cache_dir, config_dict, config_key, evaluate, fit, load_cached,
+                           save_cached, train_snn)
 
 ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
 
@@ -276,22 +275,16 @@ def convert_ann(ann: nn.Sequential, x_calib: torch.Tensor, percentile: float = 9
 # --- training and cache -------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class FineTune:
+class FineTune(TrainingOptions):
     """A few epochs of surrogate-gradient BPTT on the converted SNN, through ``timesteps``
-    steps at a small learning rate; hardware-aware with ``hardware`` (an :class:`xbar.Spec`),
-    with the options of :class:`studies.train.TrainConfig` (``aware``, ``margin``,
-    ``margin_width``, ``weight_clip``)."""
+    steps at a small learning rate; hardware-aware and with robustness options as
+    :class:`studies.train.TrainingOptions` says."""
 
     epochs: int = 2
     timesteps: int = 16
     batch_size: int = 64
     lr: float = 1e-4
     seed: int = 0
-    hardware: xbar.Spec | None = None
-    aware: xbar.Aware = field(default_factory=xbar.Aware)
-    margin: float = 0.0
-    margin_width: float = 0.1
-    weight_clip: float | None = None
 
     def __post_init__(self) -> None:
         o = "FineTune"
@@ -300,14 +293,7 @@ class FineTune:
         v.int_at_least(o, "batch_size", self.batch_size, 1)
         v.positive(o, "lr", self.lr)
         v.int_at_least(o, "seed", self.seed, 0)
-        if self.hardware is not None and not isinstance(self.hardware, xbar.Spec):
-            v.fail(o, "hardware", self.hardware, "must be an xbar.Spec (the crossbars to train on), or None")
-        if not isinstance(self.aware, xbar.Aware):
-            v.fail(o, "aware", self.aware, "must be an xbar.Aware")
-        v.non_negative(o, "margin", self.margin)
-        v.positive(o, "margin_width", self.margin_width)
-        if self.weight_clip is not None:
-            v.positive(o, "weight_clip", self.weight_clip)
+        self.check_options(o)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from xbar.neurons import reset_state
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How a surrogate-gradient SNN is trained.  Changing any field retrains.
-
-    Hardware-aware training (:mod:`xbar.aware`): ``hardware``, an :class:`xbar.Spec`, puts
-    its crossbars in the forward pass (``None``: standard training), with the ingredients
-    ``aware`` switches on.  Two robustness options, each usable with or without it:
+class TrainingOptions:
+    """What training sees beyond its recipe (shared by :class:`TrainConfig` and the
+    fine-tuning of converted networks, ``studies.conversion.FineTune``): the crossbars of
+    ``hardware`` (an :class:`xbar.Spec`) in the forward pass with the ingredients
+    ``aware`` switches on (``None``: standard training; :mod:`xbar.aware`), and two
+    robustness options, each usable with or without it:
 
     ``margin``, ``margin_width``
         adds ``margin * mean(relu(margin_width - |u|))`` to the loss, ``u = (mem -
@@ -47,6 +47,28 @@ class TrainConfig:
         use more of the window.
     """
 
+    hardware: xbar.Spec | None = None
+    aware: xbar.Aware = field(default_factory=xbar.Aware)
+    margin: float = 0.0
+    margin_width: float = 0.1
+    weight_clip: float | None = None
+
+    def check_options(self, owner: str) -> None:
+        if self.hardware is not None and not isinstance(self.hardware, xbar.Spec):
+            v.fail(owner, "hardware", self.hardware, "must be an xbar.Spec (the crossbars to train on), or None")
+        if not isinstance(self.aware, xbar.Aware):
+            v.fail(owner, "aware", self.aware, "must be an xbar.Aware")
+        v.non_negative(owner, "margin", self.margin)
+        v.positive(owner, "margin_width", self.margin_width)
+        if self.weight_clip is not None:
+            v.positive(owner, "weight_clip", self.weight_clip)
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainingOptions):
+    """How a surrogate-gradient SNN is trained (and, from :class:`TrainingOptions`, on
+    which crossbars and with which robustness options).  Changing any field retrains."""
+
     dataset: str = "mnist5k"
     arch: str = "conv"
     timesteps: int = 6
@@ -54,11 +76,6 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
-    hardware: xbar.Spec | None = None
-    aware: xbar.Aware = field(default_factory=xbar.Aware)
-    margin: float = 0.0
-    margin_width: float = 0.1
-    weight_clip: float | None = None
 
     def __post_init__(self) -> None:
         o = "TrainConfig"
@@ -69,14 +86,7 @@ class TrainConfig:
         v.int_at_least(o, "batch_size", self.batch_size, 1)
         v.positive(o, "lr", self.lr)
         v.int_at_least(o, "seed", self.seed, 0)
-        if self.hardware is not None and not isinstance(self.hardware, xbar.Spec):
-            v.fail(o, "hardware", self.hardware, "must be an xbar.Spec (the crossbars to train on), or None")
-        if not isinstance(self.aware, xbar.Aware):
-            v.fail(o, "aware", self.aware, "must be an xbar.Aware")
-        v.non_negative(o, "margin", self.margin)
-        v.positive(o, "margin_width", self.margin_width)
-        if self.weight_clip is not None:
-            v.positive(o, "weight_clip", self.weight_clip)
+        self.check_options(o)
 
     def key(self) -> str:
         return config_key(self)
@@ -203,8 +213,7 @@ def train(config: TrainConfig, data: Dataset | None = None, progress: bool = Tru
 def train_snn(model: nn.Module, data: Dataset, config, timesteps: int, epochs: int, *, desc: str,
               progress: bool = True) -> nn.Module:
     """BPTT of ``model`` through ``timesteps`` steps for ``epochs`` epochs with the options
-    of ``config`` (a :class:`TrainConfig` or anything with its ``batch_size``, ``lr``,
-    ``seed``, ``hardware``, ``aware``, ``margin``, ``margin_width`` and ``weight_clip``):
+    of ``config`` (:class:`TrainingOptions` with ``batch_size``, ``lr`` and ``seed``):
     training from scratch, or fine-tuning a converted network."""
     hw = None if config.hardware is None else xbar.HardwareAware(model, config.hardware, config.aware,
                                                                 seed=config.seed)
