@@ -111,8 +111,6 @@ BAD = [
     ('[axes]\n"model.aware" = [["adc"], []]\n', "set model.hardware_aware = true"),
     ('[model]\nhardware_aware = true\n[axes]\n"model.aware" = [["adc"], ["drift"]]\n', "axes.model.aware"),
     ('[model]\nhardware_aware = "yes"\n[axes]\n"spec.adc_bits" = [4]\n', "model.hardware_aware"),
-    ('[model]\nmethod = "converted"\nhardware_aware = true\n[axes]\n"spec.adc_bits" = [4]\n',
-     "model.hardware_aware"),
 ]
 
 
@@ -484,3 +482,16 @@ def test_hardware_aware_models_train_on_each_points_crossbars(tmp_path):
                                 "off.toml"))
     aware = [build_recipe(m).aware for m in off.model_recipes().values() if m.get("hardware_aware")]
     assert aware and all(not a.adc and a.read_noise for a in aware)
+
+
+def test_a_converted_hardware_aware_model_is_fine_tuned_on_the_points_crossbars(tmp_path):
+    from studies.sweeps.config import build_recipe
+
+    text = TINY.replace('[model]\n', '[model]\nmethod = "converted"\nhardware_aware = true\n')
+    text = text.replace('timesteps = 4\nepochs = 3\n', 'epochs = 3\n')
+    config = read_sweep_file(write(tmp_path, text))
+    recipes = [build_recipe(m) for m in config.model_recipes().values()]
+    assert len(recipes) == N_POINTS  # every point's hardware differs: one fine-tuning each
+    assert all(r.fine_tune is not None and r.fine_tune.hardware is not None for r in recipes)
+    assert {r.fine_tune.hardware.adc_bits for r in recipes} == {None, 3, 4, 6}
+    assert len({r.key() for r in recipes}) == N_POINTS

@@ -37,7 +37,7 @@ import numpy as np
 
 import xbar
 from devices import DeviceModel, presets
-from studies.conversion import ConversionConfig
+from studies.conversion import ConversionConfig, FineTune
 from studies.data import EMBEDDED, check_dataset
 from studies.train import TrainConfig, config_dict
 from xbar.aware import INGREDIENTS
@@ -56,8 +56,9 @@ DEVICE_FIELDS = ["preset"] + [f.name for f in fields(DeviceModel) if f.name not 
 SPEC_FIELDS = [f.name for f in fields(xbar.Spec) if f.name != "device"] + ["r_wire"]
 # Optional integer fields where a sweep file writes 0 for None (ideal converter).
 ZERO_IS_NONE = ("adc_bits", "dac_bits")
-# Hardware-aware training in a sweep (surrogate models): ``hardware_aware = true`` trains
-# each point's model on that point's crossbars; ``aware`` lists the ingredients it sees.
+# Hardware-aware training in a sweep: ``hardware_aware = true`` trains each point's model
+# on that point's crossbars (a converted network: fine-tuned there, ``FineTune``'s
+# defaults); ``aware`` lists the ingredients it sees.
 AWARE_FIELDS = {"hardware_aware": False, "aware": list(INGREDIENTS)}
 # Model fields that fix the network's shape or origin: one sweep per value.
 MODEL_NOT_SWEEPABLE = ("method", "arch", "file", "dataset")
@@ -261,8 +262,12 @@ def build_recipe(model: dict):
     fields_ = {k: v for k, v in model.items() if k != "method" and k not in AWARE_FIELDS and k != "hardware"}
     if model.get("hardware_aware"):
         hw = model["hardware"]
-        fields_["hardware"] = build_spec(hw["device"], hw["spec"])
-        fields_["aware"] = xbar.Aware.only(*model.get("aware", INGREDIENTS))
+        options = {"hardware": build_spec(hw["device"], hw["spec"]),
+                   "aware": xbar.Aware.only(*model.get("aware", INGREDIENTS))}
+        if model["method"] == "surrogate":
+            fields_.update(options)
+        else:  # a converted network: fine-tuned on the point's crossbars (FineTune's defaults)
+            fields_["fine_tune"] = FineTune(**options)
     return METHODS[model["method"]](**fields_)
 
 
@@ -372,9 +377,8 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
     if method not in METHODS:
         _fail("model.method", method, f"must be one of {list(METHODS)} (or give model.file)")
     cls = METHODS[method]
-    allowed = [f.name for f in fields(cls) if f.name not in ("dataset", "hardware", "aware")]
-    if method == "surrogate":
-        allowed += list(AWARE_FIELDS)
+    allowed = [f.name for f in fields(cls) if f.name not in ("dataset", "hardware", "aware", "fine_tune")]
+    allowed += list(AWARE_FIELDS)
     for key in given:
         if key not in allowed and key != "method":
             _fail(f"model.{key}", given[key], f"the fields of a {method} recipe are "
@@ -454,7 +458,7 @@ def _axes(given: dict, model: dict) -> tuple[Axis, ...]:
                              "[axes] \"device.read_sigma_rel\" = [0.0, 0.02, 0.05]")
     allowed = {"device": DEVICE_FIELDS, "spec": SPEC_FIELDS, "simulation": list(SIMULATION_FIELDS),
                "model": [k for k in model if k not in MODEL_NOT_SWEEPABLE and k != "sha256"]
-               + ([k for k in AWARE_FIELDS if k not in model] if model.get("method") == "surrogate" else [])}
+               + ([k for k in AWARE_FIELDS if k not in model] if "method" in model else [])}
     axes = []
     for key, values in given.items():
         section, _, name = key.partition(".")
