@@ -17,7 +17,7 @@ import xbar
 from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, LIF, build
-from xbar.aware import INGREDIENTS
+from xbar.aware import INGREDIENTS, is_ingredient_list
 from xbar.convert import crossbar_layers
 from xbar.neurons import reset_state
 
@@ -100,8 +100,7 @@ def check_training_options(owner: str, hardware_aware, aware, margin, weight_cli
         v.positive(owner, "weight_clip", weight_clip)
     if not isinstance(hardware_aware, bool):
         v.fail(owner, "hardware_aware", hardware_aware, "must be True or False")
-    if not isinstance(aware, (tuple, list)) or any(a not in INGREDIENTS for a in aware) \
-            or len(set(aware)) != len(aware):
+    if not is_ingredient_list(aware):
         v.fail(owner, "aware", aware, f"must list ingredients, each once, among {list(INGREDIENTS)}")
 
 

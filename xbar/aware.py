@@ -58,15 +58,23 @@ from devices import drift, program, read_sigma_rel, static_read_noise
 from devices import validation as v
 from mapping.conv import conv_matrix, fold_output, unfold_input
 from mapping.layout import layout_weights
-from xbar.converters import quantize_unit, top_code
+from xbar.converters import top_code
 from xbar.convert import crossbar_layers
 from xbar.crossbar import effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
 from xbar.noise import NoiseStreams
 from xbar.spec import Spec
-from xbar.tile import calibration_gain, full_scale, read_columns
+from xbar.tile import (calibration_gain, check_dac_input, dac, decode_reads, full_scale, read_columns,
+                       side_by_side, tile_row_parts)
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
+
+
+def is_ingredient_list(names) -> bool:
+    """``names``, a tuple or list, names ingredients, each once (what ``--aware`` and a
+    sweep's ``model.aware`` take)."""
+    return (isinstance(names, (tuple, list)) and all(n in INGREDIENTS for n in names)
+            and len(set(names)) == len(names))
 
 
 @dataclass(frozen=True)
@@ -177,22 +185,20 @@ class _LayerModel:
         """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices."""
         spec, dev, on, gen = self.spec, self.spec.device, self.on, self.gen
         q = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping)
+        t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets  # continuous
         if "variation" in on:
-            t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets
             if dev.levels is not None:  # the device's levels, straight through
                 t = _straight_through(t, q.targets)
             g0 = program(t, dev, gen)
             g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
         else:  # the mapped targets, continuous
-            t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets
             g0 = g = t
         if "read_noise" in on:
             g = static_read_noise(g, g0, dev, spec.t_inference, gen)
         if "ir_drop" in on and spec.ir_drop_model == "first_order":  # the model itself, differentiable
-            g_eff = first_order_matrix(g, r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
-                                       r_source=spec.r_source, r_sink=spec.r_sink)
-            g0_circuit = first_order_matrix(g0.detach(), r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col,
-                                            r_source=spec.r_source, r_sink=spec.r_sink)
+            wires = dict(r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col, r_source=spec.r_source,
+                         r_sink=spec.r_sink)
+            g_eff, g0_circuit = first_order_matrix(g, **wires), first_order_matrix(g0.detach(), **wires)
         elif "ir_drop" in on:
             atten = self._attenuation(q.targets)
             g_eff, g0_circuit = g * atten, (g0 * atten).detach()
@@ -212,12 +218,8 @@ class _LayerModel:
             scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]
         else:
             scale = q.w_per_siemens
-
-        def side_by_side(tiles):  # (n_r, n_c, R, C) -> (n_r, R, read columns)
-            return tiles.permute(0, 2, 1, 3).reshape(n_r, rows, n_c * cols)[..., keep]
-
-        g_read = side_by_side(g_eff * scale)
-        s2_read = None if s2 is None else side_by_side(s2 * scale**2)
+        g_read = side_by_side(g_eff * scale)[..., keep]  # (n_r, R, read columns)
+        s2_read = None if s2 is None else side_by_side(s2 * scale**2)[..., keep]
         if self.analog_pairs:
             g_read = g_read[..., 0::2] - g_read[..., 1::2]
             s2_read = None if s2_read is None else s2_read[..., 0::2] + s2_read[..., 1::2]
@@ -228,8 +230,9 @@ class _LayerModel:
             out_fs = (i_fs[:, output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
                       * (q.w_per_siemens * spec.input_range / spec.v_read)).detach()
         w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
-        return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "rows": rows, "n_r": n_r,
-                "w": w_pad, "tiles": output_tiles, "lsb": None if i_fs is None else out_fs}
+        # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
+        return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "rows": rows,
+                "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None}
 
     def _noise(self, like: torch.Tensor, key: int) -> torch.Tensor:
         """Standard normals for one read of the tile-rows ``key``, AR(1) over the reads of
@@ -249,60 +252,34 @@ class _LayerModel:
             self.state = self._program(w)
         st = self.state
         if "adc" in self.on:
-            converters = spec.dac_bits is not None or spec.adc_bits is not None
-            if converters and not spec.dac_signed and bool((x < 0).any()):
-                raise ValueError(f"hardware-aware read: an input of {float(x.min()):.4g} < 0 on an unsigned "
-                                 f"DAC (Spec.dac_signed=False): scale the inputs to [0, {spec.input_range:g}], "
-                                 "or set Spec(dac_signed=True, adc_signed=True)")
+            check_dac_input(x, spec)
             if spec.dac_bits is not None:
-                x = _straight_through(x, quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed)
-                                      * spec.input_range)
+                x = _straight_through(x, dac(x, spec))
         ys, ideals = [], []
-        for key, (xt, blocks) in enumerate(self._tile_rows(x, st["rows"])):
+        for key, (xt, blocks) in enumerate(tile_row_parts(x, self.n_in, st["rows"])):
             r = xt.shape[-1]  # the rows in use: a partial last tile-row reads only those
             u = xt @ st["g"][blocks, :r]
             std = eps = None
             if st["s2"] is not None:
                 std = ((xt * xt) @ st["s2"][blocks, :r]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
                 eps = self._noise(u, key)
-            if st["lsb"] is not None:
+            if st["adc"]:
                 u = _AdcRead.apply(u, std, eps, -1.0 if spec.adc_signed else 0.0,
                                    top_code(spec.adc_bits, spec.adc_signed))
             elif std is not None:
                 u = u + std * eps
-            ys.append(self._decode(u, st))
+            ys.append(decode_reads(u, spec.mapping, st["a"], st["b"]))
             if "calibration" in self.on:
                 ideals.append(xt.detach() @ st["w"][blocks, :r])
         y = ys[0] if len(ys) == 1 else torch.cat(ys)  # (n_r, N, out), codes (or weight units)
         scale = st["out_fs"]  # (n_r, out): weight units per code
         if ideals:
             with torch.no_grad():
-                lsb = None if st["lsb"] is None else st["lsb"][None]
+                lsb = st["out_fs"][None] if st["adc"] else None
                 ideal = ideals[0] if len(ideals) == 1 else torch.cat(ideals)
                 scale = scale * calibration_gain((y.detach() * scale[:, None])[None], ideal[None], lsb,
                                                  st["tiles"])[0]
         return torch.einsum("rno,ro->no", y, scale)
-
-    def _decode(self, u: torch.Tensor, st: dict) -> torch.Tensor:
-        """Read columns -> outputs: the pair's difference, or the difference to the tile's
-        reference column."""
-        if st["a"] is None:
-            return u
-        if self.spec.mapping == "differential":  # (G+, G-) side by side
-            return u[..., 0::2] - u[..., 1::2]
-        return u[..., st["a"]] - u[..., st["b"]]
-
-    def _tile_rows(self, x: torch.Tensor, rows: int) -> list:
-        """``x`` ``(N, in)`` as ``(inputs (k, N, r), tile-rows)`` pairs: the full tile-rows,
-        then the partial last one with only its used rows (no product over padding)."""
-        n = x.shape[0]
-        full, last = divmod(self.n_in, rows)
-        parts = []
-        if full:
-            parts.append((x[:, : full * rows].reshape(n, full, rows).transpose(0, 1), slice(0, full)))
-        if last:
-            parts.append((x[:, full * rows :].unsqueeze(0), slice(full, full + 1)))
-        return parts
 
 
 class HardwareAware:

@@ -57,10 +57,54 @@ from xbar.noise import NoiseStreams
 from xbar.spec import Spec
 
 
-def _side_by_side(t: torch.Tensor) -> torch.Tensor:
-    """``(K, n_r, n_c, R, C) -> (K, n_r, R, n_c * C)``."""
-    k, n_r, n_c, r, c = t.shape
-    return t.permute(0, 1, 3, 2, 4).reshape(k, n_r, r, n_c * c)
+def side_by_side(t: torch.Tensor) -> torch.Tensor:
+    """``(..., n_c, R, C) -> (..., R, n_c * C)``: the tiles of a tile-row side by side."""
+    *lead, n_c, r, c = t.shape
+    return t.transpose(-3, -2).reshape(*lead, r, n_c * c)
+
+
+def tile_row_parts(x: torch.Tensor, n_in: int, rows: int) -> list[tuple[torch.Tensor, slice]]:
+    """Inputs ``x`` ``(..., N, n_in)`` as ``(inputs (..., k, N, r), tile-rows)`` pairs (views):
+    the full tile-rows, then the partial last one with only its used rows, so that no
+    product runs over the zero padding (conv1 of a 3x3 kernel uses 9 of 64 rows)."""
+    full, last = divmod(n_in, rows)
+    parts = []
+    if full:
+        parts.append((x[..., : full * rows].unflatten(-1, (full, rows)).movedim(-2, -3), slice(0, full)))
+    if last:
+        parts.append((x[..., full * rows :].unsqueeze(-3), slice(full, full + 1)))
+    return parts
+
+
+def decode_reads(u: torch.Tensor, scheme: str, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
+    """Read columns -> outputs: ``u[a] - u[b]`` on the last axis, the pair's difference or
+    the difference to the tile's reference column (``a is None``: already outputs)."""
+    if a is None:
+        return u
+    if scheme == "differential":  # read columns are (G+, G-) pairs in output order
+        return u[..., 0::2] - u[..., 1::2]
+    return u[..., a] - u[..., b]
+
+
+def refuses_negative(spec: Spec) -> bool:
+    """An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
+    exact for any sign, so only a path with a converter refuses negative inputs."""
+    return not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
+
+
+def check_dac_input(x: torch.Tensor, spec: Spec) -> None:
+    """Refuse a negative input where :func:`refuses_negative` (never clip it silently)."""
+    if refuses_negative(spec) and float(x.detach().min()) < 0:
+        raise ValueError(f"crossbar read: an input of {float(x.detach().min()):.4g} < 0 on an unsigned DAC "
+                         f"(Spec.dac_signed=False), which would clip it: scale the inputs to "
+                         f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
+
+
+def dac(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """The inputs as the DAC drives them: rounded to its codes (``x`` with an ideal DAC)."""
+    if spec.dac_bits is None:
+        return x
+    return quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
 
 
 def read_columns(scheme: str, n_out: int, n_c: int, cols: int, per_tile: int):
@@ -136,9 +180,6 @@ class ProgrammedMatrix(nn.Module):
         self.active: slice | None = None  # the trials a read serves (None: all; select_trials)
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
-        # An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
-        # exact for any sign, so only a path with a converter refuses negative inputs.
-        self.refuse_negative = not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
 
         gen = torch.Generator(device=w.device).manual_seed(program_seed)
         nominal, w_per_siemens = layout.targets, layout.w_per_siemens
@@ -232,8 +273,8 @@ class ProgrammedMatrix(nn.Module):
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
         k, m = self.trials, self.n_r * self.rows
-        g = _side_by_side(self.g_tiles).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
-        s2 = None if s2 is None else _side_by_side(s2).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
+        g = side_by_side(self.g_tiles).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
+        s2 = None if s2 is None else side_by_side(s2).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
         if self.scheme == "differential":  # merge each pair: exact for ideal ADCs
             g = g[..., a] - g[..., b]
             s2 = None if s2 is None else s2[..., a] + s2[..., b]
@@ -252,8 +293,8 @@ class ProgrammedMatrix(nn.Module):
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
             scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
-        g = _side_by_side(self.g_tiles * scale)[..., keep]
-        s2 = None if s2 is None else _side_by_side(s2 * scale**2)[..., keep]
+        g = side_by_side(self.g_tiles * scale)[..., keep]
+        s2 = None if s2 is None else side_by_side(s2 * scale**2)[..., keep]
         if self.analog_pairs:  # read columns are (G+, G-) pairs in output order
             g = g[..., 0::2] - g[..., 1::2]
             s2 = None if s2 is None else s2[..., 0::2] + s2[..., 1::2]
@@ -324,25 +365,12 @@ class ProgrammedMatrix(nn.Module):
         return i.addcmul_(std, eps)
 
     def _decode(self, i: torch.Tensor) -> torch.Tensor:
-        if self.col_a is None:
-            return i
-        if self.scheme == "differential":  # read columns are (G+, G-) pairs in output order
-            return i[..., 0::2] - i[..., 1::2]
-        return i.index_select(-1, self.col_a) - i.index_select(-1, self.col_b)
-
-    def _check_and_convert(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        if self.refuse_negative and float(x.min()) < 0:
-            raise ValueError(f"crossbar read: an input of {float(x.min()):.4g} < 0 on an unsigned DAC "
-                             f"(Spec.dac_signed=False), which would clip it: scale the inputs to "
-                             f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
-        if spec.dac_bits is not None:
-            x = quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
-        return x
+        return decode_reads(i, self.scheme, self.col_a, self.col_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
-        x = self._check_and_convert(x)
+        check_dac_input(x, self.spec)
+        x = dac(x, self.spec)
         if self.recording is not None:
             rows = _sample_rows(x, self._cal_gen, self.rows_per_read)
             if self.keep_recording:
@@ -368,14 +396,9 @@ class ProgrammedMatrix(nn.Module):
         """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
         tile-rows, then the partial last one with only its used rows (no product over the
         zero padding: conv1 of a 3x3 kernel uses 9 of 64 rows)."""
-        k, n, m = x.shape
-        full, last = divmod(m, self.rows)
-        parts = []
-        if full:
-            xt = x[..., : full * self.rows].reshape(k, n, full, self.rows).transpose(1, 2).contiguous()
-            parts.append(self._block_read(xt, slice(0, full), gen))
-        if last:
-            parts.append(self._block_read(x[..., full * self.rows :].unsqueeze(1), slice(full, full + 1), gen))
+        # The full tile-rows are a transposed view: made contiguous for the product.
+        parts = [self._block_read(xt.contiguous() if xt.shape[-1] == self.rows else xt, blocks, gen)
+                 for xt, blocks in tile_row_parts(x, x.shape[-1], self.rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def _block_read(self, xt: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:

@@ -40,7 +40,7 @@ from devices import DeviceModel, presets
 from studies.conversion import ConversionConfig, FineTune
 from studies.data import EMBEDDED, check_dataset
 from studies.train import TrainConfig, config_dict
-from xbar.aware import INGREDIENTS
+from xbar.aware import INGREDIENTS, is_ingredient_list
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -394,7 +394,7 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
 
 
 def _check_ingredients(key: str, value) -> None:
-    if not isinstance(value, list) or any(n not in INGREDIENTS for n in value) or len(set(value)) != len(value):
+    if not is_ingredient_list(value):
         _fail(key, value, f"must list ingredients, each once, among {list(INGREDIENTS)} ([] for none)")
 
 
