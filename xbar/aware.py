@@ -56,16 +56,17 @@ import torch.nn.functional as F
 
 from devices import drift, program, read_sigma_rel, static_read_noise
 from devices import validation as v
-from mapping.conv import conv_matrix, fold_output, unfold_input
+from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
 from xbar.converters import top_code
 from xbar.convert import crossbar_layers
 from xbar.crossbar import effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
+from xbar.memory import keep_freed_memory
 from xbar.noise import NoiseStreams
 from xbar.spec import Spec
-from xbar.tile import (calibration_gain, check_dac_input, dac, decode_reads, full_scale, read_columns,
-                       side_by_side, tile_row_parts)
+from xbar.tile import (CAL_MAX_ROWS, calibration_gain, check_dac_input, dac, decode_reads, full_scale,
+                       read_columns, side_by_side)
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
@@ -135,41 +136,82 @@ def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
 
 
 class _AdcRead(torch.autograd.Function):
-    """Column currents ``u`` (units of the full scale) plus their noise ``std * eps``,
-    clipped to ``[lo, 1]`` and rounded to ADC codes, in one pass and one saved mask.
-    Backward: straight through the rounding, zero beyond the clip; the noise's gradient
-    flows to ``std`` as ``eps`` (the forward's own draw)."""
+    """Column currents ``u`` (in ADC codes) plus their noise ``std * eps``, clipped to
+    ``[lo, hi]`` and rounded to codes, in one pass and one saved mask.  Backward:
+    straight through the rounding, zero beyond the clip; the noise's gradient flows to
+    ``std`` as ``eps`` (the forward's own draw)."""
 
     @staticmethod
-    def forward(ctx, u, std, eps, lo: float, top: int):
+    def forward(ctx, u, std, eps, lo: float, hi: float):
         v = u if std is None else torch.addcmul(u, std, eps)
-        inside = (v >= lo) & (v <= 1.0)
+        codes = v.clamp(lo, hi)
+        inside = codes == v
         ctx.save_for_backward(inside, eps)
-        ctx.top, ctx.has_std = top, std is not None
-        return v.clamp_(lo, 1.0).mul_(top).round_()
+        ctx.has_std = std is not None
+        return codes.round_()
 
     @staticmethod
     def backward(ctx, grad):
         inside, eps = ctx.saved_tensors
-        g = grad * inside * ctx.top
+        g = torch.where(inside, grad, 0.0)
         return g, (g * eps if ctx.has_std else None), None, None, None
 
 
-class _LayerModel:
-    """One layer's tiles: programmed once per batch, read at every timestep."""
+class _PairDifference(torch.autograd.Function):
+    """``u[..., 0::2] - u[..., 1::2]`` (a differential pair's columns, side by side), with
+    a backward that writes its gradient in one pass."""
 
-    def __init__(self, spec: Spec, on: tuple[str, ...], n_in: int, n_out: int, gen: torch.Generator,
+    @staticmethod
+    def forward(ctx, u):
+        return u[..., 0::2] - u[..., 1::2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.stack((grad, -grad), -1).flatten(-2)
+
+
+def _read_columns(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The read columns (last axis) of ``t``: ``keep``, or all of them (``None``)."""
+    return t if keep is None else t[..., keep]
+
+
+def _blocked_conv_weight(mat: torch.Tensor, n_in: int, kernel: tuple[int, int, int]) -> torch.Tensor:
+    """Tile-row matrices ``(n_r, R, cols)`` of a conv layer (rows: the ``n_in`` unfolded
+    inputs, padded) as one conv weight ``(n_r * cols, C, kh, kw)``, each tile-row's
+    columns zero outside its own rows: one convolution reads every tile-row apart."""
+    n_r, rows, cols = mat.shape
+    full = mat.reshape(n_r * rows, cols)[:n_in]
+    if n_r > 1:
+        owner = torch.arange(n_in, device=mat.device) // rows
+        full = full * (owner == torch.arange(n_r, device=mat.device)[:, None]).to(mat.dtype)[..., None]
+    return full.reshape(n_r, *kernel, cols).permute(0, 4, 1, 2, 3).reshape(n_r * cols, *kernel)
+
+
+class _LayerModel:
+    """One layer's tiles: programmed once per batch, read at every timestep.
+
+    A read's column currents are laid out ``(*samples, n_r, columns)``: ``(N, n_r, cols)``
+    for a Linear layer (a view of one batched product per tile-row), ``(B, H, W, n_r,
+    cols)`` for a Conv2d (a view of one convolution whose output channels are every
+    tile-row's columns)."""
+
+    def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, gen: torch.Generator,
                  streams: NoiseStreams, ir_refresh: int) -> None:
         self.spec, self.on, self.gen, self.streams, self.ir_refresh = spec, on, gen, streams, ir_refresh
-        self.n_in, self.n_out = n_in, n_out
+        self.n_in, self.n_out = _matrix(module).shape
+        self.conv = None
+        if isinstance(module, nn.Conv2d):
+            self.conv = dict(kernel=(module.in_channels, *module.kernel_size), stride=module.stride,
+                             padding=_conv_padding(module), dilation=module.dilation)
         self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None and "adc" in on
         self.batches = 0
         self.atten: torch.Tensor | None = None
         self.state: dict | None = None  # the programmed read matrices of this batch
-        self.prev_eps: dict = {}  # AR(1) state of the per-read noise, per group of tile-rows
+        self.prev_eps: torch.Tensor | None = None  # AR(1) state of the per-read noise
+        self.last: tuple | None = None  # the last read's input and products (a static input)
 
     def new_batch(self) -> None:
-        self.state, self.prev_eps = None, {}
+        self.state, self.prev_eps, self.last = None, None, None
         self.batches += 1
 
     def _attenuation(self, nominal: torch.Tensor) -> torch.Tensor:
@@ -182,13 +224,17 @@ class _LayerModel:
         return self.atten
 
     def _program(self, w: torch.Tensor) -> dict:
-        """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices."""
+        """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices,
+        in ADC codes per unit input where there is an ADC."""
         spec, dev, on, gen = self.spec, self.spec.device, self.on, self.gen
-        q = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping)
-        t = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets  # continuous
+        layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping)
+        t = layout.targets  # continuous
+        q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
+                                                             spec.tile, spec.mapping)
+        nominal = q.targets.detach()
         if "variation" in on:
             if dev.levels is not None:  # the device's levels, straight through
-                t = _straight_through(t, q.targets)
+                t = _straight_through(t, nominal)
             g0 = program(t, dev, gen)
             g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
         else:  # the mapped targets, continuous
@@ -200,7 +246,7 @@ class _LayerModel:
                          r_sink=spec.r_sink)
             g_eff, g0_circuit = first_order_matrix(g, **wires), first_order_matrix(g0.detach(), **wires)
         elif "ir_drop" in on:
-            atten = self._attenuation(q.targets)
+            atten = self._attenuation(nominal)
             g_eff, g0_circuit = g * atten, (g0 * atten).detach()
         else:
             g_eff, g0_circuit = g, g0.detach()
@@ -208,18 +254,20 @@ class _LayerModel:
         if "read_noise" in on and dev.read_noise_static < 1:
             rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
             s2 = (1 - dev.read_noise_static) * (rel * g_eff) ** 2
-        n_r, n_c, rows, cols = q.targets.shape
+        n_r, n_c, rows, cols = nominal.shape
         keep, a, b = read_columns(q.scheme, self.n_out, n_c, cols, q.outputs_per_tile)
-        keep, a, b = keep.to(w.device), a.to(w.device), b.to(w.device)
+        keep = None if len(keep) == n_c * cols else keep.to(w.device)  # None: every column is read
+        a, b = a.to(w.device), b.to(w.device)
         output_tiles = torch.arange(self.n_out, device=w.device) // q.outputs_per_tile
         i_fs = None
         if "adc" in on and spec.adc_bits is not None:
             i_fs = full_scale(g0_circuit, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
-            scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]
+            top = top_code(spec.adc_bits, spec.adc_signed)
+            scale = (top * spec.v_read / spec.input_range) / i_fs[..., None, None]  # codes per siemens
         else:
             scale = q.w_per_siemens
-        g_read = side_by_side(g_eff * scale)[..., keep]  # (n_r, R, read columns)
-        s2_read = None if s2 is None else side_by_side(s2 * scale**2)[..., keep]
+        g_read = _read_columns(side_by_side(g_eff * scale), keep)  # (n_r, R, read columns)
+        s2_read = None if s2 is None else _read_columns(side_by_side(s2 * scale**2), keep)
         if self.analog_pairs:
             g_read = g_read[..., 0::2] - g_read[..., 1::2]
             s2_read = None if s2_read is None else s2_read[..., 0::2] + s2_read[..., 1::2]
@@ -227,59 +275,108 @@ class _LayerModel:
         if i_fs is None:
             out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
         else:
-            out_fs = (i_fs[:, output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
-                      * (q.w_per_siemens * spec.input_range / spec.v_read)).detach()
+            out_fs = (i_fs[:, output_tiles] / top * (q.w_per_siemens * spec.input_range / spec.v_read)).detach()
+        if self.conv is not None:  # one convolution reads every tile-row
+            g_read = _blocked_conv_weight(g_read, self.n_in, self.conv["kernel"])
+            s2_read = None if s2_read is None else _blocked_conv_weight(s2_read, self.n_in, self.conv["kernel"])
         w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
         # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
-        return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "rows": rows,
+        return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "n_r": n_r, "rows": rows,
                 "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None}
 
-    def _noise(self, like: torch.Tensor, key: int) -> torch.Tensor:
-        """Standard normals for one read of the tile-rows ``key``, AR(1) over the reads of
-        a batch."""
-        eps = self.streams.normal(like.unsqueeze(0), range(1))[0]
-        rho = self.spec.device.read_noise_correlation
-        prev = self.prev_eps.get(key)
-        if rho and prev is not None and prev.shape == eps.shape:
-            eps = rho * prev + math.sqrt(1 - rho**2) * eps
-        self.prev_eps[key] = eps
-        return eps
-
-    def read(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(N, in)`` through the tiles of ``w`` ``(in, out)``: ``(N, out)``, weight units."""
-        spec = self.spec
-        if self.state is None:
-            self.state = self._program(w)
+    def _products(self, x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
+        """Every tile-row's column sums of inputs ``x`` through ``mat``: ``(*samples, n_r,
+        cols)``."""
         st = self.state
+        if self.conv is not None:
+            c = self.conv
+            u = F.conv2d(x, mat, None, c["stride"], c["padding"], c["dilation"])  # (B, n_r * cols, H, W)
+            # Channels last, so that the columns are the innermost axis in memory as in
+            # every tensor the read meets (noise, gradients): a mismatch of layouts makes
+            # each element-wise pass several times slower.
+            u = u.contiguous(memory_format=torch.channels_last)
+            return u.permute(0, 2, 3, 1).unflatten(-1, (st["n_r"], -1))
+        n_r, rows = st["n_r"], st["rows"]
+        xt = F.pad(x, (0, n_r * rows - self.n_in)).reshape(-1, n_r, rows).transpose(0, 1)
+        return torch.bmm(xt, mat).transpose(0, 1).contiguous()  # columns innermost, as for a conv
+
+    def _read_sums(self, x: torch.Tensor):
+        """The DAC's inputs, the column sums of a read and their per-read noise's standard
+        deviation (or ``None``).  A layer that reads the same input again within a batch
+        (the first layer of a network whose input is static) reuses them: the devices are
+        the same, only the per-read noise is drawn again."""
+        if self.last is not None and self.last[0] is x and self.last[1] == x._version:
+            return self.last[2:]
+        st, spec, raw = self.state, self.spec, x
         if "adc" in self.on:
             check_dac_input(x, spec)
             if spec.dac_bits is not None:
                 x = _straight_through(x, dac(x, spec))
-        ys, ideals = [], []
-        for key, (xt, blocks) in enumerate(tile_row_parts(x, self.n_in, st["rows"])):
-            r = xt.shape[-1]  # the rows in use: a partial last tile-row reads only those
-            u = xt @ st["g"][blocks, :r]
-            std = eps = None
-            if st["s2"] is not None:
-                std = ((xt * xt) @ st["s2"][blocks, :r]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
-                eps = self._noise(u, key)
-            if st["adc"]:
-                u = _AdcRead.apply(u, std, eps, -1.0 if spec.adc_signed else 0.0,
-                                   top_code(spec.adc_bits, spec.adc_signed))
-            elif std is not None:
-                u = u + std * eps
-            ys.append(decode_reads(u, spec.mapping, st["a"], st["b"]))
-            if "calibration" in self.on:
-                ideals.append(xt.detach() @ st["w"][blocks, :r])
-        y = ys[0] if len(ys) == 1 else torch.cat(ys)  # (n_r, N, out), codes (or weight units)
+        u = self._products(x, st["g"])
+        std = None
+        if st["s2"] is not None:
+            std = self._products(x * x, st["s2"]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
+        self.last = (raw, raw._version, x, u, std)
+        return x, u, std
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normals laid out as ``like``, AR(1) over the reads of a batch."""
+        flat = self.streams.normal(like.new_empty(1, like.numel()), range(1))[0]
+        eps = flat.as_strided(like.shape, like.stride())  # like: a dense view
+        rho = self.spec.device.read_noise_correlation
+        prev = self.prev_eps
+        if rho and prev is not None and prev.shape == eps.shape:
+            eps = rho * prev + math.sqrt(1 - rho**2) * eps
+        self.prev_eps = eps
+        return eps
+
+    def read(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x`` through the tiles of ``w`` ``(in, out)``, in weight units: ``(N, in) -> (N,
+        out)`` for a Linear layer, ``(B, C, H, W) -> (B, out, H', W')`` for a Conv2d."""
+        spec = self.spec
+        if self.state is None:
+            self.state = self._program(w)
+        st = self.state
+        x, u, std = self._read_sums(x)
+        eps = None if std is None else self._noise(u)
+        if st["adc"]:
+            top = float(top_code(spec.adc_bits, spec.adc_signed))
+            y = _AdcRead.apply(u, std, eps, -top if spec.adc_signed else 0.0, top)
+        else:
+            y = u if std is None else torch.addcmul(u, std, eps)
+        if spec.mapping == "differential" and st["a"] is not None:  # pairs; a backward without zero fills
+            y = _PairDifference.apply(y)
+        else:
+            y = decode_reads(y, spec.mapping, st["a"], st["b"])
+        # y: (*samples, n_r, out), codes (or weight units without an ADC)
         scale = st["out_fs"]  # (n_r, out): weight units per code
-        if ideals:
-            with torch.no_grad():
-                lsb = st["out_fs"][None] if st["adc"] else None
-                ideal = ideals[0] if len(ideals) == 1 else torch.cat(ideals)
-                scale = scale * calibration_gain((y.detach() * scale[:, None])[None], ideal[None], lsb,
-                                                 st["tiles"])[0]
-        return torch.einsum("rno,ro->no", y, scale)
+        if "calibration" in self.on:
+            scale = scale * self._gain(x.detach(), y.detach())
+        out = y.squeeze(-2) * scale[0] if st["n_r"] == 1 else (y * scale).sum(-2)
+        return out if self.conv is None else out.permute(0, 3, 1, 2)
+
+    def _gain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The calibration's gain per tile-row and output ``(n_r, out)``, fitted on this
+        read (:func:`xbar.tile.calibration_gain`) as evaluation fits it: on at most
+        :data:`xbar.tile.CAL_MAX_ROWS` of its input vectors, drawn at random."""
+        st = self.state
+        samples = y.shape[:-2]
+        n = math.prod(samples)
+        pick = None
+        if n > CAL_MAX_ROWS:
+            pick = torch.unravel_index(torch.randperm(n, generator=self.gen, device=self.gen.device)
+                                       [:CAL_MAX_ROWS].to(y.device), samples)
+        if self.conv is None:
+            rows = x if pick is None else x[pick]
+        else:
+            c = self.conv
+            windows = input_windows(x, c["kernel"][1:], c["dilation"], c["padding"], c["stride"])
+            rows = (windows.flatten(0, 2) if pick is None else windows[pick]).reshape(-1, self.n_in)
+        reads = (y.reshape(-1, *y.shape[-2:]) if pick is None else y[pick]).transpose(0, 1)  # (n_r, S, out)
+        n_r, r = st["n_r"], st["rows"]
+        ideal = torch.bmm(F.pad(rows, (0, n_r * r - self.n_in)).reshape(-1, n_r, r).transpose(0, 1), st["w"])
+        lsb = st["out_fs"][None] if st["adc"] else None
+        return calibration_gain((reads * st["out_fs"][:, None])[None], ideal[None], lsb, st["tiles"])[0]
 
 
 class HardwareAware:
@@ -307,10 +404,9 @@ class HardwareAware:
         streams = NoiseStreams(int(reads), 1)  # per-read noise on every core, as in evaluation
         self.layers = []
         for name, m in found:
-            n_in, n_out = _matrix(m).shape
-            self.layers.append((name, m, _LayerModel(spec, self.active, n_in, n_out, self.gen, streams,
+            self.layers.append((name, m, _LayerModel(spec, self.active, m, self.gen, streams,
                                                      aware.ir_refresh)))
-        self._handles: list = []
+        self._attached = False
         untrained = _untrained_parts(spec)
         if untrained and self.active:
             warnings.warn("hardware-aware training does not model " + ", ".join(untrained)
@@ -324,15 +420,18 @@ class HardwareAware:
             layer.new_batch()
 
     def attach(self) -> "HardwareAware":
-        if self.active and not self._handles:
+        if self.active and not self._attached:
+            keep_freed_memory()  # a read's large temporaries, reused rather than faulted in again
             for _, m, layer in self.layers:
-                self._handles.append(m.register_forward_hook(_hook(layer)))
+                m.forward = _forward(m, layer)  # the instance's own, in place of its class's
+            self._attached = True
         return self
 
     def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._attached:
+            for _, m, _ in self.layers:
+                del m.forward
+        self._attached = False
 
     def __enter__(self) -> "HardwareAware":
         return self.attach()
@@ -346,21 +445,17 @@ def _matrix(m: nn.Module) -> torch.Tensor:
     return m.weight.t() if isinstance(m, nn.Linear) else conv_matrix(m.weight)
 
 
-def _hook(layer: _LayerModel):
-    def hook(m: nn.Module, inputs, output):
-        (x,) = inputs
-        w = _matrix(m)
+def _forward(m: nn.Module, layer: _LayerModel):
+    """``m``'s forward on its tiles."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
         if isinstance(m, nn.Linear):
-            y = layer.read(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], m.out_features)
+            y = layer.read(x.reshape(-1, x.shape[-1]), m.weight.t()).reshape(*x.shape[:-1], m.out_features)
             return y if m.bias is None else y + m.bias
         if x.dim() != 4:
             raise ValueError(f"hardware-aware Conv2d: input of shape {tuple(x.shape)}: must be (N, C, H, W)")
-        padding = _conv_padding(m)
-        cols = unfold_input(x, m.kernel_size, m.dilation, padding, m.stride)
-        b, l, k = cols.shape
-        y = fold_output(layer.read(cols.reshape(b * l, k), w).reshape(b, l, m.out_channels), output.shape[-2:])
+        y = layer.read(x, conv_matrix(m.weight))
         return y if m.bias is None else y + m.bias.view(1, -1, 1, 1)
-    return hook
+    return forward
 
 
 __all__ = ["Aware", "HardwareAware", "INGREDIENTS"]
