@@ -575,7 +575,8 @@ def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None 
     layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
     points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
     the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
-    tt, ty, yy = (t * t).mean(2), (t * y).mean(2), (y * y).mean(2)
+    t2 = t * t
+    tt, ty, yy = t2.mean(2), (t * y).mean(2), (y * y).mean(2)
     has = (tt > 0) & (yy > 0)
 
     def fit(ty, yy):
@@ -596,7 +597,7 @@ def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None 
 
     # The layer's fit weighs each read by its product squared, so it rests on the large
     # products: resolved when those (the t^2-weighted mean square, in codes) span enough.
-    c2, c4 = tt / lsb**2, (t**4).mean(2) / lsb**4
+    c2, c4 = tt / lsb**2, (t2 * t2).mean(2) / lsb**4
     layer_ok = layer(c4) >= RESOLVED_CODES**2 * layer(c2)
     fallback = torch.where(layer_ok & has, fit(layer(ty), layer(yy)).expand_as(tt), torch.ones_like(tt))
     pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]
