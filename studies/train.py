@@ -122,8 +122,15 @@ def config_dict(config) -> dict:
 
 
 def config_key(config) -> str:
-    """A short hash of a configuration dataclass: the cache key of what it makes."""
-    blob = json.dumps(config_dict(config), sort_keys=True).encode()
+    """A short hash of a configuration dataclass: the cache key of what it makes.  A model
+    trained hardware-aware (or a converted one fine-tuned so) also hashes the version of
+    the training forward pass (:data:`xbar.aware.FORWARD_VERSION`), so that a model
+    trained by an earlier one is trained again."""
+    keyed = config_dict(config)
+    options = config if isinstance(config, TrainConfig) else getattr(config, "fine_tune", None)
+    if options is not None and options.hardware is not None:
+        keyed["aware_forward"] = xbar.aware.FORWARD_VERSION
+    blob = json.dumps(keyed, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -35,7 +35,7 @@ def test_training_with_every_non_ideality_off_is_standard_training_bit_for_bit(d
     assert not same_weights(standard, on)
 
 
-def test_the_cache_key_follows_the_spec_and_keeps_standard_models():
+def test_the_cache_key_follows_the_spec_and_keeps_standard_models(monkeypatch):
     spec = xbar.Spec(tile=(64, 64), device=RRAM, adc_bits=4)
     keys = {TrainConfig(**SMALL).key(), TrainConfig(**SMALL, hardware=spec).key(),
             TrainConfig(**SMALL, hardware=spec.replace(adc_bits=5)).key(),
@@ -47,6 +47,13 @@ def test_the_cache_key_follows_the_spec_and_keeps_standard_models():
     # training existed, so models cached then are found again.
     assert set(config_dict(TrainConfig(**SMALL))) == {"dataset", "arch", "timesteps", "epochs", "batch_size",
                                                       "lr", "seed"}
+    # A hardware-aware model is keyed by the version of the training forward too: a model
+    # trained by an earlier forward pass is trained again.
+    aware = TrainConfig(**SMALL, hardware=spec)
+    before = aware.key()
+    monkeypatch.setattr(xbar.aware, "FORWARD_VERSION", xbar.aware.FORWARD_VERSION + 1)
+    assert aware.key() != before
+    assert TrainConfig(**SMALL).key() in keys
 
 
 def test_weight_clipping_clips_each_layer_at_its_own_spread(digits):

@@ -70,6 +70,11 @@ from xbar.tile import (CAL_MAX_ROWS, calibration_gain, check_dac_input, dac, dec
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
+# The version of what the training forward pass computes: part of the cache key of every
+# hardware-aware model (studies.train.config_key).  Raise it when a change alters the
+# numbers it trains on (2: calibration fitted on sampled windows, ADC in code units).
+FORWARD_VERSION = 2
+
 
 def is_ingredient_list(names) -> bool:
     """``names``, a tuple or list, names ingredients, each once (what ``--aware`` and a
