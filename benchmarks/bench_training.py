@@ -17,7 +17,9 @@ the training split) and their ratio:
 
 The first batch of each (the IR-drop solve of the hardware-aware model, warm-up) is not
 timed; the solve is repeated every ``Aware.ir_refresh`` batches in training, and is
-timed here at the batch it falls on.  Nothing is asserted.
+timed here at the batch it falls on.  The last column times the per-batch share alone:
+every layer's devices programmed again, forward and backward: a cost per batch, which
+does not grow with the timesteps or the batch size.  Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from devices import presets
 from studies.data import load_dataset
 from studies.models import build
 from studies.train import run_snn
+from xbar.aware import _matrix
 
 TIMESTEPS = 6
 BATCH = 64
@@ -63,6 +66,24 @@ def trainer(arch: str, data, spec: xbar.Spec | None):
     return step
 
 
+def programming(arch: str, data, spec: xbar.Spec):
+    """The per-batch share of a hardware-aware step alone: every layer's devices programmed
+    again (:mod:`xbar.aware`), forward and backward (through a sum of the read matrices)."""
+    torch.manual_seed(0)
+    model = build(arch, data.image_shape, data.n_classes)
+    hw = xbar.HardwareAware(model, spec, seed=0)
+
+    def step() -> None:
+        hw.new_batch()
+        total = 0.0
+        for _, m, layer in hw.layers:
+            state = layer._program(_matrix(m))
+            total = total + state["g"].sum() + (0.0 if state["s2"] is None else state["s2"].sum())
+        total.backward()
+
+    return step
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=30)
@@ -79,10 +100,12 @@ def main() -> None:
     per_epoch = math.ceil(len(data.x_train) / BATCH)
     table = Table(title=f"training, batch {BATCH}, {TIMESTEPS} timesteps, {torch.get_num_threads()} threads, "
                         f"{per_epoch} batches per epoch ({args.batches} timed)")
-    for col in ("network", "hardware", "standard (s/epoch)", "hardware-aware (s/epoch)", "ratio"):
-        table.add_column(col, justify="right" if "s/" in col or col == "ratio" else "left")
+    for col in ("network", "hardware", "standard (s/epoch)", "hardware-aware (s/epoch)", "ratio",
+                "of which programming (s/epoch)"):
+        table.add_column(col, justify="left" if col in ("network", "hardware") else "right")
     for arch, name, spec in cases:
-        steps = {"standard": trainer(arch, data, None), "aware": trainer(arch, data, spec)}
+        steps = {"standard": trainer(arch, data, None), "aware": trainer(arch, data, spec),
+                 "programming": programming(arch, data, spec)}
         for step in steps.values():
             step()  # warm-up; the aware model's first IR-drop solve
         total = {k: 0.0 for k in steps}
@@ -91,8 +114,8 @@ def main() -> None:
                 start = time.perf_counter()
                 step()
                 total[k] += time.perf_counter() - start
-        std, aware = (per_epoch * total[k] / args.batches for k in ("standard", "aware"))
-        table.add_row(arch, name, f"{std:.1f}", f"{aware:.1f}", f"{aware / std:.1f}x")
+        std, aware, prog = (per_epoch * total[k] / args.batches for k in ("standard", "aware", "programming"))
+        table.add_row(arch, name, f"{std:.1f}", f"{aware:.1f}", f"{aware / std:.1f}x", f"{prog:.1f}")
     Console().print(table)
 
 

@@ -1,7 +1,7 @@
 """Hardware-aware training: the crossbar of an :class:`xbar.Spec` in the forward pass.
 
-:class:`HardwareAware` attaches to a network and, while attached, replaces the output of
-every layer that :func:`xbar.convert` puts on crossbars (each ``nn.Linear`` and
+:class:`HardwareAware` attaches to a network and, while attached, replaces the forward
+of every layer that :func:`xbar.convert` puts on crossbars (each ``nn.Linear`` and
 ``nn.Conv2d``) by what the tiles of the spec would read, as a differentiable function of
 the layer's weights and inputs.  The weights stay the network's own parameters: train
 as usual (surrogate-gradient BPTT), call :meth:`HardwareAware.new_batch` before each
@@ -33,8 +33,15 @@ one buys the accuracy; one that the spec does not have stays off:
     exact gradient.
 ``calibration``
     the digital gain per output and tile-row that evaluation fits
-    (:func:`xbar.tile.calibration_gain`), fitted on each read's own batch and held
-    (no gradient through the fit).
+    (:func:`xbar.tile.calibration_gain`), fitted on each read and held (no gradient
+    through the fit): on its input vectors, at most :data:`xbar.tile.CAL_MAX_ROWS` of
+    them drawn at random, as evaluation fits on at most that many.
+
+How a read runs: a Linear layer's tile-rows are one batched product; a Conv2d's are one
+convolution whose output channels are every tile-row's columns (each tile-row's weights
+zero outside its own rows), so no input is unfolded.  A layer that reads the same input
+tensor again within a batch (the first layer under direct encoding) reuses its column
+sums, and without per-read noise its whole read.
 
 Not in the training forward (a warning names those the spec sets; evaluation has them
 all): the ADC's own noise, gain and offset errors, percentile ADC ranges, IR-drop
