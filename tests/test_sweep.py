@@ -495,3 +495,23 @@ def test_a_converted_hardware_aware_model_is_fine_tuned_on_the_points_crossbars(
     assert all(r.fine_tune is not None and r.fine_tune.hardware is not None for r in recipes)
     assert {r.fine_tune.hardware.adc_bits for r in recipes} == {None, 3, 4, 6}
     assert len({r.key() for r in recipes}) == N_POINTS
+
+
+def test_the_robustness_options_are_axes_with_zero_for_no_clipping(tmp_path):
+    """model.margin and model.weight_clip sweep without being set in [model]; a weight clip
+    of 0 is no clipping (None), the standard model, cached under the standard key."""
+    from studies.sweeps.config import build_recipe
+    from studies.train import TrainConfig
+
+    text = TINY.replace('"device.read_sigma_rel" = [0.0, 0.03, 0.06]\n"spec.adc_bits" = [0, 3, 4, 6]',
+                        '"model.margin" = [0.0, 10]\n"model.weight_clip" = [0, 2.5]')
+    config = read_sweep_file(write(tmp_path, text))
+    recipes = {(p.coords["model.margin"], p.coords["model.weight_clip"]): build_recipe(config.settings(p.coords)["model"])
+               for p in config.points()}
+    assert {k: (r.margin, r.weight_clip) for k, r in recipes.items()} == {
+        (0.0, 0): (0.0, None), (0.0, 2.5): (0.0, 2.5), (10, 0): (10.0, None), (10, 2.5): (10.0, 2.5)}
+    standard = TrainConfig(dataset="digits", arch="mlp", timesteps=4, epochs=3)
+    assert recipes[(0.0, 0)].key() == standard.key()
+    assert len({r.key() for r in recipes.values()}) == 4
+    with pytest.raises(SweepFileError, match="model.weight_clip"):
+        read_sweep_file(write(tmp_path, text.replace("[0, 2.5]", "[-1, 2.5]"), "bad.toml")).points()

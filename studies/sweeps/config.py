@@ -62,6 +62,8 @@ ZERO_IS_NONE = ("adc_bits", "dac_bits")
 AWARE_FIELDS = {"hardware_aware": False, "aware": list(INGREDIENTS)}
 # Model fields that fix the network's shape or origin: one sweep per value.
 MODEL_NOT_SWEEPABLE = ("method", "arch", "file", "dataset")
+# Optional model fields where a sweep file writes 0 for None (no weight clipping).
+MODEL_ZERO_IS_NONE = ("weight_clip",)
 
 
 class SweepFileError(ValueError):
@@ -259,7 +261,8 @@ def build_recipe(model: dict):
     hardware-aware one trains on the crossbars of the point (``model["hardware"]``)."""
     if "file" in model:
         return None
-    fields_ = {k: v for k, v in model.items() if k != "method" and k not in AWARE_FIELDS and k != "hardware"}
+    fields_ = _model_nones({k: v for k, v in model.items()
+                            if k != "method" and k not in AWARE_FIELDS and k != "hardware"})
     if model.get("hardware_aware"):
         hw = model["hardware"]
         options = {"hardware": build_spec(hw["device"], hw["spec"]),
@@ -377,8 +380,7 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
     if method not in METHODS:
         _fail("model.method", method, f"must be one of {list(METHODS)} (or give model.file)")
     cls = METHODS[method]
-    allowed = [f.name for f in fields(cls) if f.name not in ("dataset", "hardware", "aware", "fine_tune")]
-    allowed += list(AWARE_FIELDS)
+    allowed = _recipe_fields(method) + list(AWARE_FIELDS)
     for key in given:
         if key not in allowed and key != "method":
             _fail(f"model.{key}", given[key], f"the fields of a {method} recipe are "
@@ -388,9 +390,20 @@ def _model_section(given: dict, dataset: str, base: Path) -> dict:
         _fail("model.hardware_aware", aware["hardware_aware"], "must be true or false")
     if "aware" in aware:
         _check_ingredients("model.aware", aware["aware"])
-    recipe = {k: v for k, v in given.items() if k != "method" and k not in AWARE_FIELDS}
+    recipe = _model_nones({k: v for k, v in given.items() if k != "method" and k not in AWARE_FIELDS})
     config = _check_point("model", lambda: cls(dataset=dataset, **_floats(cls, recipe)))
     return {"method": method, **config_dict(config), **aware}
+
+
+def _model_nones(recipe: dict) -> dict:
+    """A model recipe's fields written 0 for None (:data:`MODEL_ZERO_IS_NONE`), as None."""
+    return {k: None if k in MODEL_ZERO_IS_NONE and v == 0 and not isinstance(v, bool) else v
+            for k, v in recipe.items()}
+
+
+def _recipe_fields(method: str) -> list[str]:
+    """The fields a sweep file can give (and sweep) for a model of ``method``."""
+    return [f.name for f in fields(METHODS[method]) if f.name not in ("dataset", "hardware", "aware", "fine_tune")]
 
 
 def _check_ingredients(key: str, value) -> None:
@@ -457,8 +470,8 @@ def _axes(given: dict, model: dict) -> tuple[Axis, ...]:
         raise SweepFileError("axes: a sweep file needs at least one axis, e.g. "
                              "[axes] \"device.read_sigma_rel\" = [0.0, 0.02, 0.05]")
     allowed = {"device": DEVICE_FIELDS, "spec": SPEC_FIELDS, "simulation": list(SIMULATION_FIELDS),
-               "model": [k for k in model if k not in MODEL_NOT_SWEEPABLE and k != "sha256"]
-               + ([k for k in AWARE_FIELDS if k not in model] if "method" in model else [])}
+               "model": ([k for k in _recipe_fields(model["method"]) + list(AWARE_FIELDS)
+                          if k not in MODEL_NOT_SWEEPABLE] if "method" in model else [])}
     axes = []
     for key, values in given.items():
         section, _, name = key.partition(".")
