@@ -264,3 +264,21 @@ def test_conv_gradients_are_the_same_run_to_run():
         grads.append((conv.weight.grad, xi.grad))
     for w, g in grads[1:]:
         assert torch.equal(w, grads[0][0]) and torch.equal(g, grads[0][1])
+
+
+def test_conv_read_noise_has_the_variance_evaluation_draws():
+    """Per-read noise through the convolution path (one convolution for every tile-row's
+    columns, channels last): every output pixel of a spatially constant input reads the
+    same window, so its variance over the batch's pixels is evaluation's column variance."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3).double()
+    v = torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64)
+    x = v.view(1, 3, 1, 1).expand(100, 3, 12, 12).contiguous()  # 100 x 10 x 10 reads of one window
+    spec = xbar.Spec.ideal(tile=(16, 8), device=RRAM.replace(prog_sigma_poly=(0.0, 0.0), read_sigma_rel=0.05))
+    with torch.no_grad():
+        y = aware_out(conv, x, spec, xbar.Aware.only("read_noise"))
+        m = xbar.AnalogConv2d(conv, spec.replace(calibration=None)).matrix
+        window = v.repeat_interleave(9)[None]  # the unfolded input, (C, kh, kw) order
+        expected = (window**2 @ m.s2_read[0])[0]  # (in, out): merged reads, pairs summed
+    got = y.permute(1, 0, 2, 3).reshape(4, -1).var(1)
+    torch.testing.assert_close(got, expected, rtol=0.1, atol=0)  # 10,000 reads: 1.4% std
