@@ -282,3 +282,16 @@ def test_conv_read_noise_has_the_variance_evaluation_draws():
         expected = (window**2 @ m.s2_read[0])[0]  # (in, out): merged reads, pairs summed
     got = y.permute(1, 0, 2, 3).reshape(4, -1).var(1)
     torch.testing.assert_close(got, expected, rtol=0.1, atol=0)  # 10,000 reads: 1.4% std
+
+
+def test_a_copy_made_while_attached_refuses_to_read():
+    import copy
+
+    lin, x = linear(40, 8), spikes(16, 40)
+    spec = xbar.Spec.ideal(tile=(16, 8), device=RRAM)
+    with xbar.HardwareAware(lin, spec, xbar.Aware.only("variation")) as hw:
+        hw.new_batch()
+        twin = copy.deepcopy(lin)
+        with pytest.raises(RuntimeError, match="after HardwareAware.detach"):
+            twin(x)
+        lin(x)  # the original reads

@@ -53,6 +53,7 @@ the programming from one generator, the per-read noise from the seeded streams o
 from __future__ import annotations
 
 import math
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -475,8 +476,12 @@ def _matrix(m: nn.Module) -> torch.Tensor:
 
 
 def _forward(m: nn.Module, layer: _LayerModel):
-    """``m``'s forward on its tiles."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    """``m``'s forward on its tiles, bound to ``m`` (a copy of ``m`` made while attached
+    would read the devices programmed for ``m``: it refuses to run)."""
+    def forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self is not m:
+            raise RuntimeError("a copy of a layer made while xbar.HardwareAware was attached reads the "
+                               "original's devices: copy the network after HardwareAware.detach()")
         if isinstance(m, nn.Linear):
             y = layer.read(x.reshape(-1, x.shape[-1]), m.weight.t()).reshape(*x.shape[:-1], m.out_features)
             return y if m.bias is None else y + m.bias
@@ -484,7 +489,7 @@ def _forward(m: nn.Module, layer: _LayerModel):
             raise ValueError(f"hardware-aware Conv2d: input of shape {tuple(x.shape)}: must be (N, C, H, W)")
         y = layer.read(x, conv_matrix(m.weight))
         return y if m.bias is None else y + m.bias.view(1, -1, 1, 1)
-    return forward
+    return types.MethodType(forward, m)
 
 
 __all__ = ["Aware", "HardwareAware", "INGREDIENTS"]
