@@ -295,3 +295,16 @@ def test_a_copy_made_while_attached_refuses_to_read():
         with pytest.raises(RuntimeError, match="after HardwareAware.detach"):
             twin(x)
         lin(x)  # the original reads
+
+
+def test_the_adc_passes_no_gradient_beyond_its_clip():
+    """A full scale far below every column current: every read clips to the top code, so
+    the read is constant in the weights and its gradient is zero (the mask of the clip,
+    which a read that clips nothing skips: the test above)."""
+    lin = linear(40, 6)
+    x = torch.rand(10, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    c = torch.randn(10, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spec = xbar.Spec.ideal(tile=(16, 8), adc_bits=4, adc_range=1e-3, dac_signed=False)
+    y = aware_out(lin, x.clamp(max=1.0), spec, xbar.Aware.only("adc"))
+    (y * c).sum().backward()
+    assert float(lin.weight.grad.abs().max()) == 0.0

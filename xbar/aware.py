@@ -157,16 +157,17 @@ class _AdcRead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, std, eps, lo: float, hi: float):
         v = u if std is None else torch.addcmul(u, std, eps)
-        codes = v.clamp(lo, hi)
-        inside = codes == v
+        least, most = torch.aminmax(v)
+        # Nothing clipped (the worst-case full scale without noise): no mask to keep.
+        inside = None if lo <= float(least) and float(most) <= hi else (v >= lo) & (v <= hi)
         ctx.save_for_backward(inside, eps)
         ctx.has_std = std is not None
-        return codes.round_()
+        return v.clamp(lo, hi).round_()
 
     @staticmethod
     def backward(ctx, grad):
         inside, eps = ctx.saved_tensors
-        g = torch.where(inside, grad, 0.0)
+        g = grad if inside is None else torch.where(inside, grad, 0.0)
         return g, (g * eps if ctx.has_std else None), None, None, None
 
 
