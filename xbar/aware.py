@@ -150,9 +150,9 @@ def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
 
 class _AdcRead(torch.autograd.Function):
     """Column currents ``u`` (in ADC codes) plus their noise ``std * eps``, clipped to
-    ``[lo, hi]`` and rounded to codes, in one pass and one saved mask.  Backward:
-    straight through the rounding, zero beyond the clip; the noise's gradient flows to
-    ``std`` as ``eps`` (the forward's own draw)."""
+    ``[lo, hi]`` and rounded to codes; the clip's mask is kept only if the read clipped.
+    Backward: straight through the rounding, zero beyond the clip; the noise's gradient
+    flows to ``std`` as ``eps`` (the forward's own draw)."""
 
     @staticmethod
     def forward(ctx, u, std, eps, lo: float, hi: float):
