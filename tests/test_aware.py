@@ -180,12 +180,17 @@ def test_calibration_scales_the_read_and_its_gradient_by_the_gain_it_holds():
     torch.testing.assert_close(g_cal, g_raw)
 
 
-def test_conv_layers_read_through_their_tiles():
+@pytest.mark.parametrize("options", [{}, {"mapping": "offset"}, {"subtraction": "analog", "adc_signed": True},
+                                     {"dac_bits": 5}])
+def test_conv_layers_read_through_their_tiles(options):
+    """A conv layer's one convolution over every tile-row (two here, the second partial)
+    reads what evaluation's unfolded tiles read, for each mapping, subtraction and DAC."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, 3, padding=1, stride=2).double()
     x = torch.rand(4, 3, 9, 9, dtype=torch.float64)
     device = RRAM.replace(prog_sigma_poly=(0.0, 0.0), read_sigma_rel=0.0)
-    spec = xbar.Spec(tile=(16, 8), device=device, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5, calibration=None)
+    spec = xbar.Spec(tile=(16, 8), device=device, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5, calibration=None,
+                     **options)
     with torch.no_grad():
         expected = xbar.AnalogConv2d(conv, spec)(x)
         got = aware_out(conv, x, spec, xbar.Aware())
