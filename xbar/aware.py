@@ -73,8 +73,8 @@ from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
 from xbar.noise import NoiseStreams
 from xbar.spec import Spec
-from xbar.tile import (CAL_MAX_ROWS, calibration_gain, check_dac_input, dac, decode_reads, full_scale,
-                       read_columns, side_by_side)
+from xbar.tile import (CAL_MAX_ROWS, by_tile_row, calibration_gain, check_dac_input, dac, decode_reads,
+                       full_scale, read_columns, side_by_side)
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
@@ -169,26 +169,6 @@ class _AdcRead(torch.autograd.Function):
         inside, eps = ctx.saved_tensors
         g = grad if inside is None else torch.where(inside, grad, 0.0)
         return g, (g * eps if ctx.has_std else None), None, None, None
-
-
-class _PairDifference(torch.autograd.Function):
-    """``u[..., 0::2] - u[..., 1::2]`` (a differential pair's columns, side by side), with
-    a backward that writes its gradient in one pass."""
-
-    @staticmethod
-    def forward(ctx, u):
-        return u[..., 0::2] - u[..., 1::2]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return torch.stack((grad, -grad), -1).flatten(-2)
-
-
-def _by_tile_row(x: torch.Tensor, n_r: int, rows: int) -> torch.Tensor:
-    """Input vectors ``(N, in)`` as each tile-row's inputs ``(n_r, N, rows)`` (zero
-    beyond ``in``; a view where the tile-rows are full)."""
-    pad = n_r * rows - x.shape[-1]
-    return (F.pad(x, (0, pad)) if pad else x).reshape(-1, n_r, rows).transpose(0, 1)
 
 
 def _read_columns(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -319,7 +299,7 @@ class _LayerModel:
             u = u.contiguous(memory_format=torch.channels_last)
             return u.permute(0, 2, 3, 1).unflatten(-1, (st["n_r"], -1))
         n_r, rows = st["n_r"], st["rows"]
-        xt = _by_tile_row(x, n_r, rows)
+        xt = by_tile_row(x, n_r, rows)
         return torch.bmm(xt, mat).transpose(0, 1).contiguous()  # columns innermost, as for a conv
 
     def _read_sums(self, x: torch.Tensor):
@@ -372,11 +352,7 @@ class _LayerModel:
             y = _AdcRead.apply(u, std, eps, -top if spec.adc_signed else 0.0, top)
         else:
             y = u if std is None else torch.addcmul(u, std, eps)
-        if spec.mapping == "differential" and st["a"] is not None:  # pairs; a backward without zero fills
-            y = _PairDifference.apply(y)
-        else:
-            y = decode_reads(y, spec.mapping, st["a"], st["b"])
-        # y: (*samples, n_r, out), codes (or weight units without an ADC)
+        y = decode_reads(y, spec.mapping, st["a"], st["b"])  # (*samples, n_r, out): codes (or weight units)
         scale = st["out_fs"]  # (n_r, out): weight units per code
         if "calibration" in self.on:
             scale = scale * self._gain(x.detach(), y.detach())
@@ -405,7 +381,7 @@ class _LayerModel:
             rows = (windows.flatten(0, 2) if pick is None else windows[pick]).reshape(-1, self.n_in)
         reads = (y.reshape(-1, *y.shape[-2:]) if pick is None else y[pick]).transpose(0, 1)  # (n_r, S, out)
         n_r, r = st["n_r"], st["rows"]
-        ideal = torch.bmm(_by_tile_row(rows, n_r, r), st["w"])
+        ideal = torch.bmm(by_tile_row(rows, n_r, r), st["w"])
         lsb = st["out_fs"][None] if st["adc"] else None
         return calibration_gain((reads * st["out_fs"][:, None])[None], ideal[None], lsb, st["tiles"])[0]
 
@@ -484,11 +460,11 @@ def _forward(m: nn.Module, layer: _LayerModel):
             raise RuntimeError("a copy of a layer made while xbar.HardwareAware was attached reads the "
                                "original's devices: copy the network after HardwareAware.detach()")
         if isinstance(m, nn.Linear):
-            y = layer.read(x.reshape(-1, x.shape[-1]), m.weight.t()).reshape(*x.shape[:-1], m.out_features)
+            y = layer.read(x.reshape(-1, x.shape[-1]), _matrix(m)).reshape(*x.shape[:-1], m.out_features)
             return y if m.bias is None else y + m.bias
         if x.dim() != 4:
             raise ValueError(f"hardware-aware Conv2d: input of shape {tuple(x.shape)}: must be (N, C, H, W)")
-        y = layer.read(x, conv_matrix(m.weight))
+        y = layer.read(x, _matrix(m))
         return y if m.bias is None else y + m.bias.view(1, -1, 1, 1)
     return types.MethodType(forward, m)
 

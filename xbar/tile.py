@@ -76,13 +76,33 @@ def tile_row_parts(x: torch.Tensor, n_in: int, rows: int) -> list[tuple[torch.Te
     return parts
 
 
+def by_tile_row(x: torch.Tensor, n_r: int, rows: int) -> torch.Tensor:
+    """Input vectors ``(..., N, in)`` as each tile-row's inputs ``(..., n_r, N, rows)``,
+    zero-padded to whole tile-rows (a view where they are whole already)."""
+    pad = n_r * rows - x.shape[-1]
+    return (torch.nn.functional.pad(x, (0, pad)) if pad else x).unflatten(-1, (n_r, rows)).transpose(-2, -3)
+
+
+class _PairDifference(torch.autograd.Function):
+    """``u[..., 0::2] - u[..., 1::2]`` (a differential pair's columns, side by side), with
+    a backward that writes its gradient in one pass (slicing's backward zero-fills twice)."""
+
+    @staticmethod
+    def forward(ctx, u):
+        return u[..., 0::2] - u[..., 1::2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.stack((grad, -grad), -1).flatten(-2)
+
+
 def decode_reads(u: torch.Tensor, scheme: str, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
     """Read columns -> outputs: ``u[a] - u[b]`` on the last axis, the pair's difference or
     the difference to the tile's reference column (``a is None``: already outputs)."""
     if a is None:
         return u
     if scheme == "differential":  # read columns are (G+, G-) pairs in output order
-        return u[..., 0::2] - u[..., 1::2]
+        return _PairDifference.apply(u)
     return u[..., a] - u[..., b]
 
 
@@ -412,19 +432,14 @@ class ProgrammedMatrix(nn.Module):
             u = to_codes_(self._adc_errors(u, blocks, gen), self.spec.adc_bits, self.spec.adc_signed)
         return self._decode(u) * self._trials(self.out_fs)[:, blocks]
 
-    def _by_tile_row(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs ``(K, N, in)`` as ``(K, n_r, N, rows)``, zero-padded to whole tile-rows."""
-        k, n, m = x.shape
-        rows = self.n_r * self.rows
-        return torch.nn.functional.pad(x, (0, rows - m)).reshape(k, n, self.n_r, self.rows).transpose(1, 2)
-
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
         """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
         column currents (magnitudes) that the inputs ``x`` ``(K, N, in)`` draw in it,
         instead of the worst case: fewer codes go to currents that never come."""
         g_read, out_fs = self._trials(self.g_read), self._trials(self.out_fs)  # views: set in place
         s2_read = None if self.s2_read is None else self._trials(self.s2_read)
-        u = (self._by_tile_row(x) @ g_read).abs()  # (K, n_r, N, read columns), in units of the full scale
+        # (K, n_r, N, read columns), in units of the full scale
+        u = (by_tile_row(x, self.n_r, self.rows) @ g_read).abs()
         tile_of = self.read_tiles  # the tile (column block) of each read column
         for c in range(self.n_c):
             cols = (tile_of == c).nonzero().squeeze(1)
@@ -492,7 +507,7 @@ class ProgrammedMatrix(nn.Module):
         rows = self.n_r * self.rows
         w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
         w_pad[:m] = self.w_target
-        t = self._by_tile_row(x) @ w_pad.reshape(self.n_r, self.rows, -1)  # (k, n_r, N, out): ideal sums
+        t = by_tile_row(x, self.n_r, self.rows) @ w_pad.reshape(self.n_r, self.rows, -1)  # (k, n_r, N, out): ideal sums
         y = self._tile_row_reads(x, gen)  # (k, n_r, N, out)
         # All inputs off, averaged over a few reads (noise): the offset.
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
