@@ -35,7 +35,7 @@ from rich.table import Table
 
 import xbar
 from devices import presets
-from xbar.noise import NoiseStreams
+from xbar.streams import NoiseStreams
 from studies.data import calibrated, load_dataset, test_batches
 from studies.robustness import StudyConfig
 from studies.train import load_or_train, run_snn
@@ -109,7 +109,7 @@ def study(trials: int, n_test: int) -> None:
 def spiking_mlp(repeats: int) -> None:
     """784-512-512-10 on crossbars against nn.Linear, on the same 15% spikes; the same
     crossbars without per-read noise, and the normal draws of the full read timed alone
-    (``xbar.noise.NoiseStreams``, as many numbers as the read draws): the floors."""
+    (``xbar.streams.NoiseStreams``, as many numbers as the read draws): the floors."""
     gen = torch.Generator().manual_seed(0)
     sizes = (784, 512, 512, 10)
     layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]

@@ -33,7 +33,7 @@ import xbar
 from devices import presets
 from studies.models import conv_net
 from xbar import spice
-from xbar.crossbar import effective_conductance
+from xbar.circuit import effective_conductance
 
 R_WIRE, R_SOURCE, R_SINK = 0.35, 10.0, 10.0
 

@@ -6,7 +6,7 @@ Models (the ``model`` dimension), all of the same architecture (``arch``):
 ``surrogate T=n``  surrogate-gradient BPTT with ``n`` timesteps, one model for each ``n`` in
                    ``surrogate_timesteps``; each runs for ``max(surrogate_timesteps)`` steps.
 ``converted``      a ReLU ANN converted to an IF SNN (99.9th-percentile thresholds, initial
-                   membrane at half the threshold; :mod:`studies.conversion`); runs for
+                   membrane at half the threshold; :mod:`studies.ann_to_snn`); runs for
                    ``converted_timesteps`` steps.
 ``qcfs``           (if ``qcfs_levels``) the conversion-aware ANN: QCFS activations with
                    ``qcfs_levels`` levels and ``qcfs_weight_bits``-bit weights (Bu et al.,
@@ -79,13 +79,13 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.conversion import ConversionConfig, FineTune, load_or_convert
+from studies.ann_to_snn import ConversionConfig, FineTune, load_or_convert
 from studies.data import Dataset, calibrated, check_dataset, load_dataset, test_batches
 from studies.models import ARCHITECTURES
 from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, check_training_options, load_or_train
 from xbar.aware import INGREDIENTS
-from xbar.convert import crossbar_layers
+from xbar.network import crossbar_layers
 
 RESULTS_FILE = "timesteps.nc"
 ACCURACY_FIGURE = "timesteps_accuracy.png"

@@ -18,14 +18,14 @@ from devices import validation as v
 from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, LIF, build
 from xbar.aware import INGREDIENTS, is_ingredient_list
-from xbar.convert import crossbar_layers
+from xbar.network import crossbar_layers
 from xbar.neurons import reset_state
 
 
 @dataclass(frozen=True)
 class TrainingOptions:
     """What training sees beyond its recipe (shared by :class:`TrainConfig` and the
-    fine-tuning of converted networks, ``studies.conversion.FineTune``): the crossbars of
+    fine-tuning of converted networks, ``studies.ann_to_snn.FineTune``): the crossbars of
     ``hardware`` (an :class:`xbar.Spec`) in the forward pass with the ingredients
     ``aware`` switches on (``None``: standard training; :mod:`xbar.aware`), and two
     robustness options, each usable with or without it:

@@ -53,7 +53,7 @@ def mnist_data():
 @pytest.fixture(scope="session")
 def converted_mlp(_model_cache, mnist_data):
     """Plain ReLU MLP converted with 99.9th-percentile thresholds."""
-    from studies.conversion import ConversionConfig, load_or_convert
+    from studies.ann_to_snn import ConversionConfig, load_or_convert
 
     return load_or_convert(ConversionConfig(arch="mlp"), progress=False, data=mnist_data)
 
@@ -61,7 +61,7 @@ def converted_mlp(_model_cache, mnist_data):
 @pytest.fixture(scope="session")
 def converted_mlp_qcfs(_model_cache, mnist_data):
     """Conversion-aware: QCFS activations (8 levels) and 4-bit weights."""
-    from studies.conversion import ConversionConfig, load_or_convert
+    from studies.ann_to_snn import ConversionConfig, load_or_convert
 
     config = ConversionConfig(arch="mlp", levels=8, weight_bits=4)
     return load_or_convert(config, timesteps=8, progress=False, data=mnist_data)

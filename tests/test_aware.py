@@ -239,7 +239,7 @@ def test_conv_calibration_fits_on_a_sample_of_the_windows_and_corrects_the_atten
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 6, 3, padding=1).double()
     x = (torch.rand(24, 8, 16, 16, dtype=torch.float64) < 0.4).double()
-    assert 24 * 16 * 16 > xbar.tile.CAL_MAX_ROWS
+    assert 24 * 16 * 16 > xbar.tile.calibration.CAL_MAX_ROWS
     spec = xbar.Spec(tile=(32, 16), device=RRAM.replace(prog_sigma_poly=(0.0, 0.0), read_sigma_rel=0.0),
                      r_wire_row=2.5, r_wire_col=2.5)
     with torch.no_grad():

@@ -42,7 +42,7 @@ def test_adc_full_scale_is_the_current_the_wires_let_through():
     """With IR drop the ADC is sized for the all-on current the column really carries: an
     independent solve of the programmed tile (iterative, not the effective matrix) with
     every driven row at v_read gives each tile's full scale, below the wire-free one."""
-    from xbar.crossbar import solve_crossbar
+    from xbar.circuit import solve_crossbar
 
     lin = linear(5, 70, 20)
     dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
@@ -407,7 +407,7 @@ def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
     """Calibration records and fits the trials in chunks (bounded memory): with reads that
     draw nothing (programming variation, IR drop, ADC; no read noise), chunks of one trial
     give every trial the gains and offsets that all trials at once give, bit for bit."""
-    import xbar.tile
+    import xbar.tile.matrix
 
     model = _small_snn()
     dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
@@ -418,9 +418,9 @@ def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
         return [(m.matrix.out_fs.clone(), m.matrix.cal_bias.clone()) for m in (hw[0], hw[2])]
 
     whole = fitted()
-    monkeypatch.setattr(xbar.tile, "CAL_FIT_ELEMENTS", 1)  # fits of one trial
-    monkeypatch.setattr(xbar.tile, "CHUNK_SAMPLES", 16)  # record passes of one trial (16 samples)
-    assert xbar.tile.trial_chunks(3, 16) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    monkeypatch.setattr(xbar.tile.matrix, "CAL_FIT_ELEMENTS", 1)  # fits of one trial
+    monkeypatch.setattr(xbar.tile.matrix, "CHUNK_SAMPLES", 16)  # record passes of one trial (16 samples)
+    assert xbar.tile.matrix.trial_chunks(3, 16) == [slice(0, 1), slice(1, 2), slice(2, 3)]
     chunked = fitted()
     for (fs_a, bias_a), (fs_b, bias_b) in zip(whole, chunked):
         assert torch.equal(fs_a, fs_b) and torch.equal(bias_a, bias_b)

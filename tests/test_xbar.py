@@ -116,7 +116,7 @@ def test_read_noise_shortcut_matches_device_level_monte_carlo():
 
 
 def test_converter_saturates_and_quantizes():
-    from xbar.converters import quantize_unit
+    from xbar.tile.converters import quantize_unit
 
     i = torch.tensor([-2.0, -0.2, 0.0, 0.26, 0.6, 0.99, 2.0])  # in units of full scale
     out = quantize_unit(i, bits=2, signed=False)  # codes 0, 1/3, 2/3, 1

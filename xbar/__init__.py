@@ -11,8 +11,8 @@ train as usual, calling ``hw.new_batch()`` before each batch.
 
 from xbar.aware import Aware, HardwareAware
 from xbar.calibrate import calibrate
-from xbar.crossbar import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
-from xbar.convert import analog_layers, convert, crossbar_layers, layer_seeds
+from xbar.circuit import effective_conductance, effective_matrix, first_order_matrix, solve_crossbar
+from xbar.network import analog_layers, convert, crossbar_layers, layer_seeds
 from xbar.layers import AnalogConv2d, AnalogLinear
 from xbar.nirgraph import from_nir
 from xbar.neurons import reset_state

@@ -29,7 +29,7 @@ one buys the accuracy; one that the spec does not have stays off:
     conductances times each device's attenuation in the nominal tile (the circuit solved
     on the targets, again every ``ir_refresh`` batches), exact at the nominal state;
     gradient through the conductances, the attenuation held.  With ``"first_order"``:
-    :func:`xbar.crossbar.first_order_matrix` of the programmed conductances, with its
+    :func:`xbar.circuit.first_order_matrix` of the programmed conductances, with its
     exact gradient.
 ``calibration``
     the digital gain per output and tile-row that evaluation fits
@@ -47,7 +47,7 @@ Not in the training forward (a warning names those the spec sets; evaluation has
 all): the ADC's own noise, gain and offset errors, percentile ADC ranges, IR-drop
 compensation, and the calibration's offsets.  Every random draw comes from ``seed``:
 the programming from one generator, the per-read noise from the seeded streams of
-:mod:`xbar.noise` (on every core): the same seed and thread count train the same network.
+:mod:`xbar.streams` (on every core): the same seed and thread count train the same network.
 """
 
 from __future__ import annotations
@@ -62,19 +62,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from devices import drift, program, read_sigma_rel, static_read_noise
 from devices import validation as v
 from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
-from xbar.converters import top_code
-from xbar.convert import crossbar_layers
-from xbar.crossbar import effective_conductance, first_order_matrix
+from xbar.circuit import effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
-from xbar.noise import NoiseStreams
+from xbar.network import crossbar_layers
 from xbar.spec import Spec
-from xbar.tile import (CAL_MAX_ROWS, by_tile_row, calibration_gain, check_dac_input, dac, decode_reads,
-                       full_scale, read_columns, side_by_side)
+from xbar.streams import NoiseStreams
+from xbar.tile.calibration import CAL_MAX_ROWS, calibration_gain
+from xbar.tile.columns import by_tile_row, decode_reads, read_columns, read_matrices
+from xbar.tile.converters import check_dac_input, code_weight, dac, full_scale, top_code
+from xbar.tile.programming import program_tiles
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
@@ -171,11 +171,6 @@ class _AdcRead(torch.autograd.Function):
         return g, (g * eps if ctx.has_std else None), None, None, None
 
 
-def _read_columns(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The read columns (last axis) of ``t``: ``keep``, or all of them (``None``)."""
-    return t if keep is None else t[..., keep]
-
-
 def _blocked_conv_weight(mat: torch.Tensor, n_in: int, kernel: tuple[int, int, int]) -> torch.Tensor:
     """Tile-row matrices ``(n_r, R, cols)`` of a conv layer (rows: the ``n_in`` unfolded
     inputs, padded) as one conv weight ``(n_r * cols, C, kh, kw)``, each tile-row's
@@ -225,6 +220,20 @@ class _LayerModel:
                                      torch.ones_like(nominal))
         return self.atten
 
+    def _circuit(self, nominal: torch.Tensor):
+        """Conductances -> effective conductances, as training sees the wires: the
+        first-order model itself (differentiable), or each device's attenuation in the
+        nominal tile held (exact at the nominal state); the identity without IR drop."""
+        spec = self.spec
+        if "ir_drop" not in self.on:
+            return lambda g: g
+        if spec.ir_drop_model == "first_order":
+            wires = dict(r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col, r_source=spec.r_source,
+                         r_sink=spec.r_sink)
+            return lambda g: first_order_matrix(g, **wires)
+        atten = self._attenuation(nominal)
+        return lambda g: g * atten
+
     def _program(self, w: torch.Tensor) -> dict:
         """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices,
         in ADC codes per unit input where there is an ADC."""
@@ -234,28 +243,10 @@ class _LayerModel:
         q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
                                                              spec.tile, spec.mapping)
         nominal = q.targets.detach()
-        if "variation" in on:
-            if dev.levels is not None:  # the device's levels, straight through
-                t = _straight_through(t, nominal)
-            g0 = program(t, dev, gen)
-            g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
-        else:  # the mapped targets, continuous
-            g0 = g = t
-        if "read_noise" in on:
-            g = static_read_noise(g, g0, dev, spec.t_inference, gen)
-        if "ir_drop" in on and spec.ir_drop_model == "first_order":  # the model itself, differentiable
-            wires = dict(r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col, r_source=spec.r_source,
-                         r_sink=spec.r_sink)
-            g_eff, g0_circuit = first_order_matrix(g, **wires), first_order_matrix(g0.detach(), **wires)
-        elif "ir_drop" in on:
-            atten = self._attenuation(nominal)
-            g_eff, g0_circuit = g * atten, (g0 * atten).detach()
-        else:
-            g_eff, g0_circuit = g, g0.detach()
-        s2 = None
-        if "read_noise" in on and dev.read_noise_static < 1:
-            rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
-            s2 = (1 - dev.read_noise_static) * (rel * g_eff) ** 2
+        if "variation" in on and dev.levels is not None:  # the device's levels, straight through
+            t = _straight_through(t, nominal)
+        state = program_tiles(t, spec, gen, self._circuit(nominal), variation="variation" in on,
+                              read_noise="read_noise" in on)
         n_r, n_c, rows, cols = nominal.shape
         keep, a, b = read_columns(q.scheme, self.n_out, n_c, cols, q.outputs_per_tile)
         keep = None if len(keep) == n_c * cols else keep.to(w.device)  # None: every column is read
@@ -263,21 +254,18 @@ class _LayerModel:
         output_tiles = torch.arange(self.n_out, device=w.device) // q.outputs_per_tile
         i_fs = None
         if "adc" in on and spec.adc_bits is not None:
-            i_fs = full_scale(g0_circuit, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
+            i_fs = full_scale(state.designed, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
             top = top_code(spec.adc_bits, spec.adc_signed)
             scale = (top * spec.v_read / spec.input_range) / i_fs[..., None, None]  # codes per siemens
         else:
             scale = q.w_per_siemens
-        g_read = _read_columns(side_by_side(g_eff * scale), keep)  # (n_r, R, read columns)
-        s2_read = None if s2 is None else _read_columns(side_by_side(s2 * scale**2), keep)
+        g_read, s2_read = read_matrices(state.g_eff, state.s2, scale, keep, self.analog_pairs)
         if self.analog_pairs:
-            g_read = g_read[..., 0::2] - g_read[..., 1::2]
-            s2_read = None if s2_read is None else s2_read[..., 0::2] + s2_read[..., 1::2]
             a = b = None
         if i_fs is None:
             out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
         else:
-            out_fs = (i_fs[:, output_tiles] / top * (q.w_per_siemens * spec.input_range / spec.v_read)).detach()
+            out_fs = code_weight(i_fs, output_tiles, spec, q.w_per_siemens).detach()
         if self.conv is not None:  # one convolution reads every tile-row
             g_read = _blocked_conv_weight(g_read, self.n_in, self.conv["kernel"])
             s2_read = None if s2_read is None else _blocked_conv_weight(s2_read, self.n_in, self.conv["kernel"])

@@ -1,7 +1,7 @@
 """Calibration from data: a few samples run through the crossbar network, layer by layer.
 
 ``Spec(calibration="data")`` (the default) fits each tile's digital gain and offset to the
-chip's own reads of the inputs that layer sees on real data (see :mod:`xbar.tile`): the
+chip's own reads of the inputs that layer sees on real data (see :mod:`xbar.tile.calibration`): the
 network is run on a calibration batch for the study's timesteps, and each layer's inputs
 are recorded and read back.  Layers are fitted one at a time in the order they run, each
 with every layer before it already calibrated, so that each sees the inputs it will see
@@ -28,11 +28,12 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
-from xbar.convert import analog_layers
+from xbar.network import analog_layers
 from xbar.memory import keep_freed_memory
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
-from xbar.tile import CAL_MAX_ROWS, CAL_ROWS_PER_READ, trial_chunks
+from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ROWS_PER_READ
+from xbar.tile.matrix import trial_chunks
 
 # Samples of a calibration batch, by default: enough for a fit whose error is small
 # against the hardware's (docs/hardware.md#calibration), few enough to cost little.
@@ -164,7 +165,7 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
     """Run the calibration batch once and leave the inputs that ``target`` read in
     ``target.recording``, ``(K, rows, in)``.  The other pending matrices read raw and
     sample their rows as they always did (the same calibration draws), keeping nothing.
-    The trials run in chunks (:func:`xbar.tile.trial_chunks`), joined along the trials."""
+    The trials run in chunks (:func:`xbar.tile.matrix.trial_chunks`), joined along the trials."""
     chunks = []
     try:
         for m in pending:

@@ -51,12 +51,12 @@ from tqdm.auto import tqdm
 
 from xbar.checks import batches as checked_batches
 from xbar.checks import check_count, check_step_output, model_dtype
-from xbar.convert import analog_layers
+from xbar.network import analog_layers
 from xbar.memory import keep_freed_memory
 from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
-from xbar.tile import trial_chunks
+from xbar.tile.matrix import trial_chunks
 
 
 
@@ -245,10 +245,10 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
 
     trials_per_chunk
         Monte Carlo trials run together (default: as many as keep a chunk within
-        :data:`xbar.tile.CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
+        :data:`xbar.tile.matrix.CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
         Chunks run one after the other over all of ``data``, the ideal network in
         lockstep with each; a trial's results do not depend on the chunks (its read noise
-        comes from its own streams, :mod:`xbar.noise`).
+        comes from its own streams, :mod:`xbar.streams`).
 
     Returns an ``xarray.Dataset`` with dims ``trial``, ``timestep`` (1..T) and ``layer``
     and the variables listed in this module's docstring; ``attrs`` holds the spec.

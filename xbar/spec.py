@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from devices import DeviceModel, presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from xbar.crossbar import check_resistances
+from xbar.circuit import check_resistances
 
 # Wire resistance per cell (ohm): the default of IBM aihwkit's IR-drop model,
 # ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (docs/hardware.md).
@@ -82,7 +82,7 @@ class Spec:
         seconds between programming and inference, for drift (0: no drift).
     r_wire_row, r_wire_col, r_source, r_sink
         the circuit (ohms): wire resistance per cell along a wordline and a bitline, the
-        drivers' and the sense amplifiers' resistance (see :mod:`xbar.crossbar`).
+        drivers' and the sense amplifiers' resistance (see :mod:`xbar.circuit`).
         Defaults: 0.35 ohm per cell on both lines, the wire resistance of IBM aihwkit's
         IR-drop model (``IOParameters.ir_drop_g_ratio``), with ideal drivers and sense
         amplifiers (0 ohm), as in that model.  Each programmed tile's effective
@@ -95,13 +95,13 @@ class Spec:
         nominal effective matrix (the circuit solved on them, without variation) is the
         mapped weights scaled by ``c``, the rest of the window being headroom for the
         pre-distortion, as IR-drop-aware mapping does
-        (:func:`xbar.crossbar.compensated_targets`; the digital side divides ``c`` out).
+        (:func:`xbar.circuit.compensated_targets`; the digital side divides ``c`` out).
         Devices that would need more than ``g_max`` stay there, with a warning giving the
         share and the residual.  Not with quantized levels (it programs off-level
         conductances).  Costs a few circuit solves per layer at programming.
     calibration
         after programming, each tile's outputs get a digital gain and offset per output,
-        fitted to the chip's own reads (see :mod:`xbar.tile`), as deployed chips
+        fitted to the chip's own reads (see :mod:`xbar.tile.calibration`), as deployed chips
         calibrate.  ``"data"`` (default): the reads of a calibration batch, a few samples
         of the data run through the network (:func:`xbar.calibrate`; ``simulate`` runs
         it on the first samples of its data when it has not been run); ``"vectors"``:
@@ -110,7 +110,7 @@ class Spec:
     ir_drop_model
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
         first order in the resistances, for sweeps that need no exactness; see
-        :func:`xbar.crossbar.first_order_matrix`).
+        :func:`xbar.circuit.first_order_matrix`).
     """
 
     tile: tuple[int, int] = (64, 64)

@@ -3,7 +3,7 @@ and an independent sparse nodal solve (scipy).
 
 The circuit references of the solver tests and of ``benchmarks/bench_ir_drop.py``, and a
 way to hand one tile to a circuit simulator: :func:`netlist` writes the circuit of
-:mod:`xbar.crossbar` (devices as linear resistors); :func:`run` solves it for one or more
+:mod:`xbar.circuit` (devices as linear resistors); :func:`run` solves it for one or more
 input vectors in one ngspice process (``alter`` between operating points).  ngspice is
 not a Python dependency: ``apt-get install ngspice``.  :func:`splu_effective` assembles
 the same circuit's nodal matrix and factorises it with ``scipy.sparse.linalg.splu``.

@@ -37,7 +37,7 @@ import numpy as np
 
 import xbar
 from devices import DeviceModel, presets
-from studies.conversion import ConversionConfig, FineTune
+from studies.ann_to_snn import ConversionConfig, FineTune
 from studies.data import EMBEDDED, check_dataset
 from studies.train import TrainConfig, config_dict
 from xbar.aware import INGREDIENTS, is_ingredient_list

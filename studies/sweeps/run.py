@@ -33,12 +33,12 @@ from tqdm.auto import tqdm
 
 import xbar
 from studies.sweeps import store
-from studies.conversion import ConversionConfig, load_or_convert
+from studies.ann_to_snn import ConversionConfig, load_or_convert
 from studies.data import calibrated, load_dataset, test_batches
 from studies.stats import t_quantile
 from studies.sweeps.config import Point, SweepConfig, block_seed, build_recipe, build_spec
 from studies.train import TrainConfig, load_or_train
-from xbar.convert import crossbar_layers
+from xbar.network import crossbar_layers
 
 
 @dataclass(frozen=True)

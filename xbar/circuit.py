@@ -366,7 +366,7 @@ def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
     the bitline, at ``g_ij * d(max(i, i'))`` per volt, leaks through every other device
     ``(i', j)`` into that device's undriven wordline (a sneak path), a further loss of
     ``g_ij * sum_{i' != i} g_i'j * d(max(i, i'))``.  The error is second order
-    (``tests/test_crossbar.py`` states it); clipped at 0 S for very large drops."""
+    (``tests/test_circuit.py`` states it); clipped at 0 S for very large drops."""
     check_resistances(r_wire_row, r_wire_col, r_source, r_sink)
     R = g.shape[-2]
     beyond = g.flip(-1).cumsum(-1).flip(-1)  # sum_{j' >= k} g_ij'

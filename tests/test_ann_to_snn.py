@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import xbar
-from studies.conversion import (ChannelAffine, ConversionConfig, SpikingResidual, build_ann,
+from studies.ann_to_snn import (ChannelAffine, ConversionConfig, SpikingResidual, build_ann,
                                 convert_ann, train_ann)
 from studies.data import load_dataset
 from studies.train import evaluate
@@ -107,7 +107,7 @@ def test_unknown_layer_is_refused_by_name():
 
 
 def test_thresholds_are_a_high_percentile_not_the_maximum():
-    from studies.conversion import activation_thresholds
+    from studies.ann_to_snn import activation_thresholds
 
     ann = nn.Sequential(nn.Flatten(), nn.Linear(10, 50), build_ann("mlp", (1, 1, 1), 2)[2])
     x = torch.rand(400, 10)

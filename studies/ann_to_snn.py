@@ -318,7 +318,7 @@ class ConversionConfig:
     def __post_init__(self) -> None:
         o = "ConversionConfig"
         if self.fine_tune is not None and not isinstance(self.fine_tune, FineTune):
-            v.fail(o, "fine_tune", self.fine_tune, "must be a studies.conversion.FineTune, or None")
+            v.fail(o, "fine_tune", self.fine_tune, "must be a studies.ann_to_snn.FineTune, or None")
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ANN_ARCHITECTURES)
         v.int_at_least(o, "levels", self.levels, 1, optional=True)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xbar import spice
-from xbar.crossbar import effective_matrix, solve_crossbar
+from xbar.circuit import effective_matrix, solve_crossbar
 
 
 def _random(seed, R, C, binary):
@@ -111,7 +111,7 @@ def test_conservation_of_current():
     r = dict(r_wire_row=5.0, r_wire_col=5.0, r_source=20.0, r_sink=10.0)
     out = solve_crossbar(g, v, **r)
     # driver current: (v_i - a_i0) / r_source; recover a_i0 from the solve's internals
-    from xbar.crossbar import _Circuit, _pcg
+    from xbar.circuit import _Circuit, _pcg
     c = _Circuit(g, r["r_wire_row"], r["r_wire_col"], r["r_source"], r["r_sink"])
     a, _ = _pcg(c, v, 1e-13, 2000)
     injected = ((v - a[:, 0]) / r["r_source"]).sum()
@@ -169,7 +169,7 @@ def test_first_order_read_noise_against_full_resolves():
 def test_first_order_mode_error_is_second_order_in_the_ir_drop(n):
     """Measured: the one-pass model's error (max, relative to the largest entry) is about the
     square of the IR drop, e.g. 64x64 at 0.35 ohm/cell: 7% drop, 0.46% error."""
-    from xbar.crossbar import first_order_matrix
+    from xbar.circuit import first_order_matrix
 
     g = 1e-6 + 1e-4 * torch.rand(n, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
     errors = []

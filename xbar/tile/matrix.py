@@ -1,30 +1,25 @@
 """A layer's crossbar matrix programmed onto tiles: Monte Carlo trials and tiles batched.
 
 One :class:`ProgrammedMatrix` holds every tile of one layer for ``K`` trials (one trial
-is one programming).  Programming variation, stuck-at faults, drift exponents and the
-static share of the read noise are drawn once, here; the rest of the read noise is drawn
-at every read.
+is one programming, :func:`xbar.tile.programming.program_tiles`).  Programming
+variation, stuck-at faults, drift exponents and the static share of the read noise are
+drawn once, there; the rest of the read noise is drawn at every read.
 
 Per-read noise, exact in distribution at one extra matrix product: the devices of a
 column fluctuate independently, ``G_ij (1 + s_ij eps_ij)``, so the noise of column
 current ``j`` is Gaussian with variance ``sum_i v_i^2 (s_ij G_ij)^2``: one product of
 ``v**2`` with the precomputed ``(s G)**2``, then one normal draw per column read, instead
 of one draw per device per read (from each trial's own streams, on every core:
-:mod:`xbar.noise`).  With a correlation ``rho`` between consecutive reads
+:mod:`xbar.streams`).  With a correlation ``rho`` between consecutive reads
 (``DeviceModel.read_noise_correlation``), the normalised draw of each column and sample
-follows an AR(1) process over the reads of one inference, ``e_t = rho e_{t-1} +
-sqrt(1 - rho^2) xi_t``: exact when consecutive reads drive the same rows (as binary
-spikes at a steady rate mostly do), and otherwise the correlation of the column noise
-is ``rho`` times the overlap of the two reads' drives.
+follows an AR(1) process over the reads of one inference (:func:`xbar.tile.read.ar1`):
+exact when consecutive reads drive the same rows (as binary spikes at a steady rate
+mostly do), and otherwise the correlation of the column noise is ``rho`` times the
+overlap of the two reads' drives.
 
-Calibration (``Spec.calibration``): after programming (and drift to ``t_inference``),
-the chip reads known inputs, and each tile's outputs get a digital offset (what they read
-with every input off) and gain (the least-squares gain that brings the reads closest to
-the ideal products of the same inputs, :func:`calibration_gain`), per output and per tile-row (before the tile-rows' partial
-sums are added).  The fit sees the chip's own
-noisy, quantized reads (drawn from the programming's generator, so the read-noise
-stream of the inference is untouched).  The gain folds into the stored matrices or the
-ADC's digital scale: a calibrated read costs what a raw one does.
+Calibration (``Spec.calibration``, :mod:`xbar.tile.calibration`): the fitted gain folds
+into the stored matrices or the ADC's digital scale, so a calibrated read costs what a
+raw one does.
 
 Monte Carlo trials are read in chunks (:meth:`ProgrammedMatrix.select_trials`, used by
 :func:`xbar.simulate` and :func:`xbar.calibrate`): a read serves the trials selected,
@@ -49,129 +44,16 @@ import warnings
 import torch
 import torch.nn as nn
 
-from devices import drift, program, read_sigma_rel, static_read_noise
 from mapping.layout import layout_weights
-from xbar.crossbar import compensated_targets, effective_conductance
-from xbar.converters import quantize_unit, to_codes_, top_code
-from xbar.noise import NoiseStreams
+from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
-
-
-def side_by_side(t: torch.Tensor) -> torch.Tensor:
-    """``(..., n_c, R, C) -> (..., R, n_c * C)``: the tiles of a tile-row side by side."""
-    *lead, n_c, r, c = t.shape
-    return t.transpose(-3, -2).reshape(*lead, r, n_c * c)
-
-
-def tile_row_parts(x: torch.Tensor, n_in: int, rows: int) -> list[tuple[torch.Tensor, slice]]:
-    """Inputs ``x`` ``(..., N, n_in)`` as ``(inputs (..., k, N, r), tile-rows)`` pairs (views):
-    the full tile-rows, then the partial last one with only its used rows, so that no
-    product runs over the zero padding (conv1 of a 3x3 kernel uses 9 of 64 rows)."""
-    full, last = divmod(n_in, rows)
-    parts = []
-    if full:
-        parts.append((x[..., : full * rows].unflatten(-1, (full, rows)).movedim(-2, -3), slice(0, full)))
-    if last:
-        parts.append((x[..., full * rows :].unsqueeze(-3), slice(full, full + 1)))
-    return parts
-
-
-def by_tile_row(x: torch.Tensor, n_r: int, rows: int) -> torch.Tensor:
-    """Input vectors ``(..., N, in)`` as each tile-row's inputs ``(..., n_r, N, rows)``,
-    zero-padded to whole tile-rows (a view where they are whole already)."""
-    pad = n_r * rows - x.shape[-1]
-    return (torch.nn.functional.pad(x, (0, pad)) if pad else x).unflatten(-1, (n_r, rows)).transpose(-2, -3)
-
-
-class _PairDifference(torch.autograd.Function):
-    """``u[..., 0::2] - u[..., 1::2]`` (a differential pair's columns, side by side), with
-    a backward that writes its gradient in one pass (slicing's backward zero-fills twice)."""
-
-    @staticmethod
-    def forward(ctx, u):
-        return u[..., 0::2] - u[..., 1::2]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return torch.stack((grad, -grad), -1).flatten(-2)
-
-
-def decode_reads(u: torch.Tensor, scheme: str, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
-    """Read columns -> outputs: ``u[a] - u[b]`` on the last axis, the pair's difference or
-    the difference to the tile's reference column (``a is None``: already outputs)."""
-    if a is None:
-        return u
-    if scheme == "differential":  # read columns are (G+, G-) pairs in output order
-        return _PairDifference.apply(u)
-    return u[..., a] - u[..., b]
-
-
-def refuses_negative(spec: Spec) -> bool:
-    """An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
-    exact for any sign, so only a path with a converter refuses negative inputs."""
-    return not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
-
-
-def check_dac_input(x: torch.Tensor, spec: Spec) -> None:
-    """Refuse a negative input where :func:`refuses_negative` (never clip it silently)."""
-    if refuses_negative(spec) and float(x.detach().min()) < 0:
-        raise ValueError(f"crossbar read: an input of {float(x.detach().min()):.4g} < 0 on an unsigned DAC "
-                         f"(Spec.dac_signed=False), which would clip it: scale the inputs to "
-                         f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
-
-
-def dac(x: torch.Tensor, spec: Spec) -> torch.Tensor:
-    """The inputs as the DAC drives them: rounded to its codes (``x`` with an ideal DAC)."""
-    if spec.dac_bits is None:
-        return x
-    return quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
-
-
-def read_columns(scheme: str, n_out: int, n_c: int, cols: int, per_tile: int):
-    """Which physical columns (indices into ``n_c * cols``) are read, and for each output
-    the positions, among the read columns, of its column ``a`` and of ``b`` with
-    ``output = a - b`` (the G- column, or the tile's reference column)."""
-    keep, a, b = [], [], []
-    for c in range(n_c):
-        used = min(per_tile, n_out - c * per_tile)
-        base = c * cols
-        if scheme == "differential":
-            for j in range(used):
-                a.append(len(keep))
-                keep.append(base + 2 * j)
-                b.append(len(keep))
-                keep.append(base + 2 * j + 1)
-        else:
-            ref = len(keep) + used
-            for j in range(used):
-                a.append(len(keep))
-                keep.append(base + j)
-                b.append(ref)
-            keep.append(base + cols - 1)
-    return torch.tensor(keep), torch.tensor(a), torch.tensor(b)
-
-
-def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
-               outputs_per_tile: int) -> torch.Tensor | None:
-    """Each tile's ADC full scale (A), ``(..., n_r, n_c)``, for tiles ``g0`` ``(..., n_r,
-    n_c, R, C)`` of a layer of ``n_in`` inputs: ``adc_range`` times the largest column
-    current with every row that an input drives at full scale (the rows of the last
-    tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``: the
-    effective conductances of the programmed state, IR drop included, so that the current
-    is the one the column can draw (superposition: the all-on current is the sum of the
-    effective conductances of the driven rows times ``v_read``).  ``None`` without an ADC."""
-    if spec.adc_bits is None:
-        return None
-    n_r, rows = g0.shape[-4], g0.shape[-2]
-    driven = torch.arange(n_r * rows, device=g0.device).reshape(n_r, rows) < n_in
-    g0 = g0 * driven[:, None, :, None]
-    if analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
-        diff = g0[..., 0 : 2 * outputs_per_tile : 2] - g0[..., 1 : 2 * outputs_per_tile : 2]
-        cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
-    else:
-        cols = g0.sum(-2)
-    i_fs = spec.adc_range * spec.v_read * cols.amax(-1)
-    return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
+from xbar.streams import NoiseStreams
+from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
+                                   calibration_gain, calibration_vectors, percentile_levels, sample_rows)
+from xbar.tile.columns import by_tile_row, decode_reads, read_columns, read_matrices, side_by_side, tile_row_parts
+from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
+from xbar.tile.programming import program_tiles
+from xbar.tile.read import adc_codes, ar1
 
 
 class ProgrammedMatrix(nn.Module):
@@ -196,7 +78,7 @@ class ProgrammedMatrix(nn.Module):
         self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             self.out_scale /= spec.ir_drop_compensation
-        self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.noise)
+        self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.streams)
         self.active: slice | None = None  # the trials a read serves (None: all; select_trials)
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
@@ -214,16 +96,9 @@ class ProgrammedMatrix(nn.Module):
                               f"Spec.ir_drop_compensation (now {spec.ir_drop_compensation:g}) for "
                               f"more headroom, or use smaller tiles", stacklevel=2)
         targets = nominal.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
-        g0 = program(targets, dev, gen)  # (K, n_r, n_c, R, C)
-        g = drift(g0, spec.t_inference, dev, gen) if spec.t_inference > 0 else g0
-        g = static_read_noise(g, g0, dev, spec.t_inference, gen)
-        self.register_buffer("g_tiles", effective_conductance(g, spec))
-        s2 = None
-        if dev.has_read_noise and dev.read_noise_static < 1:
-            # First order with IR drop: each device's relative read noise on its entry of
-            # the effective matrix (exactly the device-level noise with ideal wires).
-            rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
-            s2 = (1 - dev.read_noise_static) * (rel * self.g_tiles) ** 2
+        state = program_tiles(targets, spec, gen, lambda g: effective_conductance(g, spec))
+        self.register_buffer("g_tiles", state.g_eff)
+        s2 = state.s2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         # Analog subtraction: each pair's currents are subtracted before one signed ADC.
         self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None
@@ -238,15 +113,15 @@ class ProgrammedMatrix(nn.Module):
         else:
             # The ADC is sized for the currents the programmed state can draw through its
             # wires (drift and static noise come later and are not known to the designer).
-            g0_circuit = self.g_tiles if g is g0 or spec.adc_bits is None else effective_conductance(g0, spec)
-            self._setup_blocks(full_scale(g0_circuit, spec, self.shape[0], self.analog_pairs,
-                                         self.outputs_per_tile), w_per_siemens, s2, keep, a, b)
+            i_fs = None if spec.adc_bits is None else full_scale(state.designed, spec, self.shape[0],
+                                                                 self.analog_pairs, self.outputs_per_tile)
+            self._setup_blocks(i_fs, w_per_siemens, s2, keep, a, b)
         self._draw_adc_errors(gen)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
         self.calibrated = False
         if spec.calibration == "vectors" and not spec.is_ideal:
-            self.fit_calibration(self._calibration_vectors(gen), gen)
+            self.fit_calibration(calibration_vectors(self.shape[0], spec, trials, gen, self.g_tiles), gen)
         self._cal_gen = gen
         self.recording: list | None = None  # a list while xbar.calibrate records the inputs
         self.rows_per_read = CAL_ROWS_PER_READ  # inputs sampled per read while recording
@@ -263,32 +138,19 @@ class ProgrammedMatrix(nn.Module):
         return self.spec.calibration == "data" and self.needs_calibration and not self.calibrated
 
     def _draw_adc_errors(self, gen: torch.Generator) -> None:
-        """Each ADC's gain error (a factor) and offset (in units of its full scale), per
-        tile-row and read column, drawn once per programming; ``None`` where the spec has
-        none (no draw: the other streams are unchanged)."""
-        spec, like = self.spec, self.g_read
-        shape = (self.trials, self.n_r, 1, like.shape[-1])
-
-        def draw(std):
-            return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) * std
-
-        gain = 1 + draw(spec.adc_gain_error) if spec.adc_gain_error > 0 else None
-        offset = (draw(spec.adc_offset_error / top_code(spec.adc_bits, spec.adc_signed))
-                  if spec.adc_offset_error > 0 else None)
+        """Each ADC's gain error and offset, per tile-row and read column, drawn once per
+        programming (:func:`xbar.tile.converters.draw_adc_errors`)."""
+        gain, offset = draw_adc_errors(self.spec, (self.trials, self.n_r, 1, self.g_read.shape[-1]), gen,
+                                       self.g_read)
         self.register_buffer("adc_gain", gain)
         self.register_buffer("adc_offset", offset)
 
-    def _adc_errors(self, u: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
-        """In place: column currents ``u`` (units of full scale) as the ADC sees them, with
-        its gain error, offset and input-referred noise (per conversion, from ``gen`` in a
+    def _adc(self, u: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
+        """Column currents ``u`` (units of full scale, overwritten) of tile-rows ``blocks``
+        as ADC codes, through the converters' errors (per-conversion noise from ``gen`` in a
         calibration, else from the read stream)."""
-        if self.adc_gain is not None:
-            u.mul_(self._trials(self.adc_gain)[:, blocks])
-        if self.adc_offset is not None:
-            u.add_(self._trials(self.adc_offset)[:, blocks])
-        if self.spec.adc_noise > 0:
-            u.add_(self._normal(u, gen), alpha=self.spec.adc_noise / top_code(self.spec.adc_bits, self.spec.adc_signed))
-        return u
+        gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
+        return adc_codes(u, self.spec, gain, offset, lambda like: self._normal(like, gen), inplace=True)
 
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
@@ -308,25 +170,19 @@ class ProgrammedMatrix(nn.Module):
     def _setup_blocks(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
         """Each tile-row read on its own.  With an ADC, ``u = x @ g`` is the column current
         in units of the tile's full scale ``i_fs``; without, it is in weight units."""
-        spec = self.spec
         if i_fs is None:
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
-            scale = (spec.v_read / spec.input_range) / i_fs[..., None, None]  # (K, n_r, n_c, 1, 1)
-        g = side_by_side(self.g_tiles * scale)[..., keep]
-        s2 = None if s2 is None else side_by_side(s2 * scale**2)[..., keep]
-        if self.analog_pairs:  # read columns are (G+, G-) pairs in output order
-            g = g[..., 0::2] - g[..., 1::2]
-            s2 = None if s2 is None else s2[..., 0::2] + s2[..., 1::2]
+            scale = full_scale_units(i_fs, self.spec)  # (K, n_r, n_c, 1, 1)
+        g, s2 = read_matrices(self.g_tiles, s2, scale, keep, self.analog_pairs)
+        if self.analog_pairs:
             a = b = None
         self.register_buffer("g_read", g.contiguous())
         self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
         if i_fs is None:
             fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype)
-        else:
-            # Digital side: codes -> amperes -> weight units, per output and tile-row.
-            fs = (i_fs[..., self.output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
-                  * (w_per_siemens * spec.input_range / spec.v_read))
+        else:  # the digital side: codes -> weight units, per output and tile-row
+            fs = code_weight(i_fs, self.output_tiles, self.spec, w_per_siemens)
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
@@ -378,10 +234,7 @@ class ProgrammedMatrix(nn.Module):
         std = torch.matmul(x * x, s2).sqrt_()
         eps = self._normal(i, gen)
         if self.rho and gen is None:
-            prev = self._ar.get(site)
-            if prev is not None and prev.shape == eps.shape:
-                eps = prev.mul_(self.rho).add_(eps, alpha=(1 - self.rho**2) ** 0.5)
-            self._ar[site] = eps
+            eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
         return i.addcmul_(std, eps)
 
     def _decode(self, i: torch.Tensor) -> torch.Tensor:
@@ -392,7 +245,7 @@ class ProgrammedMatrix(nn.Module):
         check_dac_input(x, self.spec)
         x = dac(x, self.spec)
         if self.recording is not None:
-            rows = _sample_rows(x, self._cal_gen, self.rows_per_read)
+            rows = sample_rows(x, self._cal_gen, self.rows_per_read)
             if self.keep_recording:
                 self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
         elif self.awaits_data:
@@ -429,39 +282,23 @@ class ProgrammedMatrix(nn.Module):
         if self.s2_read is not None:
             u = self._add_noise(u, xt, self._trials(self.s2_read)[:, blocks, :r], f"block{blocks.start}", gen)
         if self.spec.adc_bits is not None:
-            u = to_codes_(self._adc_errors(u, blocks, gen), self.spec.adc_bits, self.spec.adc_signed)
+            u = self._adc(u, blocks, gen)
         return self._decode(u) * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
         """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
-        column currents (magnitudes) that the inputs ``x`` ``(K, N, in)`` draw in it,
-        instead of the worst case: fewer codes go to currents that never come."""
+        column currents that the inputs ``x`` ``(K, N, in)`` draw in it
+        (:func:`xbar.tile.calibration.percentile_levels`), instead of the worst case: fewer
+        codes go to currents that never come."""
         g_read, out_fs = self._trials(self.g_read), self._trials(self.out_fs)  # views: set in place
         s2_read = None if self.s2_read is None else self._trials(self.s2_read)
-        # (K, n_r, N, read columns), in units of the full scale
-        u = (by_tile_row(x, self.n_r, self.rows) @ g_read).abs()
-        tile_of = self.read_tiles  # the tile (column block) of each read column
-        for c in range(self.n_c):
-            cols = (tile_of == c).nonzero().squeeze(1)
-            level = torch.quantile(u[..., cols].flatten(2).double(), self.spec.adc_percentile / 100, dim=-1)
-            level = torch.where(level > 0, level * self.spec.adc_range, torch.ones_like(level)).to(u.dtype)
-            g_read[..., cols] /= level[..., None, None]
-            if s2_read is not None:
-                s2_read[..., cols] /= level[..., None, None] ** 2
-            out_fs[..., self.output_tiles == c] *= level[..., None, None]
-
-    def _calibration_vectors(self, gen: torch.Generator) -> torch.Tensor:
-        """Known inputs ``(K, CAL_VECTORS, in)``: binary, at full scale (exact on any DAC), each
-        with its own activity drawn uniformly in ``(0, 1)``, so that the fit spans sparse
-        and dense reads; signed (random signs) when the DAC is."""
-        like = self.g_tiles
-        rate = torch.rand(CAL_VECTORS, 1, generator=gen, device=like.device, dtype=like.dtype)
-        u = torch.rand(CAL_VECTORS, self.shape[0], generator=gen, device=like.device, dtype=like.dtype)
-        x = (u < rate).to(like.dtype) * self.spec.input_range
-        if self.spec.dac_signed:
-            sign = torch.rand(x.shape, generator=gen, device=like.device, dtype=like.dtype) < 0.5
-            x = torch.where(sign, -x, x)
-        return x.unsqueeze(0).expand(self.trials, *x.shape)
+        u = (by_tile_row(x, self.n_r, self.rows) @ g_read).abs()  # (K, n_r, N, read columns), full scales
+        level = percentile_levels(u, self.read_tiles, self.n_c, self.spec)  # (K, n_r, n_c)
+        per_column = level[..., self.read_tiles].unsqueeze(2)
+        g_read /= per_column
+        if s2_read is not None:
+            s2_read /= per_column**2
+        out_fs *= level[..., self.output_tiles].unsqueeze(2)
 
     def _tile_row_reads(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Each tile-row's decoded reads ``(K, n_r, N, out)`` of inputs ``x`` ``(K, N, in)``."""
@@ -485,7 +322,7 @@ class ProgrammedMatrix(nn.Module):
             raise RuntimeError("ProgrammedMatrix: calibration fits every trial: select_trials() first")
         gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
-        x = _sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
+        x = sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
         per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
         step = max(1, CAL_FIT_ELEMENTS // per_trial)
         bias = []
@@ -525,18 +362,6 @@ class ProgrammedMatrix(nn.Module):
         return offset.sum(1, keepdim=True)
 
 
-# Known vectors read per calibration: the gain's relative error from read noise falls as
-# one over the square root of this.
-CAL_VECTORS = 512
-# Inputs kept per read while recording a calibration batch (a random subset of its rows),
-# and at most in one fit.
-CAL_ROWS_PER_READ = 512
-# Reads with every input off, averaged into each output's offset.
-CAL_ZERO_READS = 64
-CAL_MAX_ROWS = 4096
-# Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
-# most: the trials are fitted in chunks of this size (a 5-trial study fits in one).
-CAL_FIT_ELEMENTS = 2**25
 # Samples (trials x batch) that a read of the network serves at once, by default: bounds
 # the memory of the inference and the calibration whatever the number of trials (the
 # default study's conv SNN reads 1,000 samples at once: 5 trials of 200 images).
@@ -548,78 +373,3 @@ def trial_chunks(trials: int, batch: int, per_chunk: int | None = None) -> list[
     ``chunk x batch`` within :data:`CHUNK_SAMPLES`)."""
     step = max(1, CHUNK_SAMPLES // max(1, batch)) if per_chunk is None else per_chunk
     return [slice(a, min(trials, a + step)) for a in range(0, trials, step)]
-
-
-def _sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
-    """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random (``x``
-    itself when it has no more)."""
-    n = x.shape[1]
-    if n <= most:
-        return x.detach()
-    pick = torch.randperm(n, generator=gen, device=gen.device)[:most].to(x.device)
-    return x[:, pick].detach()
-
-
-def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
-          tile_of: torch.Tensor | None = None) -> torch.Tensor:
-    """The digital gain ``g`` ``(K, n_r, out)`` for offset-free reads ``y`` of ideal
-    products ``t`` (vectors on axis 2): the least-squares ``g`` of ``t ~ g y`` through the
-    origin, ``sum(t y) / sum(y^2)``, the gain that brings the calibration reads closest to
-    the ideal products (mean square), so a calibrated read is never further from them
-    than the raw one on the calibration data.  A crossbar reads 0 for no input, so the
-    line has no intercept (a constant on every read is a bias that the membranes of an
-    SNN integrate at every step).  Where the reads are an attenuation ``a`` and an error
-    ``e`` uncorrelated with the products, ``g = a / (a^2 + E e^2 / E t^2)``: exactly
-    ``1/a`` without error, less where the error is large, which does not amplify an error
-    as much as the signal (measured on 128x128 tiles with IR drop, where the unbiased
-    ``1/a`` cost up to 8 points against raw: docs/hardware.md#calibration).  ``g`` is
-    capped at 10.
-
-    An output's own gain is fitted where its products' RMS spans at least
-    :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
-    units of ``t``): below, its reads are mostly rounding (a sparse output whose products
-    fall within one code reads 0 whatever they are).  Such an output takes the gain of its
-    tile (``tile_of``: the tile of each output; default one tile), fitted over all the
-    tile's outputs, when those span enough codes together: a tile's columns share its
-    wires, so their attenuations are alike, and an output left at gain 1 beside corrected
-    neighbours would be scaled unlike them (measured: that mismatch between the classes of
-    an output layer cost 8 points).  Where the tile does not resolve either, the output
-    takes the gain fitted over every tile of the layer (all tiles are the same circuit),
-    when the products that carry that fit (weighted by their square, as the fit weighs
-    them) span enough codes: sparse inputs leave most tile-rows under 4 codes, and a
-    layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
-    points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
-    the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
-    t2 = t * t
-    tt, ty, yy = t2.mean(2), (t * y).mean(2), (y * y).mean(2)
-    has = (tt > 0) & (yy > 0)
-
-    def fit(ty, yy):
-        return (ty / yy.clamp_min(torch.finfo(y.dtype).tiny)).clamp(0.0, 10.0)
-
-    if lsb is None:
-        return torch.where(has, fit(ty, yy), torch.ones_like(tt))
-    own = has & (tt >= (RESOLVED_CODES * lsb) ** 2)
-    if tile_of is None:
-        tile_of = torch.zeros(tt.shape[-1], dtype=torch.long, device=tt.device)
-    n_tiles = int(tile_of.max()) + 1
-
-    def tiles(a):  # (K, n_r, out) -> sums over each tile's outputs (K, n_r, tiles)
-        return a.new_zeros(*a.shape[:-1], n_tiles).index_add_(-1, tile_of, a)
-
-    def layer(a):  # (K, n_r, out) -> sums over every tile of the layer, (K, 1, 1)
-        return a.sum((1, 2), keepdim=True)
-
-    # The layer's fit weighs each read by its product squared, so it rests on the large
-    # products: resolved when those (the t^2-weighted mean square, in codes) span enough.
-    c2, c4 = tt / lsb**2, (t2 * t2).mean(2) / lsb**4
-    layer_ok = layer(c4) >= RESOLVED_CODES**2 * layer(c2)
-    fallback = torch.where(layer_ok & has, fit(layer(ty), layer(yy)).expand_as(tt), torch.ones_like(tt))
-    pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]
-    shared = torch.where(pooled_ok & has, fit(tiles(ty), tiles(yy))[..., tile_of], fallback)
-    return torch.where(own, fit(ty, yy), shared)
-
-
-# The RMS of a tile-row's ideal products, in ADC codes, below which its gain is not
-# fitted (see calibration_gain).
-RESOLVED_CODES = 4.0

@@ -1,0 +1,132 @@
+"""Calibration of a layer's tiles: what a deployed chip fits after programming, from its
+own reads.
+
+Each tile's outputs get a digital offset (what they read with every input off) and gain
+(the least-squares gain that brings the reads closest to the ideal products of the same
+inputs, :func:`calibration_gain`), per output and per tile-row (before the tile-rows'
+partial sums are added).  With ``Spec.adc_percentile`` the ADC ranges are set from the
+same reads first (:func:`percentile_levels`).  The fit sees the chip's own noisy,
+quantized reads, drawn from the programming's generator, so that the read-noise stream
+of the inference is untouched.  The inputs: known random vectors
+(:func:`calibration_vectors`, ``Spec.calibration="vectors"``) or the inputs each layer
+reads when a few samples of data run through the network (:func:`xbar.calibrate`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xbar.spec import Spec
+
+# Known vectors read per calibration: the gain's relative error from read noise falls as
+# one over the square root of this.
+CAL_VECTORS = 512
+# Inputs kept per read while recording a calibration batch (a random subset of its rows),
+# and at most in one fit.
+CAL_ROWS_PER_READ = 512
+# Reads with every input off, averaged into each output's offset.
+CAL_ZERO_READS = 64
+CAL_MAX_ROWS = 4096
+# Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
+# most: the trials are fitted in chunks of this size (a 5-trial study fits in one).
+CAL_FIT_ELEMENTS = 2**25
+def sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
+    """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random (``x``
+    itself when it has no more)."""
+    n = x.shape[1]
+    if n <= most:
+        return x.detach()
+    pick = torch.randperm(n, generator=gen, device=gen.device)[:most].to(x.device)
+    return x[:, pick].detach()
+
+
+def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None = None,
+                     tile_of: torch.Tensor | None = None) -> torch.Tensor:
+    """The digital gain ``g`` ``(K, n_r, out)`` for offset-free reads ``y`` of ideal
+    products ``t`` (vectors on axis 2): the least-squares ``g`` of ``t ~ g y`` through the
+    origin, ``sum(t y) / sum(y^2)``, the gain that brings the calibration reads closest to
+    the ideal products (mean square), so a calibrated read is never further from them
+    than the raw one on the calibration data.  A crossbar reads 0 for no input, so the
+    line has no intercept (a constant on every read is a bias that the membranes of an
+    SNN integrate at every step).  Where the reads are an attenuation ``a`` and an error
+    ``e`` uncorrelated with the products, ``g = a / (a^2 + E e^2 / E t^2)``: exactly
+    ``1/a`` without error, less where the error is large, which does not amplify an error
+    as much as the signal (measured on 128x128 tiles with IR drop, where the unbiased
+    ``1/a`` cost up to 8 points against raw: docs/hardware.md#calibration).  ``g`` is
+    capped at 10.
+
+    An output's own gain is fitted where its products' RMS spans at least
+    :data:`RESOLVED_CODES` ADC codes (``lsb``: one code per output and tile-row, in the
+    units of ``t``): below, its reads are mostly rounding (a sparse output whose products
+    fall within one code reads 0 whatever they are).  Such an output takes the gain of its
+    tile (``tile_of``: the tile of each output; default one tile), fitted over all the
+    tile's outputs, when those span enough codes together: a tile's columns share its
+    wires, so their attenuations are alike, and an output left at gain 1 beside corrected
+    neighbours would be scaled unlike them (measured: that mismatch between the classes of
+    an output layer cost 8 points).  Where the tile does not resolve either, the output
+    takes the gain fitted over every tile of the layer (all tiles are the same circuit),
+    when the products that carry that fit (weighted by their square, as the fit weighs
+    them) span enough codes: sparse inputs leave most tile-rows under 4 codes, and a
+    layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
+    points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
+    the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
+    t2 = t * t
+    tt, ty, yy = t2.mean(2), (t * y).mean(2), (y * y).mean(2)
+    has = (tt > 0) & (yy > 0)
+
+    def fit(ty, yy):
+        return (ty / yy.clamp_min(torch.finfo(y.dtype).tiny)).clamp(0.0, 10.0)
+
+    if lsb is None:
+        return torch.where(has, fit(ty, yy), torch.ones_like(tt))
+    own = has & (tt >= (RESOLVED_CODES * lsb) ** 2)
+    if tile_of is None:
+        tile_of = torch.zeros(tt.shape[-1], dtype=torch.long, device=tt.device)
+    n_tiles = int(tile_of.max()) + 1
+
+    def tiles(a):  # (K, n_r, out) -> sums over each tile's outputs (K, n_r, tiles)
+        return a.new_zeros(*a.shape[:-1], n_tiles).index_add_(-1, tile_of, a)
+
+    def layer(a):  # (K, n_r, out) -> sums over every tile of the layer, (K, 1, 1)
+        return a.sum((1, 2), keepdim=True)
+
+    # The layer's fit weighs each read by its product squared, so it rests on the large
+    # products: resolved when those (the t^2-weighted mean square, in codes) span enough.
+    c2, c4 = tt / lsb**2, (t2 * t2).mean(2) / lsb**4
+    layer_ok = layer(c4) >= RESOLVED_CODES**2 * layer(c2)
+    fallback = torch.where(layer_ok & has, fit(layer(ty), layer(yy)).expand_as(tt), torch.ones_like(tt))
+    pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]
+    shared = torch.where(pooled_ok & has, fit(tiles(ty), tiles(yy))[..., tile_of], fallback)
+    return torch.where(own, fit(ty, yy), shared)
+
+
+# The RMS of a tile-row's ideal products, in ADC codes, below which its gain is not
+# fitted (see calibration_gain).
+RESOLVED_CODES = 4.0
+
+
+def calibration_vectors(n_in: int, spec: Spec, trials: int, gen: torch.Generator,
+                        like: torch.Tensor) -> torch.Tensor:
+    """Known inputs ``(trials, CAL_VECTORS, n_in)``: binary, at full scale (exact on any
+    DAC), each with its own activity drawn uniformly in ``(0, 1)``, so that the fit spans
+    sparse and dense reads; signed (random signs) when the DAC is."""
+    rate = torch.rand(CAL_VECTORS, 1, generator=gen, device=like.device, dtype=like.dtype)
+    u = torch.rand(CAL_VECTORS, n_in, generator=gen, device=like.device, dtype=like.dtype)
+    x = (u < rate).to(like.dtype) * spec.input_range
+    if spec.dac_signed:
+        sign = torch.rand(x.shape, generator=gen, device=like.device, dtype=like.dtype) < 0.5
+        x = torch.where(sign, -x, x)
+    return x.unsqueeze(0).expand(trials, *x.shape)
+
+
+def percentile_levels(u: torch.Tensor, read_tiles: torch.Tensor, n_c: int, spec: Spec) -> torch.Tensor:
+    """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
+    column current magnitudes ``u`` ``(K, n_r, N, read columns)`` that calibration inputs
+    drew in it (``read_tiles``: the tile of each read column), times ``adc_range``, in the
+    units of ``u``: ``(K, n_r, n_c)``.  A tile that drew no current keeps its range (1)."""
+    levels = []
+    for c in range(n_c):
+        cols = (read_tiles == c).nonzero().squeeze(1)
+        level = torch.quantile(u[..., cols].flatten(2).double(), spec.adc_percentile / 100, dim=-1)
+        levels.append(torch.where(level > 0, level * spec.adc_range, torch.ones_like(level)).to(u.dtype))
+    return torch.stack(levels, -1)

@@ -1,0 +1,117 @@
+"""The converters: the DAC that drives the rows and the ADC that reads each column, as
+pure functions on tensors, for evaluation and hardware-aware training alike.
+
+Unipolar converters of ``b`` bits have the ``2**b`` codes ``0 .. 2**b - 1`` over
+``[0, full scale]``; signed ones the ``2**b - 1`` codes ``-(2**(b-1) - 1) .. 2**(b-1) - 1``
+over ``[-full scale, full scale]`` (symmetric about 0; a 1-bit signed converter is
+taken as ternary, -1/0/+1).  Values beyond full scale saturate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xbar.spec import Spec
+
+
+def top_code(bits: int, signed: bool) -> int:
+    """The largest code: full scale is ``top_code`` steps from 0."""
+    return max(2 ** (bits - 1) - 1, 1) if signed else 2**bits - 1
+
+
+def to_codes_(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """In place: clip ``u`` (in units of full scale) to the range and round it to integer
+    codes ``0 .. top_code`` (``-top_code .. top_code`` when signed)."""
+    u.clamp_(-1 if signed else 0, 1)
+    return u.mul_(top_code(bits, signed)).round_()
+
+
+def quantize_unit(u: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """Clip ``u`` to ``[0, 1]`` (or ``[-1, 1]``) and round to the converter's codes."""
+    return to_codes_(u.clone(), bits, signed) / top_code(bits, signed)
+
+
+def refuses_negative(spec: Spec) -> bool:
+    """An unsigned DAC cannot drive a negative voltage; with ideal converters the read is
+    exact for any sign, so only a path with a converter refuses negative inputs."""
+    return not spec.dac_signed and (spec.dac_bits is not None or spec.adc_bits is not None)
+
+
+def check_dac_input(x: torch.Tensor, spec: Spec) -> None:
+    """Refuse a negative input where :func:`refuses_negative` (never clip it silently)."""
+    if refuses_negative(spec) and float(x.detach().min()) < 0:
+        raise ValueError(f"crossbar read: an input of {float(x.detach().min()):.4g} < 0 on an unsigned DAC "
+                         f"(Spec.dac_signed=False), which would clip it: scale the inputs to "
+                         f"[0, {spec.input_range:g}], or set Spec(dac_signed=True, adc_signed=True)")
+
+
+def dac(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """The inputs as the DAC drives them: rounded to its codes (``x`` with an ideal DAC)."""
+    if spec.dac_bits is None:
+        return x
+    return quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
+
+
+def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
+               outputs_per_tile: int) -> torch.Tensor | None:
+    """Each tile's ADC full scale (A), ``(..., n_r, n_c)``, for tiles ``g0`` ``(..., n_r,
+    n_c, R, C)`` of a layer of ``n_in`` inputs: ``adc_range`` times the largest column
+    current with every row that an input drives at full scale (the rows of the last
+    tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``: the
+    effective conductances of the programmed state, IR drop included, so that the current
+    is the one the column can draw (superposition: the all-on current is the sum of the
+    effective conductances of the driven rows times ``v_read``).  ``None`` without an ADC."""
+    if spec.adc_bits is None:
+        return None
+    n_r, rows = g0.shape[-4], g0.shape[-2]
+    driven = torch.arange(n_r * rows, device=g0.device).reshape(n_r, rows) < n_in
+    g0 = g0 * driven[:, None, :, None]
+    if analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
+        diff = g0[..., 0 : 2 * outputs_per_tile : 2] - g0[..., 1 : 2 * outputs_per_tile : 2]
+        cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
+    else:
+        cols = g0.sum(-2)
+    i_fs = spec.adc_range * spec.v_read * cols.amax(-1)
+    return i_fs.clamp_min(torch.finfo(g0.dtype).tiny)
+
+
+def full_scale_units(i_fs: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """Read units per siemens, ``(..., n_r, n_c, 1, 1)``: a column's current for inputs in
+    input units, in units of its tile's full scale ``i_fs`` ``(..., n_r, n_c)``."""
+    return (spec.v_read / spec.input_range) / i_fs[..., None, None]
+
+
+def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec, w_per_siemens: float) -> torch.Tensor:
+    """The digital side: weight units per ADC code, per tile-row and output ``(..., n_r,
+    out)`` (codes -> amperes -> weight units), for full scales ``i_fs`` ``(..., n_r, n_c)``
+    and the tile of each output."""
+    return (i_fs[..., output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
+            * (w_per_siemens * spec.input_range / spec.v_read))
+
+
+def draw_adc_errors(spec: Spec, shape: tuple, gen: torch.Generator, like: torch.Tensor):
+    """Each ADC's gain error (a factor) and offset (in units of its full scale), of
+    ``shape`` (one per tile-row and read column), drawn once per programming; ``None``
+    where the spec has none (no draw: the other streams are unchanged)."""
+
+    def draw(std):
+        return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) * std
+
+    gain = 1 + draw(spec.adc_gain_error) if spec.adc_gain_error > 0 else None
+    offset = (draw(spec.adc_offset_error / top_code(spec.adc_bits, spec.adc_signed))
+              if spec.adc_offset_error > 0 else None)
+    return gain, offset
+
+
+def adc_input_(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None, offset: torch.Tensor | None,
+               normal) -> torch.Tensor:
+    """In place: column currents ``u`` (units of full scale) as the ADC sees them, with
+    its gain error, offset and input-referred noise (``normal(u)``: standard normals
+    shaped like ``u``, drawn per conversion)."""
+    if gain is not None:
+        u.mul_(gain)
+    if offset is not None:
+        u.add_(offset)
+    if spec.adc_noise > 0:
+        u.add_(normal(u), alpha=spec.adc_noise / top_code(spec.adc_bits, spec.adc_signed))
+    return u

@@ -1,0 +1,75 @@
+"""Programming a layer's tiles: from conductance targets to the state a read sees.
+
+One function for evaluation (:class:`xbar.tile.ProgrammedMatrix`, Monte Carlo trials
+leading) and hardware-aware training (:mod:`xbar.aware`, one programming per batch, with
+gradients): the devices are programmed (variation and stuck-at faults), drift to
+``Spec.t_inference``, take the static share of their read noise, and are seen through
+the wires (IR drop); the per-read share of the read noise is kept as a variance per
+device of the effective matrix.  The circuit is a parameter: evaluation solves it
+exactly for every programmed state, training holds each device's attenuation in the
+nominal tile (or differentiates the first-order model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import torch
+
+from devices import drift, program, read_sigma_rel, static_read_noise
+from xbar.spec import Spec
+
+
+@dataclass
+class ProgrammedState:
+    """The programmed tiles ``(..., n_r, n_c, R, C)`` (S).
+
+    ``g0``: as programmed; ``g``: at inference (drift and the static read noise);
+    ``g_eff``: ``g`` through the wires; ``s2``: the per-read noise variance of each entry
+    of ``g_eff`` (``None`` without per-read noise)."""
+
+    g0: torch.Tensor
+    g: torch.Tensor
+    g_eff: torch.Tensor
+    s2: torch.Tensor | None
+    circuit: Callable[[torch.Tensor], torch.Tensor]
+
+    @cached_property
+    def designed(self) -> torch.Tensor:
+        """The programmed state through the wires, ``g0``'s effective conductances: what an
+        ADC range set at programming is sized for (drift and static noise come later and
+        are not known to the designer).  No gradient."""
+        return (self.g_eff if self.g is self.g0 else self.circuit(self.g0)).detach()
+
+
+def per_read_variance(g0: torch.Tensor, g_eff: torch.Tensor, spec: Spec) -> torch.Tensor | None:
+    """The variance (S^2) of each effective conductance's per-read noise, to first order
+    with IR drop: each device's relative read noise (at its programmed state) on its
+    entry of the effective matrix, exactly the device-level noise with ideal wires.
+    ``None`` where the device has no per-read noise."""
+    dev = spec.device
+    if not (dev.has_read_noise and dev.read_noise_static < 1):
+        return None
+    rel = torch.where(g0 > 0, read_sigma_rel(g0, dev, spec.t_inference), torch.zeros_like(g0))
+    return (1 - dev.read_noise_static) * (rel * g_eff) ** 2
+
+
+def program_tiles(targets: torch.Tensor, spec: Spec, gen: torch.Generator,
+                  circuit: Callable[[torch.Tensor], torch.Tensor], *, variation: bool = True,
+                  read_noise: bool = True) -> ProgrammedState:
+    """Program ``targets`` (S) as ``spec``'s devices do, every draw from ``gen`` in a fixed
+    order (programming, drift exponents, static read noise); ``circuit``: conductances ->
+    effective conductances.  ``variation=False``: the targets themselves, no draw
+    (training without that ingredient); ``read_noise=False``: no read noise at all."""
+    dev, t = spec.device, spec.t_inference
+    if variation:
+        g0 = program(targets, dev, gen)
+        g = drift(g0, t, dev, gen) if t > 0 else g0
+    else:
+        g0 = g = targets
+    if read_noise:
+        g = static_read_noise(g, g0, dev, t, gen)
+    g_eff = circuit(g)
+    return ProgrammedState(g0, g, g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None, circuit)
