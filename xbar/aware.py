@@ -73,15 +73,17 @@ from xbar.spec import Spec
 from xbar.streams import NoiseStreams
 from xbar.tile.calibration import CAL_MAX_ROWS, calibration_gain
 from xbar.tile.columns import by_tile_row, decode_reads, read_columns, read_matrices
-from xbar.tile.converters import check_dac_input, code_weight, dac, full_scale, top_code
+from xbar.tile.converters import check_dac_input, code_weight, dac, full_scale, full_scale_units
 from xbar.tile.programming import program_tiles
+from xbar.tile.read import adc_codes, ar1
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
 # The version of what the training forward pass computes: part of the cache key of every
 # hardware-aware model (studies.train.config_key).  Raise it when a change alters the
-# numbers it trains on (2: calibration fitted on sampled windows, ADC in code units).
-FORWARD_VERSION = 2
+# numbers it trains on (2: calibration fitted on sampled windows, ADC in code units; 3:
+# evaluation's read functions, column currents in units of full scale).
+FORWARD_VERSION = 3
 
 
 def is_ingredient_list(names) -> bool:
@@ -148,29 +150,6 @@ def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     return x + (forward - x).detach()
 
 
-class _AdcRead(torch.autograd.Function):
-    """Column currents ``u`` (in ADC codes) plus their noise ``std * eps``, clipped to
-    ``[lo, hi]`` and rounded to codes; the clip's mask is kept only if the read clipped.
-    Backward: straight through the rounding, zero beyond the clip; the noise's gradient
-    flows to ``std`` as ``eps`` (the forward's own draw)."""
-
-    @staticmethod
-    def forward(ctx, u, std, eps, lo: float, hi: float):
-        v = u if std is None else torch.addcmul(u, std, eps)
-        least, most = torch.aminmax(v)
-        # Nothing clipped (the worst-case full scale without noise): no mask to keep.
-        inside = None if lo <= float(least) and float(most) <= hi else (v >= lo) & (v <= hi)
-        ctx.save_for_backward(inside, eps)
-        ctx.has_std = std is not None
-        return v.clamp(lo, hi).round_()
-
-    @staticmethod
-    def backward(ctx, grad):
-        inside, eps = ctx.saved_tensors
-        g = grad if inside is None else torch.where(inside, grad, 0.0)
-        return g, (g * eps if ctx.has_std else None), None, None, None
-
-
 def _blocked_conv_weight(mat: torch.Tensor, n_in: int, kernel: tuple[int, int, int]) -> torch.Tensor:
     """Tile-row matrices ``(n_r, R, cols)`` of a conv layer (rows: the ``n_in`` unfolded
     inputs, padded) as one conv weight ``(n_r * cols, C, kh, kw)``, each tile-row's
@@ -235,8 +214,9 @@ class _LayerModel:
         return lambda g: g * atten
 
     def _program(self, w: torch.Tensor) -> dict:
-        """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices,
-        in ADC codes per unit input where there is an ADC."""
+        """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices:
+        column currents in units of the ADC's full scale per unit input where there is an
+        ADC (as evaluation reads them), weight units without."""
         spec, dev, on, gen = self.spec, self.spec.device, self.on, self.gen
         layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping)
         t = layout.targets  # continuous
@@ -255,8 +235,7 @@ class _LayerModel:
         i_fs = None
         if "adc" in on and spec.adc_bits is not None:
             i_fs = full_scale(state.designed, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
-            top = top_code(spec.adc_bits, spec.adc_signed)
-            scale = (top * spec.v_read / spec.input_range) / i_fs[..., None, None]  # codes per siemens
+            scale = full_scale_units(i_fs, spec)  # column currents in units of full scale
         else:
             scale = q.w_per_siemens
         g_read, s2_read = read_matrices(state.g_eff, state.s2, scale, keep, self.analog_pairs)
@@ -317,12 +296,8 @@ class _LayerModel:
         """Standard normals laid out as ``like``, AR(1) over the reads of a batch."""
         flat = self.streams.normal(like.new_empty(1, like.numel()), range(1))[0]
         eps = flat.as_strided(like.shape, like.stride())  # like: a dense view
-        rho = self.spec.device.read_noise_correlation
-        prev = self.prev_eps
-        if rho and prev is not None and prev.shape == eps.shape:
-            eps = rho * prev + math.sqrt(1 - rho**2) * eps
-        self.prev_eps = eps
-        return eps
+        self.prev_eps = ar1(self.prev_eps, eps, self.spec.device.read_noise_correlation)
+        return self.prev_eps
 
     def read(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``x`` through the tiles of ``w`` ``(in, out)``, in weight units: ``(N, in) -> (N,
@@ -334,12 +309,9 @@ class _LayerModel:
         if self.last_out is not None and self._same_input(x):  # no per-read noise: the same read
             return self.last_out
         x, u, std = self._read_sums(x)
-        eps = None if std is None else self._noise(u)
+        y = u if std is None else torch.addcmul(u, std, self._noise(u))
         if st["adc"]:
-            top = float(top_code(spec.adc_bits, spec.adc_signed))
-            y = _AdcRead.apply(u, std, eps, -top if spec.adc_signed else 0.0, top)
-        else:
-            y = u if std is None else torch.addcmul(u, std, eps)
+            y = adc_codes(y, spec, inplace=std is not None)
         y = decode_reads(y, spec.mapping, st["a"], st["b"])  # (*samples, n_r, out): codes (or weight units)
         scale = st["out_fs"]  # (n_r, out): weight units per code
         if "calibration" in self.on:
