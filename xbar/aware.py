@@ -11,31 +11,38 @@ Each ingredient is switched on its own (:class:`Aware`), so that a study can tel
 one buys the accuracy; one that the spec does not have stays off:
 
 ``variation``
-    the programmed state, as :mod:`xbar.tile` programs it (the same device functions):
-    conductance levels, programming variation, stuck-at faults and drift, drawn again
-    for every batch.  Gradient: through the programmed conductances (straight through
-    the levels' rounding; none for a stuck device).
+    the programmed state, programmed by evaluation's own function
+    (:func:`xbar.tile.programming.program_tiles`): conductance levels, programming
+    variation, stuck-at faults and drift, drawn again for every batch.  Gradient:
+    through the programmed conductances (straight through the levels' rounding; none
+    for a stuck device).
 ``read_noise``
     the static share drawn with the programming; the per-read share drawn at every read
     (every timestep), column noise exact in distribution as in evaluation, with its
-    AR(1) correlation between the reads of one batch.  Gradient: through the noise's
-    standard deviation as well.
+    AR(1) correlation between the reads of one batch (:func:`xbar.tile.read.ar1`).
+    Gradient: through the noise's standard deviation as well.
 ``adc``
-    the DAC's rounding of the inputs and each tile-row's ADC: column currents clipped to
-    the tile's full scale (the worst case of the programmed state, as in evaluation) and
-    rounded to codes.  Gradient: straight through the rounding, zero beyond the clip.
+    the DAC's rounding of the inputs and each tile-row's ADC, through evaluation's
+    functions (:mod:`xbar.tile.converters`, :func:`xbar.tile.read.tile_row_read`): the
+    tile's full scale (the worst case of the programmed state, or with
+    ``Spec.adc_percentile`` set from each read's column currents as evaluation sets it
+    from the calibration's), the converters' gain and offset errors (drawn with the
+    programming) and noise (at every conversion), the clip and the rounding to codes.
+    Gradient: straight through the rounding, zero beyond the clip.
 ``ir_drop``
     the effective conductances.  With ``Spec.ir_drop_model="exact"``: the programmed
     conductances times each device's attenuation in the nominal tile (the circuit solved
     on the targets, again every ``ir_refresh`` batches), exact at the nominal state;
     gradient through the conductances, the attenuation held.  With ``"first_order"``:
     :func:`xbar.circuit.first_order_matrix` of the programmed conductances, with its
-    exact gradient.
+    exact gradient.  With ``Spec.ir_drop_compensation``: evaluation's pre-distorted
+    targets, their ratio to the mapped ones held.
 ``calibration``
-    the digital gain per output and tile-row that evaluation fits
-    (:func:`xbar.tile.calibration_gain`), fitted on each read and held (no gradient
-    through the fit): on its input vectors, at most :data:`xbar.tile.CAL_MAX_ROWS` of
-    them drawn at random, as evaluation fits on at most that many.
+    the digital offset (the read with every input off) and gain per output and
+    tile-row that evaluation fits (:func:`xbar.tile.calibration.calibration_gain`),
+    fitted on each read and held (no gradient through the fit): on its input vectors,
+    at most :data:`xbar.tile.calibration.CAL_MAX_ROWS` of them drawn at random, as
+    evaluation fits on at most that many.
 
 How a read runs: a Linear layer's tile-rows are one batched product; a Conv2d's are one
 convolution whose output channels are every tile-row's columns (each tile-row's weights
@@ -43,18 +50,17 @@ zero outside its own rows), so no input is unfolded.  A layer that reads the sam
 tensor again within a batch (the first layer under direct encoding) reuses its column
 sums, and without per-read noise its whole read.
 
-Not in the training forward (a warning names those the spec sets; evaluation has them
-all): the ADC's own noise, gain and offset errors, percentile ADC ranges, IR-drop
-compensation, and the calibration's offsets.  Every random draw comes from ``seed``:
-the programming from one generator, the per-read noise from the seeded streams of
-:mod:`xbar.streams` (on every core): the same seed and thread count train the same network.
+With its random draws taken out, the training forward reads what evaluation reads, for
+every option of the spec (``tests/test_read_path.py``, to float rounding).  Every random
+draw comes from ``seed``: the programming from one generator, the per-read noise from
+the seeded streams of :mod:`xbar.streams` (on every core): the same seed and thread count
+train the same network.
 """
 
 from __future__ import annotations
 
 import math
 import types
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,17 +71,17 @@ import torch.nn.functional as F
 from devices import validation as v
 from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
-from xbar.circuit import effective_conductance, first_order_matrix
+from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
 from xbar.network import crossbar_layers
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams
-from xbar.tile.calibration import CAL_MAX_ROWS, calibration_gain
-from xbar.tile.columns import by_tile_row, decode_reads, read_columns, read_matrices
-from xbar.tile.converters import check_dac_input, code_weight, dac, full_scale, full_scale_units
+from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels
+from xbar.tile.columns import by_tile_row, read_columns, read_matrices
+from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
 from xbar.tile.programming import program_tiles
-from xbar.tile.read import adc_codes, ar1
+from xbar.tile.read import ar1, tile_row_read
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
@@ -134,17 +140,6 @@ class Aware:
         return tuple(n for n in INGREDIENTS if getattr(self, n) and present[n])
 
 
-def _untrained_parts(spec: Spec) -> list[str]:
-    """The spec's settings that the training forward does not model."""
-    parts = [f"{name}={getattr(spec, name)}" for name in ("adc_noise", "adc_gain_error", "adc_offset_error")
-             if getattr(spec, name) > 0]
-    if spec.adc_percentile is not None:
-        parts.append(f"adc_percentile={spec.adc_percentile} (training uses the worst-case range)")
-    if spec.ir_drop_compensation is not None:
-        parts.append(f"ir_drop_compensation={spec.ir_drop_compensation} (training sees the uncompensated drop)")
-    return parts
-
-
 def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     """``forward`` in the forward pass, the gradient of ``x`` in the backward pass."""
     return x + (forward - x).detach()
@@ -181,6 +176,8 @@ class _LayerModel:
         self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None and "adc" in on
         self.batches = 0
         self.atten: torch.Tensor | None = None
+        self.comp_ratio: torch.Tensor | None = None  # IR-drop compensation, held
+        self.compensated: torch.Tensor | None = None
         self.state: dict | None = None  # the programmed read matrices of this batch
         self.prev_eps: torch.Tensor | None = None  # AR(1) state of the per-read noise
         self.last: tuple | None = None  # the last read's input and products (a static input)
@@ -198,6 +195,18 @@ class _LayerModel:
             self.atten = torch.where(nominal > 0, eff / nominal.clamp_min(torch.finfo(nominal.dtype).tiny),
                                      torch.ones_like(nominal))
         return self.atten
+
+    def _compensation(self, nominal: torch.Tensor) -> torch.Tensor:
+        """Each device's IR-drop-compensated target over its mapped one (no gradient), for
+        the nominal targets as evaluation pre-distorts them
+        (:func:`xbar.circuit.compensated_targets`), solved with the attenuation; the
+        compensated targets in ``self.compensated``."""
+        if self.comp_ratio is None or (self.batches - 1) % self.ir_refresh == 0:
+            dev = self.spec.device
+            self.compensated = compensated_targets(nominal, self.spec, dev.g_min, dev.g_max)[0]
+            self.comp_ratio = torch.where(nominal > 0, self.compensated / nominal.clamp_min(
+                torch.finfo(nominal.dtype).tiny), torch.ones_like(nominal))
+        return self.comp_ratio
 
     def _circuit(self, nominal: torch.Tensor):
         """Conductances -> effective conductances, as training sees the wires: the
@@ -223,8 +232,13 @@ class _LayerModel:
         q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
                                                              spec.tile, spec.mapping)
         nominal = q.targets.detach()
+        w_per_siemens = q.w_per_siemens
         if "variation" in on and dev.levels is not None:  # the device's levels, straight through
             t = _straight_through(t, nominal)
+        if spec.ir_drop_compensation is not None and spec.has_ir_drop and "ir_drop" in on:
+            # evaluation's pre-distorted targets, the ratio to the mapped ones held
+            t, nominal = t * self._compensation(nominal), self.compensated
+            w_per_siemens = w_per_siemens / spec.ir_drop_compensation
         state = program_tiles(t, spec, gen, self._circuit(nominal), variation="variation" in on,
                               read_noise="read_noise" in on)
         n_r, n_c, rows, cols = nominal.shape
@@ -237,21 +251,27 @@ class _LayerModel:
             i_fs = full_scale(state.designed, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
             scale = full_scale_units(i_fs, spec)  # column currents in units of full scale
         else:
-            scale = q.w_per_siemens
+            scale = w_per_siemens
         g_read, s2_read = read_matrices(state.g_eff, state.s2, scale, keep, self.analog_pairs)
         if self.analog_pairs:
             a = b = None
         if i_fs is None:
             out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
+            adc_gain = adc_offset = None
         else:
-            out_fs = code_weight(i_fs, output_tiles, spec, q.w_per_siemens).detach()
+            out_fs = code_weight(i_fs, output_tiles, spec, w_per_siemens).detach()
+            # the converters' own errors, drawn after the programming as evaluation draws them
+            adc_gain, adc_offset = draw_adc_errors(spec, (n_r, g_read.shape[-1]), gen, g_read)
+        kept = torch.arange(n_c * cols, device=w.device) if keep is None else keep
+        read_tiles = (kept[0::2] if self.analog_pairs else kept) // cols  # the tile of each read column
         if self.conv is not None:  # one convolution reads every tile-row
             g_read = _blocked_conv_weight(g_read, self.n_in, self.conv["kernel"])
             s2_read = None if s2_read is None else _blocked_conv_weight(s2_read, self.n_in, self.conv["kernel"])
         w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
         # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
         return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "n_r": n_r, "rows": rows,
-                "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None}
+                "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None, "adc_gain": adc_gain,
+                "adc_offset": adc_offset, "read_tiles": read_tiles, "n_c": n_c}
 
     def _products(self, x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
         """Every tile-row's column sums of inputs ``x`` through ``mat``: ``(*samples, n_r,
@@ -309,30 +329,74 @@ class _LayerModel:
         if self.last_out is not None and self._same_input(x):  # no per-read noise: the same read
             return self.last_out
         x, u, std = self._read_sums(x)
-        y = u if std is None else torch.addcmul(u, std, self._noise(u))
-        if st["adc"]:
-            y = adc_codes(y, spec, inplace=std is not None)
-        y = decode_reads(y, spec.mapping, st["a"], st["b"])  # (*samples, n_r, out): codes (or weight units)
-        scale = st["out_fs"]  # (n_r, out): weight units per code
+        pick = self._pick(u.shape[:-2]) if st["adc"] and spec.adc_percentile is not None or \
+            "calibration" in self.on else None
+        out_fs = st["out_fs"]  # (n_r, out): weight units per code
+        if st["adc"] and spec.adc_percentile is not None:  # the ranges, set from this read
+            u, std, out_fs = self._ranges(u, std, out_fs, pick)
+        y = tile_row_read(u, std, None if std is None else self._noise(u), spec, adc=st["adc"], a=st["a"], b=st["b"],
+                          gain=st["adc_gain"], offset=st["adc_offset"], normal=self._normal)
+        # (*samples, n_r, out): codes (or weight units)
         if "calibration" in self.on:
-            scale = scale * self._gain(x.detach(), y.detach())
-        out = y.squeeze(-2) * scale[0] if st["n_r"] == 1 else (y * scale).sum(-2)
+            y0 = self._zero_read(out_fs)
+            if y0 is not None:  # the calibration's offset: what the outputs read with every input off
+                y = y - y0
+            out_fs = out_fs * self._gain(x.detach(), y.detach(), out_fs, pick)
+        out = y.squeeze(-2) * out_fs[0] if st["n_r"] == 1 else (y * out_fs).sum(-2)
         out = out if self.conv is None else out.permute(0, 3, 1, 2)
-        if std is None:
+        if std is None and spec.adc_noise == 0:
             self.last_out = out
         return out
 
-    def _gain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The calibration's gain per tile-row and output ``(n_r, out)``, fitted on this
-        read (:func:`xbar.tile.calibration_gain`) as evaluation fits it: on at most
-        :data:`xbar.tile.CAL_MAX_ROWS` of its input vectors, drawn at random."""
-        st = self.state
-        samples = y.shape[:-2]
+    def _pick(self, samples: torch.Size):
+        """At most :data:`xbar.tile.calibration.CAL_MAX_ROWS` of a read's input vectors, at
+        random, as evaluation's fits sample them (``None``: all of them)."""
         n = math.prod(samples)
-        pick = None
-        if n > CAL_MAX_ROWS:
-            pick = torch.unravel_index(torch.randperm(n, generator=self.gen, device=self.gen.device)
-                                       [:CAL_MAX_ROWS].to(y.device), samples)
+        if n <= CAL_MAX_ROWS:
+            return None
+        return torch.unravel_index(torch.randperm(n, generator=self.gen, device=self.gen.device)
+                                   [:CAL_MAX_ROWS].to(self.gen.device), samples)
+
+    def _ranges(self, u: torch.Tensor, std: torch.Tensor | None, out_fs: torch.Tensor, pick):
+        """The ADC ranges at ``Spec.adc_percentile`` of this read's column currents (its
+        sampled vectors, :func:`xbar.tile.calibration.percentile_levels`, as evaluation
+        sets them from the calibration's reads): the currents and their noise in units of
+        the new full scales, and the digital scale ``out_fs`` for them."""
+        st = self.state
+        sums = (u.reshape(-1, *u.shape[-2:]) if pick is None else u[pick]).detach().abs()
+        level = percentile_levels(sums.transpose(0, 1)[None], st["read_tiles"], st["n_c"], self.spec)[0]
+        per_column = level[:, st["read_tiles"]]  # (n_r, read columns)
+        return (u / per_column, None if std is None else std / per_column,
+                out_fs * level[:, st["tiles"]])
+
+    def _zero_read(self, out_fs: torch.Tensor) -> torch.Tensor | None:
+        """The decoded read ``(n_r, out)`` with every input off, averaged over
+        :data:`xbar.tile.calibration.CAL_ZERO_READS` reads (the ADCs' noise from the
+        programming's generator, as evaluation's calibration draws it); ``None`` where the
+        converters have no offset or noise (it reads 0)."""
+        st, spec = self.state, self.spec
+        if not st["adc"] or (st["adc_offset"] is None and spec.adc_noise == 0):
+            return None
+        if "y0" not in st:
+            like = st["out_fs"]
+            zeros = like.new_zeros(CAL_ZERO_READS, st["n_r"], st["read_tiles"].numel())
+            y0 = tile_row_read(zeros, None, None, spec, adc=True, a=st["a"], b=st["b"], gain=st["adc_gain"],
+                               offset=st["adc_offset"],
+                               normal=lambda t: torch.empty_like(t).normal_(generator=self.gen))
+            st["y0"] = y0.mean(0)
+        return st["y0"]
+
+    def _normal(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normals laid out as ``like``, from the per-read streams (the ADC's noise)."""
+        flat = self.streams.normal(like.new_empty(1, like.numel()), range(1))[0]
+        return flat.view(like.shape) if like.is_contiguous() else flat.as_strided(like.shape, like.stride())
+
+    def _gain(self, x: torch.Tensor, y: torch.Tensor, out_fs: torch.Tensor, pick) -> torch.Tensor:
+        """The calibration's gain per tile-row and output ``(n_r, out)``, fitted on this
+        read's offset-free reads ``y`` (codes; ``out_fs``: weight units per code) of its
+        sampled input vectors (:func:`xbar.tile.calibration.calibration_gain`), as
+        evaluation fits it."""
+        st = self.state
         if self.conv is None:
             rows = x if pick is None else x[pick]
         else:
@@ -342,8 +406,8 @@ class _LayerModel:
         reads = (y.reshape(-1, *y.shape[-2:]) if pick is None else y[pick]).transpose(0, 1)  # (n_r, S, out)
         n_r, r = st["n_r"], st["rows"]
         ideal = torch.bmm(by_tile_row(rows, n_r, r), st["w"])
-        lsb = st["out_fs"][None] if st["adc"] else None
-        return calibration_gain((reads * st["out_fs"][:, None])[None], ideal[None], lsb, st["tiles"])[0]
+        lsb = out_fs[None] if st["adc"] else None
+        return calibration_gain((reads * out_fs[:, None])[None], ideal[None], lsb, st["tiles"])[0]
 
 
 class HardwareAware:
@@ -374,11 +438,6 @@ class HardwareAware:
             self.layers.append((name, m, _LayerModel(spec, self.active, m, self.gen, streams,
                                                      aware.ir_refresh)))
         self._attached = False
-        untrained = _untrained_parts(spec)
-        if untrained and self.active:
-            warnings.warn("hardware-aware training does not model " + ", ".join(untrained)
-                          + ": the trained network sees the rest of the spec; evaluation models all of it",
-                          stacklevel=2)
 
     def new_batch(self) -> None:
         """Fresh devices for the next batch: programming drawn again, read-noise state

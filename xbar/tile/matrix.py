@@ -50,10 +50,10 @@ from xbar.spec import Spec
 from xbar.streams import NoiseStreams
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
                                    calibration_gain, calibration_vectors, percentile_levels, sample_rows)
-from xbar.tile.columns import by_tile_row, decode_reads, read_columns, read_matrices, side_by_side, tile_row_parts
+from xbar.tile.columns import by_tile_row, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
 from xbar.tile.programming import program_tiles
-from xbar.tile.read import adc_codes, ar1
+from xbar.tile.read import ar1, tile_row_read
 
 
 class ProgrammedMatrix(nn.Module):
@@ -145,13 +145,6 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("adc_gain", gain)
         self.register_buffer("adc_offset", offset)
 
-    def _adc(self, u: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
-        """Column currents ``u`` (units of full scale, overwritten) of tile-rows ``blocks``
-        as ADC codes, through the converters' errors (per-conversion noise from ``gen`` in a
-        calibration, else from the read stream)."""
-        gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
-        return adc_codes(u, self.spec, gain, offset, lambda like: self._normal(like, gen), inplace=True)
-
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
         k, m = self.trials, self.n_r * self.rows
@@ -227,18 +220,19 @@ class ProgrammedMatrix(nn.Module):
         """The next read starts a new inference: no correlation with the reads before."""
         self._ar = {}
 
-    def _add_noise(self, i: torch.Tensor, x: torch.Tensor, s2: torch.Tensor, site: str,
-                   gen: torch.Generator | None = None) -> torch.Tensor:
-        """Column noise, in place: std from one product of ``x**2`` with the variances; with
-        ``gen`` given (calibration), white and from ``gen``."""
+    def _noise(self, u: torch.Tensor, x: torch.Tensor, s2: torch.Tensor | None, site: str,
+               gen: torch.Generator | None):
+        """The per-read noise of column sums ``u`` of inputs ``x``: its standard deviation,
+        from one product of ``x**2`` with the variances ``s2``, and standard normals laid
+        out as ``u``, AR(1) over the reads of an inference at read site ``site``; with
+        ``gen`` given (calibration), white and from ``gen``.  ``(None, None)`` without."""
+        if s2 is None:
+            return None, None
         std = torch.matmul(x * x, s2).sqrt_()
-        eps = self._normal(i, gen)
+        eps = self._normal(u, gen)
         if self.rho and gen is None:
             eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
-        return i.addcmul_(std, eps)
-
-    def _decode(self, i: torch.Tensor) -> torch.Tensor:
-        return decode_reads(i, self.scheme, self.col_a, self.col_b)
+        return std, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
@@ -260,10 +254,9 @@ class ProgrammedMatrix(nn.Module):
         return y if self.cal_bias is None else y + self._trials(self.cal_bias)
 
     def _merged_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        i = torch.matmul(x, self._trials(self.g_read))
-        if self.s2_read is not None:
-            i = self._add_noise(i, x, self._trials(self.s2_read), "merged", gen)
-        return self._decode(i)
+        u = torch.matmul(x, self._trials(self.g_read))
+        std, eps = self._noise(u, x, self._trials(self.s2_read), "merged", gen)
+        return tile_row_read(u, std, eps, self.spec, adc=False, a=self.col_a, b=self.col_b, inplace=True)
 
     def _blocks_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
@@ -276,14 +269,16 @@ class ProgrammedMatrix(nn.Module):
 
     def _block_read(self, xt: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
         """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
-        product, column noise, ADC per column (if any), digital decoding and scale."""
+        product, column noise, ADC per column (if any), digital decoding and scale
+        (:func:`xbar.tile.read.tile_row_read`)."""
         r = xt.shape[-1]
         u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
-        if self.s2_read is not None:
-            u = self._add_noise(u, xt, self._trials(self.s2_read)[:, blocks, :r], f"block{blocks.start}", gen)
-        if self.spec.adc_bits is not None:
-            u = self._adc(u, blocks, gen)
-        return self._decode(u) * self._trials(self.out_fs)[:, blocks]
+        s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
+        std, eps = self._noise(u, xt, s2, f"block{blocks.start}", gen)
+        gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
+        y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
+                          gain=gain, offset=offset, normal=lambda like: self._normal(like, gen), inplace=True)
+        return y * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
         """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from xbar.spec import Spec
+from xbar.tile.columns import decode_reads
 from xbar.tile.converters import adc_input_, to_codes_, top_code
 
 
@@ -67,3 +68,20 @@ def adc_codes(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None = None, off
     if u.requires_grad:
         return _Quantize.apply(u, spec.adc_bits, spec.adc_signed)
     return to_codes_(u if inplace else u.clone(), spec.adc_bits, spec.adc_signed)
+
+
+def tile_row_read(u: torch.Tensor, std: torch.Tensor | None, eps: torch.Tensor | None, spec: Spec, *,
+                  adc: bool, a: torch.Tensor | None, b: torch.Tensor | None, gain: torch.Tensor | None = None,
+                  offset: torch.Tensor | None = None, normal: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  inplace: bool = False) -> torch.Tensor:
+    """A tile-row's column sums ``u`` ``(..., read columns)`` as decoded outputs ``(...,
+    out)``: the per-read noise ``std * eps`` (``std`` ``None``: none), the ADC where
+    ``adc`` (:func:`adc_codes`: codes; otherwise ``u`` stays in its units), and the
+    decoding of read columns ``a - b`` (:func:`xbar.tile.columns.decode_reads`).
+    ``inplace``: ``u`` may be overwritten (a fresh product, no gradient needed of it)."""
+    if std is not None:
+        u = u.addcmul_(std, eps) if inplace else torch.addcmul(u, std, eps)
+        inplace = True
+    if adc:
+        u = adc_codes(u, spec, gain, offset, normal, inplace=inplace)
+    return decode_reads(u, spec.mapping, a, b)
