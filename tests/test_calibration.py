@@ -427,16 +427,24 @@ def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
     assert not torch.equal(whole[0][0][0], whole[0][0][1])  # the trials differ (not one fit copied)
 
 
-def test_simulate_calibrates_on_its_data_once():
+def test_simulate_refuses_to_calibrate_on_the_samples_it_evaluates():
+    """Uncalibrated crossbars are refused before any work, hw left waiting; with
+    calibration_data, simulate calibrates on those samples first, exactly as an explicit
+    xbar.calibrate before it does, and refuses a second calibration."""
     model = _small_snn()
     x, y = rand(23, 80, 16), torch.zeros(80, dtype=torch.long)
-    hw = xbar.convert(model, xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"], adc_bits=6), seed=0)
+    cal = rand(24, 16, 16)  # other samples than the evaluated ones
+    spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"], adc_bits=6)
+    hw = xbar.convert(model, spec, seed=0)
+    with pytest.raises(ValueError, match="simulate fits nothing on the samples it evaluates.*xbar.calibrate"):
+        xbar.simulate(hw, model, (x, y), 3, progress=False)
     assert all(m.matrix.awaits_data for m in (hw[0], hw[2]))
-    first = xbar.simulate(hw, model, (x, y), 3, progress=False)
+    first = xbar.simulate(hw, model, (x, y), 3, progress=False, calibration_data=cal)
     assert all(m.matrix.calibrated for m in (hw[0], hw[2]))
-    with pytest.raises(ValueError, match="no crossbar layer waiting"):
-        xbar.calibrate(hw, model, x[:8], 3)
-    again = xbar.simulate(hw, model, (x, y), 3, progress=False)  # same calibration, same reads
+    with pytest.raises(ValueError, match="calibration_data given, but no crossbar layer"):
+        xbar.simulate(hw, model, (x, y), 3, progress=False, calibration_data=cal)
+    explicit = xbar.calibrate(xbar.convert(model, spec, seed=0), model, cal, 3)
+    again = xbar.simulate(explicit, model, (x, y), 3, progress=False)
     np.testing.assert_array_equal(first.read_error.values, again.read_error.values)
 
 
@@ -450,9 +458,9 @@ def test_a_calibration_batch_of_one_class_is_warned_about():
     spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"], adc_bits=6, input_range=4.0)
     with pytest.warns(UserWarning, match=r"the model predicts only 1 of the model's 4 classes \(counts"):
         xbar.calibrate(xbar.convert(model, spec, seed=0), model, torch.zeros(16, 16, dtype=torch.double), 3)
-    y = torch.zeros(16, dtype=torch.long)  # labels of one class: simulate checks the labels
+    y = torch.zeros(16, dtype=torch.long)  # labels of one class, where the caller has them
     with pytest.warns(UserWarning, match=r"the labels hold only 1 of the model's 4 classes"):
-        xbar.simulate(xbar.convert(model, spec, seed=0), model, (rand(25, 16, 16) * 4, y), 3, progress=False)
+        xbar.calibrate(xbar.convert(model, spec, seed=0), model, rand(25, 16, 16) * 4, 3, labels=y)
     model[1].reset()
     with torch.no_grad():
         model[2].bias.zero_()  # the classes then follow the inputs

@@ -105,9 +105,10 @@ def test_nirtorch_graph_executor_is_refused_not_run_ideal(spec):
         warnings.simplefilter("ignore")
         model = norse.from_nir(graph, dt=1e-4)  # a nirtorch GraphExecutor
     hw = xbar.convert(model, spec)
+    cal = torch.rand(8, 64) if spec.calibration == "data" else None
     with pytest.raises(ValueError, match="never ran its crossbar layers.*xbar.from_nir"):
         xbar.simulate(hw, model, (torch.rand(8, 64), torch.zeros(8, dtype=torch.long)), 2,
-                      progress=False)
+                      progress=False, calibration_data=cal)
 
 
 def test_norse_export_loads():

@@ -69,9 +69,17 @@ def _double(model):
     return copy.deepcopy(model).double()
 
 
+def _calibration_split(data, n=64):
+    """``n`` training images, the classes in turn: what a chip is calibrated on."""
+    from studies.data import class_round_robin
+
+    return data.x_train[class_round_robin(data.y_train)[:n]]
+
+
 def _run(model, data, spec, seed=0, trials=2, n=300, t=4):
     hw = xbar.convert(model, spec, seed=seed, trials=trials)
-    return xbar.simulate(hw, model, _test_split(data, n), t, progress=False)
+    cal = _calibration_split(data) if spec.calibration == "data" else None
+    return xbar.simulate(hw, model, _test_split(data, n), t, progress=False, calibration_data=cal)
 
 
 def test_dataset_layout(digits_mlp):

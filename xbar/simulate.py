@@ -53,7 +53,7 @@ from xbar.checks import batches as checked_batches
 from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.network import analog_layers
 from xbar.memory import keep_freed_memory
-from xbar.calibrate import CALIBRATION_SAMPLES, awaiting, calibrate
+from xbar.calibrate import awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
 from xbar.tile.matrix import trial_chunks
@@ -222,7 +222,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
              encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
              progress: bool = True, attrs: dict | None = None,
-             trials_per_chunk: int | None = None) -> xr.Dataset:
+             trials_per_chunk: int | None = None, calibration_data=None) -> xr.Dataset:
     """Run the analog network ``hw`` (from :func:`xbar.convert`) and the ideal ``model``
     in lockstep for ``timesteps`` steps on every batch of ``data``.
 
@@ -243,6 +243,14 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         how the outputs of steps ``1..t`` give the prediction at step ``t``: ``"sum"``
         (default), ``"max"`` or ``"last"`` (see the module docstring).
 
+    calibration_data
+        inputs ``[samples, ...]``, or an ``(inputs, labels)`` pair (the labels only to
+        check that the classes are covered), to calibrate the crossbars on first
+        (:func:`xbar.calibrate`, with this ``encoder``, ``reset``, ``readout`` and
+        ``timesteps``): a few dozen samples of the training data, never of ``data``.
+        Crossbars with ``Spec(calibration="data")`` must be calibrated, by this or by
+        :func:`xbar.calibrate` before; ``simulate`` never fits anything on the samples it
+        evaluates, and refuses to run uncalibrated crossbars.
     trials_per_chunk
         Monte Carlo trials run together (default: as many as keep a chunk within
         :data:`xbar.tile.matrix.CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
@@ -273,6 +281,18 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         raise ValueError(f"simulate: hw is {hw_dtype} but model is {dtype}: convert the model "
                          "after changing its dtype")
     k = getattr(hw, "xbar_trials", 1)
+    if calibration_data is None and awaiting(hw):
+        raise ValueError("simulate: the crossbars of hw wait for their calibration from data "
+                         "(Spec.calibration='data'), and simulate fits nothing on the samples it "
+                         "evaluates: calibrate on a few training samples first, "
+                         "xbar.calibrate(hw, model, x_train[:64], timesteps), or pass "
+                         "calibration_data=x_train[:64]; Spec(calibration='vectors') calibrates at "
+                         "programming, Spec(calibration=None) is the raw chip")
+    if calibration_data is not None and not awaiting(hw):
+        if any(m.matrix.spec.calibration != "data" or m.matrix.calibrated for _, m in layers):
+            raise ValueError("simulate: calibration_data given, but no crossbar layer of hw waits for a "
+                             "calibration from data (already calibrated, or Spec.calibration is not 'data')")
+        calibration_data = None  # an ideal spec: nothing to correct
     encoder = encoder or (lambda x, t: x)
     dev = next(iter(hw.buffers())).device
     ideal_step, analog_step = Stepper(model, reset), Stepper(hw, reset)
@@ -291,9 +311,10 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         if trials_per_chunk is not None:
             check_count("simulate", "trials_per_chunk", trials_per_chunk)
         chunks = trial_chunks(k, len(x0), trials_per_chunk)
-        if awaiting(hw):  # Spec(calibration="data") and not calibrated: on the first samples
-            calibrate(hw, model, first[0][:CALIBRATION_SAMPLES], timesteps, encoder=encoder, reset=reset,
-                      readout=readout, labels=first[1][:CALIBRATION_SAMPLES])
+        if calibration_data is not None:
+            cal_x, cal_y = (calibration_data if isinstance(calibration_data, (tuple, list))
+                            else (calibration_data, None))
+            calibrate(hw, model, cal_x, timesteps, encoder=encoder, reset=reset, readout=readout, labels=cal_y)
         neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)

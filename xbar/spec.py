@@ -102,10 +102,10 @@ class Spec:
     calibration
         after programming, each tile's outputs get a digital gain and offset per output,
         fitted to the chip's own reads (see :mod:`xbar.tile.calibration`), as deployed chips
-        calibrate.  ``"data"`` (default): the reads of a calibration batch, a few samples
-        of the data run through the network (:func:`xbar.calibrate`; ``simulate`` runs
-        it on the first samples of its data when it has not been run); ``"vectors"``:
-        known random binary vectors, at programming; ``None``: the raw hardware.  A spec
+        calibrate.  ``"data"`` (default): the reads of a calibration batch, a few training
+        samples run through the network (:func:`xbar.calibrate`, or
+        ``simulate(..., calibration_data=)``; ``simulate`` refuses uncalibrated crossbars and
+        never fits on the samples it evaluates); ``"vectors"``: known random binary vectors, at programming; ``None``: the raw hardware.  A spec
         with no non-ideality is never calibrated (there is nothing to correct).
     ir_drop_model
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to

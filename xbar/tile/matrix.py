@@ -245,7 +245,7 @@ class ProgrammedMatrix(nn.Module):
         elif self.awaits_data:
             raise RuntimeError("crossbar read: this layer waits for its calibration from data "
                                "(Spec.calibration='data'): run xbar.calibrate(hw, x, timesteps) on a "
-                               "few samples first (xbar.simulate does, on its data's first samples), "
+                               "few training samples first (or pass simulate(..., calibration_data=...)), "
                                "or use Spec(calibration='vectors') or Spec(calibration=None) (raw)")
         if self.merged:
             y = self._merged_read(x)
