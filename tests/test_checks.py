@@ -11,6 +11,7 @@ import torch.nn as nn
 import xarray as xr
 
 import xbar
+from devices import presets
 from studies.models import LIF
 
 
@@ -235,3 +236,15 @@ def test_a_refused_simulation_leaves_the_model_as_it_was():
     assert model.training
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in hw.modules())
+
+
+def test_errors_relative_to_an_ideal_product_of_zero_are_undefined():
+    """No input reaches the first layer (all-zero samples): its read and layer errors are
+    NaN, not 0 (perfect) nor inf; a layer that reads something has a finite error."""
+    model = _mlp()
+    x, y = _data()
+    spec = xbar.Spec(device=presets["rram_hfo2"], adc_bits=6, calibration=None)
+    ds = _sim(model, (torch.zeros_like(x), y), spec)
+    assert np.isnan(ds.read_error.isel(layer=0)).all() and np.isnan(ds.layer_error.isel(layer=0)).all()
+    ds = _sim(model, (x, y), spec)
+    assert np.isfinite(ds.read_error.isel(layer=0)).all() and (ds.read_error.isel(layer=0) > 0).all()

@@ -7,11 +7,13 @@ crossbar layer ``l`` (in the order the layers are registered):
                       output *of the same input*, RMS over the batch, relative to the
                       RMS of the ideal crossbar product (the output without the layer's
                       bias, which is added digitally and carries no error) — the
-                      hardware's error, with no history in it.
+                      hardware's error, with no history in it.  NaN where that ideal
+                      product is 0 (no input reached the layer): a relative error of
+                      nothing is undefined.
 ``layer_error``       the analog layer's output against the ideal network's output of
                       the same layer, relative likewise to the ideal product without the
                       bias: read error plus everything that has accumulated upstream and
-                      in earlier timesteps.
+                      in earlier timesteps.  NaN likewise where that product is 0.
 ``membrane_error``    RMS divergence of the membrane potentials of the neurons fed by
                       layer ``l``, in units of their threshold; NaN where no neuron
                       follows or the neuron has no threshold (a leaky integrator).
@@ -426,8 +428,9 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, ks: slice, names, neurons, cap
 
 
 def _ratio(num, den):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num > 0, np.inf, 0.0))
+    """``num / den``; NaN where ``den`` is 0: an error relative to an ideal product of 0
+    is undefined (neither perfect nor infinite)."""
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def _dataset(acc, flags, correct, correct_ideal, n, names, neurons, hw, timesteps, attrs) -> xr.Dataset:
