@@ -52,7 +52,8 @@ sums, and without per-read noise its whole read.
 
 With its random draws taken out, the training forward reads what evaluation reads, for
 every option of the spec (``tests/test_read_path.py``, to float rounding).  Every random
-draw comes from ``seed``: the programming from one generator, the per-read noise from
+draw comes from ``seed``: the programming from one generator per kind of draw
+(:class:`xbar.streams.ProgrammingDraws`), the per-read noise from
 the seeded streams of :mod:`xbar.streams` (on every core): the same seed and thread count
 train the same network.
 """
@@ -76,8 +77,9 @@ from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
 from xbar.network import crossbar_layers
 from xbar.spec import Spec
-from xbar.streams import NoiseStreams
-from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels
+from xbar.streams import NoiseStreams, ProgrammingDraws
+from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
+                                   range_groups)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices
 from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
 from xbar.tile.programming import program_tiles
@@ -165,9 +167,10 @@ class _LayerModel:
     cols)`` for a Conv2d (a view of one convolution whose output channels are every
     tile-row's columns)."""
 
-    def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, gen: torch.Generator,
-                 streams: NoiseStreams, ir_refresh: int) -> None:
-        self.spec, self.on, self.gen, self.streams, self.ir_refresh = spec, on, gen, streams, ir_refresh
+    def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, draws: ProgrammingDraws,
+                 streams: NoiseStreams, adc_streams: NoiseStreams, ir_refresh: int) -> None:
+        self.spec, self.on, self.draws, self.ir_refresh = spec, on, draws, ir_refresh
+        self.streams, self.adc_streams = streams, adc_streams
         self.n_in, self.n_out = _matrix(module).shape
         self.conv = None
         if isinstance(module, nn.Conv2d):
@@ -226,7 +229,7 @@ class _LayerModel:
         """The read matrices of ``w`` ``(in, out)`` (with its gradient) on fresh devices:
         column currents in units of the ADC's full scale per unit input where there is an
         ADC (as evaluation reads them), weight units without."""
-        spec, dev, on, gen = self.spec, self.spec.device, self.on, self.gen
+        spec, dev, on, draws = self.spec, self.spec.device, self.on, self.draws
         layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping)
         t = layout.targets  # continuous
         q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
@@ -239,7 +242,7 @@ class _LayerModel:
             # evaluation's pre-distorted targets, the ratio to the mapped ones held
             t, nominal = t * self._compensation(nominal), self.compensated
             w_per_siemens = w_per_siemens / spec.ir_drop_compensation
-        state = program_tiles(t, spec, gen, self._circuit(nominal), variation="variation" in on,
+        state = program_tiles(t, spec, draws, self._circuit(nominal), variation="variation" in on,
                               read_noise="read_noise" in on)
         n_r, n_c, rows, cols = nominal.shape
         keep, a, b = read_columns(q.scheme, self.n_out, n_c, cols, q.outputs_per_tile)
@@ -261,7 +264,7 @@ class _LayerModel:
         else:
             out_fs = code_weight(i_fs, output_tiles, spec, w_per_siemens).detach()
             # the converters' own errors, drawn after the programming as evaluation draws them
-            adc_gain, adc_offset = draw_adc_errors(spec, (n_r, g_read.shape[-1]), gen, g_read)
+            adc_gain, adc_offset = draw_adc_errors(spec, (n_r, g_read.shape[-1]), draws.adc, g_read)
         kept = torch.arange(n_c * cols, device=w.device) if keep is None else keep
         read_tiles = (kept[0::2] if self.analog_pairs else kept) // cols  # the tile of each read column
         if self.conv is not None:  # one convolution reads every tile-row
@@ -354,8 +357,8 @@ class _LayerModel:
         n = math.prod(samples)
         if n <= CAL_MAX_ROWS:
             return None
-        return torch.unravel_index(torch.randperm(n, generator=self.gen, device=self.gen.device)
-                                   [:CAL_MAX_ROWS].to(self.gen.device), samples)
+        gen = self.draws.calibration
+        return torch.unravel_index(torch.randperm(n, generator=gen, device=gen.device)[:CAL_MAX_ROWS], samples)
 
     def _ranges(self, u: torch.Tensor, std: torch.Tensor | None, out_fs: torch.Tensor, pick):
         """The ADC ranges at ``Spec.adc_percentile`` of this read's column currents (its
@@ -364,10 +367,10 @@ class _LayerModel:
         the new full scales, and the digital scale ``out_fs`` for them."""
         st = self.state
         sums = (u.reshape(-1, *u.shape[-2:]) if pick is None else u[pick]).detach().abs()
-        level = percentile_levels(sums.transpose(0, 1)[None], st["read_tiles"], st["n_c"], self.spec)[0]
-        per_column = level[:, st["read_tiles"]]  # (n_r, read columns)
-        return (u / per_column, None if std is None else std / per_column,
-                out_fs * level[:, st["tiles"]])
+        columns, outputs, n_groups = range_groups(self.spec, self.analog_pairs, st["read_tiles"], st["tiles"])
+        level = percentile_levels(sums.transpose(0, 1)[None], columns, n_groups, self.spec)[0]
+        per_column = level[:, columns]  # (n_r, read columns)
+        return (u / per_column, None if std is None else std / per_column, out_fs * level[:, outputs])
 
     def _zero_read(self, out_fs: torch.Tensor) -> torch.Tensor | None:
         """The decoded read ``(n_r, out)`` with every input off, averaged over
@@ -382,13 +385,13 @@ class _LayerModel:
             zeros = like.new_zeros(CAL_ZERO_READS, st["n_r"], st["read_tiles"].numel())
             y0 = tile_row_read(zeros, None, None, spec, adc=True, a=st["a"], b=st["b"], gain=st["adc_gain"],
                                offset=st["adc_offset"],
-                               normal=lambda t: torch.empty_like(t).normal_(generator=self.gen))
+                               normal=lambda t: torch.empty_like(t).normal_(generator=self.draws.calibration_adc))
             st["y0"] = y0.mean(0)
         return st["y0"]
 
     def _normal(self, like: torch.Tensor) -> torch.Tensor:
-        """Standard normals laid out as ``like``, from the per-read streams (the ADC's noise)."""
-        flat = self.streams.normal(like.new_empty(1, like.numel()), range(1))[0]
+        """Standard normals laid out as ``like``, from the ADCs' own per-read streams."""
+        flat = self.adc_streams.normal(like.new_empty(1, like.numel()), range(1))[0]
         return flat.view(like.shape) if like.is_contiguous() else flat.as_strided(like.shape, like.stride())
 
     def _gain(self, x: torch.Tensor, y: torch.Tensor, out_fs: torch.Tensor, pick) -> torch.Tensor:
@@ -431,11 +434,12 @@ class HardwareAware:
         if not found:
             raise ValueError("HardwareAware: model has no nn.Linear or nn.Conv2d layer to put on crossbars")
         programming, reads = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64) >> 1
-        self.gen = torch.Generator(device=found[0][1].weight.device).manual_seed(int(programming))
+        self.draws = ProgrammingDraws.from_seed(int(programming), found[0][1].weight.device)
         streams = NoiseStreams(int(reads), 1)  # per-read noise on every core, as in evaluation
+        adc_streams = NoiseStreams(int(reads), 1, kind=1)
         self.layers = []
         for name, m in found:
-            self.layers.append((name, m, _LayerModel(spec, self.active, m, self.gen, streams,
+            self.layers.append((name, m, _LayerModel(spec, self.active, m, self.draws, streams, adc_streams,
                                                      aware.ir_refresh)))
         self._attached = False
 

@@ -53,6 +53,12 @@ class Spec:
         percentile of the column current magnitudes that the calibration inputs drew in
         the tile (times ``adc_range``), as designers set ranges from calibration data;
         currents beyond it saturate.  Needs an ADC and a calibration.
+    adc_range_scope
+        which ADCs share a range set from calibration reads: ``"tile"`` (default: every
+        column of a tile) or ``"column"`` (each output's own; the two columns of a pair
+        with digital subtraction share it).  Needs ``adc_percentile`` and the
+        differential mapping (the offset mapping's reference column is read against every
+        output of its tile).
     adc_noise, adc_gain_error, adc_offset_error
         the converters' own errors (all 0 by default; each needs ``adc_bits``), in the
         form of IBM aihwkit's tile model (``IOParameters.out_noise`` and the per-output
@@ -119,6 +125,7 @@ class Spec:
     adc_bits: int | None = None
     adc_range: float = 1.0
     adc_percentile: float | None = None
+    adc_range_scope: str = "tile"
     subtraction: str = "digital"
     adc_signed: bool = False
     adc_noise: float = 0.0
@@ -184,6 +191,10 @@ class Spec:
             if self.adc_bits is None or self.calibration is None:
                 v.fail(o, "adc_percentile", p, "sets ADC ranges from the calibration's inputs: it "
                        "needs adc_bits and a calibration ('data' or 'vectors')")
+        v.one_of(o, "adc_range_scope", self.adc_range_scope, ("tile", "column"))
+        if self.adc_range_scope == "column" and (self.adc_percentile is None or self.mapping != "differential"):
+            v.fail(o, "adc_range_scope", self.adc_range_scope, "a range per column is set from calibration "
+                   "reads of a differential pair: it needs adc_percentile and mapping='differential'")
         for name in ("adc_noise", "adc_gain_error", "adc_offset_error"):
             value = getattr(self, name)
             v.non_negative(o, name, value)

@@ -119,14 +119,34 @@ def calibration_vectors(n_in: int, spec: Spec, trials: int, gen: torch.Generator
     return x.unsqueeze(0).expand(trials, *x.shape)
 
 
-def percentile_levels(u: torch.Tensor, read_tiles: torch.Tensor, n_c: int, spec: Spec) -> torch.Tensor:
-    """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
-    column current magnitudes ``u`` ``(K, n_r, N, read columns)`` that calibration inputs
-    drew in it (``read_tiles``: the tile of each read column), times ``adc_range``, in the
-    units of ``u``: ``(K, n_r, n_c)``.  A tile that drew no current keeps its range (1)."""
+def range_groups(spec: Spec, analog_pairs: bool, read_tiles: torch.Tensor, output_tiles: torch.Tensor):
+    """Which ADCs share a range (``Spec.adc_range_scope``): the group of each read column and
+    of each output, and the number of groups.  ``"tile"``: every column of a tile;
+    ``"column"``: each output's own (the two columns of a pair with digital subtraction
+    share it, so that their codes still subtract)."""
+    if spec.adc_range_scope == "tile":
+        return read_tiles, output_tiles, int(read_tiles.max()) + 1
+    n_out = output_tiles.numel()
+    outputs = torch.arange(n_out, device=output_tiles.device)
+    return (outputs if analog_pairs else outputs.repeat_interleave(2)), outputs, n_out
+
+
+def percentile_levels(u: torch.Tensor, groups: torch.Tensor, n_groups: int, spec: Spec) -> torch.Tensor:
+    """Each group of ADCs' full scale (:func:`range_groups`) at the
+    ``Spec.adc_percentile``-th percentile of the column current magnitudes ``u`` ``(K, n_r,
+    N, read columns)`` that calibration inputs drew in it, times ``adc_range``, in the units
+    of ``u``: ``(K, n_r, n_groups)``.  With one range per output, a pair's range is the
+    larger of its two columns' percentiles.  A group that drew no current keeps its range
+    (1)."""
+    q = spec.adc_percentile / 100
+    if spec.adc_range_scope == "column":
+        per_column = torch.quantile(u.double(), q, dim=-2)  # (K, n_r, read columns)
+        level = per_column.new_zeros(*per_column.shape[:-1], n_groups).scatter_reduce_(
+            -1, groups.expand_as(per_column), per_column, "amax", include_self=False)
+        return torch.where(level > 0, level * spec.adc_range, torch.ones_like(level)).to(u.dtype)
     levels = []
-    for c in range(n_c):
-        cols = (read_tiles == c).nonzero().squeeze(1)
-        level = torch.quantile(u[..., cols].flatten(2).double(), spec.adc_percentile / 100, dim=-1)
+    for c in range(n_groups):
+        cols = (groups == c).nonzero().squeeze(1)
+        level = torch.quantile(u[..., cols].flatten(2).double(), q, dim=-1)
         levels.append(torch.where(level > 0, level * spec.adc_range, torch.ones_like(level)).to(u.dtype))
     return torch.stack(levels, -1)

@@ -91,16 +91,17 @@ def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec, w_pe
 
 def draw_adc_errors(spec: Spec, shape: tuple, gen: torch.Generator, like: torch.Tensor):
     """Each ADC's gain error (a factor) and offset (in units of its full scale), of
-    ``shape`` (one per tile-row and read column), drawn once per programming; ``None``
-    where the spec has none (no draw: the other streams are unchanged)."""
-
-    def draw(std):
-        return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) * std
-
-    gain = 1 + draw(spec.adc_gain_error) if spec.adc_gain_error > 0 else None
-    offset = (draw(spec.adc_offset_error / top_code(spec.adc_bits, spec.adc_signed))
-              if spec.adc_offset_error > 0 else None)
-    return gain, offset
+    ``shape`` (one per tile-row and read column), drawn once per programming from the
+    ADCs' own generator: both draws are made whenever there is an ADC, so that the
+    offsets are the same with or without gain errors; ``None`` for an error the spec
+    does not have."""
+    if spec.adc_bits is None:
+        return None, None
+    gain = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+    offset = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+    top = top_code(spec.adc_bits, spec.adc_signed)
+    return (1 + gain * spec.adc_gain_error if spec.adc_gain_error > 0 else None,
+            offset * (spec.adc_offset_error / top) if spec.adc_offset_error > 0 else None)
 
 
 def adc_input_(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None, offset: torch.Tensor | None,

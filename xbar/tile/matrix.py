@@ -47,9 +47,10 @@ import torch.nn as nn
 from mapping.layout import layout_weights
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
-from xbar.streams import NoiseStreams
+from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
-                                   calibration_gain, calibration_vectors, percentile_levels, sample_rows)
+                                   calibration_gain, calibration_vectors, percentile_levels, range_groups,
+                                   sample_rows)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
 from xbar.tile.programming import program_tiles
@@ -79,11 +80,12 @@ class ProgrammedMatrix(nn.Module):
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             self.out_scale /= spec.ir_drop_compensation
         self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.streams)
+        self.adc_noise = NoiseStreams(read_seed, trials, kind=1)  # the ADCs' conversion noise
         self.active: slice | None = None  # the trials a read serves (None: all; select_trials)
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
 
-        gen = torch.Generator(device=w.device).manual_seed(program_seed)
+        draws = ProgrammingDraws.from_seed(program_seed, w.device)  # one generator per kind of draw
         nominal, w_per_siemens = layout.targets, layout.w_per_siemens
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             nominal, held, residual = compensated_targets(nominal, spec, dev.g_min, dev.g_max)
@@ -96,7 +98,7 @@ class ProgrammedMatrix(nn.Module):
                               f"Spec.ir_drop_compensation (now {spec.ir_drop_compensation:g}) for "
                               f"more headroom, or use smaller tiles", stacklevel=2)
         targets = nominal.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
-        state = program_tiles(targets, spec, gen, lambda g: effective_conductance(g, spec))
+        state = program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec))
         self.register_buffer("g_tiles", state.g_eff)
         s2 = state.s2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
@@ -116,13 +118,13 @@ class ProgrammedMatrix(nn.Module):
             i_fs = None if spec.adc_bits is None else full_scale(state.designed, spec, self.shape[0],
                                                                  self.analog_pairs, self.outputs_per_tile)
             self._setup_blocks(i_fs, w_per_siemens, s2, keep, a, b)
-        self._draw_adc_errors(gen)
+        self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
         self.calibrated = False
+        self.draws = draws
         if spec.calibration == "vectors" and not spec.is_ideal:
-            self.fit_calibration(calibration_vectors(self.shape[0], spec, trials, gen, self.g_tiles), gen)
-        self._cal_gen = gen
+            self.fit_calibration(calibration_vectors(self.shape[0], spec, trials, draws.calibration, self.g_tiles))
         self.recording: list | None = None  # a list while xbar.calibrate records the inputs
         self.rows_per_read = CAL_ROWS_PER_READ  # inputs sampled per read while recording
         self.keep_recording = True  # False: sample (the same draws) but keep nothing
@@ -204,33 +206,36 @@ class ProgrammedMatrix(nn.Module):
         """Buffer ``t`` (trials first; or ``None``) for the trials a read serves: a view."""
         return t if self.active is None or t is None else t[self.active]
 
-    def _normal(self, like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        """Standard normals shaped like ``like``: from ``gen`` in a calibration, else from
+    def _normal(self, like: torch.Tensor, calibrating: bool, adc: bool = False) -> torch.Tensor:
+        """Standard normals shaped like ``like`` for the column noise (``adc``: the ADCs'
+        noise): from the calibration's own generators while ``calibrating``, else from
         each trial's read-noise streams."""
-        if gen is not None:
+        if calibrating:
+            gen = self.draws.calibration_adc if adc else self.draws.calibration
             return torch.empty_like(like).normal_(generator=gen)
-        return self.noise.normal(like, self.active_trials)
+        return (self.adc_noise if adc else self.noise).normal(like, self.active_trials)
 
     def reset_read_noise(self) -> None:
         """Restart the read-noise streams from their seeds."""
         self.noise.restart()
+        self.adc_noise.restart()
         self._ar = {}
 
     def new_inference(self) -> None:
         """The next read starts a new inference: no correlation with the reads before."""
         self._ar = {}
 
-    def _noise(self, u: torch.Tensor, x: torch.Tensor, s2: torch.Tensor | None, site: str,
-               gen: torch.Generator | None):
+    def _noise(self, u: torch.Tensor, x: torch.Tensor, s2: torch.Tensor | None, site: str, calibrating: bool):
         """The per-read noise of column sums ``u`` of inputs ``x``: its standard deviation,
         from one product of ``x**2`` with the variances ``s2``, and standard normals laid
-        out as ``u``, AR(1) over the reads of an inference at read site ``site``; with
-        ``gen`` given (calibration), white and from ``gen``.  ``(None, None)`` without."""
+        out as ``u``, AR(1) over the reads of an inference at read site ``site``; while
+        ``calibrating``, white and from the calibration's generator.  ``(None, None)``
+        without."""
         if s2 is None:
             return None, None
         std = torch.matmul(x * x, s2).sqrt_()
-        eps = self._normal(u, gen)
-        if self.rho and gen is None:
+        eps = self._normal(u, calibrating)
+        if self.rho and not calibrating:
             eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
         return std, eps
 
@@ -239,7 +244,7 @@ class ProgrammedMatrix(nn.Module):
         check_dac_input(x, self.spec)
         x = dac(x, self.spec)
         if self.recording is not None:
-            rows = sample_rows(x, self._cal_gen, self.rows_per_read)
+            rows = sample_rows(x, self.draws.calibration, self.rows_per_read)
             if self.keep_recording:
                 self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
         elif self.awaits_data:
@@ -253,31 +258,31 @@ class ProgrammedMatrix(nn.Module):
             y = self._blocks_read(x).sum(1)
         return y if self.cal_bias is None else y + self._trials(self.cal_bias)
 
-    def _merged_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         u = torch.matmul(x, self._trials(self.g_read))
-        std, eps = self._noise(u, x, self._trials(self.s2_read), "merged", gen)
+        std, eps = self._noise(u, x, self._trials(self.s2_read), "merged", calibrating)
         return tile_row_read(u, std, eps, self.spec, adc=False, a=self.col_a, b=self.col_b, inplace=True)
 
-    def _blocks_read(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def _blocks_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
         tile-rows, then the partial last one with only its used rows (no product over the
         zero padding: conv1 of a 3x3 kernel uses 9 of 64 rows)."""
         # The full tile-rows are a transposed view: made contiguous for the product.
-        parts = [self._block_read(xt.contiguous() if xt.shape[-1] == self.rows else xt, blocks, gen)
+        parts = [self._block_read(xt.contiguous() if xt.shape[-1] == self.rows else xt, blocks, calibrating)
                  for xt, blocks in tile_row_parts(x, x.shape[-1], self.rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
-    def _block_read(self, xt: torch.Tensor, blocks: slice, gen: torch.Generator | None) -> torch.Tensor:
+    def _block_read(self, xt: torch.Tensor, blocks: slice, calibrating: bool) -> torch.Tensor:
         """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
         product, column noise, ADC per column (if any), digital decoding and scale
         (:func:`xbar.tile.read.tile_row_read`)."""
         r = xt.shape[-1]
         u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
-        std, eps = self._noise(u, xt, s2, f"block{blocks.start}", gen)
+        std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
         gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
         y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
-                          gain=gain, offset=offset, normal=lambda like: self._normal(like, gen), inplace=True)
+                          gain=gain, offset=offset, normal=lambda like: self._normal(like, calibrating, adc=True), inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
@@ -288,49 +293,50 @@ class ProgrammedMatrix(nn.Module):
         g_read, out_fs = self._trials(self.g_read), self._trials(self.out_fs)  # views: set in place
         s2_read = None if self.s2_read is None else self._trials(self.s2_read)
         u = (by_tile_row(x, self.n_r, self.rows) @ g_read).abs()  # (K, n_r, N, read columns), full scales
-        level = percentile_levels(u, self.read_tiles, self.n_c, self.spec)  # (K, n_r, n_c)
-        per_column = level[..., self.read_tiles].unsqueeze(2)
+        columns, outputs, n_groups = range_groups(self.spec, self.analog_pairs, self.read_tiles, self.output_tiles)
+        level = percentile_levels(u, columns, n_groups, self.spec)  # (K, n_r, groups)
+        per_column = level[..., columns].unsqueeze(2)
         g_read /= per_column
         if s2_read is not None:
             s2_read /= per_column**2
-        out_fs *= level[..., self.output_tiles].unsqueeze(2)
+        out_fs *= level[..., outputs].unsqueeze(2)
 
-    def _tile_row_reads(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _tile_row_reads(self, x: torch.Tensor) -> torch.Tensor:
         """Each tile-row's decoded reads ``(K, n_r, N, out)`` of inputs ``x`` ``(K, N, in)``."""
         if not self.merged:
-            return self._blocks_read(x, gen)
+            return self._blocks_read(x, calibrating=True)
         tile_row = torch.arange(x.shape[-1], device=x.device) // self.rows  # read each alone
-        return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), gen)
+        return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), calibrating=True)
                             for r in range(self.n_r)], 1)
 
-    def fit_calibration(self, x: torch.Tensor, gen: torch.Generator | None = None) -> None:
+    def fit_calibration(self, x: torch.Tensor) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
         tile-row, a digital offset (minus the mean read with every input off) and gain (the
         least-squares gain of the reads onto the ideal products, :func:`calibration_gain`); both
         folded into the read (see the module docstring).
-        The reads' noise comes from ``gen`` (default: the programming's generator), never
-        from the inference's read-noise streams.  The trials are fitted in chunks
+        The reads' noise comes from the calibration's own generators
+        (:class:`xbar.streams.ProgrammingDraws`), never from the inference's read-noise
+        streams.  The trials are fitted in chunks
         (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their number."""
         if self.calibrated:
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         if self.active is not None:
             raise RuntimeError("ProgrammedMatrix: calibration fits every trial: select_trials() first")
-        gen = gen or self._cal_gen
         x = x.to(self.g_tiles.dtype)
-        x = sample_rows(x, gen, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
+        x = sample_rows(x, self.draws.calibration, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
         per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
         step = max(1, CAL_FIT_ELEMENTS // per_trial)
         bias = []
         try:
             for start in range(0, self.trials, step):
                 self.select_trials(start, min(self.trials, start + step))
-                bias.append(self._fit_trials(x[self.active], gen))
+                bias.append(self._fit_trials(x[self.active]))
         finally:
             self.select_trials()
         self.cal_bias = torch.cat(bias)  # (K, 1, out)
         self.calibrated = True
 
-    def _fit_trials(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
         into their buffers, and their offsets ``(k, 1, out)`` are returned."""
         if self.spec.adc_percentile is not None:
@@ -340,9 +346,9 @@ class ProgrammedMatrix(nn.Module):
         w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
         w_pad[:m] = self.w_target
         t = by_tile_row(x, self.n_r, self.rows) @ w_pad.reshape(self.n_r, self.rows, -1)  # (k, n_r, N, out): ideal sums
-        y = self._tile_row_reads(x, gen)  # (k, n_r, N, out)
+        y = self._tile_row_reads(x)  # (k, n_r, N, out)
         # All inputs off, averaged over a few reads (noise): the offset.
-        y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS]), gen).mean(2, keepdim=True)
+        y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS])).mean(2, keepdim=True)
         out_fs = self._trials(self.out_fs)
         lsb = None if self.spec.adc_bits is None else out_fs.squeeze(2)  # one code, per output
         gain = calibration_gain(y - y0, t, lsb, self.output_tiles)

@@ -18,8 +18,9 @@ from typing import Callable
 
 import torch
 
-from devices import drift, program, read_sigma_rel, static_read_noise
+from devices import drift_factor, drift_nu, program, read_sigma_rel, static_read_noise
 from xbar.spec import Spec
+from xbar.streams import ProgrammingDraws
 
 
 @dataclass
@@ -56,20 +57,25 @@ def per_read_variance(g0: torch.Tensor, g_eff: torch.Tensor, spec: Spec) -> torc
     return (1 - dev.read_noise_static) * (rel * g_eff) ** 2
 
 
-def program_tiles(targets: torch.Tensor, spec: Spec, gen: torch.Generator,
+def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
                   circuit: Callable[[torch.Tensor], torch.Tensor], *, variation: bool = True,
                   read_noise: bool = True) -> ProgrammedState:
-    """Program ``targets`` (S) as ``spec``'s devices do, every draw from ``gen`` in a fixed
-    order (programming, drift exponents, static read noise); ``circuit``: conductances ->
-    effective conductances.  ``variation=False``: the targets themselves, no draw
-    (training without that ingredient); ``read_noise=False``: no read noise at all."""
+    """Program ``targets`` (S) as ``spec``'s devices do, each kind of draw from its own
+    generator of ``draws`` (so that the variation, the drift exponents and the static
+    read noise are the same whether or not the others are drawn); ``circuit``:
+    conductances -> effective conductances.  The drift exponents are drawn whenever the
+    device drifts, at ``t_inference = 0`` too, where they change nothing.
+    ``variation=False``: the targets themselves, no draw (training without that
+    ingredient); ``read_noise=False``: no read noise at all."""
     dev, t = spec.device, spec.t_inference
     if variation:
-        g0 = program(targets, dev, gen)
-        g = drift(g0, t, dev, gen) if t > 0 else g0
+        g0 = g = program(targets, dev, draws.devices)
+        if dev.has_drift:
+            nu = drift_nu(g0, dev, draws.drift)
+            g = g0 * drift_factor(nu, t, dev) if t > 0 else g0
     else:
         g0 = g = targets
     if read_noise:
-        g = static_read_noise(g, g0, dev, t, gen)
+        g = static_read_noise(g, g0, dev, t, draws.static)
     g_eff = circuit(g)
     return ProgrammedState(g0, g, g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None, circuit)
