@@ -44,7 +44,18 @@ class DeviceModel:
         ``G(t) = G0 * ((t + drift_t0) / drift_t0)**(-nu)`` (1 at programming, as IBM aihwkit),
         ``nu ~ N(mu_nu(g~), sigma_nu(g~))`` with
         ``mu_nu = clip(drift_nu_mean + drift_nu_mean_log_slope * ln g~, *drift_nu_mean_clip)``
-        and likewise ``sigma_nu`` with ``drift_nu_std`` and ``drift_nu_std_log_slope``.
+        and likewise ``sigma_nu`` with ``drift_nu_std`` and ``drift_nu_std_log_slope``;
+        ``drift_nu_abs``: ``|nu|`` (the conductance only falls), as aihwkit folds its PCM
+        exponents.
+    Relaxation (a programming spread that grows with time, as RRAM's does)
+        ``relaxation_times`` (s after programming, increasing) and ``relaxation_polys``
+        (one polynomial in ``g~`` per time, in units of ``g_max``, ascending powers): at
+        ``t = Spec.t_inference`` the devices sit at ``target + sigma(t, target) * N(0,
+        1)``, ``sigma`` interpolated linearly in ``ln t`` between the tabulated times and
+        the first one's before it; it replaces ``prog_sigma_poly``.  Each device keeps its
+        normal draw at every time (its deviation grows, its direction stays), so chips read
+        at two times are the same devices; beyond the last time there are no data and
+        ``Spec`` refuses the time.
     """
 
     name: str = "custom"
@@ -69,6 +80,9 @@ class DeviceModel:
     drift_nu_std_log_slope: float = 0.0
     drift_nu_mean_clip: tuple[float, float] = (-math.inf, math.inf)
     drift_nu_std_clip: tuple[float, float] = (0.0, math.inf)
+    drift_nu_abs: bool = False
+    relaxation_times: tuple[float, ...] = ()
+    relaxation_polys: tuple[tuple[float, ...], ...] = ()
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -112,12 +126,33 @@ class DeviceModel:
                 v.fail(o, name, (lo, hi), "must be (low, high) with low <= high")
         if self.drift_nu_std_clip[0] < 0:
             v.fail(o, "drift_nu_std_clip", self.drift_nu_std_clip, "low end must be >= 0")
+        if not isinstance(self.drift_nu_abs, bool):
+            v.fail(o, "drift_nu_abs", self.drift_nu_abs, "must be True or False")
+        self._check_relaxation(o)
+
+    def _check_relaxation(self, o: str) -> None:
+        times, polys = self.relaxation_times, self.relaxation_polys
+        if not isinstance(times, tuple) or not isinstance(polys, tuple):
+            v.fail(o, "relaxation_times", times, "relaxation_times and relaxation_polys must be tuples")
+        if len(times) != len(polys):
+            v.fail(o, "relaxation_polys", polys, f"must hold one polynomial per relaxation time "
+                   f"({len(times)} times)")
+        if any(not (t > 0 and math.isfinite(t)) for t in times) or list(times) != sorted(set(times)):
+            v.fail(o, "relaxation_times", times, "must be increasing finite times > 0 (s)")
+        for poly in polys:
+            if not isinstance(poly, tuple) or not poly:
+                v.fail(o, "relaxation_polys", polys, "each must be a non-empty tuple of floats")
+            for c in poly:
+                v.finite(o, "relaxation_polys", c)
+        if times and any(self.prog_sigma_poly):
+            v.fail(o, "prog_sigma_poly", self.prog_sigma_poly, "the relaxation polynomials replace it: "
+                   "give the spread at programming as the first relaxation time instead")
 
     @property
     def is_ideal(self) -> bool:
         """True when programming and reading are exact (levels may still quantize)."""
         return (self.prog_sigma_rel == 0 and self.prog_sigma_abs == 0
-                and not any(self.prog_sigma_poly) and self.p_stuck_low == 0
+                and not any(self.prog_sigma_poly) and not self.relaxes and self.p_stuck_low == 0
                 and self.p_stuck_high == 0 and self.read_sigma_rel == 0)
 
     @property
@@ -134,7 +169,13 @@ class DeviceModel:
 
     @property
     def has_drift(self) -> bool:
-        return self.drift_nu_mean != 0 or self.drift_nu_std != 0 or self.drift_nu_mean_log_slope != 0
+        return (self.drift_nu_mean != 0 or self.drift_nu_std != 0 or self.drift_nu_mean_log_slope != 0
+                or self.drift_nu_std_log_slope != 0)
+
+    @property
+    def relaxes(self) -> bool:
+        """The programming spread grows with time (``relaxation_times``)."""
+        return bool(self.relaxation_times)
 
     def replace(self, **changes) -> "DeviceModel":
         """A copy with some fields changed (validated like a new one)."""

@@ -24,22 +24,43 @@ def _uniform(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def prog_sigma(target: torch.Tensor, model: DeviceModel) -> torch.Tensor:
-    """Standard deviation (S) of the programmed conductance for each target (S)."""
+def prog_sigma(target: torch.Tensor, model: DeviceModel, t: float = 0.0) -> torch.Tensor:
+    """Standard deviation (S) of the programmed conductance for each target (S), at ``t``
+    seconds after programming (a relaxing device's spread grows with it)."""
     sigma = model.prog_sigma_rel * target.abs() + model.prog_sigma_abs
-    if model.prog_sigma_poly:
+    coeffs = relaxation_poly(model, t) if model.relaxes else model.prog_sigma_poly
+    if any(coeffs):
         gn = target / model.g_max
         poly = torch.zeros_like(target)
-        for power, coeff in enumerate(model.prog_sigma_poly):
+        for power, coeff in enumerate(coeffs):
             poly = poly + coeff * gn**power
         sigma = sigma + model.g_max * poly.clamp_min(0.0)
     return sigma
 
 
-def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:
+def relaxation_poly(model: DeviceModel, t: float) -> tuple[float, ...]:
+    """The spread polynomial of a relaxing device at ``t`` s after programming: linear in
+    ``ln t`` between its tabulated times, the first one's before it."""
+    times, polys = model.relaxation_times, model.relaxation_polys
+    if t > times[-1]:
+        raise ValueError(f"relaxation of {model.name!r}: t = {t:g} s is beyond its data "
+                         f"(measured up to {times[-1]:g} s)")
+    if t <= times[0]:
+        return polys[0]
+    k = next(i for i in range(1, len(times)) if t <= times[i])
+    f = (math.log(t) - math.log(times[k - 1])) / (math.log(times[k]) - math.log(times[k - 1]))
+    a, b = polys[k - 1], polys[k]
+    n = max(len(a), len(b))
+    a, b = a + (0.0,) * (n - len(a)), b + (0.0,) * (n - len(b))
+    return tuple((1 - f) * x + f * y for x, y in zip(a, b))
+
+
+def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator, t: float = 0.0) -> torch.Tensor:
     """Program devices to ``target`` (S): variation and stuck-at faults, drawn once.
 
-    Returns the programmed conductances (S), same shape, clipped at 0 S.  Draw order is
+    ``t``: seconds since programming, for a relaxing device (its spread at that time; the
+    same draws at every ``t``).  Returns the programmed conductances (S), same shape,
+    clipped at 0 S.  Draw order is
     fixed (variation, then faults), so one generator state gives one programming; the
     variation's normal draws are taken whenever anything is drawn, even at zero variation,
     so that a device with and one without variation see the same fault draws (sweeps pair
@@ -47,8 +68,8 @@ def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator
     """
     g = target
     faults = bool(model.p_stuck_low or model.p_stuck_high)
-    if faults or model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly):
-        g = g + prog_sigma(target, model) * _normal(target.shape, target, generator)
+    if faults or model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly) or model.relaxes:
+        g = g + prog_sigma(target, model, t) * _normal(target.shape, target, generator)
     g = g.clamp_min(0.0)
     if faults:
         u = _uniform(target.shape, target, generator)
@@ -99,7 +120,8 @@ def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -
     log_gn = torch.log(gn)
     mu = (model.drift_nu_mean + model.drift_nu_mean_log_slope * log_gn).clamp(*model.drift_nu_mean_clip)
     sd = (model.drift_nu_std + model.drift_nu_std_log_slope * log_gn).clamp(*model.drift_nu_std_clip)
-    return mu + sd * _normal(g0.shape, g0, generator)
+    nu = mu + sd * _normal(g0.shape, g0, generator)
+    return nu.abs() if model.drift_nu_abs else nu
 
 
 def drift_factor(nu: torch.Tensor, t: float, model: DeviceModel) -> torch.Tensor:

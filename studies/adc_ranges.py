@@ -8,8 +8,8 @@ product, averaged over ``--trials`` programmings.  Each way of setting the range
 read on the same devices (paired draws), so the table compares ranges, not chips:
 
 - ``worst``: the worst case, every driven row at full input (``adc_percentile=None``);
-- ``p99`` .. ``max``: each tile's range at that percentile of the column currents the
-  calibration reads drew (``max``: their largest);
+- ``p99`` .. ``max``: the range at that percentile of the column currents the
+  calibration reads drew (``max``: their largest), one per tile or one per column;
 
 each with digital subtraction (two unipolar ADCs per pair) and analog subtraction (one
 signed ADC per pair).  ``python -m studies.adc_ranges`` prints the table and writes it as
@@ -32,7 +32,10 @@ from tqdm.auto import tqdm
 import xbar
 from devices import presets
 
-RANGES = {"worst": None, "p99": 99.0, "p99.9": 99.9, "p99.99": 99.99, "max": 100.0}
+# name: (adc_percentile, adc_range_scope)
+RANGES = {"worst": (None, "tile"), **{f"{name} {scope}": (p, scope) for scope in ("tile", "column")
+                                      for name, p in (("p99", 99.0), ("p99.9", 99.9), ("p99.99", 99.99),
+                                                      ("max", 100.0))}}
 
 
 def spikes(n: int, rows: int, rate: float, gen: torch.Generator) -> torch.Tensor:
@@ -64,8 +67,9 @@ def measure(devices, tiles, bits, rates, inputs, outputs, trials, seed, progress
                                                  "seed": seed})
     points = list(itertools.product(*dims.values()))
     for dev, tile, b, rate, rng, sub in tqdm(points, disable=not progress, desc="adc ranges"):
-        spec = xbar.Spec(device=presets[dev], tile=(tile, tile), adc_bits=b, adc_percentile=RANGES[rng],
-                         subtraction=sub, adc_signed=sub == "analog")
+        percentile, scope = RANGES[rng]
+        spec = xbar.Spec(device=presets[dev], tile=(tile, tile), adc_bits=b, adc_percentile=percentile,
+                         adc_range_scope=scope, subtraction=sub, adc_signed=sub == "analog")
         out.loc[dev, tile, b, rate, rng, sub] = read_error(spec, w, rate, trials, seed)
     return out
 
@@ -86,17 +90,17 @@ def main(devices, tiles, bits, rates, inputs, outputs, trials, seed, out) -> Non
     da = measure(devices.split(","), ints(tiles), ints(bits), [float(v) for v in rates.split(",")],
                  inputs, outputs, trials, seed)
     console = Console()
-    table = Table(title=f"calibrated read error, {inputs}x{outputs} layer, {trials} trials "
-                        "(mean over devices, tiles, rates; best per row in bold)")
-    table.add_column("ADC bits")
-    columns = [(r, s) for s in ("digital", "analog") for r in RANGES]
-    for r, s in columns:
-        table.add_column(f"{r} {s[0]}", justify="right")
-    for b in da.adc_bits.values:
-        row = [float(da.sel(adc_bits=b, range=r, subtraction=s).mean()) for r, s in columns]
-        best = min(row)
-        table.add_row(str(b), *[f"[bold]{v:.3f}[/bold]" if v == best else f"{v:.3f}" for v in row])
-    console.print(table)
+    for sub in ("digital", "analog"):
+        table = Table(title=f"calibrated read error, {sub} subtraction, {inputs}x{outputs} layer, {trials} "
+                            "trials: mean over tiles and spike rates (best per row in bold)")
+        table.add_column("device, ADC bits")
+        for r in RANGES:
+            table.add_column(r, justify="right")
+        for dev, b in itertools.product(da.device.values, da.adc_bits.values):
+            row = [float(da.sel(device=dev, adc_bits=b, range=r, subtraction=sub).mean()) for r in RANGES]
+            best = min(row)
+            table.add_row(f"{dev}, {b}", *[f"[bold]{v:.3f}[/bold]" if v == best else f"{v:.3f}" for v in row])
+        console.print(table)
     if out is not None:
         da.to_netcdf(out)
         console.print(f"wrote {out}")

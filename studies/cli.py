@@ -68,6 +68,37 @@ def summary_tables(ds) -> list[Table]:
     return [acc, lay]
 
 
+def chip_options(fn):
+    """The chip options of ``xbar study`` and ``xbar timesteps`` (:class:`studies.hardware.ChipOptions`)."""
+    from studies.hardware import ChipOptions
+
+    d = ChipOptions()
+    options = [
+        click.option("--adc-percentile", type=float, default=d.adc_percentile, show_default=True,
+                     help="ADC ranges set at calibration at this percentile of the column currents the "
+                          "calibration reads draw; 0: the worst case (every driven row at full input)."),
+        click.option("--adc-range-scope", type=click.Choice(["auto", "tile", "column"]), default="auto",
+                     show_default=True, help="One ADC range per output column, or per tile; auto: per "
+                                             "column with the differential mapping, per tile with offset."),
+        click.option("--subtraction", type=click.Choice(["auto", "analog", "digital"]), default="auto",
+                     show_default=True, help="A differential pair subtracted on the chip before one signed "
+                                             "ADC (analog), or two ADCs and digital subtraction; auto: "
+                                             "analog for the differential mapping."),
+        click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
+                     help="Seconds between programming and inference (drift, relaxation)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _chip(adc_percentile, adc_range_scope, subtraction, t_inference) -> dict:
+    """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
+    return dict(adc_percentile=adc_percentile or None,
+                adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
+                subtraction=None if subtraction == "auto" else subtraction, t_inference=t_inference)
+
+
 def training_options(fn):
     """The hardware-aware training options of ``xbar study`` and ``xbar timesteps``."""
     options = [
@@ -111,9 +142,11 @@ def training_options(fn):
 @click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
               help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
                    "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
+@chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, hardware_aware, aware, margin, weight_clip) -> None:
+          r_wire, r_source, r_sink, calibration, adc_percentile, adc_range_scope, subtraction, t_inference,
+          hardware_aware, aware, margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -126,13 +159,15 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
-                             weight_clip=weight_clip)
+                             weight_clip=weight_clip,
+                             **_chip(adc_percentile, adc_range_scope, subtraction, t_inference))
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     console.print(f"[bold]xbar study[/]: {arch} SNN on {dataset}, {device} crossbars {tile[0]}x{tile[1]}, "
                   f"ADC {adc_bits or 'ideal'} bits, {trials} trials x {timesteps} timesteps, seed {seed}, "
-                  f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}, calibration {calibration}")
+                  f"wires {'ideal' if r_wire == 0 else f'{r_wire} ohm/cell'}, calibration {calibration}, "
+                  f"{_chip_line(config.spec())}")
     if hardware_aware:
         console.print(f"model trained hardware-aware on these crossbars ({', '.join(config.aware) or 'nothing on'})")
     start = time.perf_counter()
@@ -143,6 +178,18 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
     console.print(f"trained model test accuracy (ideal, {ds.attrs['study_train_timesteps']} steps): "
                   f"{100 * ds.attrs['train_test_accuracy']:.2f}%")
     console.print(f"wrote {nc} and {png} in {time.perf_counter() - start:.0f} s")
+
+
+def _chip_line(spec) -> str:
+    """How the spec's ADC ranges are set, its subtraction and time since programming, in words."""
+    if spec.adc_bits is None:
+        ranges = "no ADC"
+    elif spec.adc_percentile is None or spec.calibration is None:
+        ranges = "worst-case ADC ranges"
+    else:
+        ranges = f"ADC ranges at the {spec.adc_percentile:g}th percentile per {spec.range_scope}"
+    sub = "analog" if spec.analog_subtraction else "digital"
+    return f"{ranges}, {sub} subtraction, t = {spec.t_inference:g} s"
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -261,6 +308,7 @@ def time_table(ds) -> Table:
               help="Epochs of surrogate-gradient training.")
 @click.option("--ann-epochs", type=int, default=10, show_default=True,
               help="Epochs of ANN training (converted networks).")
+@chip_options
 @training_options
 @click.option("--aware-tile", default=None,
               help="With --hardware-aware: the tile (RxC, one of --tiles) whose crossbars the aware models "
@@ -271,8 +319,8 @@ def time_table(ds) -> Table:
               help="With --hardware-aware: timesteps of that fine-tuning's BPTT.")
 def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, calibration, tiles, mapping,
               adc_bits, r_wire, trials, seed, surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
-              train_epochs, ann_epochs, hardware_aware, aware, margin, weight_clip, aware_tile, fine_tune_epochs,
-              fine_tune_timesteps) -> None:
+              train_epochs, ann_epochs, adc_percentile, adc_range_scope, subtraction, t_inference, hardware_aware,
+              aware, margin, weight_clip, aware_tile, fine_tune_epochs, fine_tune_timesteps) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
     from studies.results import check_output_dir
@@ -289,7 +337,8 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
             qcfs_timesteps=qcfs_timesteps, n_test=n_test, train_epochs=train_epochs,
             ann_epochs=ann_epochs, hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
             weight_clip=weight_clip, aware_tile=None if aware_tile is None else _tiles(aware_tile)[0],
-            fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps)
+            fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps,
+            **_chip(adc_percentile, adc_range_scope, subtraction, t_inference))
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
@@ -297,7 +346,8 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
     noise = f"{100 * dev.read_sigma_rel:g}% ({100 * dev.read_noise_static:g}% of it static)"
     console.print(f"[bold]xbar timesteps[/]: {arch} SNNs on {config.dataset}, {device} crossbars "
                   f"{tiles}, read noise {noise}, ADC {adc_bits or 'ideal'} bits, wires {r_wire} ohm/cell, "
-                  f"calibration {calibration}, {trials} trials, seed {seed}")
+                  f"calibration {calibration}, {_chip_line(config.spec(config.tiles[0]))}, {trials} trials, "
+                  f"seed {seed}")
     if hardware_aware:
         console.print(f"hardware-aware models beside the standard ones, trained on the "
                       f"{tile_name(config.trained_on)} crossbars ({', '.join(config.aware) or 'nothing on'})")

@@ -15,6 +15,7 @@ from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
 from studies.data import calibrated, check_dataset, load_dataset, test_batches
+from studies.hardware import ChipOptions
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
@@ -26,7 +27,7 @@ FIGURE_FILE = "robustness.png"
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(ChipOptions):
     """One robustness study.  ``timesteps`` is the longest run: the accuracy and errors
     after every ``t <= timesteps`` steps come from the same run (neuron state is reset
     between samples, so the first ``t`` steps of a long run are a run of ``t`` steps)."""
@@ -73,7 +74,8 @@ class StudyConfig:
     def spec(self) -> xbar.Spec:
         return xbar.Spec(tile=tuple(self.tile), device=presets[self.device], mapping=self.mapping,
                          adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire,
-                         r_source=self.r_source, r_sink=self.r_sink, calibration=self.calibration)
+                         r_source=self.r_source, r_sink=self.r_sink, calibration=self.calibration,
+                         **self.chip())
 
     def train_config(self) -> TrainConfig:
         """The model's training: on this study's crossbars with ``hardware_aware``."""

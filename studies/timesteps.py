@@ -81,6 +81,7 @@ from devices import validation as v
 from mapping.layout import SCHEMES
 from studies.ann_to_snn import ConversionConfig, FineTune, load_or_convert
 from studies.data import Dataset, calibrated, check_dataset, load_dataset, test_batches
+from studies.hardware import ChipOptions
 from studies.models import ARCHITECTURES
 from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, check_training_options, load_or_train
@@ -118,7 +119,7 @@ class ModelPlan(NamedTuple):
 
 
 @dataclass(frozen=True)
-class TimestepStudyConfig:
+class TimestepStudyConfig(ChipOptions):
     """One timestep study (see the module docstring).
 
     ``device`` names a preset; ``read_noise``, if given, replaces its read-noise std at
@@ -204,7 +205,7 @@ class TimestepStudyConfig:
             v.fail("TimestepStudyConfig", "tiles", self.tiles, "must be (rows, cols) pairs")
         return xbar.Spec(tile=tuple(tile), device=self.device_model(), mapping=self.mapping,
                          adc_bits=self.adc_bits, r_wire_row=self.r_wire, r_wire_col=self.r_wire,
-                         calibration=self.calibration)
+                         calibration=self.calibration, **self.chip())
 
     def device_model(self):
         """The preset, with ``read_noise`` and ``read_noise_static`` put in where given."""

@@ -17,6 +17,12 @@ def linear(seed, n_in, n_out):
     return lin
 
 
+# The converters these closed forms are written for: two unipolar ADCs per pair with
+# worst-case ranges (the defaults, analog subtraction and ranges from the calibration
+# reads, have tests of their own here and in test_adc_ranges.py).
+DIGITAL = dict(subtraction="digital", adc_percentile=None)
+
+
 def rand(seed, *shape):
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -26,7 +32,7 @@ def test_adc_full_scale_counts_only_the_rows_an_input_drives(scheme):
     """70 inputs on 64-row tiles: the second tile-row drives 6 rows, and its full scale is
     the largest column current of those 6 rows at full scale, not of all 64."""
     lin = linear(0, 70, 20)
-    spec = xbar.Spec.ideal(tile=(64, 64), mapping=scheme, adc_bits=6, calibration=None)
+    spec = xbar.Spec.ideal(tile=(64, 64), mapping=scheme, adc_bits=6, calibration=None, **DIGITAL)
     m = xbar.AnalogLinear(lin, spec).matrix
     g = m.conductances()[0]  # (n_r, n_c, R, C): ideal device and wires, so as programmed
     expected_last = spec.v_read * g[1, :, :6].sum(-2).amax(-1)
@@ -39,25 +45,31 @@ def test_adc_full_scale_counts_only_the_rows_an_input_drives(scheme):
 
 
 def test_adc_full_scale_is_the_current_the_wires_let_through():
-    """With IR drop the ADC is sized for the all-on current the column really carries: an
-    independent solve of the programmed tile (iterative, not the effective matrix) with
-    every driven row at v_read gives each tile's full scale, below the wire-free one."""
+    """With IR drop the worst-case range is sized for the all-on current the nominal column
+    really carries, as a designer sizes it: an independent solve of the nominal tile (the
+    targets; iterative, not the effective matrix) with every driven row at v_read gives
+    each tile's full scale, below the wire-free one; the programmed devices, which no
+    designer knows, draw another current."""
+    from mapping.layout import layout_weights
     from xbar.circuit import solve_crossbar
 
     lin = linear(5, 70, 20)
     dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
     spec = xbar.Spec(tile=(64, 64), device=dev, adc_bits=6, r_wire_row=2.5, r_wire_col=2.5,
-                     calibration=None)
+                     calibration=None, **DIGITAL)
     m = xbar.AnalogLinear(lin, spec).matrix
-    nominal = xbar.AnalogLinear(lin, spec.replace(r_wire_row=0.0, r_wire_col=0.0)).matrix
-    g = nominal.conductances()[0]  # the same programming (same seed), before the wires
+    wire_free = xbar.AnalogLinear(lin, spec.replace(r_wire_row=0.0, r_wire_col=0.0)).matrix
+    g = layout_weights(lin.weight.detach().t(), dev.g_min, dev.g_max, None, spec.tile, spec.mapping).targets
     v = torch.zeros(2, 1, 64, dtype=g.dtype)
     v[0] = spec.v_read
     v[1, :, :6] = spec.v_read  # the second tile-row drives 6 rows
     i_on = solve_crossbar(g, v, r_wire_row=2.5, r_wire_col=2.5, method="pcg", tol=1e-13)
     expected = i_on.amax(-1) * m.out_scale / 63  # one code, in weight units
     torch.testing.assert_close(m.out_fs[0, :, 0, 0], expected[:, 0], rtol=1e-6, atol=0)
-    assert float((m.out_fs / nominal.out_fs).max()) < 0.95  # IR drop lowers the range
+    assert float((m.out_fs / wire_free.out_fs).max()) < 0.95  # IR drop lowers the range
+    programmed = solve_crossbar(wire_free.conductances()[0], v, r_wire_row=2.5, r_wire_col=2.5, method="pcg",
+                                tol=1e-13).amax(-1)  # the programmed devices (no wires in that matrix)
+    assert float((programmed / i_on.amax(-1) - 1).abs().max()) > 1e-3  # the chip's own devices differ
 
 
 def test_an_unresolved_output_takes_its_tiles_gain():
@@ -68,7 +80,7 @@ def test_an_unresolved_output_takes_its_tiles_gain():
     with torch.no_grad():
         lin.weight[3] *= 1e-3
     spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=8, device=uniform_drift(), t_inference=100.0,
-                           calibration="vectors")
+                           calibration="vectors", **DIGITAL)
     raw = xbar.AnalogLinear(lin, spec.replace(calibration=None)).matrix
     m = xbar.AnalogLinear(lin, spec).matrix
     gain = (m.out_fs / raw.out_fs)[0, 0, 0]
@@ -84,7 +96,7 @@ def test_an_unresolved_tile_takes_its_layers_gain():
     with torch.no_grad():
         lin.weight[8:] *= 1e-3
     spec = xbar.Spec.ideal(tile=(64, 16), adc_bits=8, device=uniform_drift(), t_inference=100.0,
-                           calibration="vectors")
+                           calibration="vectors", **DIGITAL)
     raw = xbar.AnalogLinear(lin, spec.replace(calibration=None)).matrix
     m = xbar.AnalogLinear(lin, spec).matrix
     assert m.n_c == 2
@@ -99,7 +111,7 @@ def test_adc_rounding_error_is_lsb_squared_over_twelve(calibration):
     code, so a differential output over one tile-row has error variance 2 LSB^2 / 12; a
     calibration of this hardware must not add to it (its gain is 1 up to the rounding)."""
     lin = linear(1, 48, 16)
-    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=7, calibration=calibration)
+    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=7, calibration=calibration, **DIGITAL)
     layer = xbar.AnalogLinear(lin, spec)
     x = rand(2, 20_000, 48)
     with torch.no_grad():
@@ -114,7 +126,7 @@ def adc_error_read(seed=11, **errors):
     """A 48-input layer on one 64x64 tile of ideal devices and wires, 7-bit ADCs with the
     given errors, read on 20,000 continuous inputs: (error, one code per output, matrix)."""
     lin = linear(1, 48, 16)
-    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=7, **errors)
+    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=7, **{**DIGITAL, **errors})
     layer = xbar.AnalogLinear(lin, spec, seeds=(seed, seed + 1))
     x = rand(2, 20_000, 48)
     with torch.no_grad():
@@ -299,8 +311,9 @@ def test_adc_range_from_the_calibration_batch():
     dev = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
     x_cal = (rand(12, 256, 64) < 0.15).double()
     x = (rand(13, 512, 64) < 0.15).double()
-    base = dict(tile=(64, 64), device=dev, adc_bits=4, calibration="data")
-    worst = xbar.AnalogLinear(lin, xbar.Spec.ideal(**base))
+    base = dict(tile=(64, 64), device=dev, adc_bits=4, calibration="data", subtraction="digital",
+                adc_range_scope="tile")
+    worst = xbar.AnalogLinear(lin, xbar.Spec.ideal(**base, adc_percentile=None))
     top = xbar.AnalogLinear(lin, xbar.Spec.ideal(**base, adc_percentile=100))
     for layer in (worst, top):
         layer.matrix.fit_calibration(x_cal.unsqueeze(0))
@@ -315,11 +328,16 @@ def test_adc_range_from_the_calibration_batch():
     assert relative_rms(p999, lin, x) < relative_rms(worst, lin, x) / 2
 
 
-def test_adc_percentile_needs_an_adc_and_a_calibration():
-    with pytest.raises(ValueError, match="adc_percentile = 99.*needs adc_bits and a calibration"):
-        xbar.Spec(adc_percentile=99.9)
-    with pytest.raises(ValueError, match="adc_percentile = 99.*needs adc_bits"):
-        xbar.Spec(adc_bits=6, adc_percentile=99.9, calibration=None)
+def test_the_raw_chip_has_worst_case_ranges():
+    """A chip without calibration has no calibration reads to set its ranges from: its reads
+    are those of the worst-case range, whatever adc_percentile says; a percentile must lie in
+    (0, 100]."""
+    lin = linear(11, 64, 16)
+    x = (rand(13, 1, 256, 64) < 0.15).double()
+    raw = dict(tile=(64, 64), device=presets["rram_hfo2"], adc_bits=4, calibration=None)
+    assert not xbar.Spec(**raw).ranges_from_calibration
+    reads = [xbar.AnalogLinear(lin, xbar.Spec(**raw, adc_percentile=p), seeds=(1, 2)).matrix(x) for p in (99.9, None)]
+    torch.testing.assert_close(reads[0], reads[1], rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"adc_percentile = 0 .*\(0, 100\]"):
         xbar.Spec(adc_bits=6, adc_percentile=0)
 
@@ -350,8 +368,14 @@ def test_analog_subtraction_reads_each_pair_with_one_signed_adc():
 
 
 def test_analog_subtraction_needs_a_signed_adc_and_pairs():
+    """By default a differential pair is subtracted in analog by one signed ADC, the offset
+    mapping digitally by unipolar ADCs; an explicit choice that cannot be built is refused."""
+    assert xbar.Spec(adc_bits=6).analog_subtraction and xbar.Spec(adc_bits=6).signed_adc
+    offset = xbar.Spec(adc_bits=6, mapping="offset")
+    assert not offset.analog_subtraction and not offset.signed_adc and offset.range_scope == "tile"
+    assert not xbar.Spec(adc_bits=6, subtraction="digital").signed_adc
     with pytest.raises(ValueError, match="subtraction = 'analog'.*adc_signed=True"):
-        xbar.Spec(adc_bits=6, subtraction="analog")
+        xbar.Spec(adc_bits=6, subtraction="analog", adc_signed=False)
     with pytest.raises(ValueError, match="subtraction = 'analog'.*mapping='differential'"):
         xbar.Spec(adc_bits=6, adc_signed=True, mapping="offset", subtraction="analog")
 

@@ -209,7 +209,8 @@ def test_signed_inputs_need_a_signed_path():
     with pytest.raises(ValueError, match="unsigned DAC"):
         xbar.convert(model, xbar.Spec.ideal(dac_bits=8))[0](x)
     with pytest.raises(ValueError, match="a signed DAC drives negative row voltages.*adc_signed=True"):
-        xbar.Spec.ideal(adc_bits=8, dac_signed=True)
+        xbar.Spec.ideal(adc_bits=8, dac_signed=True, adc_signed=False)
+    assert xbar.Spec.ideal(adc_bits=8, dac_signed=True, subtraction="digital").signed_adc  # by default
     with pytest.raises(ValueError, match="dac_signed = 1 is not allowed: must be True or False"):
         xbar.Spec.ideal(dac_signed=1)
     # a signed 8-bit DAC: the error of each input is within half a step (range / 127)
@@ -221,7 +222,10 @@ def test_signed_inputs_need_a_signed_path():
     bound = step / 2 * model[0].weight.abs().sum(1)  # worst case, per output
     assert (err.abs() <= bound + 1e-12).all() and float(err.abs().max()) > 0
     # a signed ADC reads the negative currents; ideal converters are exact for any sign
-    ds = _sim(model, (x, y), xbar.Spec.ideal(adc_bits=10, adc_signed=True, dac_signed=True), t=2)
+    cal = (_data(16, seed=7, dtype=torch.float64)[0] - 0.5) * 2  # other samples, signed alike
+    worst = dict(adc_percentile=None)  # these 40 samples reach 1.4x the calibration's largest product
+    ds = _sim(model, (x, y), xbar.Spec.ideal(adc_bits=10, adc_signed=True, dac_signed=True, **worst), t=2,
+              calibration_data=cal)
     assert float(ds.read_error.max()) < 0.02
     exact = _sim(model, (x, y), t=2)
     assert float(exact.read_error.max()) < 1e-12

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import devices
-from devices import DeviceModel, presets
+import xbar
+from devices import DeviceModel, presets, program
 
 
 def gen(seed=0):
@@ -25,6 +26,9 @@ def gen(seed=0):
     (dict(p_stuck_low=1.5), "p_stuck_low"),
     (dict(p_stuck_low=0.6, p_stuck_high=0.6), "p_stuck_high"),
     (dict(g_max=float("nan")), "g_max"),
+    (dict(relaxation_times=(2.0, 1.0), relaxation_polys=((0.01,), (0.02,))), "relaxation_times"),
+    (dict(relaxation_times=(1.0,), relaxation_polys=()), "relaxation_polys"),
+    (dict(relaxation_times=(1.0,), relaxation_polys=((0.01,),), prog_sigma_poly=(0.01,)), "prog_sigma_poly"),
 ])
 def test_bad_device_fields_are_named(changes, field):
     with pytest.raises(ValueError, match=rf"DeviceModel\.{field} = .* not allowed"):
@@ -112,3 +116,48 @@ def test_same_generator_seed_gives_identical_programming():
     target = torch.rand(64, 64, dtype=torch.float64) * model.g_max
     assert torch.equal(devices.program(target, model, gen(7)), devices.program(target, model, gen(7)))
     assert not torch.equal(devices.program(target, model, gen(7)), devices.program(target, model, gen(8)))
+
+
+def test_the_neurram_relaxation_follows_aihwkits_fit_in_time():
+    """rram_wan2022: the spread of the programmed conductances around their targets is
+    aihwkit's ReRamWan2022NoiseModel polynomial at 1 s (programming) and after 1 and 2 days
+    (4th order in g~, uS for g_max = 40 uS), linear in ln t between; each device keeps its
+    draw, so its deviation at a day is the one at programming times the ratio of spreads."""
+    from devices.physics import prog_sigma
+
+    dev = presets["rram_wan2022"]
+    target = torch.full((200_000,), 0.5 * dev.g_max, dtype=torch.float64)
+    x = 0.5
+    day = (0.701 + 22.086 * x - 50.773 * x**2 + 47.095 * x**3 - 16.458 * x**4) * 1e-6  # S, at 40 uS
+    sec = (0.348 + 16.030 * x - 43.853 * x**2 + 45.393 * x**3 - 16.815 * x**4) * 1e-6
+    assert float(prog_sigma(target[:1], dev, 86400.0)) == pytest.approx(day, rel=1e-9)
+    assert float(prog_sigma(target[:1], dev, 0.0)) == pytest.approx(sec, rel=1e-9)
+    hour = float(prog_sigma(target[:1], dev, 3600.0))
+    f = math.log(3600.0) / math.log(86400.0)  # linear in ln t from 1 s
+    assert hour == pytest.approx((1 - f) * sec + f * day, rel=1e-9)
+    g0 = program(target, dev, torch.Generator().manual_seed(0))
+    g1 = program(target, dev, torch.Generator().manual_seed(0), t=86400.0)
+    assert float((g1 - target).std()) == pytest.approx(day, rel=0.01)
+    torch.testing.assert_close(g1 - target, (g0 - target) * (day / sec), rtol=1e-9, atol=1e-15)
+    with pytest.raises(ValueError, match="t_inference = 300000.0 .*relaxation data up to 172800 s"):
+        xbar.Spec(device=dev, t_inference=3e5)
+
+
+def test_pcm_drift_exponents_are_folded_to_their_magnitude():
+    """aihwkit takes |nu|: without the fold a share Phi(-mu_nu / sigma_nu) of PCM devices
+    would drift upward: 0.43% at g~ = 0.1 (mu_nu = 0.0601, sigma_nu = 0.0229), 1.7% at
+    g~ = 0.01."""
+    from devices.physics import drift_nu
+
+    g0 = torch.full((400_000,), 0.1 * presets["pcm"].g_max, dtype=torch.float64)
+    folded = drift_nu(g0, presets["pcm"], torch.Generator().manual_seed(1))
+    signed = drift_nu(g0, presets["pcm"].replace(drift_nu_abs=False), torch.Generator().manual_seed(1))
+    assert float(folded.min()) >= 0
+    share = float((signed < 0).double().mean())
+    assert share == pytest.approx(0.0043, abs=0.001)  # Phi(-0.0601 / 0.0229)
+    torch.testing.assert_close(folded, signed.abs())
+
+
+def test_a_state_dependent_spread_of_drift_alone_is_drift():
+    dev = presets["ideal"].replace(drift_nu_std_log_slope=-0.01, drift_nu_std_clip=(0.0, 0.05))
+    assert dev.has_drift

@@ -128,14 +128,15 @@ def test_every_spec_option_is_covered():
     assert fields <= covered, fields - covered
 
 
+@pytest.mark.parametrize("subtraction", ["digital", "analog"])
 @pytest.mark.parametrize("path", ["evaluation", "training"])
-def test_adc_noise_has_its_variance_in_both_paths(path):
-    """``adc_noise = s`` LSB at every conversion: a differential output is the difference
-    of two conversions, each rounded, so its variance over repeated reads of one input is
-    ``2 (s^2 + 1/12)`` codes^2 (Sheppard's correction; exact to 1e-9 at s = 2), whichever
-    path reads it.  Signed ADC: no clipping at zero current."""
+def test_adc_noise_has_its_variance_in_both_paths(path, subtraction):
+    """``adc_noise = s`` LSB at every conversion, each rounded: the variance of an output
+    over repeated reads of one input is ``n (s^2 + 1/12)`` codes^2 (Sheppard's correction;
+    exact to 1e-9 at s = 2) for its ``n`` conversions (two with digital subtraction, one
+    with analog), whichever path reads it.  Signed ADC: no clipping at zero current."""
     spec = xbar.Spec(device=QUIET, tile=(16, 16), adc_bits=8, adc_signed=True, adc_noise=2.0,
-                     calibration=None, r_wire_row=0.0, r_wire_col=0.0)
+                     subtraction=subtraction, calibration=None, r_wire_row=0.0, r_wire_col=0.0)
     torch.manual_seed(0)
     layer = nn.Linear(16, 8, bias=False)
     x = (torch.rand(1, 16, generator=torch.Generator().manual_seed(2)) < 0.5).float().expand(4000, 16)
@@ -147,4 +148,5 @@ def test_adc_noise_has_its_variance_in_both_paths(path):
             y = _training(layer, spec, x, seed=3)
             lsb = AnalogLinear(layer, spec, seeds=_seeds(3)).matrix.out_fs[0, 0, 0]
     var = (y / lsb).var(0)  # codes^2, per output
-    assert torch.allclose(var.mean(), torch.tensor(2 * (4 + 1 / 12)), rtol=0.04), float(var.mean())
+    conversions = 2 if subtraction == "digital" else 1
+    assert torch.allclose(var.mean(), torch.tensor(conversions * (4 + 1 / 12)), rtol=0.04), float(var.mean())

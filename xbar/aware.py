@@ -24,10 +24,10 @@ one buys the accuracy; one that the spec does not have stays off:
 ``adc``
     the DAC's rounding of the inputs and each tile-row's ADC, through evaluation's
     functions (:mod:`xbar.tile.converters`, :func:`xbar.tile.read.tile_row_read`): the
-    tile's full scale (the worst case of the programmed state, or with
-    ``Spec.adc_percentile`` set from each read's column currents as evaluation sets it
-    from the calibration's), the converters' gain and offset errors (drawn with the
-    programming) and noise (at every conversion), the clip and the rounding to codes.
+    full scale (the nominal tile's worst case; with ``calibration`` on, set from each
+    read's column currents at ``Spec.adc_percentile`` as evaluation sets it from the
+    calibration's), the converters' gain and offset errors (drawn with the programming)
+    and noise (at every conversion), the clip and the rounding to codes.
     Gradient: straight through the rounding, zero beyond the clip.
 ``ir_drop``
     the effective conductances.  With ``Spec.ir_drop_model="exact"``: the programmed
@@ -38,8 +38,8 @@ one buys the accuracy; one that the spec does not have stays off:
     exact gradient.  With ``Spec.ir_drop_compensation``: evaluation's pre-distorted
     targets, their ratio to the mapped ones held.
 ``calibration``
-    the digital offset (the read with every input off) and gain per output and
-    tile-row that evaluation fits (:func:`xbar.tile.calibration.calibration_gain`),
+    the ADC ranges (above), the digital offset (the read with every input off) and gain
+    per output and tile-row that evaluation fits (:func:`xbar.tile.calibration.calibration_gain`),
     fitted on each read and held (no gradient through the fit): on its input vectors,
     at most :data:`xbar.tile.calibration.CAL_MAX_ROWS` of them drawn at random, as
     evaluation fits on at most that many.
@@ -81,8 +81,8 @@ from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
                                    range_groups)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices
-from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
-from xbar.tile.programming import program_tiles
+from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
@@ -176,7 +176,7 @@ class _LayerModel:
         if isinstance(module, nn.Conv2d):
             self.conv = dict(kernel=(module.in_channels, *module.kernel_size), stride=module.stride,
                              padding=_conv_padding(module), dilation=module.dilation)
-        self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None and "adc" in on
+        self.analog_pairs = spec.analog_subtraction and "adc" in on
         self.batches = 0
         self.atten: torch.Tensor | None = None
         self.comp_ratio: torch.Tensor | None = None  # IR-drop compensation, held
@@ -242,8 +242,8 @@ class _LayerModel:
             # evaluation's pre-distorted targets, the ratio to the mapped ones held
             t, nominal = t * self._compensation(nominal), self.compensated
             w_per_siemens = w_per_siemens / spec.ir_drop_compensation
-        state = program_tiles(t, spec, draws, self._circuit(nominal), variation="variation" in on,
-                              read_noise="read_noise" in on)
+        circuit = self._circuit(nominal)
+        state = program_tiles(t, spec, draws, circuit, variation="variation" in on, read_noise="read_noise" in on)
         n_r, n_c, rows, cols = nominal.shape
         keep, a, b = read_columns(q.scheme, self.n_out, n_c, cols, q.outputs_per_tile)
         keep = None if len(keep) == n_c * cols else keep.to(w.device)  # None: every column is read
@@ -251,7 +251,7 @@ class _LayerModel:
         output_tiles = torch.arange(self.n_out, device=w.device) // q.outputs_per_tile
         i_fs = None
         if "adc" in on and spec.adc_bits is not None:
-            i_fs = full_scale(state.designed, spec, self.n_in, self.analog_pairs, q.outputs_per_tile)
+            i_fs = designed_full_scale(nominal, spec, circuit, self.n_in, self.analog_pairs, q.outputs_per_tile)
             scale = full_scale_units(i_fs, spec)  # column currents in units of full scale
         else:
             scale = w_per_siemens
@@ -332,10 +332,10 @@ class _LayerModel:
         if self.last_out is not None and self._same_input(x):  # no per-read noise: the same read
             return self.last_out
         x, u, std = self._read_sums(x)
-        pick = self._pick(u.shape[:-2]) if st["adc"] and spec.adc_percentile is not None or \
-            "calibration" in self.on else None
+        calibrating = "calibration" in self.on
+        pick = self._pick(u.shape[:-2]) if calibrating else None
         out_fs = st["out_fs"]  # (n_r, out): weight units per code
-        if st["adc"] and spec.adc_percentile is not None:  # the ranges, set from this read
+        if st["adc"] and calibrating and spec.ranges_from_calibration:  # the ranges, set from this read
             u, std, out_fs = self._ranges(u, std, out_fs, pick)
         y = tile_row_read(u, std, None if std is None else self._noise(u), spec, adc=st["adc"], a=st["a"], b=st["b"],
                           gain=st["adc_gain"], offset=st["adc_offset"], normal=self._normal)

@@ -15,6 +15,10 @@ from xbar.circuit import check_resistances
 # ``IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm * 5 uS)`` (docs/hardware.md).
 R_WIRE_AIHWKIT = 0.35
 
+# The percentile of the calibration reads' column currents at which the ADC ranges are
+# set by default: chosen by measurement (python -m studies.adc_ranges, docs/hardware.md#adc-ranges).
+ADC_PERCENTILE = 99.9
+
 # What Spec.calibration may be, besides None (the raw hardware).
 CALIBRATIONS = ("data", "vectors")
 
@@ -34,31 +38,33 @@ class Spec:
         per output and one reference column per tile).
     adc_bits, adc_range, adc_signed
         per-column ADC.  ``adc_bits=None``: an ideal ADC (no quantization, no clipping).
-        Otherwise the full scale of every column of a tile is ``adc_range`` times the
-        largest column current that tile can draw, ``v_read * max_j sum_i G_ij`` with all
-        inputs at full scale, over the rows an input drives, ``G`` the effective
-        conductances of the programmed state through the wires (IR drop included: the
-        current the column can really carry; set once, at programming).  Unipolar (``adc_signed=False``): currents are clipped to
-        ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs, I_fs]``,
-        ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range saturate.
+        Its full scale: set at calibration from the calibration reads
+        (``adc_percentile``), or the worst case: ``adc_range`` times the largest column
+        current a tile can draw, ``v_read * max_j sum_i G_ij`` with every row that an input
+        drives at full scale, ``G`` the effective conductances of the nominal tile (the
+        targets through the wires, IR drop included), as a designer sizes it without
+        knowing the programmed devices.  Unipolar (``adc_signed=False``): currents are
+        clipped to ``[0, I_fs]`` and rounded to ``2**bits`` levels; signed: ``[-I_fs,
+        I_fs]``, ``2**bits - 1`` levels symmetric about 0.  Currents beyond the range
+        saturate.  ``adc_signed=None`` (default): signed where analog subtraction or a
+        signed DAC needs it, unipolar otherwise (:attr:`signed_adc`).
     subtraction
-        how a differential pair becomes an output: ``"digital"`` (default: each column
-        has its ADC, and the codes are subtracted) or ``"analog"`` (the two currents are
-        subtracted on the chip and one signed ADC digitizes the difference, as in IBM's
-        PCM chips and NeuRRAM; full scale = the largest difference either way with every
-        driven row at full scale; needs ``adc_signed=True`` and the differential mapping).
+        how a differential pair becomes an output: ``"analog"`` (the two currents are
+        subtracted on the chip and one signed ADC digitizes the difference, as NeuRRAM,
+        Wan et al., Nature 2022, and IBM's HERMES PCM chip, Le Gallo et al., Nature
+        Electronics 2023, read their differential weights; worst-case full scale = the
+        largest difference either way with every driven row at full scale; needs the
+        differential mapping and a signed ADC) or ``"digital"`` (each column has its ADC,
+        and the codes are subtracted).  ``None`` (default): analog with the differential
+        mapping, digital with the offset mapping (:attr:`analog_subtraction`).
     adc_percentile
-        ``None`` (default): the worst-case full scale above.  A number in ``(0, 100]``:
-        each tile's full scale is set, when the crossbar is calibrated, at this
-        percentile of the column current magnitudes that the calibration inputs drew in
-        the tile (times ``adc_range``), as designers set ranges from calibration data;
-        currents beyond it saturate.  Needs an ADC and a calibration.
-    adc_range_scope
-        which ADCs share a range set from calibration reads: ``"tile"`` (default: every
-        column of a tile) or ``"column"`` (each output's own; the two columns of a pair
-        with digital subtraction share it).  Needs ``adc_percentile`` and the
-        differential mapping (the offset mapping's reference column is read against every
-        output of its tile).
+        a number in ``(0, 100]`` (default 99.9): when the crossbar is calibrated,
+        each tile's (or column's, ``adc_range_scope``) full scale is set at this percentile
+        of the column current magnitudes that the calibration inputs drew, times
+        ``adc_range``, as designers set ranges from calibration data; currents beyond it
+        saturate.  Chosen by measurement (docs/hardware.md#adc-ranges).  ``None``: the
+        worst case above.  The raw chip (``calibration=None``) has no calibration reads to
+        set ranges from: its ranges are the worst case.
     adc_noise, adc_gain_error, adc_offset_error
         the converters' own errors (all 0 by default; each needs ``adc_bits``), in the
         form of IBM aihwkit's tile model (``IOParameters.out_noise`` and the per-output
@@ -111,7 +117,8 @@ class Spec:
         calibrate.  ``"data"`` (default): the reads of a calibration batch, a few training
         samples run through the network (:func:`xbar.calibrate`, or
         ``simulate(..., calibration_data=)``; ``simulate`` refuses uncalibrated crossbars and
-        never fits on the samples it evaluates); ``"vectors"``: known random binary vectors, at programming; ``None``: the raw hardware.  A spec
+        never fits on the samples it evaluates); ``"vectors"``: known random binary vectors,
+        at programming; ``None``: the raw hardware.  A spec
         with no non-ideality is never calibrated (there is nothing to correct).
     ir_drop_model
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
@@ -124,10 +131,10 @@ class Spec:
     mapping: str = "differential"
     adc_bits: int | None = None
     adc_range: float = 1.0
-    adc_percentile: float | None = None
-    adc_range_scope: str = "tile"
-    subtraction: str = "digital"
-    adc_signed: bool = False
+    adc_percentile: float | None = ADC_PERCENTILE
+    adc_range_scope: str | None = None
+    subtraction: str | None = None
+    adc_signed: bool | None = None
     adc_noise: float = 0.0
     adc_gain_error: float = 0.0
     adc_offset_error: float = 0.0
@@ -162,10 +169,12 @@ class Spec:
             v.fail(o, "tile", self.tile, f"the {self.mapping} mapping needs cols >= {min_cols}")
         v.int_at_least(o, "adc_bits", self.adc_bits, 1, optional=True)
         v.int_at_least(o, "dac_bits", self.dac_bits, 1, optional=True)
-        for name in ("adc_signed", "dac_signed"):
-            if not isinstance(getattr(self, name), bool):
-                v.fail(o, name, getattr(self, name), "must be True or False")
-        if self.dac_signed and not self.adc_signed and self.adc_bits is not None:
+        if not isinstance(self.dac_signed, bool):
+            v.fail(o, "dac_signed", self.dac_signed, "must be True or False")
+        if self.adc_signed is not None and not isinstance(self.adc_signed, bool):
+            v.fail(o, "adc_signed", self.adc_signed, "must be True or False, or None (signed where analog "
+                   "subtraction or a signed DAC needs it)")
+        if self.dac_signed and self.adc_signed is False and self.adc_bits is not None:
             v.fail(o, "dac_signed", self.dac_signed, "a signed DAC drives negative row voltages, "
                    "whose negative column currents a unipolar ADC would clip: set adc_signed=True")
         v.positive(o, "adc_range", self.adc_range)
@@ -178,8 +187,9 @@ class Spec:
                 v.fail(o, "ir_drop_compensation", c, f"pre-distorted targets fall between the "
                        f"{self.device.levels} levels of device {self.device.name!r}: use a "
                        "continuous device or no compensation")
-        v.one_of(o, "subtraction", self.subtraction, ("digital", "analog"))
-        if self.subtraction == "analog" and (self.mapping != "differential" or not self.adc_signed):
+        if self.subtraction is not None:
+            v.one_of(o, "subtraction", self.subtraction, ("digital", "analog"))
+        if self.subtraction == "analog" and (self.mapping != "differential" or self.adc_signed is False):
             v.fail(o, "subtraction", self.subtraction, "analog subtraction reads the signed difference "
                    "of a differential pair with one signed ADC: it needs mapping='differential' and "
                    "adc_signed=True")
@@ -188,10 +198,8 @@ class Spec:
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
                 v.fail(o, "adc_percentile", p, "must be a percentile in (0, 100], or None for the "
                        "worst-case full scale")
-            if self.adc_bits is None or self.calibration is None:
-                v.fail(o, "adc_percentile", p, "sets ADC ranges from the calibration's inputs: it "
-                       "needs adc_bits and a calibration ('data' or 'vectors')")
-        v.one_of(o, "adc_range_scope", self.adc_range_scope, ("tile", "column"))
+        if self.adc_range_scope is not None:
+            v.one_of(o, "adc_range_scope", self.adc_range_scope, ("tile", "column"))
         if self.adc_range_scope == "column" and (self.adc_percentile is None or self.mapping != "differential"):
             v.fail(o, "adc_range_scope", self.adc_range_scope, "a range per column is set from calibration "
                    "reads of a differential pair: it needs adc_percentile and mapping='differential'")
@@ -204,6 +212,9 @@ class Spec:
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)
+        if self.device.relaxes and self.t_inference > self.device.relaxation_times[-1]:
+            v.fail(o, "t_inference", self.t_inference, f"device {self.device.name!r} has relaxation data up "
+                   f"to {self.device.relaxation_times[-1]:g} s after programming only: read it within that time")
         v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
         if self.calibration is not None:
             if self.calibration not in CALIBRATIONS:
@@ -222,6 +233,38 @@ class Spec:
         return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
                 and not self.has_ir_drop)
+
+    @property
+    def ranges_from_calibration(self) -> bool:
+        """The ADC ranges are set from the calibration reads (``adc_percentile``): an ADC,
+        a calibration and a percentile; otherwise they are the worst case."""
+        return self.adc_bits is not None and self.calibration is not None and self.adc_percentile is not None
+
+    @property
+    def range_scope(self) -> str:
+        """Which ADCs share a range set from calibration reads: ``adc_range_scope``, or by
+        default each column with the differential mapping and each tile with the offset
+        mapping."""
+        if self.adc_range_scope is not None:
+            return self.adc_range_scope
+        return "column" if self.mapping == "differential" else "tile"
+
+    @property
+    def analog_subtraction(self) -> bool:
+        """A differential pair's currents are subtracted on the chip and one signed ADC reads
+        the difference: ``subtraction="analog"``, or by default with the differential
+        mapping and an ADC."""
+        if self.subtraction is not None:
+            return self.subtraction == "analog" and self.adc_bits is not None
+        return self.mapping == "differential" and self.adc_bits is not None
+
+    @property
+    def signed_adc(self) -> bool:
+        """The ADC reads both signs: ``adc_signed``, or by default where analog subtraction
+        or a signed DAC needs it."""
+        if self.adc_signed is not None:
+            return self.adc_signed
+        return self.analog_subtraction or self.dac_signed
 
     @property
     def has_ir_drop(self) -> bool:

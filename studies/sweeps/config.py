@@ -55,7 +55,7 @@ SIMULATION_FIELDS = {"timesteps": 16}
 DEVICE_FIELDS = ["preset"] + [f.name for f in fields(DeviceModel) if f.name not in ("name", "source")]
 SPEC_FIELDS = [f.name for f in fields(xbar.Spec) if f.name != "device"] + ["r_wire"]
 # Optional integer fields where a sweep file writes 0 for None (ideal converter).
-ZERO_IS_NONE = ("adc_bits", "dac_bits")
+ZERO_IS_NONE = ("adc_bits", "dac_bits", "adc_percentile")
 # Hardware-aware training in a sweep: ``hardware_aware = true`` trains each point's model
 # on that point's crossbars (a converted network: fine-tuned there, ``FineTune``'s
 # defaults); ``aware`` lists the ingredients it sees.

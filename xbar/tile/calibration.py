@@ -120,11 +120,11 @@ def calibration_vectors(n_in: int, spec: Spec, trials: int, gen: torch.Generator
 
 
 def range_groups(spec: Spec, analog_pairs: bool, read_tiles: torch.Tensor, output_tiles: torch.Tensor):
-    """Which ADCs share a range (``Spec.adc_range_scope``): the group of each read column and
+    """Which ADCs share a range (``Spec.range_scope``): the group of each read column and
     of each output, and the number of groups.  ``"tile"``: every column of a tile;
     ``"column"``: each output's own (the two columns of a pair with digital subtraction
     share it, so that their codes still subtract)."""
-    if spec.adc_range_scope == "tile":
+    if spec.range_scope == "tile":
         return read_tiles, output_tiles, int(read_tiles.max()) + 1
     n_out = output_tiles.numel()
     outputs = torch.arange(n_out, device=output_tiles.device)
@@ -139,7 +139,7 @@ def percentile_levels(u: torch.Tensor, groups: torch.Tensor, n_groups: int, spec
     larger of its two columns' percentiles.  A group that drew no current keeps its range
     (1)."""
     q = spec.adc_percentile / 100
-    if spec.adc_range_scope == "column":
+    if spec.range_scope == "column":
         per_column = torch.quantile(u.double(), q, dim=-2)  # (K, n_r, read columns)
         level = per_column.new_zeros(*per_column.shape[:-1], n_groups).scatter_reduce_(
             -1, groups.expand_as(per_column), per_column, "amax", include_self=False)

@@ -85,7 +85,7 @@ def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec, w_pe
     """The digital side: weight units per ADC code, per tile-row and output ``(..., n_r,
     out)`` (codes -> amperes -> weight units), for full scales ``i_fs`` ``(..., n_r, n_c)``
     and the tile of each output."""
-    return (i_fs[..., output_tiles] / top_code(spec.adc_bits, spec.adc_signed)
+    return (i_fs[..., output_tiles] / top_code(spec.adc_bits, spec.signed_adc)
             * (w_per_siemens * spec.input_range / spec.v_read))
 
 
@@ -99,7 +99,7 @@ def draw_adc_errors(spec: Spec, shape: tuple, gen: torch.Generator, like: torch.
         return None, None
     gain = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
     offset = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
-    top = top_code(spec.adc_bits, spec.adc_signed)
+    top = top_code(spec.adc_bits, spec.signed_adc)
     return (1 + gain * spec.adc_gain_error if spec.adc_gain_error > 0 else None,
             offset * (spec.adc_offset_error / top) if spec.adc_offset_error > 0 else None)
 
@@ -114,5 +114,5 @@ def adc_input_(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None, offset: t
     if offset is not None:
         u.add_(offset)
     if spec.adc_noise > 0:
-        u.add_(normal(u), alpha=spec.adc_noise / top_code(spec.adc_bits, spec.adc_signed))
+        u.add_(normal(u), alpha=spec.adc_noise / top_code(spec.adc_bits, spec.signed_adc))
     return u

@@ -52,8 +52,8 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_REA
                                    calibration_gain, calibration_vectors, percentile_levels, range_groups,
                                    sample_rows)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices, side_by_side, tile_row_parts
-from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale, full_scale_units
-from xbar.tile.programming import program_tiles
+from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
 
 
@@ -103,7 +103,7 @@ class ProgrammedMatrix(nn.Module):
         s2 = state.s2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         # Analog subtraction: each pair's currents are subtracted before one signed ADC.
-        self.analog_pairs = spec.subtraction == "analog" and spec.adc_bits is not None
+        self.analog_pairs = spec.analog_subtraction
         self.register_buffer("read_tiles", keep[0::2] // self.cols if self.analog_pairs else keep // self.cols)
         # The tile (column block) of each output.
         self.register_buffer("output_tiles", torch.arange(self.shape[1], device=w.device) // self.outputs_per_tile)
@@ -113,10 +113,11 @@ class ProgrammedMatrix(nn.Module):
         if self.merged:
             self._setup_merged(w_per_siemens, s2, keep, a, b)
         else:
-            # The ADC is sized for the currents the programmed state can draw through its
-            # wires (drift and static noise come later and are not known to the designer).
-            i_fs = None if spec.adc_bits is None else full_scale(state.designed, spec, self.shape[0],
-                                                                 self.analog_pairs, self.outputs_per_tile)
+            # The ADC is sized for the currents the nominal tiles draw through their wires
+            # (the programmed devices, their drift and static noise are not known to the designer).
+            i_fs = designed_full_scale(nominal, spec, lambda g: effective_conductance(g, spec), self.shape[0],
+                                       self.analog_pairs, self.outputs_per_tile)
+            i_fs = None if i_fs is None else i_fs.expand(trials, *i_fs.shape)
             self._setup_blocks(i_fs, w_per_siemens, s2, keep, a, b)
         self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
@@ -282,7 +283,8 @@ class ProgrammedMatrix(nn.Module):
         std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
         gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
         y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
-                          gain=gain, offset=offset, normal=lambda like: self._normal(like, calibrating, adc=True), inplace=True)
+                          gain=gain, offset=offset, normal=lambda like: self._normal(like, calibrating, adc=True),
+                          inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor) -> None:
@@ -339,7 +341,7 @@ class ProgrammedMatrix(nn.Module):
     def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
         into their buffers, and their offsets ``(k, 1, out)`` are returned."""
-        if self.spec.adc_percentile is not None:
+        if self.spec.ranges_from_calibration:
             self._set_adc_ranges(x)
         m = x.shape[-1]
         rows = self.n_r * self.rows

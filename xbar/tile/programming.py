@@ -13,13 +13,13 @@ nominal tile (or differentiates the first-order model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable
 
 import torch
 
 from devices import drift_factor, drift_nu, program, read_sigma_rel, static_read_noise
 from xbar.spec import Spec
+from xbar.tile.converters import full_scale
 from xbar.streams import ProgrammingDraws
 
 
@@ -29,20 +29,14 @@ class ProgrammedState:
 
     ``g0``: as programmed; ``g``: at inference (drift and the static read noise);
     ``g_eff``: ``g`` through the wires; ``s2``: the per-read noise variance of each entry
-    of ``g_eff`` (``None`` without per-read noise)."""
+    of ``g_eff`` (``None`` without per-read noise).  The designer's view of the same
+    tiles, what a worst-case ADC range is sized for, is the nominal one:
+    :func:`designed_full_scale`."""
 
     g0: torch.Tensor
     g: torch.Tensor
     g_eff: torch.Tensor
     s2: torch.Tensor | None
-    circuit: Callable[[torch.Tensor], torch.Tensor]
-
-    @cached_property
-    def designed(self) -> torch.Tensor:
-        """The programmed state through the wires, ``g0``'s effective conductances: what an
-        ADC range set at programming is sized for (drift and static noise come later and
-        are not known to the designer).  No gradient."""
-        return (self.g_eff if self.g is self.g0 else self.circuit(self.g0)).detach()
 
 
 def per_read_variance(g0: torch.Tensor, g_eff: torch.Tensor, spec: Spec) -> torch.Tensor | None:
@@ -64,18 +58,39 @@ def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
     generator of ``draws`` (so that the variation, the drift exponents and the static
     read noise are the same whether or not the others are drawn); ``circuit``:
     conductances -> effective conductances.  The drift exponents are drawn whenever the
-    device drifts, at ``t_inference = 0`` too, where they change nothing.
+    device drifts, at ``t_inference = 0`` too, where they change nothing; a relaxing
+    device is programmed with the same draws at programming (``g0``) and at
+    ``t_inference`` (``g``).
     ``variation=False``: the targets themselves, no draw (training without that
     ingredient); ``read_noise=False``: no read noise at all."""
     dev, t = spec.device, spec.t_inference
     if variation:
-        g0 = g = program(targets, dev, draws.devices)
+        if dev.relaxes and t > 0:  # the same draws at programming and at t
+            state = draws.devices.get_state()
+            g0 = program(targets, dev, draws.devices)
+            again = torch.Generator(device=draws.devices.device)
+            again.set_state(state)
+            g = program(targets, dev, again, t)
+        else:
+            g0 = g = program(targets, dev, draws.devices)
         if dev.has_drift:
             nu = drift_nu(g0, dev, draws.drift)
-            g = g0 * drift_factor(nu, t, dev) if t > 0 else g0
+            g = g * drift_factor(nu, t, dev) if t > 0 else g
     else:
         g0 = g = targets
     if read_noise:
         g = static_read_noise(g, g0, dev, t, draws.static)
     g_eff = circuit(g)
-    return ProgrammedState(g0, g, g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None, circuit)
+    return ProgrammedState(g0, g, g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None)
+
+
+def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[torch.Tensor], torch.Tensor],
+                        n_in: int, analog_pairs: bool, outputs_per_tile: int) -> torch.Tensor | None:
+    """The worst-case ADC full scale of each tile (A), ``(n_r, n_c)``, as a designer sizes
+    it: from the nominal targets ``nominal`` ``(n_r, n_c, R, C)`` through the circuit, not
+    from a programmed chip's own devices, which no designer knows (the ranges set from
+    calibration reads, ``Spec.adc_percentile``, replace it when the chip is calibrated).
+    ``None`` without an ADC."""
+    if spec.adc_bits is None:
+        return None
+    return full_scale(circuit(nominal.detach()).detach(), spec, n_in, analog_pairs, outputs_per_tile)

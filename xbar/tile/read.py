@@ -66,8 +66,8 @@ def adc_codes(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None = None, off
         u = adc_input_(u if inplace else u.clone(), spec, gain, offset, normal)
         inplace = True
     if u.requires_grad:
-        return _Quantize.apply(u, spec.adc_bits, spec.adc_signed)
-    return to_codes_(u if inplace else u.clone(), spec.adc_bits, spec.adc_signed)
+        return _Quantize.apply(u, spec.adc_bits, spec.signed_adc)
+    return to_codes_(u if inplace else u.clone(), spec.adc_bits, spec.signed_adc)
 
 
 def tile_row_read(u: torch.Tensor, std: torch.Tensor | None, eps: torch.Tensor | None, spec: Spec, *,

@@ -1,0 +1,26 @@
+"""The chip options that every study shares, beside its own: how the ADC ranges are set,
+how a differential pair is subtracted, and the time since programming.  Each defaults to
+:class:`xbar.Spec`'s own default (the deployed chip, docs/hardware.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import xbar
+
+_SPEC = {f.name: f.default for f in fields(xbar.Spec)}
+
+
+@dataclass(frozen=True)
+class ChipOptions:
+    """``adc_percentile``, ``adc_range_scope``, ``subtraction`` and ``t_inference``, as the
+    :class:`xbar.Spec` fields of the same names (validated there)."""
+
+    adc_percentile: float | None = _SPEC["adc_percentile"]
+    adc_range_scope: str | None = _SPEC["adc_range_scope"]
+    subtraction: str | None = _SPEC["subtraction"]
+    t_inference: float = _SPEC["t_inference"]
+
+    def chip(self) -> dict:
+        """These options as :class:`xbar.Spec` keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(ChipOptions)}
