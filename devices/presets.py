@@ -16,7 +16,9 @@
     conductance window, as IBM aihwkit applies it beside its ``ReRamWan2022NoiseModel``
     (``w_noise = 0.01``, additive, constant): ``sigma = 0.01 g_max`` per read, whatever
     ``G`` (``read_sigma_rel = 0.01`` at ``g_max`` with ``read_sigma_exponent = 1``),
-    white (drawn anew at every read).  No fault or drift figures: zero.
+    white (drawn anew at every read).  No fault or drift figures: zero.  (Stuck-at rates
+    are set in a preset only where its own source gives them; none of these does, so
+    every preset has 0: set ``p_stuck_low`` and ``p_stuck_high`` from the array you model.)
 ``pcm``
     Phase-change memory after the statistical model of S. R. Nandakumar et al.,
     "Phase-change memory models for deep learning training and inference", ICECS 2019

@@ -177,7 +177,30 @@ def test_adc_gain_errors_scale_the_outputs_and_calibration_removes_them():
     assert float(ratio.max()) < 1.2, ratio
 
 
-@pytest.mark.parametrize("field", ["adc_noise", "adc_gain_error", "adc_offset_error"])
+def test_adc_nonlinearity_bends_each_read_as_its_closed_form():
+    """An integral non-linearity n = 0.5 on every ADC (no spread), one signed ADC per pair,
+    raw chip: each output reads round(top * u / (1 + n |u|)) codes for its full-scale
+    current u, exactly; a calibration's gain takes up the mean slope and leaves less error."""
+    lin = linear(3, 48, 16)
+    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=8, adc_nonlinearity=0.5, calibration=None, adc_percentile=None)
+    layer = xbar.AnalogLinear(lin, spec)
+    m = layer.matrix
+    x = rand(4, 1, 2000, 48)
+    with torch.no_grad():
+        y = m(x)[0]
+        u = x[0] @ m.g_read[0, 0][:48]  # each pair's difference current, in units of full scale
+    top = 127
+    expected = torch.round(top * u / (1 + 0.5 * u.abs())) * m.out_fs[0, 0]
+    torch.testing.assert_close(y, expected, rtol=1e-9, atol=1e-12)
+    ideal = x[0] @ lin.weight.t()
+    raw_err = float((y - ideal).pow(2).mean())
+    cal = xbar.AnalogLinear(lin, spec.replace(calibration="vectors"))
+    with torch.no_grad():
+        cal_err = float((cal.matrix(x)[0] - ideal).pow(2).mean())
+    assert cal_err < 0.5 * raw_err, (cal_err, raw_err)
+
+
+@pytest.mark.parametrize("field", ["adc_noise", "adc_gain_error", "adc_offset_error", "adc_nonlinearity"])
 def test_adc_errors_need_an_adc(field):
     with pytest.raises(ValueError, match=f"{field} = 0.1 is not allowed: .*needs adc_bits"):
         xbar.Spec(**{field: 0.1})

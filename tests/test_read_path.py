@@ -41,6 +41,7 @@ CASES = {
     "a range per column, analog subtraction": dict(adc_percentile=99.9, adc_range_scope="column",
                                                    adc_signed=True, subtraction="analog"),
     "ADC gain and offset errors": dict(adc_gain_error=0.05, adc_offset_error=0.8, adc_signed=True),
+    "ADC integral non-linearity": dict(adc_nonlinearity=0.3, adc_nonlinearity_std=0.5, adc_offset_error=0.5),
     "ADC errors, unsigned": dict(adc_gain_error=0.05, adc_offset_error=0.8),
     "DAC": dict(dac_bits=3),
     "signed DAC": dict(dac_bits=3, dac_signed=True, adc_signed=True),

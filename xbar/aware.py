@@ -81,7 +81,7 @@ from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
                                    range_groups)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices
-from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
 
@@ -260,11 +260,11 @@ class _LayerModel:
             a = b = None
         if i_fs is None:
             out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
-            adc_gain = adc_offset = None
+            adc_errors = AdcErrors()
         else:
             out_fs = code_weight(i_fs, output_tiles, spec, w_per_siemens).detach()
             # the converters' own errors, drawn after the programming as evaluation draws them
-            adc_gain, adc_offset = draw_adc_errors(spec, (n_r, g_read.shape[-1]), draws.adc, g_read)
+            adc_errors = draw_adc_errors(spec, (n_r, g_read.shape[-1]), draws.adc, g_read)
         kept = torch.arange(n_c * cols, device=w.device) if keep is None else keep
         read_tiles = (kept[0::2] if self.analog_pairs else kept) // cols  # the tile of each read column
         if self.conv is not None:  # one convolution reads every tile-row
@@ -273,8 +273,8 @@ class _LayerModel:
         w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
         # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
         return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "n_r": n_r, "rows": rows,
-                "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None, "adc_gain": adc_gain,
-                "adc_offset": adc_offset, "read_tiles": read_tiles, "n_c": n_c}
+                "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None,
+                "adc_errors": adc_errors, "read_tiles": read_tiles, "n_c": n_c}
 
     def _products(self, x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
         """Every tile-row's column sums of inputs ``x`` through ``mat``: ``(*samples, n_r,
@@ -338,7 +338,7 @@ class _LayerModel:
         if st["adc"] and calibrating and spec.ranges_from_calibration:  # the ranges, set from this read
             u, std, out_fs = self._ranges(u, std, out_fs, pick)
         y = tile_row_read(u, std, None if std is None else self._noise(u), spec, adc=st["adc"], a=st["a"], b=st["b"],
-                          gain=st["adc_gain"], offset=st["adc_offset"], normal=self._normal)
+                          errors=st["adc_errors"], normal=self._normal)
         # (*samples, n_r, out): codes (or weight units)
         if "calibration" in self.on:
             y0 = self._zero_read(out_fs)
@@ -378,13 +378,12 @@ class _LayerModel:
         programming's generator, as evaluation's calibration draws it); ``None`` where the
         converters have no offset or noise (it reads 0)."""
         st, spec = self.state, self.spec
-        if not st["adc"] or (st["adc_offset"] is None and spec.adc_noise == 0):
+        if not st["adc"] or (st["adc_errors"].offset is None and spec.adc_noise == 0):
             return None
         if "y0" not in st:
             like = st["out_fs"]
             zeros = like.new_zeros(CAL_ZERO_READS, st["n_r"], st["read_tiles"].numel())
-            y0 = tile_row_read(zeros, None, None, spec, adc=True, a=st["a"], b=st["b"], gain=st["adc_gain"],
-                               offset=st["adc_offset"],
+            y0 = tile_row_read(zeros, None, None, spec, adc=True, a=st["a"], b=st["b"], errors=st["adc_errors"],
                                normal=lambda t: torch.empty_like(t).normal_(generator=self.draws.calibration_adc))
             st["y0"] = y0.mean(0)
         return st["y0"]

@@ -80,6 +80,13 @@ class Spec:
         corrects that only in part.  A unipolar ADC clips a negative
         offset at zero current, where no read sees it (use ``adc_signed=True`` to
         calibrate offsets of either sign).
+    adc_nonlinearity, adc_nonlinearity_std
+        the ADC's integral non-linearity (0 by default; needs ``adc_bits``), in the
+        S-shaped form of IBM aihwkit's ``IOParameters.out_nonlinearity``: a column
+        current ``u`` (in units of full scale) is read as ``u / (1 + n |u|)``, ``n =
+        adc_nonlinearity * |1 + adc_nonlinearity_std * N(0, 1)|`` drawn per ADC once per
+        programming (1 halves a full-scale current).  Calibration's gain takes up the
+        average slope, not the bend.
     dac_bits, dac_signed, input_range, v_read
         the DAC turns an input ``x`` into a row voltage ``v = x / input_range * v_read``
         (V).  ``dac_bits=None``: ideal DAC (exact, no clipping); otherwise ``x`` is
@@ -138,6 +145,8 @@ class Spec:
     adc_noise: float = 0.0
     adc_gain_error: float = 0.0
     adc_offset_error: float = 0.0
+    adc_nonlinearity: float = 0.0
+    adc_nonlinearity_std: float = 0.0
     dac_bits: int | None = None
     dac_signed: bool = False
     input_range: float = 1.0
@@ -203,12 +212,15 @@ class Spec:
         if self.adc_range_scope == "column" and (self.adc_percentile is None or self.mapping != "differential"):
             v.fail(o, "adc_range_scope", self.adc_range_scope, "a range per column is set from calibration "
                    "reads of a differential pair: it needs adc_percentile and mapping='differential'")
-        for name in ("adc_noise", "adc_gain_error", "adc_offset_error"):
+        for name in ("adc_noise", "adc_gain_error", "adc_offset_error", "adc_nonlinearity", "adc_nonlinearity_std"):
             value = getattr(self, name)
             v.non_negative(o, name, value)
             if value > 0 and self.adc_bits is None:
                 v.fail(o, name, value, "is an error of the ADC: it needs adc_bits (an ideal ADC, "
                        "adc_bits=None, has none)")
+        if self.adc_nonlinearity_std > 0 and self.adc_nonlinearity == 0:
+            v.fail(o, "adc_nonlinearity_std", self.adc_nonlinearity_std, "spreads adc_nonlinearity over the "
+                   "ADCs: set adc_nonlinearity > 0 too")
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)

@@ -9,6 +9,8 @@ taken as ternary, -1/0/+1).  Values beyond full scale saturate.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from xbar.spec import Spec
@@ -89,30 +91,56 @@ def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec, w_pe
             * (w_per_siemens * spec.input_range / spec.v_read))
 
 
-def draw_adc_errors(spec: Spec, shape: tuple, gen: torch.Generator, like: torch.Tensor):
-    """Each ADC's gain error (a factor) and offset (in units of its full scale), of
-    ``shape`` (one per tile-row and read column), drawn once per programming from the
-    ADCs' own generator: both draws are made whenever there is an ADC, so that the
-    offsets are the same with or without gain errors; ``None`` for an error the spec
-    does not have."""
+class AdcErrors(NamedTuple):
+    """Each ADC's own errors, drawn once per programming, one per tile-row and read column
+    (``None`` for an error the spec does not have): ``gain`` (a factor), ``offset`` (in
+    units of full scale) and ``nonlinearity`` (the integral non-linearity's ``n`` of
+    ``u / (1 + n |u|)``)."""
+
+    gain: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
+    nonlinearity: torch.Tensor | None = None
+
+    def map(self, fn) -> "AdcErrors":
+        """Each error through ``fn`` (a view of some trials or tile-rows)."""
+        return AdcErrors(*(None if t is None else fn(t) for t in self))
+
+    @property
+    def any(self) -> bool:
+        return any(t is not None for t in self)
+
+
+def draw_adc_errors(spec: Spec, shape: tuple, gen: torch.Generator, like: torch.Tensor) -> AdcErrors:
+    """Each ADC's errors (:class:`AdcErrors`) of ``shape`` (one per tile-row and read
+    column), drawn once per programming from the ADCs' own generator: the three draws are
+    made whenever there is an ADC, so that each error is the same with or without the
+    others."""
     if spec.adc_bits is None:
-        return None, None
-    gain = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
-    offset = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+        return AdcErrors()
+    gain, offset, nl = (torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) for _ in range(3))
     top = top_code(spec.adc_bits, spec.signed_adc)
-    return (1 + gain * spec.adc_gain_error if spec.adc_gain_error > 0 else None,
-            offset * (spec.adc_offset_error / top) if spec.adc_offset_error > 0 else None)
+    return AdcErrors(
+        1 + gain * spec.adc_gain_error if spec.adc_gain_error > 0 else None,
+        offset * (spec.adc_offset_error / top) if spec.adc_offset_error > 0 else None,
+        (spec.adc_nonlinearity * (1 + spec.adc_nonlinearity_std * nl).abs() if spec.adc_nonlinearity > 0
+         else None))
 
 
-def adc_input_(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None, offset: torch.Tensor | None,
-               normal) -> torch.Tensor:
-    """In place: column currents ``u`` (units of full scale) as the ADC sees them, with
-    its gain error, offset and input-referred noise (``normal(u)``: standard normals
-    shaped like ``u``, drawn per conversion)."""
-    if gain is not None:
-        u.mul_(gain)
-    if offset is not None:
-        u.add_(offset)
+def adc_input(u: torch.Tensor, spec: Spec, errors: AdcErrors, normal, inplace: bool) -> torch.Tensor:
+    """Column currents ``u`` (units of full scale) as the ADC sees them: its integral
+    non-linearity ``u / (1 + n |u|)`` (the S-shaped form of IBM aihwkit's
+    ``IOParameters.out_nonlinearity``, ``n`` per ADC), its gain error, offset and
+    input-referred noise (``normal(u)``: standard normals shaped like ``u``, drawn per
+    conversion).  ``inplace``: ``u`` is overwritten (no gradient through it)."""
+    if errors.nonlinearity is not None:
+        bend = u.abs().mul_(errors.nonlinearity).add_(1)
+        u = u.div_(bend) if inplace else u / bend
+    if errors.gain is not None:
+        u = u.mul_(errors.gain) if inplace else u * errors.gain
+    if errors.offset is not None:
+        u = u.add_(errors.offset) if inplace else u + errors.offset
     if spec.adc_noise > 0:
-        u.add_(normal(u), alpha=spec.adc_noise / top_code(spec.adc_bits, spec.signed_adc))
+        noise = normal(u)
+        alpha = spec.adc_noise / top_code(spec.adc_bits, spec.signed_adc)
+        u = u.add_(noise, alpha=alpha) if inplace else torch.add(u, noise, alpha=alpha)
     return u

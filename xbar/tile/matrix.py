@@ -52,7 +52,7 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_REA
                                    calibration_gain, calibration_vectors, percentile_levels, range_groups,
                                    sample_rows)
 from xbar.tile.columns import by_tile_row, read_columns, read_matrices, side_by_side, tile_row_parts
-from xbar.tile.converters import check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
 
@@ -141,12 +141,16 @@ class ProgrammedMatrix(nn.Module):
         return self.spec.calibration == "data" and self.needs_calibration and not self.calibrated
 
     def _draw_adc_errors(self, gen: torch.Generator) -> None:
-        """Each ADC's gain error and offset, per tile-row and read column, drawn once per
-        programming (:func:`xbar.tile.converters.draw_adc_errors`)."""
-        gain, offset = draw_adc_errors(self.spec, (self.trials, self.n_r, 1, self.g_read.shape[-1]), gen,
-                                       self.g_read)
-        self.register_buffer("adc_gain", gain)
-        self.register_buffer("adc_offset", offset)
+        """Each ADC's gain error, offset and non-linearity, per tile-row and read column,
+        drawn once per programming (:func:`xbar.tile.converters.draw_adc_errors`)."""
+        errors = draw_adc_errors(self.spec, (self.trials, self.n_r, 1, self.g_read.shape[-1]), gen, self.g_read)
+        for name, value in zip(("adc_gain", "adc_offset", "adc_nonlinearity"), errors):
+            self.register_buffer(name, value)
+
+    def _adc_errors(self, blocks: slice) -> AdcErrors:
+        """The ADC errors of the trials a read serves and of tile-rows ``blocks``."""
+        errors = AdcErrors(self.adc_gain, self.adc_offset, self.adc_nonlinearity)
+        return errors.map(lambda t: self._trials(t)[:, blocks])
 
     def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
@@ -281,9 +285,8 @@ class ProgrammedMatrix(nn.Module):
         u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
         std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
-        gain, offset = (None if t is None else self._trials(t)[:, blocks] for t in (self.adc_gain, self.adc_offset))
         y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
-                          gain=gain, offset=offset, normal=lambda like: self._normal(like, calibrating, adc=True),
+                          errors=self._adc_errors(blocks), normal=lambda like: self._normal(like, calibrating, adc=True),
                           inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 

@@ -7,7 +7,7 @@ where there is an ADC (weight units without).  Then, here:
 - the per-read noise: ``u + std * eps``, ``std`` the square root of one product of the
   squared inputs with the variances, ``eps`` standard normals, correlated between
   consecutive reads of one inference by an AR(1) process (:func:`ar1`);
-- the ADC (:func:`adc_codes`): its gain error, offset and input-referred noise, then the
+- the ADC (:func:`adc_codes`): its non-linearity, gain error, offset and input-referred noise, then the
   clip to its range and the rounding to codes (:func:`xbar.tile.converters.to_codes_`),
   with a straight-through gradient inside the range and none beyond it;
 - the decoding of read columns into outputs (:func:`xbar.tile.columns.decode_reads`) and
@@ -22,7 +22,7 @@ import torch
 
 from xbar.spec import Spec
 from xbar.tile.columns import decode_reads
-from xbar.tile.converters import adc_input_, to_codes_, top_code
+from xbar.tile.converters import AdcErrors, adc_input, to_codes_, top_code
 
 
 def ar1(prev: torch.Tensor | None, eps: torch.Tensor, rho: float) -> torch.Tensor:
@@ -56,14 +56,15 @@ class _Quantize(torch.autograd.Function):
         return (g if inside is None else torch.where(inside, g, 0.0)), None, None
 
 
-def adc_codes(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None = None, offset: torch.Tensor | None = None,
+def adc_codes(u: torch.Tensor, spec: Spec, errors: AdcErrors = AdcErrors(),
               normal: Callable[[torch.Tensor], torch.Tensor] | None = None, *, inplace: bool = False) -> torch.Tensor:
-    """Column currents ``u`` (units of full scale) as ADC codes: the converter's gain error
-    ``gain`` and ``offset`` (broadcast; ``None``: none), its noise (``normal(like)``:
-    standard normals, drawn where ``Spec.adc_noise > 0``), the clip and the rounding.
-    ``inplace``: ``u`` may be overwritten (a fresh product).  Differentiable in ``u``."""
-    if gain is not None or offset is not None or spec.adc_noise > 0:
-        u = adc_input_(u if inplace else u.clone(), spec, gain, offset, normal)
+    """Column currents ``u`` (units of full scale) as ADC codes: the converter's own
+    ``errors`` (:class:`xbar.tile.converters.AdcErrors`, broadcast), its noise
+    (``normal(like)``: standard normals, drawn where ``Spec.adc_noise > 0``), the clip and
+    the rounding.  ``inplace``: ``u`` may be overwritten (a fresh product, no gradient
+    needed of it).  Differentiable in ``u``."""
+    if errors.any or spec.adc_noise > 0:
+        u = adc_input(u, spec, errors, normal, inplace=inplace and not u.requires_grad)
         inplace = True
     if u.requires_grad:
         return _Quantize.apply(u, spec.adc_bits, spec.signed_adc)
@@ -71,9 +72,8 @@ def adc_codes(u: torch.Tensor, spec: Spec, gain: torch.Tensor | None = None, off
 
 
 def tile_row_read(u: torch.Tensor, std: torch.Tensor | None, eps: torch.Tensor | None, spec: Spec, *,
-                  adc: bool, a: torch.Tensor | None, b: torch.Tensor | None, gain: torch.Tensor | None = None,
-                  offset: torch.Tensor | None = None, normal: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  inplace: bool = False) -> torch.Tensor:
+                  adc: bool, a: torch.Tensor | None, b: torch.Tensor | None, errors: AdcErrors = AdcErrors(),
+                  normal: Callable[[torch.Tensor], torch.Tensor] | None = None, inplace: bool = False) -> torch.Tensor:
     """A tile-row's column sums ``u`` ``(..., read columns)`` as decoded outputs ``(...,
     out)``: the per-read noise ``std * eps`` (``std`` ``None``: none), the ADC where
     ``adc`` (:func:`adc_codes`: codes; otherwise ``u`` stays in its units), and the
@@ -83,5 +83,5 @@ def tile_row_read(u: torch.Tensor, std: torch.Tensor | None, eps: torch.Tensor |
         u = u.addcmul_(std, eps) if inplace else torch.addcmul(u, std, eps)
         inplace = True
     if adc:
-        u = adc_codes(u, spec, gain, offset, normal, inplace=inplace)
+        u = adc_codes(u, spec, errors, normal, inplace=inplace)
     return decode_reads(u, spec.mapping, a, b)
