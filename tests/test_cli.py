@@ -34,6 +34,10 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     (["--hardware-aware", "--aware", "adc,noise"], "StudyConfig.aware"),
     (["--margin", "-1"], "margin"),
     (["--weight-clip", "0"], "weight_clip"),
+    (["--adc-percentile", "200"], "adc_percentile"),
+    (["--t-inference", "-1"], "t_inference"),
+    (["--adc-range-scope", "column", "--mapping", "offset"], "adc_range_scope"),
+    (["--subtraction", "analog", "--mapping", "offset"], "subtraction"),
 ])
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, words):
     out = tmp_path / "never"
@@ -41,6 +45,23 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, word
     assert result.exit_code == 2
     assert words in result.output
     assert not out.exists()
+
+
+def test_study_takes_the_chip_options_and_records_the_chip_it_read(tmp_path, digits_mlp):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY, "--adc-percentile", "0",
+                                       "--subtraction", "digital", "--t-inference", "10"])
+    assert result.exit_code == 0, result.output
+    assert "worst-case ADC ranges, digital subtraction, t = 10 s" in " ".join(result.output.split())
+    ds = xr.open_dataset(out / "robustness.nc")
+    assert ds.attrs["spec_adc_percentile"] == "None" and ds.attrs["spec_subtraction"] == "digital"
+    assert ds.attrs["spec_t_inference"] == 10.0 and ds.attrs["spec_analog_subtraction"] == 0
+    default = CliRunner().invoke(main, ["study", "--out", str(tmp_path / "default"), *TINY])
+    assert "ADC ranges at the 99.9th percentile per column, analog subtraction, t = 0 s" in " ".join(
+        default.output.split())
+    ds = xr.open_dataset(tmp_path / "default" / "robustness.nc")
+    assert ds.attrs["spec_analog_subtraction"] == 1 and ds.attrs["spec_signed_adc"] == 1
+    assert ds.attrs["spec_range_scope"] == "column" and ds.attrs["spec_ranges_from_calibration"] == 1
 
 
 def test_study_trains_and_records_a_hardware_aware_model(tmp_path, digits_mlp):

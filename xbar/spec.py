@@ -295,6 +295,9 @@ class Spec:
                     out[f"spec_device_{dk}"] = _attr(dv)
             else:
                 out[f"spec_{key}"] = _attr(value)
+        # What the defaults (None) resolve to: the chip as it was read.
+        for name in ("analog_subtraction", "signed_adc", "range_scope", "ranges_from_calibration"):
+            out[f"spec_{name}"] = _attr(getattr(self, name))
         return out
 
 
