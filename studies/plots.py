@@ -43,7 +43,7 @@ def robustness_figure(ds: xr.Dataset, path: Path) -> Path:
     ax.legend(fontsize=7)
     name = ds.attrs.get("spec_device_name", "")
     fig.suptitle(f"{ds.attrs.get('study_arch', '')} SNN on {name} crossbars, tile "
-                 f"{ds.attrs.get('spec_tile', '')}, ADC {ds.attrs.get('spec_adc_bits', '')} bits")
+                 f"{ds.attrs.get('spec_tile', '')}, ADC {ds.attrs.get('spec_adc_bits', '')} bits{_adc_words(ds.attrs)}")
     return _save(fig, path)
 
 
@@ -137,11 +137,20 @@ def timestep_error_figure(ds: xr.Dataset, path: Path, tile: str | None = None) -
     return _save(fig, path)
 
 
+def _adc_words(a: dict) -> str:
+    """How the ADC was read, from a dataset's attributes ("" where they do not say)."""
+    if "spec_analog_subtraction" not in a or a.get("spec_adc_bits") in (None, "None"):
+        return ""
+    ranges = (f"ranges at p{a.get('spec_adc_percentile')} per {a.get('spec_range_scope')}"
+              if a.get("spec_ranges_from_calibration") else "worst-case ranges")
+    return f" ({'analog' if a['spec_analog_subtraction'] else 'digital'} subtraction, {ranges})"
+
+
 def _timestep_title(ds: xr.Dataset) -> str:
     a = ds.attrs
     return (f"{a.get('study_arch', '')} SNNs on {a.get('spec_device_name', '')} crossbars "
             f"(read noise {a.get('spec_device_read_sigma_rel', '')}), "
-            f"{a.get('spec_r_wire_row', '')} ohm/cell wires, ADC {a.get('spec_adc_bits', '')} bits")
+            f"{a.get('spec_r_wire_row', '')} ohm/cell wires, ADC {a.get('spec_adc_bits', '')} bits{_adc_words(a)}")
 
 
 def _save(fig, path: Path) -> Path:
