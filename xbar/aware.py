@@ -80,7 +80,7 @@ from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
                                    range_groups)
-from xbar.tile.columns import by_tile_row, read_columns, read_matrices
+from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices
 from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
@@ -266,7 +266,7 @@ class _LayerModel:
             # the converters' own errors, drawn after the programming as evaluation draws them
             adc_errors = draw_adc_errors(spec, (n_r, g_read.shape[-1]), draws.adc, g_read)
         kept = torch.arange(n_c * cols, device=w.device) if keep is None else keep
-        read_tiles = (kept[0::2] if self.analog_pairs else kept) // cols  # the tile of each read column
+        read_tiles = read_column_tiles(kept, cols, self.analog_pairs)
         if self.conv is not None:  # one convolution reads every tile-row
             g_read = _blocked_conv_weight(g_read, self.n_in, self.conv["kernel"])
             s2_read = None if s2_read is None else _blocked_conv_weight(s2_read, self.n_in, self.conv["kernel"])
@@ -341,7 +341,7 @@ class _LayerModel:
                           errors=st["adc_errors"], normal=self._normal)
         # (*samples, n_r, out): codes (or weight units)
         if "calibration" in self.on:
-            y0 = self._zero_read(out_fs)
+            y0 = self._zero_read()
             if y0 is not None:  # the calibration's offset: what the outputs read with every input off
                 y = y - y0
             out_fs = out_fs * self._gain(x.detach(), y.detach(), out_fs, pick)
@@ -372,10 +372,10 @@ class _LayerModel:
         per_column = level[:, columns]  # (n_r, read columns)
         return (u / per_column, None if std is None else std / per_column, out_fs * level[:, outputs])
 
-    def _zero_read(self, out_fs: torch.Tensor) -> torch.Tensor | None:
+    def _zero_read(self) -> torch.Tensor | None:
         """The decoded read ``(n_r, out)`` with every input off, averaged over
         :data:`xbar.tile.calibration.CAL_ZERO_READS` reads (the ADCs' noise from the
-        programming's generator, as evaluation's calibration draws it); ``None`` where the
+        calibration's own generator, as evaluation's calibration draws it); ``None`` where the
         converters have no offset or noise (it reads 0)."""
         st, spec = self.state, self.spec
         if not st["adc"] or (st["adc_errors"].offset is None and spec.adc_noise == 0):

@@ -65,6 +65,12 @@ def read_columns(scheme: str, n_out: int, n_c: int, cols: int, per_tile: int):
     return torch.tensor(keep), torch.tensor(a), torch.tensor(b)
 
 
+def read_column_tiles(keep: torch.Tensor, cols: int, analog_pairs: bool) -> torch.Tensor:
+    """The tile (column block) of each read column, for the physical columns ``keep``
+    (:func:`read_columns`); with analog subtraction a pair's two columns are one."""
+    return (keep[0::2] if analog_pairs else keep) // cols
+
+
 def read_matrices(g: torch.Tensor, s2: torch.Tensor | None, scale, keep: torch.Tensor | None,
                   analog_pairs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tiles ``(..., n_r, n_c, R, C)`` of effective conductances ``g`` and per-read noise

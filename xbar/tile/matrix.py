@@ -51,7 +51,7 @@ from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
                                    calibration_gain, calibration_vectors, percentile_levels, range_groups,
                                    sample_rows)
-from xbar.tile.columns import by_tile_row, read_columns, read_matrices, side_by_side, tile_row_parts
+from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
@@ -104,7 +104,7 @@ class ProgrammedMatrix(nn.Module):
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         # Analog subtraction: each pair's currents are subtracted before one signed ADC.
         self.analog_pairs = spec.analog_subtraction
-        self.register_buffer("read_tiles", keep[0::2] // self.cols if self.analog_pairs else keep // self.cols)
+        self.register_buffer("read_tiles", read_column_tiles(keep, self.cols, self.analog_pairs))
         # The tile (column block) of each output.
         self.register_buffer("output_tiles", torch.arange(self.shape[1], device=w.device) // self.outputs_per_tile)
         # One product over all tile-rows, unless each tile-row is read on its own: by its

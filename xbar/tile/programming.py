@@ -25,16 +25,14 @@ from xbar.streams import ProgrammingDraws
 
 @dataclass
 class ProgrammedState:
-    """The programmed tiles ``(..., n_r, n_c, R, C)`` (S).
+    """The programmed tiles ``(..., n_r, n_c, R, C)`` (S), as a read sees them.
 
-    ``g0``: as programmed; ``g``: at inference (drift and the static read noise);
-    ``g_eff``: ``g`` through the wires; ``s2``: the per-read noise variance of each entry
-    of ``g_eff`` (``None`` without per-read noise).  The designer's view of the same
+    ``g_eff``: the conductances at inference (drift and the static read noise) through the
+    wires; ``s2``: the per-read noise variance of each entry of ``g_eff`` (``None``
+    without per-read noise).  The designer's view of the same
     tiles, what a worst-case ADC range is sized for, is the nominal one:
     :func:`designed_full_scale`."""
 
-    g0: torch.Tensor
-    g: torch.Tensor
     g_eff: torch.Tensor
     s2: torch.Tensor | None
 
@@ -81,7 +79,7 @@ def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
     if read_noise:
         g = static_read_noise(g, g0, dev, t, draws.static)
     g_eff = circuit(g)
-    return ProgrammedState(g0, g, g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None)
+    return ProgrammedState(g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None)
 
 
 def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[torch.Tensor], torch.Tensor],
