@@ -177,6 +177,12 @@ class DeviceModel:
         """The programming spread grows with time (``relaxation_times``)."""
         return bool(self.relaxation_times)
 
+    @property
+    def ages(self) -> bool:
+        """Anything of the device changes after programming: drift, relaxation, or read noise
+        with a time law (``read_noise_t_read``)."""
+        return self.has_drift or self.relaxes or (self.has_read_noise and self.read_noise_t_read > 0)
+
     def replace(self, **changes) -> "DeviceModel":
         """A copy with some fields changed (validated like a new one)."""
         from dataclasses import replace

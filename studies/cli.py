@@ -86,17 +86,26 @@ def chip_options(fn):
                                              "analog for the differential mapping."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
+        click.option("--t-calibration", type=float, default=None,
+                     help="Seconds between programming and calibration (0: at programming), the chip "
+                          "then aging to --t-inference; default: calibrated at --t-inference."),
+        click.option("--drift-compensation", type=click.Choice(["none", "global"]), default="none",
+                     show_default=True, help="global: each layer's outputs rescaled at inference by a "
+                                             "reference batch read at calibration and now (needs "
+                                             "--t-calibration)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _chip(adc_percentile, adc_range_scope, subtraction, t_inference) -> dict:
+def _chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
-                subtraction=None if subtraction == "auto" else subtraction, t_inference=t_inference)
+                subtraction=None if subtraction == "auto" else subtraction, t_inference=t_inference,
+                t_calibration=t_calibration,
+                drift_compensation=None if drift_compensation == "none" else drift_compensation)
 
 
 def training_options(fn):
@@ -145,7 +154,7 @@ def training_options(fn):
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, adc_percentile, adc_range_scope, subtraction, t_inference,
+          r_wire, r_source, r_sink, calibration, adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation,
           hardware_aware, aware, margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
@@ -160,7 +169,7 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
                              weight_clip=weight_clip,
-                             **_chip(adc_percentile, adc_range_scope, subtraction, t_inference))
+                             **_chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation))
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
@@ -189,7 +198,12 @@ def _chip_line(spec) -> str:
     else:
         ranges = f"ADC ranges at the {spec.adc_percentile:g}th percentile per {spec.range_scope}"
     sub = "analog" if spec.analog_subtraction else "digital"
-    return f"{ranges}, {sub} subtraction, t = {spec.t_inference:g} s"
+    when = f"t = {spec.t_inference:g} s"
+    if spec.ages_after_calibration:
+        when += f", calibrated at {spec.t_calibration:g} s"
+        if spec.drift_compensation is not None:
+            when += f", {spec.drift_compensation} drift compensation"
+    return f"{ranges}, {sub} subtraction, {when}"
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -319,7 +333,7 @@ def time_table(ds) -> Table:
               help="With --hardware-aware: timesteps of that fine-tuning's BPTT.")
 def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, calibration, tiles, mapping,
               adc_bits, r_wire, trials, seed, surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
-              train_epochs, ann_epochs, adc_percentile, adc_range_scope, subtraction, t_inference, hardware_aware,
+              train_epochs, ann_epochs, adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation, hardware_aware,
               aware, margin, weight_clip, aware_tile, fine_tune_epochs, fine_tune_timesteps) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
@@ -338,7 +352,7 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
             ann_epochs=ann_epochs, hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
             weight_clip=weight_clip, aware_tile=None if aware_tile is None else _tiles(aware_tile)[0],
             fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps,
-            **_chip(adc_percentile, adc_range_scope, subtraction, t_inference))
+            **_chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation))
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 import xbar
 from devices import presets
+from xbar.tile.matrix import ProgrammedMatrix
 
 
 def linear(seed, n_in, n_out):
@@ -533,3 +534,97 @@ def test_the_studies_calibration_batch_holds_every_class_alike():
         counts = np.bincount(data.y_train[index].numpy(), minlength=data.n_classes)
         assert len(set(index)) == len(x) == CALIBRATION_SAMPLES
         assert counts.min() >= CALIBRATION_SAMPLES // data.n_classes and counts.max() - counts.min() <= 1
+
+
+# Calibrated at programming, read later (Spec.t_calibration, Spec.drift_compensation).
+
+def _reads(spec, w, x, seed=3):
+    m = ProgrammedMatrix(w, spec, trials=2, program_seed=seed, read_seed=seed + 1)
+    with torch.no_grad():
+        return m(x.expand(2, *x.shape)), m
+
+
+@pytest.mark.parametrize("scheme", ["differential", "offset"])
+def test_calibrated_at_programming_reads_the_drift_and_compensation_gives_it_back(scheme):
+    """Every device drifts by the same factor f = 101**-0.05 = 0.794 between a calibration
+    at programming and a read at 100 s: the calibrated read is f times the read at
+    programming (exactly: the wires are ideal, the read is linear in G); with global drift
+    compensation it is that read again, to round-off.  Recalibrated at 100 s it is too."""
+    w, x = rand(30, 20, 12) - 0.5, (rand(31, 40, 20) < 0.3).double()
+    base = xbar.Spec.ideal(tile=(8, 8), device=uniform_drift(0.05), mapping=scheme, calibration="vectors")
+    at_programming, _ = _reads(base.replace(t_inference=0.0), w, x)
+    f = 101.0 ** -0.05
+    later, m = _reads(base.replace(t_inference=100.0, t_calibration=0.0), w, x)
+    assert m.aged and m.drift_gain is None
+    torch.testing.assert_close(later, f * at_programming, rtol=1e-12, atol=1e-13)
+    compensated, m = _reads(base.replace(t_inference=100.0, t_calibration=0.0, drift_compensation="global"), w, x)
+    torch.testing.assert_close(m.drift_gain.flatten(), torch.full((2,), 1 / f, dtype=torch.float64), rtol=1e-12,
+                               atol=0)
+    torch.testing.assert_close(compensated, at_programming, rtol=1e-12, atol=1e-13)
+    recalibrated, _ = _reads(base.replace(t_inference=100.0), w, x)
+    torch.testing.assert_close(recalibrated, at_programming, rtol=1e-12, atol=1e-13)
+
+
+def test_calibrated_at_programming_is_the_same_devices_drifted():
+    """PCM calibrated at programming and read after a day: its conductances are those of
+    the chip recalibrated after a day, bit for bit (the same draws, aged); only the
+    calibration differs.  Calibrated at t_inference itself, nothing changes at all."""
+    w = rand(32, 40, 12) - 0.5
+    spec = xbar.Spec(tile=(16, 16), device=presets["pcm"], adc_bits=6, calibration="vectors", t_inference=86400.0)
+    late = ProgrammedMatrix(w, spec.replace(t_calibration=0.0), trials=2, program_seed=5, read_seed=6)
+    now = ProgrammedMatrix(w, spec, trials=2, program_seed=5, read_seed=6)
+    same = ProgrammedMatrix(w, spec.replace(t_calibration=86400.0), trials=2, program_seed=5, read_seed=6)
+    assert torch.equal(late.conductances(), now.conductances())
+    assert not torch.equal(late.g_read, now.g_read)  # ranges and gains fitted at programming
+    assert torch.equal(same.g_read, now.g_read) and torch.equal(same.out_fs, now.out_fs)
+
+
+def test_a_device_that_does_not_age_reads_the_same_calibrated_earlier():
+    """HfO2 RRAM has no drift or relaxation: calibrated at programming and read after a
+    day, it reads exactly as calibrated just before (nothing changed in between)."""
+    w, x = rand(33, 40, 12) - 0.5, (rand(34, 30, 40) < 0.2).double()
+    spec = xbar.Spec(tile=(16, 16), device=presets["rram_hfo2"], adc_bits=6, calibration="vectors",
+                     t_inference=86400.0)
+    assert not spec.replace(t_calibration=0.0).ages_after_calibration
+    a, _ = _reads(spec.replace(t_calibration=0.0, drift_compensation="global"), w, x)
+    b, _ = _reads(spec, w, x)
+    assert torch.equal(a, b)
+
+
+def test_a_network_is_calibrated_layer_by_layer_at_t_calibration_then_aged():
+    """xbar.calibrate fits every layer on the inputs the chip gives at its calibration,
+    then ages all of them: the second layer's fit is the same whether the chip is then read
+    at 1 ms or after a year (were the first layer aged before the second is recorded, its
+    drifted outputs would give the second other spikes and another fit)."""
+    model = _small_snn()
+    spec = xbar.Spec(tile=(8, 8), device=presets["pcm"], adc_bits=6, t_calibration=0.0)
+
+    def calibrated(t):
+        hw = xbar.calibrate(xbar.convert(model, spec.replace(t_inference=t), seed=0, trials=2), model,
+                            rand(22, 16, 16), timesteps=4)
+        assert all(m.matrix.aged for m in (hw[0], hw[2]))
+        return hw[2].matrix
+
+    soon, year = calibrated(1e-3), calibrated(3.15e7)
+    assert torch.equal(soon.g_factor, year.g_factor) and torch.equal(soon.cal_bias, year.cal_bias)
+    assert not torch.equal(soon.conductances(), year.conductances())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(t_calibration=200.0), r"t_calibration = 200.0 is not allowed: must be seconds after programming in \[0, "
+                                r"t_inference = 100\]"),
+    (dict(t_calibration=0.0, calibration=None), "t_calibration = 0.0 is not allowed: .*needs a calibration"),
+    (dict(drift_compensation="global"), "drift_compensation = 'global' is not allowed: .*set t_calibration"),
+    (dict(t_calibration=0.0, drift_compensation="local"), "drift_compensation = 'local' is not allowed"),
+])
+def test_times_of_calibration_are_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        xbar.Spec(device=presets["pcm"], t_inference=100.0, **changes)
+
+
+def test_training_refuses_a_chip_calibrated_before_its_inference():
+    """The training forward fits its calibration on its own read, at t_inference: a chip
+    calibrated earlier is refused there, with what to do."""
+    spec = xbar.Spec(device=presets["pcm"], t_inference=3600.0, t_calibration=0.0)
+    with pytest.raises(ValueError, match="HardwareAware.spec.t_calibration = 0.0 is not allowed: .*evaluated only"):
+        xbar.HardwareAware(_small_snn(), spec)

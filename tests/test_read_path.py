@@ -122,8 +122,9 @@ def test_every_spec_option_is_covered():
     """A new Spec field needs a case here, or a test of its own below (``adc_noise``, a draw
     at every conversion).  ``calibration``: ``"data"`` in every case, ``None`` in the raw
     chip; ``"vectors"`` is where evaluation takes its calibration inputs from, while the
-    training forward always fits on the read it makes."""
-    no_case = {"calibration", "adc_noise"}
+    training forward always fits on the read it makes.  ``t_calibration`` and
+    ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py)."""
+    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation"}
     fields = set(xbar.Spec.__dataclass_fields__) - no_case
     covered = {name for case in CASES.values() for name in case} | set(BASE)
     assert fields <= covered, fields - covered

@@ -427,6 +427,12 @@ class HardwareAware:
         if not isinstance(aware, Aware):
             raise TypeError(f"HardwareAware: aware must be an xbar.Aware, not {type(aware).__name__}")
         v.int_at_least("HardwareAware", "seed", seed, 0)
+        if spec.ages_after_calibration or spec.drift_compensation is not None:
+            v.fail("HardwareAware", "spec.t_calibration", spec.t_calibration,
+                   "training fits its calibration on the read it makes, at t_inference; a chip "
+                   "calibrated earlier (t_calibration < t_inference, drift_compensation) is evaluated "
+                   "only: train with spec.replace(t_calibration=None, drift_compensation=None) and "
+                   "evaluate with the full spec")
         self.model, self.spec, self.aware = model, spec, aware
         self.active = aware.active(spec)
         found = crossbar_layers(model)

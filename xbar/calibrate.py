@@ -86,11 +86,13 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
                 target = next(m for m in order if any(m is p for p in pending))
                 _record_pass(step, matrices, pending, target, x, timesteps, encoder)
                 inputs, target.recording = target.recording, None
-                target.fit_calibration(inputs)
+                target.fit_calibration(inputs, age=False)  # every layer calibrated at t_calibration
                 del inputs
                 pending = awaiting(hw)
                 bar.update()
             bar.close()
+            for m in matrices:  # then the chip ages to t_inference (Spec.t_calibration)
+                m.advance_to_inference()
     finally:
         _stop_recording(matrices)
         for m in matrices:

@@ -99,6 +99,22 @@ class Spec:
         currents.
     t_inference
         seconds between programming and inference, for drift (0: no drift).
+    t_calibration
+        seconds between programming and calibration (``None``, default: calibrated at
+        ``t_inference``, i.e. recalibrated just before the inference, which a deployed
+        chip rarely is).  Set (at most ``t_inference``; 0 is right after programming), the
+        calibration's reads, ADC ranges, gains and offsets are those of the chip at
+        ``t_calibration``, and the devices then go on drifting (and relaxing) with the
+        same draws until ``t_inference``, with nothing re-fitted.  Needs a calibration.
+    drift_compensation
+        ``None`` (default) or ``"global"``: at inference each layer's calibrated outputs
+        are multiplied by one factor per programming, the mean output magnitude of a fixed
+        reference batch read at calibration over that of the same batch read now, as IBM
+        aihwkit's ``GlobalDriftCompensation`` and the HERMES chip (Le Gallo et al., Nature
+        Electronics 2023) correct the global conductance decay of PCM.  The reference is
+        :data:`xbar.tile.calibration.CAL_REFERENCE_ROWS` of the calibration inputs (aihwkit
+        reads one all-ones vector, whose currents a range set from sparse calibration
+        reads would clip).  Needs ``t_calibration``.
     r_wire_row, r_wire_col, r_source, r_sink
         the circuit (ohms): wire resistance per cell along a wordline and a bitline, the
         drivers' and the sense amplifiers' resistance (see :mod:`xbar.circuit`).
@@ -152,6 +168,8 @@ class Spec:
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
+    t_calibration: float | None = None
+    drift_compensation: str | None = None
     r_wire_row: float = R_WIRE_AIHWKIT
     r_wire_col: float = R_WIRE_AIHWKIT
     r_source: float = 0.0
@@ -227,11 +245,43 @@ class Spec:
         if self.device.relaxes and self.t_inference > self.device.relaxation_times[-1]:
             v.fail(o, "t_inference", self.t_inference, f"device {self.device.name!r} has relaxation data up "
                    f"to {self.device.relaxation_times[-1]:g} s after programming only: read it within that time")
+        self._check_times(o)
         v.one_of(o, "ir_drop_model", self.ir_drop_model, ("exact", "first_order"))
         if self.calibration is not None:
             if self.calibration not in CALIBRATIONS:
                 v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
+
+    def _check_times(self, o: str) -> None:
+        """``t_calibration`` and ``drift_compensation`` against ``t_inference`` and the calibration."""
+        t = self.t_calibration
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= self.t_inference:
+                v.fail(o, "t_calibration", t, f"must be seconds after programming in [0, t_inference = "
+                       f"{self.t_inference:g}] (calibrated before the inference), or None (calibrated at "
+                       "t_inference)")
+            if self.calibration is None:
+                v.fail(o, "t_calibration", t, "is when the chip is calibrated: it needs a calibration "
+                       "('data' or 'vectors'); the raw chip (calibration=None) has none")
+        if self.drift_compensation is not None:
+            v.one_of(o, "drift_compensation", self.drift_compensation, ("global",))
+            if t is None:
+                v.fail(o, "drift_compensation", self.drift_compensation, "corrects the drift between the "
+                       "calibration and the inference: set t_calibration (0: calibrated at programming)")
+
+    @property
+    def ages_after_calibration(self) -> bool:
+        """Calibrated at ``t_calibration``, then read at a later ``t_inference``, by devices
+        that change in between."""
+        return (self.t_calibration is not None and self.t_calibration < self.t_inference
+                and self.calibration is not None and not self.is_ideal and self.device.ages)
+
+    @property
+    def calibration_spec(self) -> "Spec":
+        """The chip as it is calibrated: at ``t_calibration`` (itself where it does not age)."""
+        if not self.ages_after_calibration:
+            return self
+        return replace(self, t_inference=self.t_calibration, drift_compensation=None)
 
     @classmethod
     def ideal(cls, **changes) -> "Spec":

@@ -250,8 +250,9 @@ def build_spec(device: dict, spec: dict) -> xbar.Spec:
     for name in ZERO_IS_NONE:
         if s.get(name) == 0:
             s[name] = None
-    if s.get("calibration") == "none":
-        s["calibration"] = None
+    for name in ("calibration", "drift_compensation"):
+        if s.get(name) == "none":
+            s[name] = None
     s["tile"] = tuple(s["tile"]) if isinstance(s.get("tile"), list) else s.get("tile")
     return xbar.Spec(device=build_device(device), **s)
 

@@ -27,6 +27,10 @@ CAL_ROWS_PER_READ = 512
 # Reads with every input off, averaged into each output's offset.
 CAL_ZERO_READS = 64
 CAL_MAX_ROWS = 4096
+# Calibration inputs kept as the global drift compensation's reference batch
+# (Spec.drift_compensation): its mean output magnitude is read at calibration and again at
+# inference; over 64 inputs and every output, the read noise of the ratio is small.
+CAL_REFERENCE_ROWS = 64
 # Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
 # most: the trials are fitted in chunks of this size (a 5-trial study fits in one).
 CAL_FIT_ELEMENTS = 2**25

@@ -48,7 +48,7 @@ from mapping.layout import layout_weights
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
-from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
+from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
                                    calibration_gain, calibration_vectors, percentile_levels, range_groups,
                                    sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
@@ -97,8 +97,10 @@ class ProgrammedMatrix(nn.Module):
                               f"(RMS, in units of the weight window): lower "
                               f"Spec.ir_drop_compensation (now {spec.ir_drop_compensation:g}) for "
                               f"more headroom, or use smaller tiles", stacklevel=2)
-        targets = nominal.unsqueeze(0).expand(trials, *layout.targets.shape).contiguous()
-        state = program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec))
+        # Programmed as the chip is at its calibration (at t_calibration, then aged to
+        # t_inference with the same draws: advance_to_inference), else at t_inference.
+        self.program_seed, self._nominal = program_seed, nominal
+        state = self._program(spec.calibration_spec, draws)
         self.register_buffer("g_tiles", state.g_eff)
         s2 = state.s2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
@@ -110,6 +112,7 @@ class ProgrammedMatrix(nn.Module):
         # One product over all tile-rows, unless each tile-row is read on its own: by its
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
+        self._keep, self._w_per_siemens = keep, w_per_siemens
         if self.merged:
             self._setup_merged(w_per_siemens, s2, keep, a, b)
         else:
@@ -122,7 +125,14 @@ class ProgrammedMatrix(nn.Module):
         self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
+        # What calibration multiplied into g_read (ranges, gains), kept for the chip's aging;
+        # the drift compensation's reference batch, its level at calibration, and its factor.
+        self.register_buffer("g_factor", None)
+        self.register_buffer("ref_inputs", None)
+        self.register_buffer("ref_level", None)
+        self.register_buffer("drift_gain", None)
         self.calibrated = False
+        self.aged = not spec.ages_after_calibration  # at t_inference already
         self.draws = draws
         if spec.calibration == "vectors" and not spec.is_ideal:
             self.fit_calibration(calibration_vectors(self.shape[0], spec, trials, draws.calibration, self.g_tiles))
@@ -152,17 +162,31 @@ class ProgrammedMatrix(nn.Module):
         errors = AdcErrors(self.adc_gain, self.adc_offset, self.adc_nonlinearity)
         return errors.map(lambda t: self._trials(t)[:, blocks])
 
-    def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
-        """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
+    def _program(self, spec: Spec, draws: ProgrammingDraws):
+        """The layer's tiles programmed for every trial as ``spec``'s chip is at its
+        ``t_inference`` (:func:`xbar.tile.programming.program_tiles`)."""
+        targets = self._nominal.unsqueeze(0).expand(self.trials, *self._nominal.shape).contiguous()
+        return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec))
+
+    def _merged_matrices(self, s2, a, b):
+        """Ideal ADC: the read matrices ``(K, in, read columns)`` in weight units, every
+        tile-row in one; a differential pair merged into one column (exact for ideal ADCs)."""
         k, m = self.trials, self.n_r * self.rows
-        g = side_by_side(self.g_tiles).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
-        s2 = None if s2 is None else side_by_side(s2).reshape(k, m, -1)[..., keep][:, : self.shape[0]]
-        if self.scheme == "differential":  # merge each pair: exact for ideal ADCs
+        g = side_by_side(self.g_tiles).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
+        s2 = None if s2 is None else side_by_side(s2).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
+        if self.scheme == "differential":
             g = g[..., a] - g[..., b]
             s2 = None if s2 is None else s2[..., a] + s2[..., b]
+        return g * self._w_per_siemens, None if s2 is None else s2 * self._w_per_siemens**2
+
+    def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
+        """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
+        self._pair_columns = (a, b)  # the read columns of each pair, for the aged matrices
+        g, s2 = self._merged_matrices(s2, a, b)
+        if self.scheme == "differential":
             a = b = None
-        self.register_buffer("g_read", (g * w_per_siemens).contiguous())
-        self.register_buffer("s2_read", None if s2 is None else (s2 * w_per_siemens**2).contiguous())
+        self.register_buffer("g_read", g.contiguous())
+        self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
         self.register_buffer("out_fs", None)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
@@ -174,6 +198,7 @@ class ProgrammedMatrix(nn.Module):
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
             scale = full_scale_units(i_fs, self.spec)  # (K, n_r, n_c, 1, 1)
+        self._scale = scale  # read units per siemens, for the aged matrices
         g, s2 = read_matrices(self.g_tiles, s2, scale, keep, self.analog_pairs)
         if self.analog_pairs:
             a = b = None
@@ -261,7 +286,9 @@ class ProgrammedMatrix(nn.Module):
             y = self._merged_read(x)
         else:
             y = self._blocks_read(x).sum(1)
-        return y if self.cal_bias is None else y + self._trials(self.cal_bias)
+        if self.cal_bias is not None:
+            y = y + self._trials(self.cal_bias)
+        return y if self.drift_gain is None else y * self._trials(self.drift_gain)
 
     def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         u = torch.matmul(x, self._trials(self.g_read))
@@ -302,6 +329,8 @@ class ProgrammedMatrix(nn.Module):
         level = percentile_levels(u, columns, n_groups, self.spec)  # (K, n_r, groups)
         per_column = level[..., columns].unsqueeze(2)
         g_read /= per_column
+        if self.g_factor is not None:
+            self._trials(self.g_factor).div_(per_column)
         if s2_read is not None:
             s2_read /= per_column**2
         out_fs *= level[..., outputs].unsqueeze(2)
@@ -314,7 +343,7 @@ class ProgrammedMatrix(nn.Module):
         return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), calibrating=True)
                             for r in range(self.n_r)], 1)
 
-    def fit_calibration(self, x: torch.Tensor) -> None:
+    def fit_calibration(self, x: torch.Tensor, *, age: bool = True) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
         tile-row, a digital offset (minus the mean read with every input off) and gain (the
         least-squares gain of the reads onto the ideal products, :func:`calibration_gain`); both
@@ -322,13 +351,20 @@ class ProgrammedMatrix(nn.Module):
         The reads' noise comes from the calibration's own generators
         (:class:`xbar.streams.ProgrammingDraws`), never from the inference's read-noise
         streams.  The trials are fitted in chunks
-        (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their number."""
+        (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their number.
+        With ``Spec.t_calibration`` the chip is calibrated as it is then, and aged to
+        ``t_inference`` afterwards (:meth:`advance_to_inference`; ``age=False`` leaves
+        that to the caller: :func:`xbar.calibrate` ages every layer once all are fitted,
+        so that each layer is calibrated on the inputs the chip gives at calibration)."""
         if self.calibrated:
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
         if self.active is not None:
             raise RuntimeError("ProgrammedMatrix: calibration fits every trial: select_trials() first")
         x = x.to(self.g_tiles.dtype)
         x = sample_rows(x, self.draws.calibration, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
+        if not self.aged:  # what the fit multiplies into g_read, to carry over to t_inference
+            shape = self.g_read.shape if self.merged else (*self.g_read.shape[:2], 1, self.g_read.shape[-1])
+            self.g_factor = torch.ones(shape, dtype=self.g_read.dtype, device=self.g_read.device)
         per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
         step = max(1, CAL_FIT_ELEMENTS // per_trial)
         bias = []
@@ -340,6 +376,48 @@ class ProgrammedMatrix(nn.Module):
             self.select_trials()
         self.cal_bias = torch.cat(bias)  # (K, 1, out)
         self.calibrated = True
+        if self.spec.drift_compensation is not None and not self.aged:
+            self.ref_inputs = x[:, :CAL_REFERENCE_ROWS].contiguous()
+            self.ref_level = self._reference_level()
+        if age:
+            self.advance_to_inference()
+
+    def _reference_level(self) -> torch.Tensor:
+        """Each trial's mean output magnitude ``(K, 1, 1)`` on the reference batch
+        ``ref_inputs``, calibrated (the noise from the calibration's generators)."""
+        levels = []
+        try:
+            for ks in trial_chunks(self.trials, self.ref_inputs.shape[1]):
+                self.select_trials(ks.start, ks.stop)
+                y = self._tile_row_reads(self.ref_inputs[ks]).sum(1) + self._trials(self.cal_bias)
+                levels.append(y.abs().mean((1, 2), keepdim=True))
+        finally:
+            self.select_trials()
+        return torch.cat(levels)
+
+    def advance_to_inference(self) -> None:
+        """The chip calibrated at ``Spec.t_calibration``, as it reads at ``t_inference``:
+        its devices programmed again from the same draws (so the same devices, drifted
+        and relaxed further, with the static read noise of ``t_inference``), through the
+        same circuit, with the calibration's ranges, gains and offsets kept as fitted;
+        with ``drift_compensation``, the factor of the reference batch read now.
+        Nothing to do where the chip does not age after its calibration."""
+        if self.aged:
+            return
+        if not self.calibrated:
+            raise RuntimeError("ProgrammedMatrix.advance_to_inference: calibrate first (the chip ages "
+                               "after its calibration at Spec.t_calibration)")
+        state = self._program(self.spec, ProgrammingDraws.from_seed(self.program_seed, self.g_tiles.device))
+        self.g_tiles = state.g_eff
+        if self.merged:
+            g, s2 = self._merged_matrices(state.s2, *self._pair_columns)
+        else:
+            g, s2 = read_matrices(self.g_tiles, state.s2, self._scale, self._keep, self.analog_pairs)
+        self.g_read = (g * self.g_factor).contiguous()
+        self.s2_read = None if s2 is None else (s2 * self.g_factor**2).contiguous()
+        self.aged = True
+        if self.ref_inputs is not None:
+            self.drift_gain = self.ref_level / self._reference_level()
 
     def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
@@ -361,6 +439,8 @@ class ProgrammedMatrix(nn.Module):
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (k, in, out)
             self._trials(self.g_read).mul_(row_gain)
+            if self.g_factor is not None:
+                self._trials(self.g_factor).mul_(row_gain)
             if self.s2_read is not None:
                 self._trials(self.s2_read).mul_(row_gain**2)
         else:
