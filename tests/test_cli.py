@@ -36,6 +36,8 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     (["--weight-clip", "0"], "weight_clip"),
     (["--adc-percentile", "200"], "adc_percentile"),
     (["--t-inference", "-1"], "t_inference"),
+    (["--t-inference", "10", "--t-calibration", "20"], "t_calibration"),
+    (["--t-inference", "10", "--drift-compensation", "global"], "drift_compensation"),
     (["--adc-range-scope", "column", "--mapping", "offset"], "adc_range_scope"),
     (["--subtraction", "analog", "--mapping", "offset"], "subtraction"),
 ])
@@ -50,12 +52,14 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, word
 def test_study_takes_the_chip_options_and_records_the_chip_it_read(tmp_path, digits_mlp):
     out = tmp_path / "res"
     result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY, "--adc-percentile", "0",
-                                       "--subtraction", "digital", "--t-inference", "10"])
+                                       "--subtraction", "digital", "--t-inference", "10", "--t-calibration", "0",
+                                       "--drift-compensation", "global"])
     assert result.exit_code == 0, result.output
     assert "worst-case ADC ranges, digital subtraction, t = 10 s" in " ".join(result.output.split())
     ds = xr.open_dataset(out / "robustness.nc")
     assert ds.attrs["spec_adc_percentile"] == "None" and ds.attrs["spec_subtraction"] == "digital"
     assert ds.attrs["spec_t_inference"] == 10.0 and ds.attrs["spec_analog_subtraction"] == 0
+    assert ds.attrs["spec_t_calibration"] == 0.0 and ds.attrs["spec_drift_compensation"] == "global"
     default = CliRunner().invoke(main, ["study", "--out", str(tmp_path / "default"), *TINY])
     assert "ADC ranges at the 99.9th percentile per column, analog subtraction, t = 0 s" in " ".join(
         default.output.split())
