@@ -114,7 +114,7 @@ class ProgrammedMatrix(nn.Module):
         self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
         self._keep, self._w_per_siemens = keep, w_per_siemens
         if self.merged:
-            self._setup_merged(w_per_siemens, s2, keep, a, b)
+            self._setup_merged(s2, a, b)
         else:
             # The ADC is sized for the currents the nominal tiles draw through their wires
             # (the programmed devices, their drift and static noise are not known to the designer).
@@ -179,7 +179,7 @@ class ProgrammedMatrix(nn.Module):
             s2 = None if s2 is None else s2[..., a] + s2[..., b]
         return g * self._w_per_siemens, None if s2 is None else s2 * self._w_per_siemens**2
 
-    def _setup_merged(self, w_per_siemens, s2, keep, a, b) -> None:
+    def _setup_merged(self, s2, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
         self._pair_columns = (a, b)  # the read columns of each pair, for the aged matrices
         g, s2 = self._merged_matrices(s2, a, b)
