@@ -15,13 +15,13 @@ Orientation: a crossbar matrix is ``(in_features, out_features)``: inputs drive 
 """
 
 from mapping.conv import conv_matrix, fold_output, unfold_input
-from mapping.layout import SCHEMES, TileLayout, layout_weights, unmap_layout
+from mapping.layout import SCHEMES, WEIGHT_SCALES, TileLayout, layout_weights, unmap_layout
 from mapping.quantize import quantize_levels
 from mapping.scale import encode_differential, encode_offset, offset_reference
 from mapping.tiling import tile_matrix, untile_matrix
 
 __all__ = [
-    "SCHEMES", "TileLayout", "layout_weights", "unmap_layout", "quantize_levels",
+    "SCHEMES", "WEIGHT_SCALES", "TileLayout", "layout_weights", "unmap_layout", "quantize_levels",
     "encode_differential", "encode_offset", "offset_reference",
     "tile_matrix", "untile_matrix", "conv_matrix", "unfold_input", "fold_output",
 ]

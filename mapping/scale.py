@@ -1,7 +1,11 @@
 """Signed weights to conductances in ``[g_min, g_max]`` (S), and back.
 
 ``w_max`` is the largest weight magnitude of the whole layer (one scale per layer, so
-that the digital side multiplies every column by the same factor).
+that the digital side multiplies every column by the same factor), or of each output
+column (per-column scales, :func:`column_scales`, as IBM aihwkit's
+``MappingParameter.weight_scaling_columnwise``: each output uses the whole window, and
+the digital side multiplies each by its own factor).  ``w_max`` below may be a tensor
+``(out,)`` of per-column scales, broadcast over the last axis of ``w``.
 
 Differential pair: ``G+ = g_min + (g_max - g_min) * max(w, 0) / w_max`` and
 ``G- = g_min + (g_max - g_min) * max(-w, 0) / w_max``; ``w = (G+ - G-) * w_max / (g_max - g_min)``.
@@ -24,6 +28,13 @@ def weight_scale(w: torch.Tensor) -> float:
     """``w_max``: the largest |w| of the layer (1.0 for an all-zero layer)."""
     m = float(w.detach().abs().max()) if w.numel() else 0.0
     return m if m > 0 else 1.0
+
+
+def column_scales(w: torch.Tensor, w_max: float) -> torch.Tensor:
+    """Each output column's largest |w| over the layer's ``w_max``, ``(out,)`` in ``(0, 1]``
+    (1 for an all-zero column: any scale encodes it)."""
+    m = w.detach().abs().amax(0) / w_max
+    return torch.where(m > 0, m, torch.ones_like(m))
 
 
 def encode_differential(w: torch.Tensor, g_min: float, g_max: float, w_max: float | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def summary_tables(ds) -> list[Table]:
 
 
 def chip_options(fn):
-    """The chip options of ``xbar study`` and ``xbar timesteps`` (:class:`studies.hardware.ChipOptions`)."""
+    """The chip options of ``xbar study`` and ``xbar timesteps``
+    (:class:`studies.hardware.ChipOptions`), handed to the command as one ``chip`` dict of
+    ChipOptions fields."""
     from studies.hardware import ChipOptions
 
     d = ChipOptions()
@@ -84,6 +87,10 @@ def chip_options(fn):
                      show_default=True, help="A differential pair subtracted on the chip before one signed "
                                              "ADC (analog), or two ADCs and digital subtraction; auto: "
                                              "analog for the differential mapping."),
+        click.option("--weight-scale", type=click.Choice(["layer", "column"]), default=d.weight_scale,
+                     show_default=True, help="One weight scale per layer, or one per output column (each "
+                                             "output's largest weight at the full conductance window, "
+                                             "undone digitally)."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
         click.option("--t-calibration", type=float, default=None,
@@ -94,17 +101,27 @@ def chip_options(fn):
                                              "reference batch read at calibration and now (needs "
                                              "--t-calibration)."),
     ]
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        return fn(chip=_chip(**{name: kwargs.pop(name) for name in CHIP_PARAMETERS}), **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
 
 
-def _chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation) -> dict:
+CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "t_inference",
+                   "t_calibration", "drift_compensation")
+
+
+def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, t_inference, t_calibration,
+          drift_compensation) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
-                subtraction=None if subtraction == "auto" else subtraction, t_inference=t_inference,
-                t_calibration=t_calibration,
+                subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
+                t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation)
 
 
@@ -154,8 +171,7 @@ def training_options(fn):
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation,
-          hardware_aware, aware, margin, weight_clip) -> None:
+          r_wire, r_source, r_sink, calibration, chip, hardware_aware, aware, margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -168,8 +184,7 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
-                             weight_clip=weight_clip,
-                             **_chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation))
+                             weight_clip=weight_clip, **chip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
@@ -198,12 +213,13 @@ def _chip_line(spec) -> str:
     else:
         ranges = f"ADC ranges at the {spec.adc_percentile:g}th percentile per {spec.range_scope}"
     sub = "analog" if spec.analog_subtraction else "digital"
+    scales = "" if spec.weight_scale == "layer" else ", a weight scale per column"
     when = f"t = {spec.t_inference:g} s"
     if spec.ages_after_calibration:
         when += f", calibrated at {spec.t_calibration:g} s"
         if spec.drift_compensation is not None:
             when += f", {spec.drift_compensation} drift compensation"
-    return f"{ranges}, {sub} subtraction, {when}"
+    return f"{ranges}, {sub} subtraction{scales}, {when}"
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -333,8 +349,7 @@ def time_table(ds) -> Table:
               help="With --hardware-aware: timesteps of that fine-tuning's BPTT.")
 def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, calibration, tiles, mapping,
               adc_bits, r_wire, trials, seed, surrogate_timesteps, converted_timesteps, qcfs_levels, qcfs_timesteps, n_test,
-              train_epochs, ann_epochs, adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation, hardware_aware,
-              aware, margin, weight_clip, aware_tile, fine_tune_epochs, fine_tune_timesteps) -> None:
+              train_epochs, ann_epochs, chip, hardware_aware, aware, margin, weight_clip, aware_tile, fine_tune_epochs, fine_tune_timesteps) -> None:
     """Surrogate-trained against ANN-converted SNNs over timesteps, on the ideal network and
     on crossbars of several tile sizes: timesteps.nc and two figures."""
     from studies.results import check_output_dir
@@ -351,8 +366,7 @@ def timesteps(out, dataset, data, arch, device, read_noise, read_noise_static, c
             qcfs_timesteps=qcfs_timesteps, n_test=n_test, train_epochs=train_epochs,
             ann_epochs=ann_epochs, hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
             weight_clip=weight_clip, aware_tile=None if aware_tile is None else _tiles(aware_tile)[0],
-            fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps,
-            **_chip(adc_percentile, adc_range_scope, subtraction, t_inference, t_calibration, drift_compensation))
+            fine_tune_epochs=fine_tune_epochs, fine_tune_timesteps=fine_tune_timesteps, **chip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err

@@ -1,5 +1,5 @@
 """The chip options that every study shares, beside its own: how the ADC ranges are set,
-how a differential pair is subtracted, the time since programming and since calibration,
+how a differential pair is subtracted, one weight scale per layer or per column, the time since programming and since calibration,
 and the drift compensation.  Each defaults to
 :class:`xbar.Spec`'s own default (the deployed chip, docs/hardware.md)."""
 
@@ -14,13 +14,14 @@ _SPEC = {f.name: f.default for f in fields(xbar.Spec)}
 
 @dataclass(frozen=True)
 class ChipOptions:
-    """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``t_inference``,
+    """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``t_inference``,
     ``t_calibration`` and ``drift_compensation``, as the
     :class:`xbar.Spec` fields of the same names (validated there)."""
 
     adc_percentile: float | None = _SPEC["adc_percentile"]
     adc_range_scope: str | None = _SPEC["adc_range_scope"]
     subtraction: str | None = _SPEC["subtraction"]
+    weight_scale: str = _SPEC["weight_scale"]
     t_inference: float = _SPEC["t_inference"]
     t_calibration: float | None = _SPEC["t_calibration"]
     drift_compensation: str | None = _SPEC["drift_compensation"]

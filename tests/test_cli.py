@@ -53,19 +53,22 @@ def test_study_takes_the_chip_options_and_records_the_chip_it_read(tmp_path, dig
     out = tmp_path / "res"
     result = CliRunner().invoke(main, ["study", "--out", str(out), *TINY, "--adc-percentile", "0",
                                        "--subtraction", "digital", "--t-inference", "10", "--t-calibration", "0",
-                                       "--drift-compensation", "global"])
+                                       "--drift-compensation", "global", "--weight-scale", "column"])
     assert result.exit_code == 0, result.output
-    assert "worst-case ADC ranges, digital subtraction, t = 10 s" in " ".join(result.output.split())
+    assert ("worst-case ADC ranges, digital subtraction, a weight scale per column, t = 10 s"
+            in " ".join(result.output.split()))
     ds = xr.open_dataset(out / "robustness.nc")
     assert ds.attrs["spec_adc_percentile"] == "None" and ds.attrs["spec_subtraction"] == "digital"
     assert ds.attrs["spec_t_inference"] == 10.0 and ds.attrs["spec_analog_subtraction"] == 0
     assert ds.attrs["spec_t_calibration"] == 0.0 and ds.attrs["spec_drift_compensation"] == "global"
+    assert ds.attrs["spec_weight_scale"] == "column"
     default = CliRunner().invoke(main, ["study", "--out", str(tmp_path / "default"), *TINY])
     assert "ADC ranges at the 99.9th percentile per column, analog subtraction, t = 0 s" in " ".join(
         default.output.split())
     ds = xr.open_dataset(tmp_path / "default" / "robustness.nc")
     assert ds.attrs["spec_analog_subtraction"] == 1 and ds.attrs["spec_signed_adc"] == 1
     assert ds.attrs["spec_range_scope"] == "column" and ds.attrs["spec_ranges_from_calibration"] == 1
+    assert ds.attrs["spec_weight_scale"] == "layer"
 
 
 def test_study_trains_and_records_a_hardware_aware_model(tmp_path, digits_mlp):

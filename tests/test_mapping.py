@@ -14,10 +14,11 @@ def matrix(seed, m, n):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31), m=dims, n=dims, tile=tiles, scheme=st.sampled_from(mapping.SCHEMES))
-def test_map_then_unmap_returns_the_weights(seed, m, n, tile, scheme):
+@given(seed=st.integers(0, 2**31), m=dims, n=dims, tile=tiles, scheme=st.sampled_from(mapping.SCHEMES),
+       scale=st.sampled_from(mapping.WEIGHT_SCALES))
+def test_map_then_unmap_returns_the_weights(seed, m, n, tile, scheme, scale):
     w = matrix(seed, m, n)
-    layout = mapping.layout_weights(w, 1e-6, 1e-4, None, tile, scheme)
+    layout = mapping.layout_weights(w, 1e-6, 1e-4, None, tile, scheme, scale)
     assert layout.targets.shape[-2:] == tile
     assert layout.targets.min() >= 1e-6 - 1e-18 and layout.targets.max() <= 1e-4 + 1e-18
     torch.testing.assert_close(mapping.unmap_layout(layout), w, rtol=1e-10, atol=1e-12)
@@ -51,6 +52,34 @@ def test_quantized_mapping_error_bounded_by_level_step():
     layout = mapping.layout_weights(w, 1e-6, 1e-4, levels, (32, 32), "differential")
     w_step = layout.w_max / (levels - 1)
     assert (mapping.unmap_layout(layout) - w).abs().max() <= w_step / 2 + 1e-12
+
+
+@pytest.mark.parametrize("scheme", mapping.SCHEMES)
+def test_per_column_scales_give_every_output_the_whole_window(scheme):
+    """With a scale per column, each output's largest |w| sits at the edge of the window
+    (as the layer's largest does with one scale), an all-zero output is exact, and the
+    level rounding of output j is within half of its own step, ``w_max_j / steps``."""
+    g_min, g_max, levels = 1e-6, 1e-4, 17
+    w = matrix(3, 40, 6) * torch.tensor([1.0, 0.5, 0.1, 0.02, 0.0, 3.0], dtype=torch.float64)
+    layout = mapping.layout_weights(w, g_min, g_max, levels, (16, 16), scheme, "column")
+    col_max = w.abs().amax(0)
+    expected = torch.where(col_max > 0, col_max / col_max.max(), torch.ones_like(col_max))
+    torch.testing.assert_close(layout.column_scale, expected, rtol=1e-12, atol=0)
+    g_ref, half = (g_min, g_max - g_min) if scheme == "differential" else mapping.offset_reference(g_min, g_max, levels)
+    # the largest |w| of each non-zero output: at the full swing (g_max, or g_ref +- half)
+    full = mapping.layout_weights(w, g_min, g_max, None, (16, 16), scheme, "column")
+    for j in torch.nonzero(col_max > 0).flatten().tolist():
+        tile, row = divmod(int(w[:, j].abs().argmax()), 16)
+        cols = [2 * j, 2 * j + 1] if scheme == "differential" else [j]
+        swing = (full.targets[tile, 0, row, cols] - g_ref).abs().max()
+        assert float(swing) == pytest.approx(half, rel=1e-12)
+    steps = (levels - 1) if scheme == "differential" else half / ((g_max - g_min) / (levels - 1))
+    err = mapping.unmap_layout(layout) - w
+    assert (err.abs() <= col_max / steps / 2 + 1e-12).all()
+    assert float(err[:, 4].abs().max()) == 0.0
+    # one scale for the layer: the small outputs round to the layer's coarser step
+    layer = mapping.layout_weights(w, g_min, g_max, levels, (16, 16), scheme, "layer")
+    assert float((mapping.unmap_layout(layer) - w)[:, 3].abs().max()) > float(err[:, 3].abs().max())
 
 
 def test_differential_pairs_sit_in_adjacent_columns():

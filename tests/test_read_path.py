@@ -56,6 +56,13 @@ CASES = {
     "device levels, variation": dict(device=RRAM.replace(levels=8)),
     "drift at 1 h and static read noise": dict(device=PCM, t_inference=3600.0),
     "raw chip": dict(calibration=None, adc_offset_error=0.8, adc_signed=True),
+    "per-column weight scales": dict(weight_scale="column", device=RRAM),
+    "per-column weight scales, ideal ADC": dict(weight_scale="column", device=RRAM, adc_bits=None),
+    "per-column weight scales, offset mapping, raw ideal ADC": dict(weight_scale="column", device=RRAM,
+                                                                    mapping="offset", adc_bits=None,
+                                                                    calibration=None),
+    "per-column weight scales, analog subtraction, raw": dict(weight_scale="column", adc_signed=True,
+                                                              subtraction="analog", calibration=None),
 }
 
 

@@ -25,10 +25,11 @@ def linear(seed, n_in, n_out, bias=True):
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), n_in=st.integers(1, 90), n_out=st.integers(1, 70),
        tile=st.tuples(st.integers(1, 40), st.integers(2, 40)), trials=st.integers(1, 3),
-       scheme=st.sampled_from(["differential", "offset"]), signed=st.booleans())
-def test_ideal_linear_equals_torch(seed, n_in, n_out, tile, trials, scheme, signed):
+       scheme=st.sampled_from(["differential", "offset"]), signed=st.booleans(),
+       weight_scale=st.sampled_from(["layer", "column"]))
+def test_ideal_linear_equals_torch(seed, n_in, n_out, tile, trials, scheme, signed, weight_scale):
     lin = linear(seed, n_in, n_out)
-    spec = xbar.Spec.ideal(tile=tile, mapping=scheme)
+    spec = xbar.Spec.ideal(tile=tile, mapping=scheme, weight_scale=weight_scale)
     layer = xbar.AnalogLinear(lin, spec, trials=trials)
     x = randn(seed + 2, 5 * trials, n_in)
     x = x if signed else x.abs()
@@ -53,6 +54,7 @@ def test_ideal_conv_equals_torch(seed, c_in, c_out, k, stride, padding, tile):
     (dict(tile=(0, 64)), "tile"), (dict(tile=(64, 0)), "tile"), (dict(tile=(64, 1)), "tile"),
     (dict(tile=(64,)), "tile"), (dict(v_read=0.0), "v_read"), (dict(adc_range=-1.0), "adc_range"),
     (dict(mapping="diagonal"), "mapping"), (dict(t_inference=-1.0), "t_inference"),
+    (dict(weight_scale="row"), "weight_scale"),
 ])
 def test_bad_spec_fields_are_named(changes, field):
     with pytest.raises(ValueError, match=rf"Spec\.{field} = .* not allowed"):
@@ -157,14 +159,14 @@ def test_drift_lowers_the_output_current():
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), n_in=st.integers(1, 150), n_out=st.integers(1, 40),
        tile=st.tuples(st.integers(1, 64), st.integers(2, 64)), trials=st.integers(1, 3),
-       scheme=st.sampled_from(["differential", "offset"]))
+       scheme=st.sampled_from(["differential", "offset"]), weight_scale=st.sampled_from(["layer", "column"]))
 def test_fine_adc_matches_the_exact_product_across_full_and_partial_tile_rows(
-        seed, n_in, n_out, tile, trials, scheme):
+        seed, n_in, n_out, tile, trials, scheme, weight_scale):
     """A 16-bit ADC on every tile differs from the exact product only by its rounding:
     at most half a code per column read, two columns per output, one ADC per tile-row."""
     lin = linear(seed, n_in, n_out, bias=False)
-    layer = xbar.AnalogLinear(lin, xbar.Spec.ideal(tile=tile, mapping=scheme, adc_bits=16, calibration=None),
-                               trials=trials)
+    spec = xbar.Spec.ideal(tile=tile, mapping=scheme, adc_bits=16, calibration=None, weight_scale=weight_scale)
+    layer = xbar.AnalogLinear(lin, spec, trials=trials)
     x = torch.rand(4 * trials, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         err = (layer(x) - lin(x)).abs().max()
@@ -243,3 +245,38 @@ def test_has_ir_drop_on_any_resistance():
     assert not xbar.Spec.ideal().has_ir_drop
     for r in (dict(r_wire_row=0.1, r_wire_col=0.1), dict(r_wire_row=0.1, r_wire_col=0.1, r_sink=5.0)):
         assert xbar.Spec(**r).has_ir_drop
+
+
+@pytest.mark.parametrize("scheme", ["differential", "offset"])
+def test_per_column_scales_make_absolute_noise_relative_to_each_column(scheme):
+    """Absolute programming noise ``sigma`` (S) on every device: output j's error has the
+    closed-form sd ``w_per_siemens_j * sigma * sqrt(2 n_in)`` (all inputs at 1; two devices
+    per row: the pair, or the output's device and the row's reference device).  One scale per layer: ``w_per_siemens`` is the
+    layer's, the same absolute error on every output; a scale per column: each output's
+    own, so the error shrinks with the output's largest |w|, by the closed-form ratio."""
+    from mapping.scale import offset_reference
+
+    n_in, n_out, trials, sigma = 16, 5, 4000, 2e-7
+    lin = linear(0, n_in, n_out, bias=False)
+    scales = torch.tensor([1.0, 0.5, 0.2, 0.05, 0.01], dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.mul_(scales[:, None])
+    dev = DeviceModel(g_min=1e-5, g_max=1e-4, prog_sigma_abs=sigma)  # 45 sigma above 0: no clipping
+    x = torch.ones(trials, n_in, dtype=torch.float64)
+    sd = {}
+    for weight_scale in ("layer", "column"):
+        spec = xbar.Spec.ideal(tile=(16, 16), device=dev, mapping=scheme, calibration=None,
+                               weight_scale=weight_scale)
+        layer = xbar.AnalogLinear(lin, spec, trials=trials)
+        with torch.no_grad():
+            err = layer(x) - lin(x)
+        half = (1e-4 - 1e-5) if scheme == "differential" else offset_reference(1e-5, 1e-4, None)[1]
+        col_max = lin.weight.abs().amax(1)
+        w_max = col_max.max() if weight_scale == "layer" else col_max
+        theory = (w_max / half).detach() * sigma * (2 * n_in) ** 0.5
+        ratio = err.std(0) / theory
+        assert float((ratio - 1).abs().max()) < 0.06, (weight_scale, ratio)  # 4000 trials: 1.1% sd
+        assert bool((err.mean(0).abs() < 0.06 * theory).all())  # unbiased: 1.6% sd of the mean
+        sd[weight_scale] = err.std(0)
+    ratio = (sd["layer"] / sd["column"]) / (col_max.max() / col_max).detach()
+    assert float((ratio - 1).abs().max()) < 0.08, ratio

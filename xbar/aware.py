@@ -230,10 +230,10 @@ class _LayerModel:
         column currents in units of the ADC's full scale per unit input where there is an
         ADC (as evaluation reads them), weight units without."""
         spec, dev, on, draws = self.spec, self.spec.device, self.on, self.draws
-        layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping)
+        layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping, spec.weight_scale)
         t = layout.targets  # continuous
         q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
-                                                             spec.tile, spec.mapping)
+                                                             spec.tile, spec.mapping, spec.weight_scale)
         nominal = q.targets.detach()
         w_per_siemens = q.w_per_siemens
         if "variation" in on and dev.levels is not None:  # the device's levels, straight through
@@ -258,11 +258,14 @@ class _LayerModel:
         g_read, s2_read = read_matrices(state.g_eff, state.s2, scale, keep, self.analog_pairs)
         if self.analog_pairs:
             a = b = None
-        if i_fs is None:
+        column_scale = None if q.column_scale is None else q.column_scale.detach()
+        if i_fs is None:  # weight units of the layer's scale; per-column scales after the decoding
             out_fs = torch.ones(n_r, self.n_out, dtype=w.dtype, device=w.device)
+            out_fs = out_fs if column_scale is None else out_fs * column_scale
             adc_errors = AdcErrors()
         else:
-            out_fs = code_weight(i_fs, output_tiles, spec, w_per_siemens).detach()
+            per_output = w_per_siemens if column_scale is None else w_per_siemens * column_scale
+            out_fs = code_weight(i_fs, output_tiles, spec, per_output).detach()
             # the converters' own errors, drawn after the programming as evaluation draws them
             adc_errors = draw_adc_errors(spec, (n_r, g_read.shape[-1]), draws.adc, g_read)
         kept = torch.arange(n_c * cols, device=w.device) if keep is None else keep

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from devices import DeviceModel, presets
 from devices import validation as v
-from mapping.layout import SCHEMES
+from mapping.layout import SCHEMES, WEIGHT_SCALES
 from xbar.circuit import check_resistances
 
 # Wire resistance per cell (ohm): the default of IBM aihwkit's IR-drop model,
@@ -36,6 +36,13 @@ class Spec:
     mapping
         ``"differential"`` (two columns per output, G+ - G-) or ``"offset"`` (one column
         per output and one reference column per tile).
+    weight_scale
+        ``"layer"`` (default): one weight scale per layer, its largest |w| at the full
+        conductance window, the digital side multiplying every output by the same
+        factor; ``"column"``: one per output column, each output's largest |w| at the
+        full window and a digital factor per output (IBM aihwkit's
+        ``weight_scaling_columnwise``): outputs with small weights use more of the
+        window, above the devices' absolute noise and level steps.
     adc_bits, adc_range, adc_signed
         per-column ADC.  ``adc_bits=None``: an ideal ADC (no quantization, no clipping).
         Its full scale: set at calibration from the calibration reads
@@ -152,6 +159,7 @@ class Spec:
     tile: tuple[int, int] = (64, 64)
     device: DeviceModel = field(default_factory=lambda: presets["ideal"])
     mapping: str = "differential"
+    weight_scale: str = "layer"
     adc_bits: int | None = None
     adc_range: float = 1.0
     adc_percentile: float | None = ADC_PERCENTILE
@@ -187,6 +195,7 @@ class Spec:
         if not isinstance(self.device, DeviceModel):
             v.fail(o, "device", self.device, "must be a devices.DeviceModel")
         v.one_of(o, "mapping", self.mapping, SCHEMES)
+        v.one_of(o, "weight_scale", self.weight_scale, WEIGHT_SCALES)
         if self.mapping == "offset" and self.device.levels is not None and self.device.levels < 3:
             v.fail(o, "mapping", self.mapping, f"the offset mapping needs a device with at least "
                    f"3 levels (a zero weight and a step each way); device {self.device.name!r} has "

@@ -83,10 +83,12 @@ def full_scale_units(i_fs: torch.Tensor, spec: Spec) -> torch.Tensor:
     return (spec.v_read / spec.input_range) / i_fs[..., None, None]
 
 
-def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec, w_per_siemens: float) -> torch.Tensor:
+def code_weight(i_fs: torch.Tensor, output_tiles: torch.Tensor, spec: Spec,
+                w_per_siemens: float | torch.Tensor) -> torch.Tensor:
     """The digital side: weight units per ADC code, per tile-row and output ``(..., n_r,
-    out)`` (codes -> amperes -> weight units), for full scales ``i_fs`` ``(..., n_r, n_c)``
-    and the tile of each output."""
+    out)`` (codes -> amperes -> weight units), for full scales ``i_fs`` ``(..., n_r, n_c)``,
+    the tile of each output and its weight units per siemens (one for the layer, or one
+    per output ``(out,)`` with per-column weight scales)."""
     return (i_fs[..., output_tiles] / top_code(spec.adc_bits, spec.signed_adc)
             * (w_per_siemens * spec.input_range / spec.v_read))
 

@@ -68,7 +68,8 @@ class ProgrammedMatrix(nn.Module):
                  read_seed: int) -> None:
         super().__init__()
         dev = spec.device
-        layout = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping)
+        layout = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping,
+                                spec.weight_scale)
         self.spec, self.shape, self.scheme = spec, layout.shape, layout.scheme
         self.outputs_per_tile = layout.outputs_per_tile
         self.n_r, self.n_c = layout.grid
@@ -76,7 +77,8 @@ class ProgrammedMatrix(nn.Module):
         self.trials = trials
         self.read_seed = read_seed
         # weight units per ampere of column-difference current, for inputs in input units
-        self.out_scale = layout.w_per_siemens * spec.input_range / spec.v_read
+        # (per output, ``(out,)``, with per-column weight scales)
+        self.out_scale = layout.w_per_output * spec.input_range / spec.v_read
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             self.out_scale /= spec.ir_drop_compensation
         self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.streams)
@@ -111,8 +113,13 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("output_tiles", torch.arange(self.shape[1], device=w.device) // self.outputs_per_tile)
         # One product over all tile-rows, unless each tile-row is read on its own: by its
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
-        self.merged = spec.adc_bits is None and (self.scheme == "differential" or not self.needs_calibration)
-        self._keep, self._w_per_siemens = keep, w_per_siemens
+        # (An offset mapping's outputs share their tile's reference column: with a scale
+        # per output, they are scaled after the decoding, on the tile-row reads.)
+        self.merged = spec.adc_bits is None and (self.scheme == "differential" or (
+            not self.needs_calibration and layout.column_scale is None))
+        self._keep, self._column_scale = keep, layout.column_scale
+        # weight units per siemens of each output's column difference
+        self._w_per_siemens = w_per_siemens if layout.column_scale is None else w_per_siemens * layout.column_scale
         if self.merged:
             self._setup_merged(s2, a, b)
         else:
@@ -193,7 +200,9 @@ class ProgrammedMatrix(nn.Module):
 
     def _setup_blocks(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
         """Each tile-row read on its own.  With an ADC, ``u = x @ g`` is the column current
-        in units of the tile's full scale ``i_fs``; without, it is in weight units."""
+        in units of the tile's full scale ``i_fs``; without, it is in weight units of the
+        layer's scale (``w_per_siemens``).  The decoded outputs are multiplied by
+        ``out_fs``: weight units per code, or the per-column weight scales."""
         if i_fs is None:
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
@@ -205,9 +214,11 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("g_read", g.contiguous())
         self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
         if i_fs is None:
-            fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype)
+            fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype, device=self.g_tiles.device)
+            if self._column_scale is not None:
+                fs = fs * self._column_scale.to(fs.dtype)
         else:  # the digital side: codes -> weight units, per output and tile-row
-            fs = code_weight(i_fs, self.output_tiles, self.spec, w_per_siemens)
+            fs = code_weight(i_fs, self.output_tiles, self.spec, self._w_per_siemens)
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
