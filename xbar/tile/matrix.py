@@ -128,7 +128,7 @@ class ProgrammedMatrix(nn.Module):
             i_fs = designed_full_scale(nominal, spec, lambda g: effective_conductance(g, spec), self.shape[0],
                                        self.analog_pairs, self.outputs_per_tile)
             i_fs = None if i_fs is None else i_fs.expand(trials, *i_fs.shape)
-            self._setup_blocks(i_fs, w_per_siemens, s2, keep, a, b)
+            self._setup_blocks(i_fs, w_per_siemens, s2, a, b)
         self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
@@ -175,21 +175,27 @@ class ProgrammedMatrix(nn.Module):
         targets = self._nominal.unsqueeze(0).expand(self.trials, *self._nominal.shape).contiguous()
         return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec))
 
-    def _merged_matrices(self, s2, a, b):
-        """Ideal ADC: the read matrices ``(K, in, read columns)`` in weight units, every
-        tile-row in one; a differential pair merged into one column (exact for ideal ADCs)."""
+    def _read_matrices(self, g: torch.Tensor, s2: torch.Tensor | None):
+        """The matrices a read multiplies, from the effective conductances ``g`` and the
+        per-read noise variances ``s2`` of the tiles ``(K, n_r, n_c, R, C)``: merged (every
+        tile-row in one, ``(K, in, read columns)`` in weight units, a differential pair one
+        column of ``G+ - G-``: exact for ideal ADCs), or per tile-row ``(K, n_r, R, read
+        columns)`` in read units (:func:`xbar.tile.columns.read_matrices`)."""
+        if not self.merged:
+            return read_matrices(g, s2, self._scale, self._keep, self.analog_pairs)
         k, m = self.trials, self.n_r * self.rows
-        g = side_by_side(self.g_tiles).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
+        g = side_by_side(g).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
         s2 = None if s2 is None else side_by_side(s2).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
         if self.scheme == "differential":
+            a, b = self._pair_columns
             g = g[..., a] - g[..., b]
             s2 = None if s2 is None else s2[..., a] + s2[..., b]
         return g * self._w_per_siemens, None if s2 is None else s2 * self._w_per_siemens**2
 
     def _setup_merged(self, s2, a, b) -> None:
         """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
-        self._pair_columns = (a, b)  # the read columns of each pair, for the aged matrices
-        g, s2 = self._merged_matrices(s2, a, b)
+        self._pair_columns = (a, b)  # the read columns of each pair
+        g, s2 = self._read_matrices(self.g_tiles, s2)
         if self.scheme == "differential":
             a = b = None
         self.register_buffer("g_read", g.contiguous())
@@ -198,7 +204,7 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
 
-    def _setup_blocks(self, i_fs, w_per_siemens, s2, keep, a, b) -> None:
+    def _setup_blocks(self, i_fs, w_per_siemens, s2, a, b) -> None:
         """Each tile-row read on its own.  With an ADC, ``u = x @ g`` is the column current
         in units of the tile's full scale ``i_fs``; without, it is in weight units of the
         layer's scale (``w_per_siemens``).  The decoded outputs are multiplied by
@@ -207,8 +213,8 @@ class ProgrammedMatrix(nn.Module):
             scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
         else:
             scale = full_scale_units(i_fs, self.spec)  # (K, n_r, n_c, 1, 1)
-        self._scale = scale  # read units per siemens, for the aged matrices
-        g, s2 = read_matrices(self.g_tiles, s2, scale, keep, self.analog_pairs)
+        self._scale = scale  # read units per siemens
+        g, s2 = self._read_matrices(self.g_tiles, s2)
         if self.analog_pairs:
             a = b = None
         self.register_buffer("g_read", g.contiguous())
@@ -299,7 +305,7 @@ class ProgrammedMatrix(nn.Module):
             y = self._blocks_read(x).sum(1)
         if self.cal_bias is not None:
             y = y + self._trials(self.cal_bias)
-        return y if self.drift_gain is None else y * self._trials(self.drift_gain)
+        return y
 
     def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         u = torch.matmul(x, self._trials(self.g_read))
@@ -420,15 +426,25 @@ class ProgrammedMatrix(nn.Module):
                                "after its calibration at Spec.t_calibration)")
         state = self._program(self.spec, ProgrammingDraws.from_seed(self.program_seed, self.g_tiles.device))
         self.g_tiles = state.g_eff
-        if self.merged:
-            g, s2 = self._merged_matrices(state.s2, *self._pair_columns)
-        else:
-            g, s2 = read_matrices(self.g_tiles, state.s2, self._scale, self._keep, self.analog_pairs)
+        g, s2 = self._read_matrices(self.g_tiles, state.s2)
         self.g_read = (g * self.g_factor).contiguous()
         self.s2_read = None if s2 is None else (s2 * self.g_factor**2).contiguous()
         self.aged = True
         if self.ref_inputs is not None:
-            self.drift_gain = self.ref_level / self._reference_level()
+            self.drift_gain = self.ref_level / self._reference_level()  # (K, 1, 1)
+            self._fold_output_gain(self.drift_gain)
+
+    def _fold_output_gain(self, gain: torch.Tensor) -> None:
+        """Every output of trial k multiplied by ``gain[k]`` ``(K, 1, 1)``, folded into the
+        read (the merged matrices, or the digital scale after the ADCs) and the offsets, so
+        that the read costs what it did."""
+        if self.merged:  # a linear read: the matrix, and the noise's variance
+            self.g_read.mul_(gain)
+            if self.s2_read is not None:
+                self.s2_read.mul_(gain**2)
+        else:
+            self.out_fs.mul_(gain.unsqueeze(1))
+        self.cal_bias.mul_(gain)
 
     def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
