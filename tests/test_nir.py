@@ -111,12 +111,134 @@ def test_nirtorch_graph_executor_is_refused_not_run_ideal(spec):
                       progress=False, calibration_data=cal)
 
 
-def test_norse_export_loads():
-    net = norse.SequentialState(nn.Linear(64, 10), norse.LIFBoxCell())
-    graph = norse.to_nir(net, torch.rand(1, 64), dt=1e-3)
-    model = xbar.from_nir(graph, dt=1e-3)
-    assert model(torch.rand(3, 64)).shape == (3, 10)
-    assert [type(m).__name__ for m in model.nodes.values()] == ["Identity", "Linear", "NIRLIF", "Identity"]
+def _steps(model, x, steps=12):
+    """``model``'s outputs over ``steps`` calls with the input ``x`` each time, and the
+    membranes of its neurons after each: two lists of arrays."""
+    outs, mems = [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            out = model(x)
+            out = out[0] if isinstance(out, tuple) else out
+            outs.append(out.double().numpy().copy())
+    return outs
+
+
+def _assert_same_steps(ours, theirs, what):
+    """Step by step: the same spikes (every one), the same values to float rounding."""
+    for t, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.shape == b.shape, (what, t, a.shape, b.shape)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{what}, step {t + 1}")
+    assert any(np.abs(b).sum() > 0 for b in theirs), f"{what}: nothing happened in the reference run"
+
+
+def _snntorch_graph(net, sample):
+    """snntorch's export (``export_to_nir``) without its last call, ``infer_types``, which
+    fails on any conv net with nir 1.0.8 (``tuple index out of range`` for a batched
+    sample, a type mismatch for an unbatched one): the graph snntorch hands over, in
+    memory, its conv nodes holding torch tensors."""
+    import nirtorch
+    from snntorch.export_nir import _extract_snntorch_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nirtorch.extract_nir_graph(net, _extract_snntorch_module, sample, model_name="snntorch",
+                                          ignore_submodules_of=[snn.RLeaky, snn.RSynaptic])
+
+
+def test_snntorch_conv_graph_in_memory_runs_as_snntorch_does():
+    """Conv, pooling, flatten, Leaky and Synaptic (reset to zero, the only reset snntorch's
+    export writes), from the graph as snntorch returns it, tensors in its nodes."""
+    torch.manual_seed(0)
+    n = 4 * 4 * 4
+
+    def per_neuron(shape, value):
+        return torch.full(shape, value)
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), snn.Leaky(beta=per_neuron((4, 8, 8), 0.8), threshold=per_neuron((4, 8, 8), 0.5),
+                                                 init_hidden=True, reset_mechanism="zero"),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(n, 10),
+        snn.Synaptic(alpha=per_neuron((10,), 0.6), beta=per_neuron((10,), 0.8), threshold=per_neuron((10,), 0.5),
+                     init_hidden=True, reset_mechanism="zero", output=True))
+    graph = _snntorch_graph(net, torch.rand(1, 1, 8, 8))
+    assert any(isinstance(getattr(node, "weight", None), torch.Tensor) for node in graph.nodes.values())
+    x = torch.rand(16, 1, 8, 8) * 3
+    xbar.reset_state(net)
+    theirs = _steps(net, x)
+    model = xbar.from_nir(graph, exporter="snntorch")
+    _assert_same_steps(_steps(model, x), theirs, "snntorch conv, exporter='snntorch'")
+
+
+def test_snntorch_synaptic_zero_reset_is_reproduced_and_nir_semantics_differ(tmp_path):
+    """snntorch's Synaptic resets one step late: the step after a spike its membrane, with
+    that step's input added, is set to zero.  NIR's CubaLIF resets at once.  With
+    exporter='snntorch' the graph reads as snntorch ran it (in memory and from a file);
+    without, it follows NIR, and the spikes differ after the first reset."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(20, 12),
+                        snn.Synaptic(alpha=torch.full((12,), 0.6), beta=torch.full((12,), 0.8),
+                                     threshold=torch.ones(12), init_hidden=True, reset_mechanism="zero",
+                                     output=True))
+    graph = export_to_nir(net, torch.rand(20))
+    x = torch.rand(32, 20) * 2
+    xbar.reset_state(net)
+    theirs = _steps(net, x)
+    _assert_same_steps(_steps(xbar.from_nir(graph, exporter="snntorch"), x), theirs, "snntorch Synaptic")
+    path = tmp_path / "synaptic.nir"
+    nir.write(str(path), graph)
+    _assert_same_steps(_steps(xbar.from_nir(path, exporter="snntorch"), x), theirs, "snntorch Synaptic, file")
+    nir_run = _steps(xbar.from_nir(graph, dt=1e-4), x)
+    assert any(not np.array_equal(a, b) for a, b in zip(nir_run, theirs))
+    with pytest.raises(ValueError, match="dt = 0.001 is not allowed with exporter='snntorch'"):
+        xbar.from_nir(graph, exporter="snntorch", dt=1e-3)
+
+
+@pytest.mark.parametrize("dt", [1e-4, 1e-3])
+def test_spikingjelly_neurons_run_as_spikingjelly_does(dt):
+    """Every neuron SpikingJelly exports (IFNode -> IF, LIFNode with and without
+    decay_input and ParametricLIFNode -> LIF, CUBALIFNode -> CubaLIF), hard reset, in
+    memory, step by step, at the dt of the export (default 1e-4 s)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(layer.Linear(20, 16), neuron.IFNode(), layer.Linear(16, 14), neuron.LIFNode(tau=3.0),
+                        layer.Linear(14, 12), neuron.LIFNode(tau=2.5, decay_input=False),
+                        layer.Linear(12, 10), neuron.ParametricLIFNode(init_tau=2.0),
+                        layer.Linear(10, 6), neuron.CUBALIFNode(c_decay=0.5, v_decay=0.75))
+    x = torch.rand(24, 20) * 2
+    with torch.no_grad():
+        functional.reset_net(net)
+        theirs = _steps(net, x)
+        functional.reset_net(net)
+        graph = to_nir.export_to_nir(net, x[:4], dt=dt)
+    model = xbar.from_nir(graph, exporter="spikingjelly", dt=dt)
+    _assert_same_steps(_steps(model, x), theirs, f"SpikingJelly dt={dt}")
+    _assert_same_steps(_steps(xbar.from_nir(graph, dt=dt), x), theirs, "SpikingJelly, NIR's equations")
+
+
+def _norse_net(dt=1e-3):
+    torch.manual_seed(2)
+    return norse.SequentialState(nn.Linear(20, 16), norse.LIFBoxCell(dt=dt), nn.Linear(16, 12), norse.LIFCell(dt=dt),
+                                 nn.Linear(12, 10), norse.IAFCell(dt=dt), nn.Linear(10, 6), norse.LIBoxCell(dt=dt))
+
+
+@pytest.mark.parametrize("dt", [1e-3, 5e-4])
+def test_norse_graph_runs_as_norse_does_with_its_exporter(dt):
+    """norse writes tau = dt / tau_inv (1e-5 s for its default 10 ms at dt = 1e-3): read as
+    NIR's equations, dt/tau = 100 per step, which is refused with the numbers; with
+    exporter='norse' every neuron it exports (LIFBoxCell -> LIF, LIFCell -> CubaLIF with
+    its current jump before the membrane, IAFCell -> IF, LIBoxCell -> LI) steps as norse
+    does, at the dt of the export, from the graph in memory (torch tensors in its nodes)."""
+    net = _norse_net(dt)
+    x = torch.rand(24, 20) * 4
+    graph = norse.to_nir(net, torch.rand(1, 20), dt=dt)
+    theirs, state = [], None
+    with torch.no_grad():
+        for _ in range(12):
+            out, state = net(x, state)
+            theirs.append(out.double().numpy().copy())
+    _assert_same_steps(_steps(xbar.from_nir(graph, exporter="norse", dt=dt), x), theirs, f"norse dt={dt}")
+    with pytest.raises(ValueError, match=rf"has tau down to {dt / 100:g} s, and dt = {dt:g} s steps it by "
+                                         r"dt/tau = 100: .*exporter='norse'"):  # tau = dt / 100 at any dt
+        xbar.from_nir(graph, dt=dt)
 
 
 def _graph(nodes, edges):
@@ -228,3 +350,10 @@ def test_refusals_name_the_problem(tmp_path):
         xbar.from_nir(tmp_path / "missing.nir", dt=1e-4)
     with pytest.raises(TypeError, match="nir.NIRGraph or the path"):
         xbar.from_nir(nn.Linear(2, 2), dt=1e-4)
+    with pytest.raises(ValueError, match="exporter = 'brian2' is not allowed: must be one of"):
+        xbar.from_nir(good, exporter="brian2")
+    fast = _chain(nir.LIF(tau=np.full(3, 1e-4), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)))
+    with pytest.raises(ValueError, match=r"'n0' \(LIF\) has tau down to 0.0001 s, and dt = 0.0003 s steps it by "
+                                         r"dt/tau = 3: forward Euler needs dt/tau <= 1"):
+        xbar.from_nir(fast, dt=3e-4)
+    assert xbar.from_nir(fast, dt=1e-4) is not None  # dt/tau = 1: v = r I, allowed

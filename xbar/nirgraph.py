@@ -1,4 +1,4 @@
-"""``from_nir(graph, dt=...)``: a NIR graph as a single-step torch network.
+"""``from_nir(graph, dt=..., exporter=...)``: a NIR graph as a single-step torch network.
 
 NIR (the Neuromorphic Intermediate Representation) describes a network as a graph of
 continuous-time primitives; snntorch, SpikingJelly, norse and others export to it.  This
@@ -30,8 +30,27 @@ SumPool2d     sum over windows            AvgPool2d  mean over windows
 State starts at ``v = v_leak`` (``0`` for IF and I) and ``i = 0``.  With the parameters
 snntorch and SpikingJelly export (``r = tau/dt``, ``w_in = tau_syn/dt``), a LIF step is
 ``v = beta v + I`` with ``beta = 1 - dt/tau``: their own update, so ``dt`` must be the
-one the graph was exported with.  NIR graphs do not record it: snntorch and SpikingJelly
-export with ``dt = 1e-4`` s by default, norse with ``1e-3`` s.
+one the graph was exported with.  NIR graphs do not record it.  A step with
+``dt/tau > 1`` is refused: forward Euler overshoots the rest state there.
+
+Where an exporter's own update differs from these equations, ``from_nir(...,
+exporter=...)`` steps its nodes as that library does (each checked step by step against
+the library in ``tests/test_nir.py``):
+
+``"snntorch"`` (dt fixed at 1e-4 s: its export writes every time constant for it)
+    LIF as above (``Leaky`` with ``reset_mechanism="zero"``).  CubaLIF as ``Synaptic``:
+    reset one step late, the step after a spike its membrane, with that step's input
+    added, set to ``v_reset``.  snntorch writes ``v_reset = 0`` whatever the neuron's
+    ``reset_mechanism``: a network trained with its default ``"subtract"`` reads
+    otherwise from its graph; run the snntorch model itself (``xbar.convert``).
+``"spikingjelly"`` (export dt 1e-4 s by default)
+    NIR's equations (IFNode, LIFNode, ParametricLIFNode, CUBALIFNode, hard reset: its
+    export refuses soft resets).
+``"norse"`` (export dt 1e-3 s by default)
+    norse writes ``tau = dt / tau_inv``, so its step ``dt * tau_inv`` is ``dt**2 / tau``;
+    its IF adds the input as it is (``v += r I``); its CubaLIF (``LIFCell``) adds the
+    input to the current first, steps the membrane with that current, then decays it:
+    ``j = i + w_in I``, ``v += dt/tau_mem (v_leak - v + r j)``, ``i = j - dt/tau_syn j``.
 
 Edges that close a loop (recurrent weights) carry the previous step's output (zero at
 the first step).  Nested graphs are flattened into their parent.  A graph must have one
@@ -51,30 +70,41 @@ SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPoo
              "AvgPool2d", "Scale", "Threshold", "LIF", "CubaLIF", "CubaLI", "IF", "LI", "I")
 
 
-def _t(a, dtype=torch.float32) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):  # some exporters leave tensors in the graph
+def _np(a) -> np.ndarray:
+    """A node's parameter as a numpy array, whatever the exporter left there: a numpy array
+    (``nir.read``), a torch tensor (snntorch and norse, in memory; on any device, with or
+    without gradient) or a Python number, tuple or list."""
+    if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
-    return torch.tensor(np.array(a, dtype=np.float64), dtype=dtype)
+    return np.asarray(a)
+
+
+def _t(a, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(_np(a).astype(np.float64), dtype=dtype)
 
 
 def _pair(a) -> tuple[int, int]:
-    a = np.atleast_1d(np.asarray(a)).astype(int).tolist()
+    a = np.atleast_1d(_np(a)).astype(int).tolist()
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
 class _Neuron(nn.Module):
-    """State ``mem`` (and ``syn``), reset to rest by ``reset()``."""
+    """State ``mem`` (and ``syn``), reset to rest by ``reset()``; ``exporter``: whose
+    discrete update it follows where the libraries differ (``None``: NIR's)."""
 
-    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+    def __init__(self, params: dict[str, torch.Tensor], exporter: str | None = None) -> None:
         super().__init__()
         for name, value in params.items():
             self.register_buffer(name, value)
+        self.exporter = exporter
         self.mem: torch.Tensor | None = None
         self.syn: torch.Tensor | None = None
+        self.fired: torch.Tensor | None = None  # snntorch's CubaLIF: last step's spikes, reset now
 
     def reset(self) -> None:
         self.mem = None
         self.syn = None
+        self.fired = None
 
     def _rest(self, x: torch.Tensor) -> torch.Tensor:
         leak = getattr(self, "v_leak", None)
@@ -106,9 +136,23 @@ class NIRCubaLIF(_Neuron):
     def forward(self, x):
         i = torch.zeros_like(x) if self.syn is None else self.syn
         v = self._rest(x) if self.mem is None else self.mem
-        self.syn = i + self.dt_tau_syn * (self.w_in * x - i)
-        self.mem = v + self.dt_tau_mem * (self.v_leak - v + self.r * self.syn)
-        return self._fire() if self.spiking else self.mem
+        if self.exporter == "norse":  # the input jumps into i, the membrane sees it, then i decays
+            j = i + self.w_in * x
+            self.mem = v + self.dt_tau_mem * (self.v_leak - v + self.r * j)
+            self.syn = j - self.dt_tau_syn * j
+        else:
+            self.syn = i + self.dt_tau_syn * (self.w_in * x - i)
+            self.mem = v + self.dt_tau_mem * (self.v_leak - v + self.r * self.syn)
+        if not self.spiking:
+            return self.mem
+        if self.exporter != "snntorch":
+            return self._fire()
+        # snntorch's Synaptic resets one step late: the step after a spike, its membrane
+        # (with that step's input added) is set to v_reset, then compared to the threshold.
+        if self.fired is not None:
+            self.mem = torch.where(self.fired, self.v_reset.to(self.mem.dtype).expand_as(self.mem), self.mem)
+        self.fired = self.mem > self.threshold
+        return self.fired.to(self.mem.dtype)
 
 
 class NIRCubaLI(NIRCubaLIF):
@@ -157,7 +201,7 @@ class _SumPool2d(nn.AvgPool2d):
 
 
 def _linear(node, bias: bool, dtype) -> nn.Linear:
-    w = np.asarray(node.weight)
+    w = _np(node.weight)
     layer = nn.Linear(w.shape[1], w.shape[0], bias=bias, dtype=dtype)
     with torch.no_grad():
         layer.weight.copy_(_t(w, dtype))
@@ -167,44 +211,78 @@ def _linear(node, bias: bool, dtype) -> nn.Linear:
 
 
 def _conv2d(node, dtype) -> nn.Conv2d:
-    w = np.asarray(node.weight)
+    w = _np(node.weight)
     padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-    bias = node.bias is not None and np.size(node.bias) > 0
+    bias = node.bias is not None and _np(node.bias).size > 0
     conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
                      stride=_pair(node.stride), padding=padding, dilation=_pair(node.dilation),
                      groups=int(node.groups), bias=bias, dtype=dtype)
     with torch.no_grad():
         conv.weight.copy_(_t(w, dtype))
         if bias:
-            conv.bias.copy_(_t(np.broadcast_to(node.bias, (w.shape[0],)), dtype))
+            conv.bias.copy_(_t(np.broadcast_to(_np(node.bias), (w.shape[0],)), dtype))
     return conv
 
 
-def _neuron_params(node, dt: float, dtype) -> dict[str, torch.Tensor]:
+def _neuron_params(node, dt: float, exporter: str | None, dtype) -> dict[str, torch.Tensor]:
     kind = type(node).__name__
-    p = {}
-    if kind in ("LIF", "LI"):
-        p["dt_tau"] = _t(dt / np.asarray(node.tau, dtype=np.float64), dtype)
+    p = {name: _t(value, dtype) for name, value in _step_factors(node, dt, exporter).items()}
     if kind in ("CubaLIF", "CubaLI"):
-        p["dt_tau_syn"] = _t(dt / np.asarray(node.tau_syn, dtype=np.float64), dtype)
-        p["dt_tau_mem"] = _t(dt / np.asarray(node.tau_mem, dtype=np.float64), dtype)
         p["w_in"] = _t(node.w_in, dtype)
-    if kind in ("IF", "I"):
-        p["dt_r"] = _t(dt * np.asarray(node.r, dtype=np.float64), dtype)
-    else:
+    if kind not in ("IF", "I"):
         p["r"] = _t(node.r, dtype)
         p["v_leak"] = _t(node.v_leak, dtype)
     if kind in ("LIF", "CubaLIF", "IF"):
         p["threshold"] = _t(node.v_threshold, dtype)
-        p["v_reset"] = _t(node.v_reset if node.v_reset is not None else np.zeros_like(node.v_threshold), dtype)
+        p["v_reset"] = _t(node.v_reset if node.v_reset is not None else np.zeros_like(_np(node.v_threshold)), dtype)
     return p
+
+
+# How each exporter's step relates the graph's time constants to its own update, where it
+# is not NIR's forward Euler at the export's dt: norse writes tau = dt / tau_inv, so its
+# step factor dt * tau_inv is dt**2 / tau, and its IF adds the input as it is (no dt).
+EXPORTERS = {"snntorch": 1e-4, "spikingjelly": 1e-4, "norse": 1e-3}  # each one's export dt (s)
+
+
+def _step_factors(node, dt: float, exporter: str | None) -> dict[str, np.ndarray]:
+    """The factors of a neuron node's step: ``dt/tau`` (``dt_tau``, ``dt_tau_syn``,
+    ``dt_tau_mem``) and ``dt r`` (``dt_r``), as its exporter steps it."""
+    kind = type(node).__name__
+    step = dt * dt if exporter == "norse" else dt
+    taus = {"LIF": {"dt_tau": "tau"}, "LI": {"dt_tau": "tau"},
+            "CubaLIF": {"dt_tau_syn": "tau_syn", "dt_tau_mem": "tau_mem"},
+            "CubaLI": {"dt_tau_syn": "tau_syn", "dt_tau_mem": "tau_mem"}}.get(kind, {})
+    factors = {name: step / _np(getattr(node, tau)).astype(np.float64) for name, tau in taus.items()}
+    if kind in ("IF", "I"):
+        factors["dt_r"] = (1.0 if exporter == "norse" else dt) * _np(node.r).astype(np.float64)
+    return factors
+
+
+def _check_steps(nodes: dict, dt: float, exporter: str | None) -> None:
+    """Refuse a step that forward Euler cannot take faithfully: ``dt/tau > 1`` overshoots
+    the rest state (beyond 2 it diverges), so the graph would run another network."""
+    for key, node in nodes.items():
+        for name, factor in _step_factors(node, dt, exporter).items():
+            if name == "dt_r" or factor.size == 0 or float(factor.max()) <= 1.0:
+                continue
+            tau = name.replace("dt_", "")
+            smallest = float(_np(getattr(node, tau)).min())
+            hint = ("norse writes tau = dt / tau_mem_inv (1e-5 s with its defaults): pass "
+                    "exporter='norse', with its export dt" if exporter is None else
+                    f"check that dt is the one the graph was exported with ({exporter}: "
+                    f"{EXPORTERS[exporter]:g} s by default)")
+            raise ValueError(f"from_nir: node {key!r} ({type(node).__name__}) has {tau} down to "
+                             f"{smallest:.3g} s, and dt = {dt:g} s steps it by dt/{tau} = "
+                             f"{float(factor.max()):.3g}: forward Euler needs dt/{tau} <= 1 (beyond "
+                             f"it the membrane overshoots its rest state, beyond 2 it diverges). "
+                             f"{hint}")
 
 
 _NEURONS = {"LIF": NIRLIF, "LI": NIRLI, "CubaLIF": NIRCubaLIF, "CubaLI": NIRCubaLI, "IF": NIRIF,
             "I": NIRIntegrator}
 
 
-def _module(key: str, node, dt: float, dtype) -> nn.Module:
+def _module(key: str, node, dt: float, exporter: str | None, dtype) -> nn.Module:
     kind = type(node).__name__
     if kind in ("Input", "Output"):
         return nn.Identity()
@@ -223,7 +301,7 @@ def _module(key: str, node, dt: float, dtype) -> nn.Module:
         return _Elementwise("scale", _t(node.scale, dtype))
     if kind == "Threshold":
         return _Elementwise("threshold", _t(node.threshold, dtype))
-    return _NEURONS[kind](_neuron_params(node, dt, dtype))
+    return _NEURONS[kind](_neuron_params(node, dt, exporter, dtype), exporter)
 
 
 def _flatten(graph) -> tuple[dict, list[tuple[str, str]]]:
@@ -286,11 +364,11 @@ class NIRNetwork(nn.Module):
     :func:`xbar.convert` finds and swaps the weight nodes like any layer."""
 
     def __init__(self, nodes: dict, edges: list[tuple[str, str]], ends: tuple[str, str], dt: float,
-                 dtype) -> None:
+                 dtype, exporter: str | None = None) -> None:
         super().__init__()
-        self.dt = dt
+        self.dt, self.exporter = dt, exporter
         self.keys = {k: k.replace(".", "_") for k in nodes}
-        self.nodes = nn.ModuleDict({self.keys[k]: _module(k, n, dt, dtype) for k, n in nodes.items()})
+        self.nodes = nn.ModuleDict({self.keys[k]: _module(k, n, dt, exporter, dtype) for k, n in nodes.items()})
         self.input, self.output = ends
         self.order, self.back = _order(list(nodes), edges, self.input)
         unreached = [k for k in nodes if k not in self.order]
@@ -324,23 +402,42 @@ class NIRNetwork(nn.Module):
         return out[self.output]
 
     def extra_repr(self) -> str:
-        return f"dt={self.dt:g} s, {len(self.order)} nodes, {len(self.back)} recurrent edges"
+        steps = "NIR's" if self.exporter is None else f"{self.exporter}'s"
+        return f"dt={self.dt:g} s, {steps} steps, {len(self.order)} nodes, {len(self.back)} recurrent edges"
 
 
-def from_nir(graph, *, dt: float, dtype: torch.dtype = torch.float32) -> NIRNetwork:
-    """A single-step torch network of the NIR graph ``graph`` (a ``nir.NIRGraph`` or the
-    path of a file written by ``nir.write``), stepped by ``dt`` seconds per call.
+def from_nir(graph, *, dt: float | None = None, exporter: str | None = None,
+             dtype: torch.dtype = torch.float32) -> NIRNetwork:
+    """A single-step torch network of the NIR graph ``graph`` (a ``nir.NIRGraph``, in
+    memory as an exporter returns it, or the path of a file written by ``nir.write``),
+    stepped by ``dt`` seconds per call.
 
-    ``dt`` has no default: NIR graphs do not record the step they were exported with
-    (snntorch and SpikingJelly: 1e-4 s, norse: 1e-3 s), and a wrong ``dt`` silently
-    changes every time constant.  The module docstring gives the update of every node.
-    Nodes of a kind not in :data:`SUPPORTED` are refused by name.
+    ``exporter``: the library that wrote the graph (``"snntorch"``, ``"spikingjelly"``,
+    ``"norse"``), so that each neuron steps as that library's own update does where it
+    differs from NIR's forward Euler (see the module docstring), and ``dt`` defaults to
+    that library's export dt (:data:`EXPORTERS`).  ``None``: NIR's equations, and ``dt``
+    must be given: NIR graphs do not record the step they were exported with, and a
+    wrong ``dt`` silently changes every time constant.  A ``dt`` for which a forward-Euler
+    step would overshoot (``dt/tau > 1``) is refused with the numbers.  Nodes of a kind
+    not in :data:`SUPPORTED` are refused by name.
     """
     try:
         import nir
     except ImportError as err:  # pragma: no cover - nir is in the [frameworks] extra
         raise ImportError("from_nir needs the nir package: pip install nir "
                           "(or xbar[frameworks])") from err
+    if exporter is not None and exporter not in EXPORTERS:
+        raise ValueError(f"from_nir: exporter = {exporter!r} is not allowed: must be one of "
+                         f"{sorted(EXPORTERS)}, or None (NIR's equations, with the dt you give)")
+    if dt is None and exporter is None:
+        raise TypeError("from_nir: dt is needed (the time step in seconds that the graph was exported "
+                        "with: snntorch and SpikingJelly use 1e-4, norse 1e-3), or name the exporter "
+                        "(exporter='snntorch', 'spikingjelly' or 'norse') for its own")
+    dt = EXPORTERS[exporter] if dt is None else dt
+    if exporter == "snntorch" and dt != EXPORTERS["snntorch"]:
+        raise ValueError(f"from_nir: dt = {dt!r} is not allowed with exporter='snntorch': snntorch's "
+                         "export writes every time constant for dt = 1e-4 s, whatever the network ran at; "
+                         "leave dt out")
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
         raise ValueError(f"from_nir: dt = {dt!r} is not allowed: must be the time step in seconds, "
                          "> 0 (the one the graph was exported with: snntorch and SpikingJelly use "
@@ -371,4 +468,5 @@ def from_nir(graph, *, dt: float, dtype: torch.dtype = torch.float32) -> NIRNetw
     unknown = sorted({e for edge in edges for e in edge if e not in nodes})
     if unknown:
         raise ValueError(f"from_nir: edges name nodes the graph does not have: {unknown}")
-    return NIRNetwork(nodes, edges, (ends[0], ends[1]), float(dt), dtype)
+    _check_steps(nodes, float(dt), exporter)
+    return NIRNetwork(nodes, edges, (ends[0], ends[1]), float(dt), dtype, exporter)
