@@ -269,6 +269,71 @@ def test_spikingjelly_conv_net_mixing_layer_conv2d_and_nn_linear(digits, mode):
     _check_equal(ds, own, neuron_layers=["0", "5"])
 
 
+class _SJBasicBlock(nn.Module):
+    """SpikingJelly's ``spiking_resnet.BasicBlock`` as it is written there (its module
+    imports torchvision, which these machines do not have): the shortcut's crossbar
+    layer runs between ``conv2`` and ``sn2``."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = layer.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = layer.BatchNorm2d(c_out)
+        self.sn1 = neuron.LIFNode()
+        self.conv2 = layer.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = layer.BatchNorm2d(c_out)
+        self.downsample = nn.Sequential(layer.Conv2d(c_in, c_out, 1, stride, bias=False), layer.BatchNorm2d(c_out))
+        self.sn2 = neuron.LIFNode()
+
+    def forward(self, x):
+        identity = x
+        out = self.sn1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = self.downsample(x)
+        out += identity
+        return self.sn2(out)
+
+
+def test_spikingjelly_residual_block_shortcut_layer_feeds_the_neuron_after_the_add(digits):
+    """Matched by data flow: ``conv2`` and the shortcut's ``downsample.0`` both feed
+    ``sn2``, though ``downsample.0`` (a crossbar layer) runs between ``conv2`` and ``sn2``
+    (the order rule gave ``conv2`` no neuron)."""
+    x, y = digits
+    x = x.reshape(-1, 1, 8, 8)
+    net = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), neuron.IFNode(), _SJBasicBlock(8, 16, 2),
+                        layer.Flatten(), layer.Linear(16 * 16, 10), neuron.LIFNode(tau=2.0))
+    net = train(net, _sj_summed, x, y)
+    net.eval()
+    own = _sj_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
+    hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
+    assert dict(zip(ds.layer.values, ds.neuron.values)) == {
+        "0": "1", "2.conv1": "2.sn1", "2.conv2": "2.sn2", "2.downsample.0": "2.sn2", "4": "5"}
+    _check_equal(ds, own, neuron_layers=["0", "2.conv1", "2.conv2", "2.downsample.0", "4"])
+
+
+def test_snntorch_conv_lstm_pooling_its_spikes_is_a_neuron(digits):
+    """``SConv2dLSTM(max_pool=2)`` returns spikes pooled to half the size of its
+    membrane: it is found as the neuron of the conv before it (and of its own conv), and
+    its membrane error is counted over its membrane's elements."""
+    x, y = digits
+    x = x.reshape(-1, 1, 8, 8)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), snn.SConv2dLSTM(2, 8, 3, max_pool=2, init_hidden=True),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    with torch.no_grad():
+        xbar.reset_state(net)
+        out = net[1](net[0](x[:4]))
+        assert out.shape == (4, 8, 4, 4) and net[1].mem.shape == (4, 8, 8, 8)
+        assert neuron_reading(net[1], out) is not None
+    net = train(net, _snn_summed, x, y)
+    own = _snn_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
+    hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
+    matched = dict(zip(ds.layer.values, ds.neuron.values))
+    assert matched["0"] == "1" and matched["3"] == "4"
+    assert all(matched[name] == "1" for name in matched if name.startswith("1."))
+    _check_equal(ds, own, neuron_layers=["0", "3"])
+    # per sample: the conv's 8 x 4 x 4 pooled spikes (the neurons it feeds)
+    assert float(ds.neurons.sel(layer="0")) == 8 * 4 * 4
+
+
 def test_spikingjelly_multi_step_data_given_time_first_is_refused(digits):
     x, y = digits
     net = _sj_mlp("m")

@@ -214,6 +214,26 @@ def test_spikingjelly_neurons_run_as_spikingjelly_does(dt):
     _assert_same_steps(_steps(xbar.from_nir(graph, dt=dt), x), theirs, "SpikingJelly, NIR's equations")
 
 
+def test_snntorch_recurrent_leaky_runs_as_snntorch_does():
+    """``RLeaky`` (all-to-all recurrent weights), exported as a nested graph whose LIF sits
+    on a loop: snntorch resets it one step late, as ``Synaptic``; with
+    exporter='snntorch' the graph reads as snntorch ran it."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(20, 12),
+                        snn.RLeaky(beta=0.8, linear_features=12, all_to_all=True, init_hidden=True,
+                                   reset_mechanism="zero"),
+                        nn.Linear(12, 6),
+                        snn.Leaky(beta=torch.full((6,), 0.9), threshold=torch.ones(6), init_hidden=True,
+                                  reset_mechanism="zero", output=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = export_to_nir(net, torch.rand(20))
+    x = torch.rand(32, 20) * 2
+    xbar.reset_state(net)
+    theirs = _steps(net, x)
+    _assert_same_steps(_steps(xbar.from_nir(graph, exporter="snntorch"), x), theirs, "snntorch RLeaky")
+
+
 def _norse_net(dt=1e-3):
     torch.manual_seed(2)
     return norse.SequentialState(nn.Linear(20, 16), norse.LIFBoxCell(dt=dt), nn.Linear(16, 12), norse.LIFCell(dt=dt),

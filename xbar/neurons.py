@@ -13,7 +13,9 @@ it, found here without naming any library's neuron classes one by one:
     SpikingJelly, whose state lives in ``_memories``) or returns one in a state
     (norse: ``(z, state)`` with ``state.v``, possibly nested, as in ``LIFRefracCell``).
     Its spikes are its output, or the first element of a tuple output (snntorch's
-    ``(spk, mem)``, norse's ``(z, state)``).
+    ``(spk, mem)``, norse's ``(z, state)``), of the membrane's shape or pooled from it
+    inside the module (snntorch's ``SConv2dLSTM(max_pool=2)``: spikes ``[N, C, H/2,
+    W/2]`` of a membrane ``[N, C, H, W]``).
 ``threshold(module)``
     ``threshold`` (xbar, snntorch; ``delta_threshold`` for snntorch's ``DeltaLeaky``),
     ``v_threshold`` (SpikingJelly) or ``p.v_th`` (norse); ``None`` for neurons without
@@ -80,9 +82,16 @@ def neuron_reading(module: nn.Module, output) -> tuple[torch.Tensor, torch.Tenso
         return None
     if spikes.dim() == membrane.dim() + 1 and spikes.shape[0] == 1:
         spikes = spikes[0]  # SpikingJelly multi-step, driven with sequences of length 1
-    if membrane.shape != spikes.shape:
+    if membrane.shape != spikes.shape and not _pooled(spikes, membrane):
         return None
     return spikes, membrane
+
+
+def _pooled(spikes: torch.Tensor, membrane: torch.Tensor) -> bool:
+    """Spikes pooled inside the neuron (snntorch's ``SConv2dLSTM(max_pool=...)``): the same
+    samples and channels as the membrane, each spatial size a divisor of the membrane's."""
+    return (spikes.dim() == membrane.dim() >= 3 and spikes.shape[:2] == membrane.shape[:2]
+            and all(0 < s < m and m % s == 0 for s, m in zip(spikes.shape[2:], membrane.shape[2:])))
 
 
 def _param_threshold(p):

@@ -38,9 +38,10 @@ exporter=...)`` steps its nodes as that library does (each checked step by step 
 the library in ``tests/test_nir.py``):
 
 ``"snntorch"`` (dt fixed at 1e-4 s: its export writes every time constant for it)
-    LIF as above (``Leaky`` with ``reset_mechanism="zero"``).  CubaLIF as ``Synaptic``:
-    reset one step late, the step after a spike its membrane, with that step's input
-    added, set to ``v_reset``.  snntorch writes ``v_reset = 0`` whatever the neuron's
+    LIF as above (``Leaky`` with ``reset_mechanism="zero"``).  CubaLIF as ``Synaptic``,
+    and a LIF on a loop (``RLeaky``, exported as a nested graph with its recurrent
+    weights) as ``RLeaky``: reset one step late, the step after a spike its membrane,
+    with that step's input added, set to ``v_reset``.  snntorch writes ``v_reset = 0`` whatever the neuron's
     ``reset_mechanism``: a network trained with its default ``"subtract"`` reads
     otherwise from its graph; run the snntorch model itself (``xbar.convert``).
 ``"spikingjelly"`` (export dt 1e-4 s by default)
@@ -52,8 +53,8 @@ the library in ``tests/test_nir.py``):
     input to the current first, steps the membrane with that current, then decays it:
     ``j = i + w_in I``, ``v += dt/tau_mem (v_leak - v + r j)``, ``i = j - dt/tau_syn j``.
 
-Edges that close a loop (recurrent weights) carry the previous step's output (zero at
-the first step).  Nested graphs are flattened into their parent.  A graph must have one
+Edges that close a loop (recurrent weights) carry the previous step's output; at the
+first step, what their source gives for outputs at rest: a weight node's bias, else zero.  Nested graphs are flattened into their parent.  A graph must have one
 input and one output node.
 """
 
@@ -99,7 +100,8 @@ class _Neuron(nn.Module):
         self.exporter = exporter
         self.mem: torch.Tensor | None = None
         self.syn: torch.Tensor | None = None
-        self.fired: torch.Tensor | None = None  # snntorch's CubaLIF: last step's spikes, reset now
+        self.fired: torch.Tensor | None = None  # a late reset: last step's spikes, reset now
+        self.late_reset = False  # snntorch's Synaptic, RLeaky and RSynaptic (see _fire)
 
     def reset(self) -> None:
         self.mem = None
@@ -111,8 +113,14 @@ class _Neuron(nn.Module):
         return torch.zeros_like(x) if leak is None else leak.to(x.dtype).expand_as(x).clone()
 
     def _fire(self) -> torch.Tensor:
+        reset = self.v_reset.to(self.mem.dtype).expand_as(self.mem)
+        if self.late_reset:  # the step after a spike: the membrane, this step's input in it, reset
+            if self.fired is not None:
+                self.mem = torch.where(self.fired, reset, self.mem)
+            self.fired = self.mem > self.threshold
+            return self.fired.to(self.mem.dtype)
         z = (self.mem > self.threshold).to(self.mem.dtype)
-        self.mem = torch.where(z > 0, self.v_reset.to(self.mem.dtype).expand_as(self.mem), self.mem)
+        self.mem = torch.where(z > 0, reset, self.mem)
         return z
 
 
@@ -143,16 +151,7 @@ class NIRCubaLIF(_Neuron):
         else:
             self.syn = i + self.dt_tau_syn * (self.w_in * x - i)
             self.mem = v + self.dt_tau_mem * (self.v_leak - v + self.r * self.syn)
-        if not self.spiking:
-            return self.mem
-        if self.exporter != "snntorch":
-            return self._fire()
-        # snntorch's Synaptic resets one step late: the step after a spike, its membrane
-        # (with that step's input added) is set to v_reset, then compared to the threshold.
-        if self.fired is not None:
-            self.mem = torch.where(self.fired, self.v_reset.to(self.mem.dtype).expand_as(self.mem), self.mem)
-        self.fired = self.mem > self.threshold
-        return self.fired.to(self.mem.dtype)
+        return self._fire() if self.spiking else self.mem
 
 
 class NIRCubaLI(NIRCubaLIF):
@@ -377,6 +376,12 @@ class NIRNetwork(nn.Module):
                              f"{self.input!r}")
         self.sources = {k: [a for a, b in edges if b == k] for k in nodes}
         self._previous: dict[str, torch.Tensor] = {}
+        if exporter == "snntorch":  # its late resets: Synaptic (CubaLIF), RLeaky (a LIF on a loop)
+            looped = {b for _, b in self.back}
+            for key, node in nodes.items():
+                kind = type(node).__name__
+                if kind == "CubaLIF" or (kind == "LIF" and key in looped):
+                    self.nodes[self.keys[key]].late_reset = True
 
     def reset(self) -> None:
         """Back to rest: every neuron's state and the values on loop edges."""
@@ -385,16 +390,26 @@ class NIRNetwork(nn.Module):
             if isinstance(m, _Neuron):
                 m.reset()
 
+    def _at_rest(self, key: str) -> torch.Tensor | None:
+        """What a loop edge from node ``key`` carries at the first step: its output for the
+        previous step's outputs at rest (zero spikes), i.e. a weight node's bias (as
+        snntorch's RLeaky adds its recurrent layer's bias at the first step), else
+        nothing (zero)."""
+        module = self.nodes[self.keys[key]]
+        bias = getattr(module, "bias", None)
+        if not isinstance(bias, torch.Tensor):
+            return None
+        return bias[:, None, None] if isinstance(module, nn.Conv2d) else bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: dict[str, torch.Tensor] = {}
         for key in self.order:
             if key == self.input:
                 value = x
             else:
-                parts = [out[a] if (a, key) not in self.back else self._previous.get(a)
+                parts = [out[a] if (a, key) not in self.back else self._previous.get(a, self._at_rest(a))
                          for a in self.sources[key]]
-                # a loop edge carries nothing (zero) at the first step; every node has a
-                # forward input: the edge the depth-first search reached it by
+                # every node has a forward input: the edge the depth-first search reached it by
                 parts = [p for p in parts if p is not None]
                 value = sum(parts[1:], parts[0])
             out[key] = self.nodes[self.keys[key]](value)

@@ -28,10 +28,16 @@ crossbar layer ``l`` (in the order the layers are registered):
                       (``"max"``, as norse reads leaky-integrator voltages) or of step
                       ``t``'s output (``"last"``).
 
-The neurons fed by a layer are found on the first step, by the order in which the
-modules run (forward hooks), not the order in which they are registered: the first
-neuron that runs after the layer and before the next crossbar layer; a crossbar layer
-inside a neuron (snntorch ``RLeaky``'s recurrent weights) feeds that neuron.
+The neurons fed by a layer are found on the first step, by data flow: the layer's output
+is marked, and a neuron is fed by every layer whose marked output its input depends on
+(followed back through the autograd graph of that one step, through pooling, batch norm,
+additions and any other operation, and not past another neuron's spikes); a layer feeds
+the first such neuron that runs.  So a residual block's second convolution feeds the
+neuron after the addition, though the shortcut's own crossbar layer runs between them.
+A crossbar layer inside a neuron (snntorch ``RLeaky``'s recurrent weights, the
+convolution of ``SConv2dLSTM``) feeds that neuron.  Where the data flow cannot be
+followed (a model that reads under ``torch.no_grad`` inside), the first neuron that runs
+after the layer and before the next crossbar layer.
 What counts as a neuron, for each SNN library, is in :mod:`xbar.neurons`; how each
 library's network is driven one step per call, in :mod:`xbar.stepping`.
 
@@ -109,16 +115,22 @@ def _is_within(name: str, outer: str) -> bool:
     return name.startswith(outer + ".")
 
 
-def _match_neurons(order: list[str], neuron_names: set[str], layer_names: list[str]) -> dict:
-    """For each crossbar layer, the neuron it feeds (see the module docstring), from the
-    order in which modules started running on the first step."""
+def _match_neurons(order: list[str], neuron_names: set[str], layer_names: list[str],
+                   fed_by: dict[str, set[str]] | None = None) -> dict:
+    """For each crossbar layer, the neuron it feeds (see the module docstring): from the
+    data flow of the first step (``fed_by``: for each neuron, the layers its input
+    depends on), else from the order in which modules started running."""
     result = {}
+    fed_by = fed_by or {}
     for name in layer_names:
         around = [n for n in neuron_names if _is_within(name, n)]
         if around:
             result[name] = max(around, key=len)
             continue
-        result[name] = None
+        fed = [n for n in order if n in neuron_names and name in fed_by.get(n, ())]
+        result[name] = fed[0] if fed else None
+        if fed:
+            continue
         for other in order[order.index(name) + 1:]:
             if other in layer_names:
                 break
@@ -134,6 +146,7 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
     neurons and in which order they run; the step's output is checked."""
     order: list[str] = []
     neuron_names: set[str] = set()
+    flow = _DataFlow()
     handles = []
     for name, m in model.named_modules():
         if not name:
@@ -143,10 +156,13 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
         def post(mod, inp, out, name=name):
             if neuron_reading(mod, out) is not None:
                 neuron_names.add(name)
+                flow.neuron_ran(name, inp, out)
         handles.append(m.register_forward_hook(post))
+        if name in layer_names:
+            handles.append(m.register_forward_hook(lambda mod, inp, out, name=name: flow.mark(name, out)))
     step.reset()
     try:
-        with torch.no_grad():
+        with torch.enable_grad():  # the step's autograd graph is its data flow
             out = step(x0)
     except (RuntimeError, TypeError, ValueError) as err:
         raise ValueError(f"simulate: the model failed on its first step, for an input of shape "
@@ -160,7 +176,50 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
     never = [n for n in layer_names if n not in order]
     if never:
         raise ValueError(f"simulate: the model's forward never calls its layers {never}")
-    return _match_neurons(order, neuron_names, layer_names)
+    return _match_neurons(order, neuron_names, layer_names, flow.fed_by)
+
+
+class _DataFlow:
+    """Which crossbar layers each neuron's input depends on, in one step: each layer's
+    output is replaced by a marked copy (a leaf of the autograd graph, same values), and a
+    neuron's inputs are followed back through their autograd graph to the marks, not past
+    another neuron's spikes."""
+
+    def __init__(self) -> None:
+        self.marks: dict[int, str] = {}  # id of a marked leaf -> its layer
+        self.keep: list = []  # the marked leaves and neuron outputs, alive while ids are used
+        self.stops: set[int] = set()  # the autograd nodes of neurons' spikes
+        self.fed_by: dict[str, set[str]] = {}
+
+    def mark(self, name: str, out):
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return None
+        leaf = out.detach().requires_grad_()
+        self.marks[id(leaf)] = name
+        self.keep.append(leaf)
+        return leaf.clone()  # not a leaf itself: in-place operations after it stay allowed
+
+    def neuron_ran(self, name: str, inputs, out) -> None:
+        found = self.fed_by.setdefault(name, set())
+        found |= self._reached(t for t in inputs if isinstance(t, torch.Tensor))
+        spikes = out[0] if isinstance(out, (tuple, list)) else out
+        if isinstance(spikes, torch.Tensor) and spikes.grad_fn is not None:
+            self.stops.add(id(spikes.grad_fn))
+            self.keep.append(spikes)
+
+    def _reached(self, tensors) -> set[str]:
+        stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+        seen, layers = set(), set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or id(fn) in seen or id(fn) in self.stops:
+                continue
+            seen.add(id(fn))
+            variable = getattr(fn, "variable", None)  # an AccumulateGrad: a leaf
+            if variable is not None and id(variable) in self.marks:
+                layers.add(self.marks[id(variable)])
+            stack.extend(f for f, _ in fn.next_functions)
+        return layers
 
 
 class _RangeWatch:
@@ -419,6 +478,7 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, ks: slice, names, neurons, cap
         if thr is None:
             flags["threshold"][li] = False
             continue
+        acc.add("mem_count", (ks, t, li), v_i.numel())  # a neuron may pool its spikes: its own count
         if isinstance(thr, float):  # divided once, on the sums
             acc.add("mem_sq", (ks, t, li), _per_trial_sq(v_a, v_i, k) / thr**2)
         else:  # per neuron
@@ -438,6 +498,8 @@ def _dataset(acc, flags, correct, correct_ideal, n, names, neurons, hw, timestep
     has_neuron = np.array([neurons[nm] is not None for nm in names])
     count = s.get("count", np.zeros((acc.k, timesteps, len(names))))
     safe = np.where(count > 0, count, 1)
+    mem_count = s.get("mem_count", np.zeros_like(count))
+    safe_mem = np.where(mem_count > 0, mem_count, 1)
 
     def neuron_var(values, flag=None):
         ok = has_neuron if flag is None else has_neuron & flags[flag]
@@ -451,7 +513,7 @@ def _dataset(acc, flags, correct, correct_ideal, n, names, neurons, hw, timestep
         "layer_error": (dims, np.sqrt(_ratio(s["layer_num"], s["layer_den"])),
                         {"long_name": "layer output error against the ideal network (relative RMS)",
                          "units": "1"}),
-        "membrane_error": (dims, neuron_var(np.sqrt(s.get("mem_sq", zeros) / safe), "threshold"),
+        "membrane_error": (dims, neuron_var(np.sqrt(s.get("mem_sq", zeros) / safe_mem), "threshold"),
                            {"long_name": "RMS membrane-potential divergence", "units": "threshold"}),
         "spike_mismatch": (dims, neuron_var(s.get("mismatch", zeros) / safe, "binary"),
                            {"long_name": "fraction of neurons whose spike differs", "units": "1"}),
