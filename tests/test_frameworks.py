@@ -313,25 +313,29 @@ def test_spikingjelly_residual_block_shortcut_layer_feeds_the_neuron_after_the_a
 def test_snntorch_conv_lstm_pooling_its_spikes_is_a_neuron(digits):
     """``SConv2dLSTM(max_pool=2)`` returns spikes pooled to half the size of its
     membrane: it is found as the neuron of the conv before it (and of its own conv), and
-    its membrane error is counted over its membrane's elements."""
+    its membrane error is counted over its membrane's elements.  (Untrained: the check is
+    the metering, on the ideal chip.)"""
     x, y = digits
-    x = x.reshape(-1, 1, 8, 8)
-    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), snn.SConv2dLSTM(2, 8, 3, max_pool=2, init_hidden=True),
-                        nn.Flatten(), nn.Linear(8 * 4 * 4, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = x.reshape(-1, 1, 8, 8)[N_TRAIN:] * 4
+    torch.manual_seed(0)
+    # its membrane is the LSTM's output, within (-1, 1): a threshold below 1 lets it spike
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1),
+                        snn.SConv2dLSTM(2, 8, 3, max_pool=2, init_hidden=True, threshold=0.1),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     with torch.no_grad():
         xbar.reset_state(net)
         out = net[1](net[0](x[:4]))
         assert out.shape == (4, 8, 4, 4) and net[1].mem.shape == (4, 8, 8, 8)
         assert neuron_reading(net[1], out) is not None
-    net = train(net, _snn_summed, x, y)
-    own = _snn_own_eval(net, x[N_TRAIN:], y[N_TRAIN:])
-    hw, ds = _simulate(net, x[N_TRAIN:], y[N_TRAIN:])
+    hw, ds = _simulate(net.eval(), x, y[N_TRAIN:])
     matched = dict(zip(ds.layer.values, ds.neuron.values))
-    assert matched["0"] == "1" and matched["3"] == "4"
-    assert all(matched[name] == "1" for name in matched if name.startswith("1."))
-    _check_equal(ds, own, neuron_layers=["0", "3"])
-    # per sample: the conv's 8 x 4 x 4 pooled spikes (the neurons it feeds)
-    assert float(ds.neurons.sel(layer="0")) == 8 * 4 * 4
+    assert matched["0"] == "1" and matched["3"] == ""
+    assert [n for n in matched if n.startswith("1.")] and all(matched[n] == "1" for n in matched if n.startswith("1."))
+    np.testing.assert_array_equal(ds.accuracy.values[0], ds.accuracy_ideal.values)
+    lay = ds.sel(layer="0")
+    assert np.isfinite(lay.membrane_error.values).all() and float(lay.membrane_error.max()) < 1e-4
+    assert float(lay.spike_mismatch.max()) == 0.0 and float(lay.spike_rate_ideal.mean()) > 0.0
+    assert float(lay.neurons) == 8 * 4 * 4  # per sample: its pooled spikes
 
 
 def test_spikingjelly_multi_step_data_given_time_first_is_refused(digits):
