@@ -234,6 +234,22 @@ def test_snntorch_recurrent_leaky_runs_as_snntorch_does():
     _assert_same_steps(_steps(xbar.from_nir(graph, exporter="snntorch"), x), theirs, "snntorch RLeaky")
 
 
+def test_norse_conv_graph_runs_as_norse_does():
+    """norse's Conv2d nodes (it exports no Flatten, so a conv-only network), with its
+    LIFBoxCell and LIFCell, step by step."""
+    torch.manual_seed(5)
+    net = norse.SequentialState(nn.Conv2d(1, 4, 3, padding=1), norse.LIFBoxCell(), nn.Conv2d(4, 3, 3, padding=1),
+                                norse.LIFCell())
+    graph = norse.to_nir(net, torch.rand(1, 1, 8, 8), dt=1e-3)
+    x = torch.rand(8, 1, 8, 8) * 30
+    theirs, state = [], None
+    with torch.no_grad():
+        for _ in range(12):
+            out, state = net(x, state)
+            theirs.append(out.double().numpy().copy())
+    _assert_same_steps(_steps(xbar.from_nir(graph, exporter="norse"), x), theirs, "norse conv")
+
+
 def _norse_net(dt=1e-3):
     torch.manual_seed(2)
     return norse.SequentialState(nn.Linear(20, 16), norse.LIFBoxCell(dt=dt), nn.Linear(16, 12), norse.LIFCell(dt=dt),
