@@ -36,8 +36,9 @@ the first such neuron that runs.  So a residual block's second convolution feeds
 neuron after the addition, though the shortcut's own crossbar layer runs between them.
 A crossbar layer inside a neuron (snntorch ``RLeaky``'s recurrent weights, the
 convolution of ``SConv2dLSTM``) feeds that neuron.  Where the data flow cannot be
-followed (a model that reads under ``torch.no_grad`` inside), the first neuron that runs
-after the layer and before the next crossbar layer.
+followed (a model that reads under ``torch.no_grad`` inside, or ``simulate`` called under
+``torch.inference_mode``), the first neuron that runs after the layer and before the
+next crossbar layer.
 What counts as a neuron, for each SNN library, is in :mod:`xbar.neurons`; how each
 library's network is driven one step per call, in :mod:`xbar.stepping`.
 
@@ -192,7 +193,8 @@ class _DataFlow:
         self.fed_by: dict[str, set[str]] = {}
 
     def mark(self, name: str, out):
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        if (not isinstance(out, torch.Tensor) or not out.is_floating_point() or torch.is_inference_mode_enabled()
+                or out.is_inference()):  # no autograd graph to follow: the order rule
             return None
         leaf = out.detach().requires_grad_()
         self.marks[id(leaf)] = name
