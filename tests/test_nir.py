@@ -112,9 +112,9 @@ def test_nirtorch_graph_executor_is_refused_not_run_ideal(spec):
 
 
 def _steps(model, x, steps=12):
-    """``model``'s outputs over ``steps`` calls with the input ``x`` each time, and the
-    membranes of its neurons after each: two lists of arrays."""
-    outs, mems = [], []
+    """``model``'s outputs over ``steps`` calls with the input ``x`` each time: a list of
+    arrays (spikes, or a leaky integrator's voltages, step by step)."""
+    outs = []
     with torch.no_grad():
         for _ in range(steps):
             out = model(x)
