@@ -223,9 +223,11 @@ def _conv2d(node, dtype) -> nn.Conv2d:
     return conv
 
 
-def _neuron_params(node, dt: float, exporter: str | None, dtype) -> dict[str, torch.Tensor]:
+def _neuron_params(key: str, node, dt: float, exporter: str | None, dtype) -> dict[str, torch.Tensor]:
     kind = type(node).__name__
-    p = {name: _t(value, dtype) for name, value in _step_factors(node, dt, exporter).items()}
+    factors = _step_factors(node, dt, exporter)
+    _check_steps(key, node, factors, dt, exporter)
+    p = {name: _t(value, dtype) for name, value in factors.items()}
     if kind in ("CubaLIF", "CubaLI"):
         p["w_in"] = _t(node.w_in, dtype)
     if kind not in ("IF", "I"):
@@ -257,24 +259,23 @@ def _step_factors(node, dt: float, exporter: str | None) -> dict[str, np.ndarray
     return factors
 
 
-def _check_steps(nodes: dict, dt: float, exporter: str | None) -> None:
+def _check_steps(key: str, node, factors: dict[str, np.ndarray], dt: float, exporter: str | None) -> None:
     """Refuse a step that forward Euler cannot take faithfully: ``dt/tau > 1`` overshoots
     the rest state (beyond 2 it diverges), so the graph would run another network."""
-    for key, node in nodes.items():
-        for name, factor in _step_factors(node, dt, exporter).items():
-            if name == "dt_r" or factor.size == 0 or float(factor.max()) <= 1.0:
-                continue
-            tau = name.replace("dt_", "")
-            smallest = float(_np(getattr(node, tau)).min())
-            hint = ("norse writes tau = dt / tau_mem_inv (1e-5 s with its defaults): pass "
-                    "exporter='norse', with its export dt" if exporter is None else
-                    f"check that dt is the one the graph was exported with ({exporter}: "
-                    f"{EXPORTERS[exporter]:g} s by default)")
-            raise ValueError(f"from_nir: node {key!r} ({type(node).__name__}) has {tau} down to "
-                             f"{smallest:.3g} s, and dt = {dt:g} s steps it by dt/{tau} = "
-                             f"{float(factor.max()):.3g}: forward Euler needs dt/{tau} <= 1 (beyond "
-                             f"it the membrane overshoots its rest state, beyond 2 it diverges). "
-                             f"{hint}")
+    for name, factor in factors.items():
+        if name == "dt_r" or factor.size == 0 or float(factor.max()) <= 1.0:
+            continue
+        tau = name.replace("dt_", "")
+        smallest = float(_np(getattr(node, tau)).min())
+        hint = ("norse writes tau = dt / tau_mem_inv (1e-5 s with its defaults): pass "
+                "exporter='norse', with its export dt" if exporter is None else
+                f"check that dt is the one the graph was exported with ({exporter}: "
+                f"{EXPORTERS[exporter]:g} s by default)")
+        raise ValueError(f"from_nir: node {key!r} ({type(node).__name__}) has {tau} down to "
+                         f"{smallest:.3g} s, and dt = {dt:g} s steps it by dt/{tau} = "
+                         f"{float(factor.max()):.3g}: forward Euler needs dt/{tau} <= 1 (beyond "
+                         f"it the membrane overshoots its rest state, beyond 2 it diverges). "
+                         f"{hint}")
 
 
 _NEURONS = {"LIF": NIRLIF, "LI": NIRLI, "CubaLIF": NIRCubaLIF, "CubaLI": NIRCubaLI, "IF": NIRIF,
@@ -300,7 +301,7 @@ def _module(key: str, node, dt: float, exporter: str | None, dtype) -> nn.Module
         return _Elementwise("scale", _t(node.scale, dtype))
     if kind == "Threshold":
         return _Elementwise("threshold", _t(node.threshold, dtype))
-    return _NEURONS[kind](_neuron_params(node, dt, exporter, dtype), exporter)
+    return _NEURONS[kind](_neuron_params(key, node, dt, exporter, dtype), exporter)
 
 
 def _flatten(graph) -> tuple[dict, list[tuple[str, str]]]:
@@ -483,5 +484,4 @@ def from_nir(graph, *, dt: float | None = None, exporter: str | None = None,
     unknown = sorted({e for edge in edges for e in edge if e not in nodes})
     if unknown:
         raise ValueError(f"from_nir: edges name nodes the graph does not have: {unknown}")
-    _check_steps(nodes, float(dt), exporter)
     return NIRNetwork(nodes, edges, (ends[0], ends[1]), float(dt), dtype, exporter)

@@ -117,21 +117,18 @@ def _is_within(name: str, outer: str) -> bool:
 
 
 def _match_neurons(order: list[str], neuron_names: set[str], layer_names: list[str],
-                   fed_by: dict[str, set[str]] | None = None) -> dict:
+                   fed_by: dict[str, set[str]]) -> dict:
     """For each crossbar layer, the neuron it feeds (see the module docstring): from the
     data flow of the first step (``fed_by``: for each neuron, the layers its input
     depends on), else from the order in which modules started running."""
     result = {}
-    fed_by = fed_by or {}
     for name in layer_names:
         around = [n for n in neuron_names if _is_within(name, n)]
-        if around:
-            result[name] = max(around, key=len)
-            continue
         fed = [n for n in order if n in neuron_names and name in fed_by.get(n, ())]
-        result[name] = fed[0] if fed else None
-        if fed:
+        if around or fed:
+            result[name] = max(around, key=len) if around else fed[0]
             continue
+        result[name] = None
         for other in order[order.index(name) + 1:]:
             if other in layer_names:
                 break
