@@ -1,5 +1,5 @@
-"""xbar.from_nir: NIR graphs exported by snntorch, SpikingJelly and norse, and the
-stepping of every primitive against closed forms."""
+"""xbar.from_nir: NIR graphs exported by snntorch, SpikingJelly, norse, sinabs, rockpool
+and spyx, and the stepping of every primitive against closed forms."""
 
 import warnings
 
@@ -18,6 +18,16 @@ import norse.torch as norse  # noqa: E402
 from snntorch.export_nir import export_to_nir  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 from spikingjelly.activation_based.nir_exchange import to_nir  # noqa: E402
+import sinabs  # noqa: E402
+import sinabs.layers as sl  # noqa: E402
+import sinabs.nir  # noqa: E402
+from rockpool.nn.combinators import Sequential as RockpoolSequential  # noqa: E402
+from rockpool.nn.modules import ExpSynTorch, LIFNeuronTorch, LIFTorch, LinearTorch  # noqa: E402
+import rockpool.nn.modules.torch.nir as rockpool_nir  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+import spyx.nn as spyx_nn  # noqa: E402
+import spyx.nir as spyx_nir  # noqa: E402
 
 T = 6
 
@@ -275,6 +285,177 @@ def test_norse_graph_runs_as_norse_does_with_its_exporter(dt):
     with pytest.raises(ValueError, match=rf"has tau down to {dt / 100:g} s, and dt = {dt:g} s steps it by "
                                          r"dt/tau = 100: .*exporter='norse'"):  # tau = dt / 100 at any dt
         xbar.from_nir(graph, dt=dt)
+
+
+def _run_over_time(model, x):
+    """``model`` (from_nir's) stepped over the time axis (1) of ``x``: its outputs, a list of arrays."""
+    with torch.no_grad():
+        return [model(x[:, t]).double().numpy().copy() for t in range(x.shape[1])]
+
+
+def _sinabs_read(graph):
+    with pytest.warns(UserWarning, match=r"does not record .*MultiSpike .*MembraneSubtract.*IAF floored at "
+                                         r"-threshold.*LIF with norm_input=True.*ExpLeak with norm_input=False"):
+        return xbar.from_nir(graph, exporter="sinabs")
+
+
+def test_sinabs_converted_network_runs_as_sinabs_does():
+    """sinabs's own workflow: an ANN converted by ``sinabs.from_model`` (IAFSqueeze, several
+    spikes per step, subtractive reset, membrane floored at -1), exported with
+    ``sinabs.nir.to_nir``: conv, SumPool2d, Flatten and Affine nodes, read back step by step
+    as sinabs runs it (in memory: its Conv2d and Flatten nodes leave ``input_shape`` and
+    ``input_type`` as None, which ``nir.write`` refuses).  NIR's own equations (one spike, reset
+    to zero) read it otherwise."""
+    torch.manual_seed(11)
+    steps = 10
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), sl.SumPool2d(2), nn.Flatten(),
+                        nn.Linear(64, 10), nn.ReLU())
+    snn_model = sinabs.from_model(ann, input_shape=(1, 8, 8), num_timesteps=steps).spiking_model
+    x = torch.rand(3, steps, 1, 8, 8) * 3
+    counts = []
+    hook = snn_model[1].register_forward_hook(lambda m, i, o: counts.append(o))
+    sinabs.reset_states(snn_model)  # from_model ran a sample through it
+    with torch.no_grad():
+        theirs = list(snn_model(x.flatten(0, 1)).unflatten(0, (3, steps)).double().numpy().transpose(1, 0, 2))
+    hook.remove()
+    graph = sinabs.nir.to_nir(snn_model, torch.zeros(steps, 1, 8, 8))
+    assert float(counts[0].max()) >= 2, "the reference run should emit several spikes in one step"
+    floor = float(snn_model[1].min_v_mem)
+    _assert_same_steps(_run_over_time(_sinabs_read(graph), x), theirs, "sinabs from_model")
+    assert floor == -1.0
+    nir_run = _run_over_time(xbar.from_nir(graph, dt=1.0), x)
+    assert any(not np.array_equal(a, b) for a, b in zip(nir_run, theirs))
+
+
+def test_sinabs_converted_ann_simulates_as_sinabs_runs_it(digits):
+    """An ANN trained on the digits, converted by sinabs (IAF, several spikes per step) and
+    read from its NIR export: on ideal crossbars xbar's accuracy at every step is sinabs's
+    own, its neurons found and metered (spike counts, so no binary spike metrics)."""
+    x, y = digits
+    torch.manual_seed(3)
+    ann = train(nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10)), lambda net, xb: net(xb), x, y,
+                epochs=10)
+    snn_model = sinabs.from_model(ann, input_shape=(64,), num_timesteps=T, add_spiking_output=True).spiking_model
+    sinabs.reset_states(snn_model)
+    test_x, test_y = x[N_TRAIN:], y[N_TRAIN:]
+    with torch.no_grad():
+        out = snn_model(test_x[:, None].expand(-1, T, -1).flatten(0, 1)).unflatten(0, (len(test_x), T))
+    own = accuracy_per_step(out.cumsum(1).transpose(0, 1), test_y)
+    assert own[-1] > 0.8 and float(out.max()) >= 2
+    model = _sinabs_read(sinabs.nir.to_nir(snn_model, torch.zeros(T, 64)))
+    hw, ds = _simulate(model, test_x, test_y)
+    np.testing.assert_array_equal(ds.accuracy_ideal.values, own)
+    np.testing.assert_array_equal(ds.accuracy.values[0], own)
+    assert list(ds.neuron.values) == ["nodes.1", "nodes.spike_output"]
+    assert float(ds.membrane_error.max()) < 1e-4 and np.isnan(ds.spike_mismatch.values).all()
+
+
+def test_sinabs_leaky_neurons_run_as_sinabs_does(tmp_path):
+    """sinabs's LIF (norm_input=True: v = a v + (1-a) I) and ExpLeak (v = a v + I), with
+    a = exp(-1/tau) and tau in steps, exported as LIF and LI, step by step, in memory and
+    from a file."""
+    torch.manual_seed(12)
+    steps = 12
+    net = nn.Sequential(nn.Linear(16, 12), sl.LIFSqueeze(tau_mem=8.0, num_timesteps=steps), nn.Linear(12, 5),
+                        sl.ExpLeakSqueeze(tau_mem=5.0, num_timesteps=steps))
+    x = torch.rand(4, steps, 16) * 6
+    with torch.no_grad():
+        theirs = list(net(x.flatten(0, 1)).unflatten(0, (4, steps)).double().numpy().transpose(1, 0, 2))
+    graph = sinabs.nir.to_nir(net, torch.zeros(steps, 16))
+    assert [type(n).__name__ for n in graph.nodes.values() if type(n).__name__ in ("LIF", "LI")] == ["LIF", "LI"]
+    _assert_same_steps(_run_over_time(_sinabs_read(graph), x), theirs, "sinabs LIF and ExpLeak")
+    path = tmp_path / "sinabs.nir"
+    nir.write(str(path), graph, compression=None)  # sinabs writes scalar time constants, which gzip refuses
+    _assert_same_steps(_run_over_time(_sinabs_read(path), x), theirs, "sinabs LIF and ExpLeak, file")
+    with pytest.raises(ValueError, match=r"dt = 0.0001 is not allowed with exporter='sinabs': .*in steps"):
+        xbar.from_nir(graph, exporter="sinabs", dt=1e-4)
+
+
+def _rockpool_net(dt):
+    torch.manual_seed(13)
+    return RockpoolSequential(LinearTorch((16, 12)), LIFTorch(12, tau_mem=0.02, tau_syn=0.01, dt=dt),
+                              LinearTorch((12, 8), has_bias=True), LIFNeuronTorch(8, tau_mem=0.03, dt=dt),
+                              LinearTorch((8, 5)), ExpSynTorch(5, tau=0.05, dt=dt))
+
+
+@pytest.mark.parametrize("dt", [1e-3, 2e-3])
+def test_rockpool_graph_runs_as_rockpool_does(dt, tmp_path):
+    """rockpool's LIFTorch (CubaLIF), LIFNeuronTorch (LIF) and ExpSynTorch (LI): exact
+    exponential decays, several spikes per step, subtractive reset.  Its graph does not
+    record dt but writes r = tau exp(-dt/tau)/dt, from which xbar reads it back; a dt
+    that disagrees is refused."""
+    net = _rockpool_net(dt)
+    graph = rockpool_nir.to_nir(net, torch.zeros(1, 16))
+    net.reset_state()  # the export ran its sample through the network
+    x = (torch.rand(3, 15, 16) < 0.4).float()
+    with torch.no_grad():
+        out, _, _ = net(x)
+    theirs = list(out.detach().double().numpy().transpose(1, 0, 2))
+    model = xbar.from_nir(graph, exporter="rockpool")
+    assert model.dt == pytest.approx(dt, rel=1e-5)
+    _assert_same_steps(_run_over_time(model, x), theirs, f"rockpool dt={dt}")
+    path = tmp_path / "rockpool.nir"
+    li = next(n for n in graph.nodes.values() if isinstance(n, nir.LI))
+    li.tau = li.tau.detach()  # rockpool leaves ExpSynTorch's tau with its gradient, which nir.write refuses
+    nir.write(str(path), graph)
+    _assert_same_steps(_run_over_time(xbar.from_nir(path, exporter="rockpool", dt=dt), x), theirs,
+                       f"rockpool dt={dt}, file")
+    with pytest.raises(ValueError, match=rf"dt = 0.005 is not the {dt:g} s this rockpool graph was exported"):
+        xbar.from_nir(graph, exporter="rockpool", dt=5e-3)
+
+
+def _spyx_mlp():
+    rngs = nnx.Rngs(0)
+    return spyx_nn.Sequential(nnx.Linear(16, 12, rngs=rngs), spyx_nn.LIF((12,), beta=0.8, rngs=rngs),
+                              nnx.Linear(12, 10, rngs=rngs), spyx_nn.CuBaLIF((10,), alpha=0.7, beta=0.85, rngs=rngs),
+                              nnx.Linear(10, 8, rngs=rngs), spyx_nn.IF((8,), rngs=rngs),
+                              nnx.Linear(8, 5, rngs=rngs), spyx_nn.PSU_LIF((5,), beta=0.9, rngs=rngs))
+
+
+@pytest.mark.parametrize("dt", [1.0, 0.5])
+def test_spyx_graph_runs_as_spyx_does(dt, tmp_path):
+    """spyx's LIF, CuBaLIF, IF and PSU_LIF (exported as LI + Threshold): its neurons fire
+    on the state before the step and subtract the threshold, and add their input as it
+    is (it writes r = beta, which NIR's equations would read as a gain).  Step by step,
+    in memory and from a file, at the dt of the export; NIR's equations read it otherwise."""
+    model = _spyx_mlp()
+    graph = spyx_nir.to_nir(model, {"input": np.array([16])}, {"output": np.array([5])}, dt=dt)
+    x = np.random.default_rng(0).random((12, 6, 16)).astype(np.float32) * 6
+    out, _ = spyx_nn.run(model, jnp.asarray(x))
+    theirs = list(np.asarray(out, dtype=np.float64))
+    xt = torch.tensor(x).transpose(0, 1)
+    _assert_same_steps(_run_over_time(xbar.from_nir(graph, exporter="spyx", dt=dt), xt), theirs, f"spyx dt={dt}")
+    path = tmp_path / "spyx.nir"
+    nir.write(str(path), graph)
+    _assert_same_steps(_run_over_time(xbar.from_nir(path, exporter="spyx", dt=dt), xt), theirs,
+                       f"spyx dt={dt}, file")
+    nir_run = _run_over_time(xbar.from_nir(graph, dt=dt), xt)
+    assert any(not np.array_equal(a, b) for a, b in zip(nir_run, theirs))
+
+
+def test_spyx_conv_graph_runs_as_spyx_does():
+    """spyx's Conv and SumPool (channels last, as JAX runs them; NIR's nodes channels
+    first), with an IF between them, step by step."""
+    rngs = nnx.Rngs(1)
+    model = spyx_nn.Sequential(nnx.Conv(2, 4, (3, 3), padding="SAME", rngs=rngs), spyx_nn.IF((8, 8, 4), rngs=rngs),
+                               spyx_nn.SumPool((2, 2), (2, 2), "VALID"))
+    graph = spyx_nir.to_nir(model, {"input": np.array([2, 8, 8])}, {"output": np.array([4, 4, 4])})
+    x = np.random.default_rng(1).random((10, 3, 8, 8, 2)).astype(np.float32) * 2  # time, batch, H, W, C
+    out, _ = spyx_nn.run(model, jnp.asarray(x))
+    theirs = list(np.asarray(out, dtype=np.float64).transpose(0, 1, 4, 2, 3))
+    xt = torch.tensor(x).permute(1, 0, 4, 2, 3)  # batch, time, C, H, W
+    _assert_same_steps(_run_over_time(xbar.from_nir(graph, exporter="spyx"), xt), theirs, "spyx conv")
+
+
+def test_an_exporter_refuses_the_neurons_it_never_writes():
+    """A CubaLIF cannot come from sinabs, an IF not from rockpool: the graph is another's."""
+    cuba = nir.CubaLIF(tau_syn=np.full(3, 0.01), tau_mem=np.full(3, 0.02), r=np.ones(3), v_leak=np.zeros(3),
+                       v_threshold=np.ones(3))
+    with pytest.raises(ValueError, match=r"'n0' is a CubaLIF, which sinabs does not export \(it writes IF, LIF, LI\)"):
+        xbar.from_nir(_chain(cuba), exporter="sinabs")
+    integrate = nir.IF(r=np.ones(3), v_threshold=np.ones(3))
+    with pytest.raises(ValueError, match=r"'n0' is a IF, which rockpool does not export"):
+        xbar.from_nir(_chain(integrate), exporter="rockpool", dt=1e-3)
 
 
 def _graph(nodes, edges):
