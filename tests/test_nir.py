@@ -204,10 +204,10 @@ def test_snntorch_synaptic_zero_reset_is_reproduced_and_nir_semantics_differ(tmp
 
 
 @pytest.mark.parametrize("dt", [1e-4, 1e-3])
-def test_spikingjelly_neurons_run_as_spikingjelly_does(dt):
+def test_spikingjelly_neurons_run_as_spikingjelly_does(dt, tmp_path):
     """Every neuron SpikingJelly exports (IFNode -> IF, LIFNode with and without
     decay_input and ParametricLIFNode -> LIF, CUBALIFNode -> CubaLIF), hard reset, in
-    memory, step by step, at the dt of the export (default 1e-4 s)."""
+    memory and from a file, step by step, at the dt of the export (default 1e-4 s)."""
     torch.manual_seed(3)
     net = nn.Sequential(layer.Linear(20, 16), neuron.IFNode(), layer.Linear(16, 14), neuron.LIFNode(tau=3.0),
                         layer.Linear(14, 12), neuron.LIFNode(tau=2.5, decay_input=False),
@@ -221,6 +221,10 @@ def test_spikingjelly_neurons_run_as_spikingjelly_does(dt):
         graph = to_nir.export_to_nir(net, x[:4], dt=dt)
     model = xbar.from_nir(graph, exporter="spikingjelly", dt=dt)
     _assert_same_steps(_steps(model, x), theirs, f"SpikingJelly dt={dt}")
+    path = tmp_path / "sj.nir"
+    nir.write(str(path), graph)
+    _assert_same_steps(_steps(xbar.from_nir(path, exporter="spikingjelly", dt=dt), x), theirs,
+                       f"SpikingJelly dt={dt}, file")
     _assert_same_steps(_steps(xbar.from_nir(graph, dt=dt), x), theirs, "SpikingJelly, NIR's equations")
 
 
@@ -267,12 +271,13 @@ def _norse_net(dt=1e-3):
 
 
 @pytest.mark.parametrize("dt", [1e-3, 5e-4])
-def test_norse_graph_runs_as_norse_does_with_its_exporter(dt):
+def test_norse_graph_runs_as_norse_does_with_its_exporter(dt, tmp_path):
     """norse writes tau = dt / tau_inv (1e-5 s for its default 10 ms at dt = 1e-3): read as
     NIR's equations, dt/tau = 100 per step, which is refused with the numbers; with
     exporter='norse' every neuron it exports (LIFBoxCell -> LIF, LIFCell -> CubaLIF with
     its current jump before the membrane, IAFCell -> IF, LIBoxCell -> LI) steps as norse
-    does, at the dt of the export, from the graph in memory (torch tensors in its nodes)."""
+    does, at the dt of the export, from the graph in memory (torch tensors in its nodes)
+    and from a file."""
     net = _norse_net(dt)
     x = torch.rand(24, 20) * 4
     graph = norse.to_nir(net, torch.rand(1, 20), dt=dt)
@@ -282,6 +287,9 @@ def test_norse_graph_runs_as_norse_does_with_its_exporter(dt):
             out, state = net(x, state)
             theirs.append(out.double().numpy().copy())
     _assert_same_steps(_steps(xbar.from_nir(graph, exporter="norse", dt=dt), x), theirs, f"norse dt={dt}")
+    path = tmp_path / "norse.nir"
+    nir.write(str(path), graph, compression=None)  # norse writes scalar parameters, which gzip refuses
+    _assert_same_steps(_steps(xbar.from_nir(path, exporter="norse", dt=dt), x), theirs, f"norse dt={dt}, file")
     with pytest.raises(ValueError, match=rf"has tau down to {dt / 100:g} s, and dt = {dt:g} s steps it by "
                                          r"dt/tau = 100: .*exporter='norse'"):  # tau = dt / 100 at any dt
         xbar.from_nir(graph, dt=dt)
