@@ -168,10 +168,14 @@ def training_options(fn):
 @click.option("--calibration", type=click.Choice(["data", "vectors", "none"]), default="data", show_default=True,
               help="Per-tile digital gain and offset after programming, fitted to the chip's reads of "
                    "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A trained state_dict of --arch (torch.save) for these images and classes: "
+                   "nothing is trained (docs/studies.md#your-own-weights).")
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, chip, hardware_aware, aware, margin, weight_clip) -> None:
+          r_wire, r_source, r_sink, calibration, weights, chip, hardware_aware, aware, margin,
+          weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -184,7 +188,8 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              timesteps=timesteps, seed=seed, n_test=n_test, r_wire=r_wire,
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
-                             weight_clip=weight_clip, **chip)
+                             weight_clip=weight_clip, weights=None if weights is None else str(weights),
+                             **chip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
@@ -195,7 +200,10 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
     if hardware_aware:
         console.print(f"model trained hardware-aware on these crossbars ({', '.join(config.aware) or 'nothing on'})")
     start = time.perf_counter()
-    ds = run_study(config, progress=True)
+    try:
+        ds = run_study(config, progress=True)
+    except ValueError as err:  # a weights file that does not fit, said before anything is written
+        raise click.ClickException(str(err)) from err
     nc, png = write_results(ds, out)
     for table in summary_tables(ds):
         console.print(table)

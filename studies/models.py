@@ -1,5 +1,9 @@
-"""Spiking networks: single-step LIF neurons with a surrogate gradient, and two
-architectures (an MLP and a small conv net).
+"""Spiking networks: single-step LIF neurons with a surrogate gradient, and the
+architectures of the studies: an MLP and a small conv net for the embedded digits, and
+the networks of the crossbar-SNN literature for 3x32x32 images (CIFAR-10/100): VGG9 as
+SpikeSim's (Moitra et al., TCAD 2023), VGG11 and ResNet-18 in their CIFAR variants
+(kuangliu/pytorch-cifar's layouts, each ReLU a LIF).  These run on any image size
+(28x28 digits included): their poolings round up, ResNet-18 pools adaptively.
 
 A network takes one timestep per call and keeps its neuron state inside; the input is
 the image itself at every step (direct encoding: the first layer sees analog pixel
@@ -100,10 +104,120 @@ def conv_net(in_shape: tuple[int, ...], n_classes: int, channels: tuple[int, int
     )
 
 
-ARCHITECTURES = {"mlp": mlp, "conv": conv_net}
+def _conv_bn_lif(c_in: int, c_out: int, beta: float, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), LIF(beta)]
+
+
+def _vgg(in_shape: tuple[int, ...], n_classes: int, plan: tuple, head: tuple[int, ...],
+         beta: float) -> nn.Sequential:
+    """Convolutions 3x3 (BatchNorm, LIF) and max poolings 2x2 (``"M"``) as in ``plan``, then
+    the fully connected ``head`` (LIF after each) and the output layer.  Max pooling of
+    spikes keeps every crossbar input binary; it rounds up (``ceil_mode``), so that the
+    plan fits images smaller than 32x32 (28 -> 14 -> 7 -> 4 ...)."""
+    c, h, w = in_shape
+    layers: list[nn.Module] = []
+    for item in plan:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            h, w = -(-h // 2), -(-w // 2)
+        else:
+            layers += _conv_bn_lif(c, item, beta)
+            c = item
+    layers.append(nn.Flatten())
+    n = c * h * w
+    for width in head:
+        layers += [nn.Linear(n, width), LIF(beta)]
+        n = width
+    layers.append(nn.Linear(n, n_classes))
+    return nn.Sequential(*layers)
+
+
+def vgg9(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn.Sequential:
+    """SpikeSim's VGG9: conv 64-64-pool-128-128-pool-256-256-256-pool, fc 1024, fc classes."""
+    return _vgg(in_shape, n_classes, (64, 64, "M", 128, 128, "M", 256, 256, 256, "M"), (1024,), beta)
+
+
+def vgg11(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn.Sequential:
+    """VGG11 for CIFAR: conv 64-pool-128-pool-256-256-pool-512-512-pool-512-512-pool, fc classes."""
+    return _vgg(in_shape, n_classes, (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), (), beta)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block, spiking: ``LIF(bn2(conv2(LIF(bn1(conv1(x))))) + shortcut(x))``,
+    the shortcut a 1x1 convolution (and BatchNorm) where the shape changes.  The sum of
+    two spike-driven currents goes into the second LIF, so every crossbar input stays a
+    spike."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, beta: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.lif1 = LIF(beta)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+        self.lif2 = LIF(beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lif1(self.bn1(self.conv1(x)))
+        return self.lif2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn.Sequential:
+    """ResNet-18 for CIFAR: conv 3x3 64 (no max pooling), four stages of two basic blocks
+    (64, 128, 256, 512 channels; stride 2 from the second), average pooling to 1x1, fc
+    classes.  The pooled spike rates (multiples of 1/16 at 32x32) drive the last layer."""
+    c = in_shape[0]
+    layers: list[nn.Module] = _conv_bn_lif(c, 64, beta)
+    c_in = 64
+    for i, c_out in enumerate((64, 128, 256, 512)):
+        for j in range(2):
+            layers.append(BasicBlock(c_in, c_out, 2 if i > 0 and j == 0 else 1, beta))
+            c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, n_classes)]
+    return nn.Sequential(*layers)
+
+
+ARCHITECTURES = {"mlp": mlp, "conv": conv_net, "vgg9": vgg9, "vgg11": vgg11, "resnet18": resnet18}
 
 
 def build(arch: str, in_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch = {arch!r} is not allowed: must be one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](in_shape, n_classes)
+
+
+def set_spiking_thresholds(model: nn.Module, x: torch.Tensor, timesteps: int, rate: float = 0.1) -> list[float]:
+    """Give an untrained network spikes in every layer: each LIF's threshold, in the order
+    they run, set to the ``1 - rate`` quantile of the currents it receives on ``x`` over
+    ``timesteps`` steps (the LIFs before it already set), so that it fires on the order of
+    ``rate`` of its neurons per step (more: the membrane integrates).  For benchmarks and seed-scale studies of networks
+    without trained weights (``x``: inputs of their own, never the evaluated samples).
+    Returns the thresholds."""
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"set_spiking_thresholds: rate = {rate!r} is not allowed: must be in (0, 1)")
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    seen: list[torch.Tensor] = []
+    model.eval()
+    for lif in lifs:
+        seen.clear()
+        handle = lif.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().flatten()))
+        try:
+            with torch.no_grad():
+                for m in lifs:
+                    m.reset()
+                for _ in range(timesteps):
+                    model(x)
+        finally:
+            handle.remove()
+        currents = torch.cat(seen)
+        sample = currents[torch.randperm(len(currents), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+        # off the sampled values by a relative 2**-10, so that no current sits exactly at the
+        # threshold (where a float rounding of the analog sum would flip the spike)
+        lif.threshold = max(float(torch.quantile(sample.double(), 1 - rate)) * (1 + 2**-10), 1e-6)
+    for m in lifs:
+        m.reset()
+    return [m.threshold for m in lifs]

@@ -19,7 +19,7 @@ from studies.hardware import ChipOptions
 from studies.models import ARCHITECTURES
 from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
-from studies.train import TrainConfig, check_training_options, load_or_train
+from studies.train import TrainConfig, check_training_options, load_or_train, load_weights
 from xbar.aware import INGREDIENTS
 
 RESULTS_FILE = "robustness.nc"
@@ -53,9 +53,13 @@ class StudyConfig(ChipOptions):
     aware: tuple[str, ...] = INGREDIENTS
     margin: float = 0.0
     weight_clip: float | None = None
+    weights: str | None = None  # a trained state_dict file: nothing trained
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
+        if self.weights is not None and self.hardware_aware:
+            raise ValueError("StudyConfig: weights and hardware_aware cannot go together: the weights file "
+                             "is the trained model (train it hardware-aware where you trained it)")
         check_training_options(o, self.hardware_aware, self.aware, self.margin, self.weight_clip)
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
@@ -87,7 +91,10 @@ class StudyConfig(ChipOptions):
 def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
     data = load_dataset(config.dataset)
-    model, info = load_or_train(config.train_config(), progress=progress, data=data)
+    if config.weights is not None:
+        model, info = load_weights(config.arch, config.weights, data, config.train_timesteps)
+    else:
+        model, info = load_or_train(config.train_config(), progress=progress, data=data)
     hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress)
     hw = calibrated(hw, model, data, config.timesteps, progress=progress)
     batches = test_batches(data, config.n_test, config.batch_size)

@@ -286,3 +286,38 @@ def load_or_train(config: TrainConfig, progress: bool = True,
     info = {"config": config_dict(config), "test_accuracy": acc, "path": str(path)}
     save_cached(path, config, model, info)
     return model, {**info, "cached": False}
+
+
+def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int) -> tuple[nn.Module, dict]:
+    """The architecture ``arch`` for ``data``'s images with the trained weights in the file
+    ``path`` (a ``state_dict``, or a checkpoint holding one under ``"state_dict"``, saved by
+    ``torch.save``), nothing trained here.  Refuses a file that does not fit the layout
+    with the keys it lacks and those it has over; ``info`` holds the file, its SHA-256 and
+    the model's ideal test accuracy after ``timesteps`` steps."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights = {str(path)!r}: no such file (a state_dict saved with torch.save)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is refused the same way
+        raise ValueError(f"weights = {str(path)!r} is not a torch state_dict file: {err}") from err
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"weights = {str(path)!r} holds a {type(saved).__name__}, not a state_dict")
+    model = build(arch, data.image_shape, data.n_classes)
+    ours, theirs = set(model.state_dict()), set(state)
+    if ours != theirs:
+        missing, extra = sorted(ours - theirs), sorted(theirs - ours)
+        raise ValueError(f"weights = {str(path)!r} does not fit the {arch} layout for {data.image_shape} images, "
+                         f"{data.n_classes} classes: it lacks {missing[:6]}{' ...' if len(missing) > 6 else ''} "
+                         f"and has over {extra[:6]}{' ...' if len(extra) > 6 else ''}; "
+                         f"the layout's keys: studies.models.build({arch!r}, shape, classes).state_dict()")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"weights = {str(path)!r} does not fit the {arch} layout: {err}") from err
+    model.eval()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    info = {"config": {"arch": arch, "weights": str(path), "sha256": digest},
+            "test_accuracy": evaluate(model, data.x_test, data.y_test, timesteps), "path": str(path)}
+    return model, info
