@@ -47,3 +47,12 @@ def test_a_range_per_column_needs_calibration_reads_and_pairs():
         xbar.Spec(adc_bits=6, adc_percentile=99.9, adc_range_scope="column", mapping="offset")
     with pytest.raises(ValueError, match="adc_range_scope = 'row' is not allowed"):
         xbar.Spec(adc_bits=6, adc_percentile=99.9, adc_range_scope="row")
+
+
+@pytest.mark.parametrize("q", [0.999, 0.99, 0.9, 0.5, 0.0, 1.0])
+@pytest.mark.parametrize("shape, dim", [((2, 3, 5000, 16), -2), ((1, 2, 1, 7), -2), ((3, 4097), -1)])
+def test_quantile_from_the_top_ranks_is_torchs_bit_for_bit(q, shape, dim):
+    from xbar.tile.calibration import quantile
+
+    u = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(len(shape))) ** 3
+    assert torch.equal(quantile(u, q, dim), torch.quantile(u, q, dim=dim))

@@ -5,7 +5,17 @@ chip's own reads of the inputs that layer sees on real data (see :mod:`xbar.tile
 network is run on a calibration batch for the study's timesteps, and each layer's inputs
 are recorded and read back.  Layers are fitted one at a time in the order they run, each
 with every layer before it already calibrated, so that each sees the inputs it will see
-in inference.  Measured against known random vectors (``"vectors"``), whose statistics
+in inference.
+
+That is one pass of the batch per layer.  With ``calibrate(..., replay=True)`` a pass
+costs about one layer's reads, not the network's, where the network is feed-forward (no crossbar layer's input depends on a
+layer that runs after it, checked on the ideal model's data flow over two steps,
+:func:`_feed_forward`): the calibrated layers before the one being fitted replay the
+outputs they read in the pass after their own fit (:class:`_Replay`), the layer being fitted
+records its inputs without reading, and the layers after it, whose outputs cannot reach it,
+run the ideal product.  Each layer is read once; calibrating a deep network then costs
+about one simulation of its calibration batch, plus the fits, whatever its depth.  A network with a
+loop through its crossbar layers (recurrent weights) runs every pass in full.  Measured against known random vectors (``"vectors"``), whose statistics
 are not the network's: docs/hardware.md#calibration.
 
 Only the inputs are used, never labels, and the inference's read-noise stream is not
@@ -48,7 +58,7 @@ def awaiting(hw: nn.Module) -> list:
 def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
               reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
-              labels: torch.Tensor | None = None, progress: bool = False) -> nn.Module:
+              labels: torch.Tensor | None = None, progress: bool = False, replay: bool = False) -> nn.Module:
     """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
     :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
     ``[samples, ...]`` (one timestep's input per sample, as :func:`xbar.simulate` takes
@@ -58,7 +68,11 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     :func:`xbar.simulate`) to check that it covers the classes: by the samples' ``labels``
     when given (never used for the fit), else by the model's predictions (an untrained
     model predicts few classes on any batch).  ``progress``: a progress bar over the
-    layers.  Returns ``hw``, calibrated in place."""
+    layers.  ``replay``: read each layer once in all (:class:`_Replay`), where the network
+    is feed-forward; the layers before the one being fitted then give the same read noise
+    in every pass (one realization, where the per-layer passes draw a fresh one each), so
+    the fits are the same in distribution but not in their digits.  Returns ``hw``,
+    calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
     keep_freed_memory()
     if readout not in READOUTS:
@@ -82,9 +96,11 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
             bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
             order = _run_order(step, matrices, pending, x, encoder)
+            replay = (_Replay(hw, order) if replay and _feed_forward(model, hw, x, encoder, reset)
+                      else None)
             while pending:
                 target = next(m for m in order if any(m is p for p in pending))
-                _record_pass(step, matrices, pending, target, x, timesteps, encoder)
+                _record_pass(step, matrices, pending, target, x, timesteps, encoder, replay)
                 inputs, target.recording = target.recording, None
                 target.fit_calibration(inputs, age=False)  # every layer calibrated at t_calibration
                 del inputs
@@ -163,11 +179,13 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
 
 
 def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
-                 encoder) -> None:
+                 encoder, replay: _Replay | None = None) -> None:
     """Run the calibration batch once and leave the inputs that ``target`` read in
-    ``target.recording``, ``(K, rows, in)``.  The other pending matrices read raw and
-    sample their rows as they always did (the same calibration draws), keeping nothing.
-    The trials run in chunks (:func:`xbar.tile.matrix.trial_chunks`), joined along the trials."""
+    ``target.recording``, ``(K, rows, in)``.  Without ``replay``, the other pending
+    matrices read raw and sample their rows as they always did, keeping nothing; with it,
+    the layers before ``target`` replay their calibrated outputs (or read them, the first
+    time) and those after it run the ideal product (:class:`_Replay`).  The trials run in
+    chunks (:func:`xbar.tile.matrix.trial_chunks`), joined along the trials."""
     chunks = []
     try:
         for m in pending:
@@ -178,6 +196,8 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
                 m.select_trials(ks.start, ks.stop)
             for m in pending:
                 m.recording = []
+            if replay is not None:
+                replay.arrange(target, ks.start)
             step.reset()
             for t in range(timesteps):
                 xt = encoder(x, t)
@@ -185,8 +205,138 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
             chunks.append(torch.cat(target.recording, 1))  # this chunk's reads, (k, rows, in)
             target.recording = []
     finally:
+        if replay is not None:
+            replay.restore()
         _stop_recording(matrices)
     target.recording = torch.cat(chunks)
+
+
+class _Replay:
+    """The passes of a feed-forward network at the cost of about one layer's reads each.
+    In the pass that fits ``target``, each crossbar layer before it (calibrated) replays
+    the outputs it read, step by step, in the first pass it ran calibrated (its inputs are
+    the same in every later pass: only layers before it feed it, and they are final); the
+    target records its inputs as a read would, but gives the ideal product instead of
+    reading, as do the layers after it (in a feed-forward network nothing they give
+    reaches the target).  Each layer is then read once, calibrated.  Outputs are kept per
+    chunk of trials; a replayed output is a copy, so that nothing downstream can change
+    the kept one."""
+
+    def __init__(self, hw: nn.Module, order: list) -> None:
+        self.layers = [_owner(hw, m) for m in order]
+        self.order = order
+        self.kept: dict[tuple[int, int], list] = {}  # (layer index, chunk start) -> outputs by call
+        self.patched: list = []
+
+    def arrange(self, target, chunk: int) -> None:
+        self.restore()
+        at = next(i for i, m in enumerate(self.order) if m is target)
+        for i, module in enumerate(self.layers):
+            if i < at:
+                key = (i, chunk)
+                if key in self.kept:
+                    module.forward = self._replaying(self.kept[key])
+                else:
+                    self.kept[key] = []
+                    module.forward = self._keeping(module, self.kept[key])
+            elif i > at:  # drawing past the rows a pending layer's read samples, as the full pass does
+                module.forward = module.ideal_drawing_past
+            else:  # the target: its inputs recorded, no read (its outputs reach only ideal layers)
+                module.forward = module.record_then_ideal
+            self.patched.append(module)
+
+    def restore(self) -> None:
+        for module in self.patched:
+            del module.forward  # back to the class's forward
+        self.patched = []
+
+    @staticmethod
+    def _replaying(outputs: list):
+        calls = iter(outputs)
+        return lambda *args, **kwargs: next(calls).clone()
+
+    @staticmethod
+    def _keeping(module: nn.Module, outputs: list):
+        forward = type(module).forward
+
+        def keep(*args, **kwargs):
+            out = forward(module, *args, **kwargs)
+            outputs.append(out.clone())
+            return out
+        return keep
+
+
+def _owner(hw: nn.Module, matrix) -> nn.Module:
+    return next(m for _, m in analog_layers(hw) if m.matrix is matrix)
+
+
+def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, reset) -> bool:
+    """Whether no crossbar layer's input depends on the output of a layer that runs after
+    it (or on its own earlier output): over two steps of the ideal ``model`` on one sample,
+    each layer's outputs are marked in the autograd graph, and each layer's input is
+    followed back to the marks it reaches.  Anything that cannot be followed (a model that
+    does not run under autograd) counts as not feed-forward: every pass then runs in full."""
+    names = [n for n, _ in analog_layers(hw)]
+    modules = dict(model.named_modules())
+    if any(n not in modules for n in names) or torch.is_inference_mode_enabled():
+        return False
+    rank: dict[str, int] = {}
+    marks: dict[int, str] = {}
+    keep: list = []
+    ok = [True]
+
+    def before(name):
+        def check(module, inputs):
+            rank.setdefault(name, len(rank))
+            reached = _reached_marks([t for t in inputs if isinstance(t, torch.Tensor)], marks)
+            if any(rank.get(r, len(rank)) >= rank[name] for r in reached):
+                ok[0] = False
+        return check
+
+    def after(name):
+        def mark(module, inputs, out):
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                ok[0] = False
+                return None
+            leaf = out.detach().requires_grad_()
+            marks[id(leaf)] = name
+            keep.append(leaf)
+            return leaf.clone()
+        return mark
+
+    handles = [h for n in names for h in (modules[n].register_forward_pre_hook(before(n)),
+                                         modules[n].register_forward_hook(after(n)))]
+    was_training = model.training
+    model.eval()
+    step = Stepper(model, reset)
+    try:
+        with torch.enable_grad():
+            step.reset()
+            for t in range(2):
+                step(encoder(x[:1], t))
+    except Exception:  # noqa: BLE001 - not followable: run the passes in full
+        return False
+    finally:
+        for h in handles:
+            h.remove()
+        step.reset()
+        model.train(was_training)
+    return ok[0] and len(rank) == len(names)
+
+
+def _reached_marks(tensors: list, marks: dict[int, str]) -> set[str]:
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    seen, found = set(), set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if variable is not None and id(variable) in marks:
+            found.add(marks[id(variable)])
+        stack.extend(f for f, _ in fn.next_functions)
+    return found
 
 
 def _stop_recording(matrices: list) -> None:

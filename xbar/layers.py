@@ -58,6 +58,27 @@ class _Analog(nn.Module):
                              "crossbar layers are driven one timestep per call ([1, N, ...])")
         return x[0]
 
+    def record_then_ideal(self, x: torch.Tensor) -> torch.Tensor:
+        """Record the inputs a read of ``x`` would (``matrix.record``) and give the ideal
+        output instead of reading (:func:`xbar.calibrate`, the layer being fitted in a
+        feed-forward network, whose outputs only reach layers that run ideal)."""
+        step = self._one_step(x)
+        self.matrix.record(self._trial_view(self._read_rows(step)))
+        y = self.ideal_forward(step)
+        return y.unsqueeze(0) if self.time_first else y
+
+    def ideal_drawing_past(self, x: torch.Tensor) -> torch.Tensor:
+        """The ideal output of ``x``, drawing past what recording its read would draw when
+        the matrix records (:func:`xbar.calibrate`: the layers after the one being fitted)."""
+        step = self._one_step(x)
+        if self.matrix.recording is not None:
+            self.matrix.draw_past(self._rows_per_trial(step))
+        y = self.ideal_forward(step)
+        return y.unsqueeze(0) if self.time_first else y
+
+    def _rows_per_trial(self, x: torch.Tensor) -> int:
+        return self._read_count(x) // len(self.matrix.active_trials)
+
     def _maybe_record(self, x: torch.Tensor) -> None:
         self.last_ideal = self.ideal_forward(x) if self.record_ideal else None
         with_bias = self.record_ideal and self.bias is not None
@@ -75,6 +96,13 @@ class AnalogLinear(_Analog):
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
+
+    def _read_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The crossbar inputs of ``x``, one row per read."""
+        return x
+
+    def _read_count(self, x: torch.Tensor) -> int:
+        return x.numel() // x.shape[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         step = self._one_step(x)
@@ -126,13 +154,23 @@ class AnalogConv2d(_Analog):
             return self._conv(self._one_step(x)).unsqueeze(0)
         return self._conv(x)
 
+    def _read_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The unfolded input: one row per output pixel of every sample, ``(B * L, C kh kw)``."""
+        cols = unfold_input(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return cols.reshape(-1, cols.shape[-1])
+
+    def _read_count(self, x: torch.Tensor) -> int:
+        h, w = conv_output_size(x.shape[-2], x.shape[-1], self.kernel_size, self.dilation, self.padding,
+                                self.stride)
+        return x.shape[0] * h * w
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         self._maybe_record(x)
         out_hw = conv_output_size(x.shape[-2], x.shape[-1], self.kernel_size, self.dilation,
                                   self.padding, self.stride)
-        cols = unfold_input(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        b, l, m = cols.shape
-        y = self.matrix(self._trial_view(cols.reshape(b * l, m)))
+        cols = self._read_rows(x)
+        b, l = x.shape[0], out_hw[0] * out_hw[1]
+        y = self.matrix(self._trial_view(cols))
         y = fold_output(y.reshape(b, l, self.out_channels), out_hw)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 

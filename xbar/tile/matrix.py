@@ -286,14 +286,33 @@ class ProgrammedMatrix(nn.Module):
             eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
         return std, eps
 
+    def _driven(self, x: torch.Tensor) -> torch.Tensor:
+        check_dac_input(x, self.spec)
+        return dac(x, self.spec)
+
+    def _record(self, x: torch.Tensor) -> None:
+        """Sample calibration rows of the driven inputs ``x`` (from the calibration
+        generator), kept in ``recording`` if ``keep_recording``."""
+        rows = sample_rows(x, self.draws.calibration, self.rows_per_read)
+        if self.keep_recording:
+            self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
+
+    def draw_past(self, n: int) -> None:
+        """Draw what recording a read of ``n`` inputs per trial draws, keeping nothing (the
+        calibration generator then stands where a read would have left it)."""
+        if n > self.rows_per_read:
+            torch.randperm(n, generator=self.draws.calibration, device=self.draws.calibration.device)
+
+    def record(self, x: torch.Tensor) -> None:
+        """What a read while recording keeps of ``x`` ``(K, N, in)``, without the read
+        (:func:`xbar.calibrate`: the layer being fitted, whose outputs nothing then uses)."""
+        self._record(self._driven(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
-        check_dac_input(x, self.spec)
-        x = dac(x, self.spec)
+        x = self._driven(x)
         if self.recording is not None:
-            rows = sample_rows(x, self.draws.calibration, self.rows_per_read)
-            if self.keep_recording:
-                self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
+            self._record(x)
         elif self.awaits_data:
             raise RuntimeError("crossbar read: this layer waits for its calibration from data "
                                "(Spec.calibration='data'): run xbar.calibrate(hw, x, timesteps) on a "

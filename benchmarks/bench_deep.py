@@ -1,0 +1,110 @@
+"""The literature's networks on crossbars, against the ideal network, in one run.
+
+    python benchmarks/bench_deep.py [--arch vgg9 resnet18] [--images 32] [--trials 2]
+                                    [--timesteps 5] [--threads 2]
+
+The case of the crossbar-SNN studies (SpikeSim's VGG9; ResNet-18): 3x32x32 synthetic
+images (uniform pixels, nothing downloaded), thresholds set so that every layer spikes
+(``studies.models.set_spiking_thresholds``, on images of their own), HfO2 RRAM with its
+per-read noise, 64x64 tiles, 4-bit ADCs, exact IR drop at 0.35 ohm/cell, calibrated from
+data on 32 further images.  Prints per network, from one run:
+
+- the ideal network and ``xbar.simulate`` on the crossbars, in ms per image-step (the
+  analog one per trial), and their ratio;
+- programming, in s per trial;
+- calibration by per-layer passes and with ``replay=True`` (each layer read once), in s
+  and as a ratio to simulating the calibration images;
+- the process's peak resident memory after each network.
+
+Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import time
+import warnings
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import xbar
+from devices import presets
+from studies.models import build, set_spiking_thresholds
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def bench(arch: str, images: int, trials: int, timesteps: int) -> dict:
+    torch.manual_seed(0)
+    model = build(arch, (3, 32, 32), 10).eval()
+    set_spiking_thresholds(model, _images(16, 1), timesteps)
+    x, cal = _images(images, 2), _images(32, 3)
+    y = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(4))
+    spec = xbar.Spec(tile=(64, 64), device=presets["rram_hfo2"], adc_bits=4, r_wire_row=0.35, r_wire_col=0.35)
+
+    with torch.no_grad():
+        start = time.perf_counter()
+        xbar.reset_state(model)
+        for _ in range(timesteps):
+            model(x)
+        ideal = (time.perf_counter() - start) / (images * timesteps)
+
+    start = time.perf_counter()
+    hw = xbar.convert(model, spec, seed=0, trials=trials, progress=False)
+    program = (time.perf_counter() - start) / trials
+    calibration = {}
+    for replay in (False, True):
+        h = copy.deepcopy(hw)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random labels: a class warning says nothing here
+            xbar.calibrate(h, model, cal, timesteps, replay=replay)
+        calibration[replay] = time.perf_counter() - start
+    hw = h
+    start = time.perf_counter()
+    xbar.simulate(hw, model, (cal, torch.zeros(len(cal), dtype=torch.long)), timesteps, progress=False)
+    simulate_cal = time.perf_counter() - start
+    start = time.perf_counter()
+    ds = xbar.simulate(hw, model, (x, y), timesteps, progress=False)
+    analog = (time.perf_counter() - start) / (images * timesteps * trials)
+    return {"arch": arch, "ideal": ideal, "analog": analog, "program": program,
+            "cal_full": calibration[False], "cal_replay": calibration[True], "sim_cal": simulate_cal,
+            "peak": _peak_gb(), "rate": float(ds.spike_rate_ideal.mean())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", nargs="+", default=["vgg9", "resnet18"])
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--trials", type=int, default=2)
+    p.add_argument("--timesteps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [bench(a, args.images, args.trials, args.timesteps) for a in args.arch]
+    table = Table(title=f"{args.images} images x {args.timesteps} steps, {args.trials} trials, "
+                        f"{args.threads} threads: HfO2 RRAM, 64x64 tiles, 4-bit ADC, IR drop 0.35 ohm/cell")
+    for col in ("network", "ideal ms/img-step", "analog ms/img-step/trial", "ratio", "program s/trial",
+                "calibrate per-layer s (x sim)", "calibrate replay s (x sim)", "peak GB", "spike rate"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["arch"], f"{1e3 * r['ideal']:.2f}", f"{1e3 * r['analog']:.1f}",
+                      f"{r['analog'] / r['ideal']:.1f}", f"{r['program']:.1f}",
+                      f"{r['cal_full']:.1f} ({r['cal_full'] / r['sim_cal']:.1f}x)",
+                      f"{r['cal_replay']:.1f} ({r['cal_replay'] / r['sim_cal']:.1f}x)",
+                      f"{r['peak']:.2f}", f"{r['rate']:.3f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
