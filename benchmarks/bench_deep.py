@@ -103,7 +103,7 @@ def main() -> None:
                       f"{r['cal_full']:.1f} ({r['cal_full'] / r['sim_cal']:.1f}x)",
                       f"{r['cal_replay']:.1f} ({r['cal_replay'] / r['sim_cal']:.1f}x)",
                       f"{r['peak']:.2f}", f"{r['rate']:.3f}")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

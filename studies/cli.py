@@ -15,6 +15,7 @@ from devices import presets
 from mapping.layout import SCHEMES
 from studies.data import EMBEDDED
 from studies.models import ARCHITECTURES
+from studies.timesteps import TIMESTEP_ARCHITECTURES
 from studies.stats import mean_ci
 from xbar.aware import INGREDIENTS
 from xbar.spec import R_WIRE_AIHWKIT
@@ -170,7 +171,7 @@ def training_options(fn):
                    "64 training images, every class (data), or of random known vectors; none: the raw hardware.")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A trained state_dict of --arch (torch.save) for these images and classes: "
-                   "nothing is trained (docs/studies.md#your-own-weights).")
+                   "nothing is trained (docs/studies.md#the-literatures-networks-and-your-own-weights).")
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
@@ -312,7 +313,7 @@ def time_table(ds) -> Table:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("xbar-timesteps"), show_default=True,
               help="Folder for timesteps.nc and the two figures.")
 @data_options
-@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mlp", show_default=True,
+@click.option("--arch", type=click.Choice(TIMESTEP_ARCHITECTURES), default="mlp", show_default=True,
               help="The architecture of both the surrogate-trained and the converted networks.")
 @click.option("--device", type=click.Choice(sorted(presets)), default="rram_hfo2", show_default=True,
               help="Device preset.")

@@ -79,7 +79,7 @@ import xbar
 from devices import presets
 from devices import validation as v
 from mapping.layout import SCHEMES
-from studies.ann_to_snn import ConversionConfig, FineTune, load_or_convert
+from studies.ann_to_snn import ANN_ARCHITECTURES, ConversionConfig, FineTune, load_or_convert
 from studies.data import Dataset, calibrated, check_dataset, load_dataset, test_batches
 from studies.hardware import ChipOptions
 from studies.models import ARCHITECTURES
@@ -87,6 +87,10 @@ from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, check_training_options, load_or_train
 from xbar.aware import INGREDIENTS
 from xbar.network import crossbar_layers
+
+# Architectures both trained and converted (studies.models and studies.ann_to_snn name
+# some alike): VGG9, VGG11 and ResNet-18 are surrogate-trained only (xbar study).
+TIMESTEP_ARCHITECTURES = tuple(sorted(set(ARCHITECTURES) & set(ANN_ARCHITECTURES)))
 
 RESULTS_FILE = "timesteps.nc"
 ACCURACY_FIGURE = "timesteps_accuracy.png"
@@ -168,7 +172,7 @@ class TimestepStudyConfig(ChipOptions):
         v.int_at_least(o, "fine_tune_epochs", self.fine_tune_epochs, 1)
         v.int_at_least(o, "fine_tune_timesteps", self.fine_tune_timesteps, 1)
         check_dataset(o, self.dataset)
-        v.one_of(o, "arch", self.arch, ARCHITECTURES)
+        v.one_of(o, "arch", self.arch, TIMESTEP_ARCHITECTURES)
         v.one_of(o, "device", self.device, presets)
         if self.read_noise is not None and not (0.0 <= self.read_noise < 1.0):
             v.fail(o, "read_noise", self.read_noise, "must be in [0, 1) (a relative std) or None")
