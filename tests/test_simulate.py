@@ -199,3 +199,39 @@ def test_lif_inference_path_is_the_training_path_bit_for_bit():
         assert torch.equal(spk_grad.detach(), spk_fast)
         assert torch.equal(a.mem.detach(), b.mem)
     assert 0 < float(spk_fast.mean()) < 1
+
+
+def test_memory_budget_sizes_the_trials_and_parts_of_a_batch():
+    from xbar.memory import chunking
+
+    gib = 2**30
+    assert chunking(gib // 1000, 200, 5, 2.0) == (5, 200)  # 1000 sample-trials fit: all five trials
+    assert chunking(gib // 1000, 200, 9, 2.0) == (5, 200)
+    assert chunking(gib // 100, 200, 5, 2.0) == (1, 100)  # not one trial of the batch: parts of 100
+    assert chunking(10 * gib, 200, 5, 2.0) == (1, 1)
+    with pytest.raises(ValueError, match=r"memory_gb = 0 is not allowed: must be a number of GiB > 0"):
+        xbar.memory.check_memory("simulate", 0)
+
+
+def test_a_batch_read_in_parts_gives_the_whole_batchs_results_without_per_read_noise():
+    """A budget too small for one trial of the batch reads it in parts; with programming
+    variation, IR drop and a 4-bit ADC but no per-read noise every read is deterministic,
+    so the parts give the whole batch's results: the accuracies and spike counts bit for
+    bit, the errors (means over the batch, summed per part) to float rounding."""
+    from studies.models import conv_net, set_spiking_thresholds
+
+    torch.manual_seed(0)
+    model = conv_net((1, 12, 12), 4, channels=(6, 8), hidden=16).eval()
+    g = torch.Generator().manual_seed(1)
+    set_spiking_thresholds(model, torch.rand(8, 1, 12, 12, generator=g), 3)
+    spec = xbar.Spec(tile=(16, 16), device=presets["rram_hfo2"].replace(read_sigma_rel=0.0), adc_bits=4,
+                     r_wire_row=1.0, r_wire_col=1.0, calibration=None)
+    hw = xbar.convert(model, spec, seed=2, trials=3)
+    data = (torch.rand(40, 1, 12, 12, generator=g), torch.randint(0, 4, (40,), generator=g))
+    per_sample = xbar.memory.read_bytes_per_sample(hw, model, data[0], xbar.stepping.Stepper(model, xbar.reset_state))
+    whole = xbar.simulate(hw, model, data, 3, progress=False)
+    parts = xbar.simulate(hw, model, data, 3, progress=False, memory_gb=7 * per_sample / 0.5 / 2**30)
+    for name in ("accuracy", "accuracy_ideal", "spike_mismatch", "spike_rate", "spike_rate_ideal"):
+        np.testing.assert_array_equal(whole[name].values, parts[name].values, err_msg=name)
+    for name in ("read_error", "layer_error", "membrane_error"):
+        np.testing.assert_allclose(whole[name].values, parts[name].values, rtol=1e-6, err_msg=name)

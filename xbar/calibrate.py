@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import keep_freed_memory
+from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
 from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ROWS_PER_READ
@@ -58,7 +58,8 @@ def awaiting(hw: nn.Module) -> list:
 def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
               reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
-              labels: torch.Tensor | None = None, progress: bool = False, replay: bool = False) -> nn.Module:
+              labels: torch.Tensor | None = None, progress: bool = False, replay: bool = False,
+              memory_gb: float = MEMORY_GB) -> nn.Module:
     """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
     :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
     ``[samples, ...]`` (one timestep's input per sample, as :func:`xbar.simulate` takes
@@ -71,9 +72,11 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     layers.  ``replay``: read each layer once in all (:class:`_Replay`), where the network
     is feed-forward; the layers before the one being fitted then give the same read noise
     in every pass (one realization, where the per-layer passes draw a fresh one each), so
-    the fits are the same in distribution but not in their digits.  Returns ``hw``,
-    calibrated in place."""
+    the fits are the same in distribution but not in their digits.  ``memory_gb``: as in
+    :func:`xbar.simulate`, the trials read together (the batch is read whole, one trial
+    at least).  Returns ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
+    check_memory("calibrate", memory_gb)
     keep_freed_memory()
     if readout not in READOUTS:
         raise ValueError(f"calibrate: readout = {readout!r} is not allowed: must be one of {READOUTS}")
@@ -96,11 +99,13 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
             bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
             order = _run_order(step, matrices, pending, x, encoder)
+            per_sample = read_bytes_per_sample(hw, model, encoder(x, 0), Stepper(model, reset))
+            per_chunk = chunking(per_sample, len(x), matrices[0].trials, memory_gb)[0]
             replay = (_Replay(hw, order) if replay and _feed_forward(model, hw, x, encoder, reset)
                       else None)
             while pending:
                 target = next(m for m in order if any(m is p for p in pending))
-                _record_pass(step, matrices, pending, target, x, timesteps, encoder, replay)
+                _record_pass(step, matrices, pending, target, x, timesteps, encoder, per_chunk, replay)
                 inputs, target.recording = target.recording, None
                 target.fit_calibration(inputs, age=False)  # every layer calibrated at t_calibration
                 del inputs
@@ -179,19 +184,19 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
 
 
 def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
-                 encoder, replay: _Replay | None = None) -> None:
+                 encoder, per_chunk: int, replay: _Replay | None = None) -> None:
     """Run the calibration batch once and leave the inputs that ``target`` read in
     ``target.recording``, ``(K, rows, in)``.  Without ``replay``, the other pending
     matrices read raw and sample their rows as they always did, keeping nothing; with it,
     the layers before ``target`` replay their calibrated outputs (or read them, the first
     time) and those after it run the ideal product (:class:`_Replay`).  The trials run in
-    chunks (:func:`xbar.tile.matrix.trial_chunks`), joined along the trials."""
+    chunks of ``per_chunk`` (:func:`xbar.memory.chunking`), joined along the trials."""
     chunks = []
     try:
         for m in pending:
             m.keep_recording = m is target
             m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
-        for ks in trial_chunks(matrices[0].trials, len(x)):
+        for ks in trial_chunks(matrices[0].trials, len(x), per_chunk):
             for m in matrices:
                 m.select_trials(ks.start, ks.stop)
             for m in pending:

@@ -76,6 +76,11 @@ class _Analog(nn.Module):
         y = self.ideal_forward(step)
         return y.unsqueeze(0) if self.time_first else y
 
+    def reads_per_sample(self, x: torch.Tensor) -> int:
+        """Crossbar reads (input rows) one sample of the input ``x`` makes."""
+        step = self._one_step(x)
+        return self._read_count(step) // step.shape[0]
+
     def _rows_per_trial(self, x: torch.Tensor) -> int:
         return self._read_count(x) // len(self.matrix.active_trials)
 

@@ -1,4 +1,5 @@
-"""Keeping freed memory for reuse (glibc), which a simulation's large tensors need.
+"""Memory: keeping freed memory for reuse (glibc), which a simulation's large tensors
+need, and sizing the reads by the bytes they take (:func:`chunking`).
 
 Every read allocates tensors of tens of megabytes.  glibc serves allocations above its
 mmap threshold (128 kB, growing to 32 MB at most) with fresh pages from the kernel and
@@ -17,6 +18,9 @@ import ctypes
 import ctypes.util
 import functools
 
+import torch
+import torch.nn as nn
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _LARGEST = 2**31 - 1  # mallopt takes an int
 
@@ -31,3 +35,56 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
+
+
+# The memory a simulation's reads may take, by default: a laptop's share (GiB).
+MEMORY_GB = 2.0
+# The share of the budget the largest read's temporaries get; the rest holds the networks,
+# their state, the programmed matrices and the ideal network run in lockstep.
+READ_SHARE = 0.5
+
+
+def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step) -> int:
+    """Bytes the largest crossbar read of ``hw`` takes per sample and trial, on inputs like
+    ``x`` (its first sample, one step of the ideal ``model`` through ``step`` to see each
+    layer's input): reads per sample times :meth:`ProgrammedMatrix.read_bytes`."""
+    from xbar.network import analog_layers
+
+    layers = dict(analog_layers(hw))
+    modules = dict(model.named_modules())
+    found: dict[str, int] = {}
+
+    def seen(name):
+        def hook(module, inputs):
+            reads = layers[name].reads_per_sample(inputs[0])
+            found[name] = max(found.get(name, 0), reads * layers[name].matrix.read_bytes())
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(seen(n)) for n in layers if n in modules]
+    try:
+        with torch.no_grad():
+            step.reset()
+            step(x[:1])
+    finally:
+        step.reset()
+        for h in handles:
+            h.remove()
+    return max(found.values(), default=1)
+
+
+def chunking(per_sample: int, batch: int, trials: int, memory_gb: float) -> tuple[int, int]:
+    """``(trials per chunk, samples per part of a batch)`` that keep the largest read within
+    :data:`READ_SHARE` of ``memory_gb``: as many trials together as fit with the whole
+    batch; a batch that does not fit with one trial is read in parts."""
+    room = max(1, int(READ_SHARE * memory_gb * 2**30 // max(1, per_sample)))
+    if room >= batch:
+        return max(1, min(trials, room // batch)), batch
+    return 1, room
+
+
+def check_memory(where: str, memory_gb) -> None:
+    import math
+
+    if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not math.isfinite(memory_gb) \
+            or memory_gb <= 0:
+        raise ValueError(f"{where}: memory_gb = {memory_gb!r} is not allowed: must be a number of GiB > 0")

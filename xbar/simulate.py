@@ -61,10 +61,10 @@ from tqdm.auto import tqdm
 from xbar.checks import batches as checked_batches
 from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import keep_freed_memory
 from xbar.calibrate import awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
+from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
 from xbar.tile.matrix import trial_chunks
 
 
@@ -282,7 +282,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
              encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
              reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
              progress: bool = True, attrs: dict | None = None,
-             trials_per_chunk: int | None = None, calibration_data=None) -> xr.Dataset:
+             trials_per_chunk: int | None = None, calibration_data=None,
+             memory_gb: float = MEMORY_GB) -> xr.Dataset:
     """Run the analog network ``hw`` (from :func:`xbar.convert`) and the ideal ``model``
     in lockstep for ``timesteps`` steps on every batch of ``data``.
 
@@ -312,11 +313,19 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         :func:`xbar.calibrate` before; ``simulate`` never fits anything on the samples it
         evaluates, and refuses to run uncalibrated crossbars.
     trials_per_chunk
-        Monte Carlo trials run together (default: as many as keep a chunk within
-        :data:`xbar.tile.matrix.CHUNK_SAMPLES` samples, so that memory does not grow with the trials).
+        Monte Carlo trials run together (default: as many as keep the largest read within
+        half of ``memory_gb``, :func:`xbar.memory.chunking`, so that memory does not grow
+        with the trials).
         Chunks run one after the other over all of ``data``, the ideal network in
         lockstep with each; a trial's results do not depend on the chunks (its read noise
         comes from its own streams, :mod:`xbar.streams`).
+
+    memory_gb
+        the memory (GiB) the reads may take (default :data:`xbar.memory.MEMORY_GB`): the
+        trials run together and, where one trial of a whole batch would not fit, the
+        batch is read in parts of as many samples as fit.  A batch read in parts draws
+        its read noise in another order than whole, so its results differ in their digits
+        (not in distribution) from a run with room for it.
 
     Returns an ``xarray.Dataset`` with dims ``trial``, ``timestep`` (1..T) and ``layer``
     and the variables listed in this module's docstring; ``attrs`` holds the spec.
@@ -370,12 +379,18 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         x0 = first[0].to(dev)
         if trials_per_chunk is not None:
             check_count("simulate", "trials_per_chunk", trials_per_chunk)
-        chunks = trial_chunks(k, len(x0), trials_per_chunk)
+        check_memory("simulate", memory_gb)
         if calibration_data is not None:
             cal_x, cal_y = (calibration_data if isinstance(calibration_data, (tuple, list))
                             else (calibration_data, None))
             calibrate(hw, model, cal_x, timesteps, encoder=encoder, reset=reset, readout=readout, labels=cal_y)
         neurons = _discover(model, ideal_step, encoder(x0, 0), first[1].to(dev), names)
+        biggest = max(len(x) for x, _ in batches)
+        per_sample = read_bytes_per_sample(hw, model, encoder(x0, 0), ideal_step)
+        per_chunk, part = chunking(per_sample, biggest, k, memory_gb)
+        chunks = trial_chunks(k, biggest, trials_per_chunk or per_chunk)
+        if trials_per_chunk is None and part < biggest:  # one trial of a whole batch would not fit
+            batches = [(x[i:i + part], y[i:i + part]) for x, y in batches for i in range(0, len(x), part)]
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)
         for _, m in layers:

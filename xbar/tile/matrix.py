@@ -286,6 +286,16 @@ class ProgrammedMatrix(nn.Module):
             eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
         return std, eps
 
+    def read_bytes(self) -> int:
+        """Bytes one input row of one trial takes at the peak of a read: the input and its
+        tile-row copy, then per read column of every tile-row its current, noise standard
+        deviation, normals and ADC temporaries (four), and the decoded outputs.  What
+        :func:`xbar.memory.chunking` sizes the trials and batches by."""
+        elt = self.g_read.element_size()
+        n_in, n_out = self.shape
+        tile_rows = 1 if self.merged else self.n_r
+        return elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out)
+
     def _driven(self, x: torch.Tensor) -> torch.Tensor:
         check_dac_input(x, self.spec)
         return dac(x, self.spec)
