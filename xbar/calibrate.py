@@ -41,7 +41,7 @@ from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
 from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
 from xbar.neurons import reset_state
-from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
+from xbar.stepping import READOUTS, DataFlow, Stepper, check_steppable, readout_step
 from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ROWS_PER_READ
 from xbar.tile.matrix import trial_chunks
 
@@ -286,27 +286,23 @@ def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, res
     if any(n not in modules for n in names) or torch.is_inference_mode_enabled():
         return False
     rank: dict[str, int] = {}
-    marks: dict[int, str] = {}
-    keep: list = []
+    flow = DataFlow()  # no stops: followed through spikes and across steps
     ok = [True]
 
     def before(name):
         def check(module, inputs):
             rank.setdefault(name, len(rank))
-            reached = _reached_marks([t for t in inputs if isinstance(t, torch.Tensor)], marks)
+            reached = flow.reached(t for t in inputs if isinstance(t, torch.Tensor))
             if any(rank.get(r, len(rank)) >= rank[name] for r in reached):
                 ok[0] = False
         return check
 
     def after(name):
         def mark(module, inputs, out):
-            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            leaf = flow.mark(name, out)
+            if leaf is None:
                 ok[0] = False
-                return None
-            leaf = out.detach().requires_grad_()
-            marks[id(leaf)] = name
-            keep.append(leaf)
-            return leaf.clone()
+            return leaf
         return mark
 
     handles = [h for n in names for h in (modules[n].register_forward_pre_hook(before(n)),
@@ -327,21 +323,6 @@ def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, res
         step.reset()
         model.train(was_training)
     return ok[0] and len(rank) == len(names)
-
-
-def _reached_marks(tensors: list, marks: dict[int, str]) -> set[str]:
-    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
-    seen, found = set(), set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        variable = getattr(fn, "variable", None)
-        if variable is not None and id(variable) in marks:
-            found.add(marks[id(variable)])
-        stack.extend(f for f, _ in fn.next_functions)
-    return found
 
 
 def _stop_recording(matrices: list) -> None:

@@ -63,7 +63,7 @@ from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.network import analog_layers
 from xbar.calibrate import awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
-from xbar.stepping import READOUTS, Stepper, check_steppable, readout_step
+from xbar.stepping import DataFlow, READOUTS, Stepper, check_steppable, readout_step
 from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
 from xbar.tile.matrix import trial_chunks
 
@@ -144,7 +144,7 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
     neurons and in which order they run; the step's output is checked."""
     order: list[str] = []
     neuron_names: set[str] = set()
-    flow = _DataFlow()
+    flow = DataFlow()
     handles = []
     for name, m in model.named_modules():
         if not name:
@@ -175,50 +175,6 @@ def _discover(model: nn.Module, step: Stepper, x0: torch.Tensor, y0: torch.Tenso
     if never:
         raise ValueError(f"simulate: the model's forward never calls its layers {never}")
     return _match_neurons(order, neuron_names, layer_names, flow.fed_by)
-
-
-class _DataFlow:
-    """Which crossbar layers each neuron's input depends on, in one step: each layer's
-    output is replaced by a marked copy (a leaf of the autograd graph, same values), and a
-    neuron's inputs are followed back through their autograd graph to the marks, not past
-    another neuron's spikes."""
-
-    def __init__(self) -> None:
-        self.marks: dict[int, str] = {}  # id of a marked leaf -> its layer
-        self.keep: list = []  # the marked leaves and neuron outputs, alive while ids are used
-        self.stops: set[int] = set()  # the autograd nodes of neurons' spikes
-        self.fed_by: dict[str, set[str]] = {}
-
-    def mark(self, name: str, out):
-        if (not isinstance(out, torch.Tensor) or not out.is_floating_point() or torch.is_inference_mode_enabled()
-                or out.is_inference()):  # no autograd graph to follow: the order rule
-            return None
-        leaf = out.detach().requires_grad_()
-        self.marks[id(leaf)] = name
-        self.keep.append(leaf)
-        return leaf.clone()  # not a leaf itself: in-place operations after it stay allowed
-
-    def neuron_ran(self, name: str, inputs, out) -> None:
-        found = self.fed_by.setdefault(name, set())
-        found |= self._reached(t for t in inputs if isinstance(t, torch.Tensor))
-        spikes = out[0] if isinstance(out, (tuple, list)) else out
-        if isinstance(spikes, torch.Tensor) and spikes.grad_fn is not None:
-            self.stops.add(id(spikes.grad_fn))
-            self.keep.append(spikes)
-
-    def _reached(self, tensors) -> set[str]:
-        stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
-        seen, layers = set(), set()
-        while stack:
-            fn = stack.pop()
-            if fn is None or id(fn) in seen or id(fn) in self.stops:
-                continue
-            seen.add(id(fn))
-            variable = getattr(fn, "variable", None)  # an AccumulateGrad: a leaf
-            if variable is not None and id(variable) in self.marks:
-                layers.add(self.marks[id(variable)])
-            stack.extend(f for f, _ in fn.next_functions)
-        return layers
 
 
 class _RangeWatch:

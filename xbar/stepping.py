@@ -94,3 +94,47 @@ class Stepper:
                                  f"but its output has shape {shape}, not [1, batch, classes]")
             return out[0]
         return first_output(self.model(x))
+
+
+class DataFlow:
+    """Which crossbar layers each neuron's input depends on, in one step: each layer's
+    output is replaced by a marked copy (a leaf of the autograd graph, same values), and a
+    neuron's inputs are followed back through their autograd graph to the marks, not past
+    another neuron's spikes."""
+
+    def __init__(self) -> None:
+        self.marks: dict[int, str] = {}  # id of a marked leaf -> its layer
+        self.keep: list = []  # the marked leaves and neuron outputs, alive while ids are used
+        self.stops: set[int] = set()  # the autograd nodes of neurons' spikes
+        self.fed_by: dict[str, set[str]] = {}
+
+    def mark(self, name: str, out):
+        if (not isinstance(out, torch.Tensor) or not out.is_floating_point() or torch.is_inference_mode_enabled()
+                or out.is_inference()):  # no autograd graph to follow: the order rule
+            return None
+        leaf = out.detach().requires_grad_()
+        self.marks[id(leaf)] = name
+        self.keep.append(leaf)
+        return leaf.clone()  # not a leaf itself: in-place operations after it stay allowed
+
+    def neuron_ran(self, name: str, inputs, out) -> None:
+        found = self.fed_by.setdefault(name, set())
+        found |= self.reached(t for t in inputs if isinstance(t, torch.Tensor))
+        spikes = out[0] if isinstance(out, (tuple, list)) else out
+        if isinstance(spikes, torch.Tensor) and spikes.grad_fn is not None:
+            self.stops.add(id(spikes.grad_fn))
+            self.keep.append(spikes)
+
+    def reached(self, tensors) -> set[str]:
+        stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+        seen, layers = set(), set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or id(fn) in seen or id(fn) in self.stops:
+                continue
+            seen.add(id(fn))
+            variable = getattr(fn, "variable", None)  # an AccumulateGrad: a leaf
+            if variable is not None and id(variable) in self.marks:
+                layers.add(self.marks[id(variable)])
+            stack.extend(f for f, _ in fn.next_functions)
+        return layers
