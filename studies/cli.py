@@ -18,6 +18,7 @@ from studies.models import ARCHITECTURES
 from studies.timesteps import TIMESTEP_ARCHITECTURES
 from studies.stats import mean_ci
 from xbar.aware import INGREDIENTS
+from xbar.memory import MEMORY_GB
 from xbar.spec import R_WIRE_AIHWKIT
 
 console = Console()
@@ -172,10 +173,14 @@ def training_options(fn):
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A trained state_dict of --arch (torch.save) for these images and classes: "
                    "nothing is trained (docs/studies.md#the-literatures-networks-and-your-own-weights).")
+@click.option("--memory-gb", type=float, default=MEMORY_GB, show_default=True,
+              help="GiB the crossbar reads may take: the Monte Carlo trials are read in chunks, and a "
+                   "batch in parts, that fit (a VGG layer's unfolded input is gigabytes at a thousand "
+                   "samples).")
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, weights, chip, hardware_aware, aware, margin,
+          r_wire, r_source, r_sink, calibration, weights, memory_gb, chip, hardware_aware, aware, margin,
           weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
@@ -190,7 +195,7 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
                              weight_clip=weight_clip, weights=None if weights is None else str(weights),
-                             **chip)
+                             memory_gb=memory_gb, **chip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err

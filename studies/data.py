@@ -130,13 +130,16 @@ def class_round_robin(y: torch.Tensor) -> torch.Tensor:
     return order[torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)]
 
 
-def calibrated(hw, model, data: Dataset, timesteps: int, progress: bool = False):
+def calibrated(hw, model, data: Dataset, timesteps: int, progress: bool = False, memory_gb: float | None = None):
     """``hw`` calibrated on :func:`calibration_inputs` when its spec asks for calibration
-    from data (``Spec.calibration="data"``); as it is otherwise."""
+    from data (``Spec.calibration="data"``); as it is otherwise.  ``memory_gb``: what its
+    reads may take (default :data:`xbar.memory.MEMORY_GB`)."""
     from xbar.calibrate import awaiting, calibrate
+    from xbar.memory import MEMORY_GB
 
     if awaiting(hw):
-        calibrate(hw, model, calibration_inputs(data), timesteps, progress=progress)
+        calibrate(hw, model, calibration_inputs(data), timesteps, progress=progress,
+                  memory_gb=MEMORY_GB if memory_gb is None else memory_gb)
     return hw
 
 

@@ -21,6 +21,7 @@ from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, check_training_options, load_or_train, load_weights
 from xbar.aware import INGREDIENTS
+from xbar.memory import MEMORY_GB, check_memory
 
 RESULTS_FILE = "robustness.nc"
 FIGURE_FILE = "robustness.png"
@@ -54,6 +55,7 @@ class StudyConfig(ChipOptions):
     margin: float = 0.0
     weight_clip: float | None = None
     weights: str | None = None  # a trained state_dict file: nothing trained
+    memory_gb: float = MEMORY_GB  # what the reads may take (xbar.memory): sizes the trial chunks
 
     def __post_init__(self) -> None:
         o = "StudyConfig"
@@ -73,6 +75,7 @@ class StudyConfig(ChipOptions):
         v.int_at_least(o, "batch_size", self.batch_size, 1)
         v.int_at_least(o, "train_epochs", self.train_epochs, 1)
         v.int_at_least(o, "train_timesteps", self.train_timesteps, 1)
+        check_memory(o, self.memory_gb)
         self.spec()  # validates the tile
 
     def spec(self) -> xbar.Spec:
@@ -96,13 +99,14 @@ def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
     else:
         model, info = load_or_train(config.train_config(), progress=progress, data=data)
     hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress)
-    hw = calibrated(hw, model, data, config.timesteps, progress=progress)
+    hw = calibrated(hw, model, data, config.timesteps, progress=progress, memory_gb=config.memory_gb)
     batches = test_batches(data, config.n_test, config.batch_size)
     attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])
     attrs["train_test_accuracy"] = float(info["test_accuracy"])
     with torch.no_grad():
-        return xbar.simulate(hw, model, batches, config.timesteps, progress=progress, attrs=attrs)
+        return xbar.simulate(hw, model, batches, config.timesteps, progress=progress, attrs=attrs,
+                             memory_gb=config.memory_gb)
 
 
 def write_results(ds: xr.Dataset, out: Path) -> tuple[Path, Path]:

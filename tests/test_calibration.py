@@ -677,19 +677,22 @@ def test_one_read_per_layer_calibrates_as_the_per_layer_passes_without_read_nois
 def test_one_read_per_layer_fits_as_well_under_read_noise():
     """With per-read noise the layers before the one being fitted give one noise
     realization to every pass instead of a fresh one each: the calibrated reads are as
-    close to the ideal product (each layer's one-read error within 5% of the per-layer
-    passes', on 4 trials and samples of their own)."""
+    close to the ideal product: each layer's one-read error, paired by trial on 8 trials
+    and samples of their own, differs from the per-layer passes' by at most 3% plus three
+    standard errors of the paired difference (about 3% for the last layer)."""
     model = _calibration_net(1)
     spec = xbar.Spec(tile=(16, 16), device=presets["rram_hfo2"].replace(read_sigma_rel=0.05), adc_bits=6)
     cal, test = rand(6, 32, 1, 12, 12).float(), rand(9, 32, 1, 12, 12).float()
-    errors = []
+    trials, errors = 8, []
     for replay in (False, True):
-        hw = xbar.convert(model, spec, seed=3, trials=4)
+        hw = xbar.convert(model, spec, seed=3, trials=trials)
         xbar.calibrate(hw, model, cal, 3, replay=replay, labels=torch.arange(len(cal)) % 4)
         ds = xbar.simulate(hw, model, (test, torch.zeros(32, dtype=torch.long)), 3, progress=False)
-        errors.append(ds.read_error.mean(("trial", "timestep")).values)
-    np.testing.assert_allclose(errors[1], errors[0], rtol=0.05)
-    assert float(errors[0].min()) > 0.01  # the noise is there to be fitted around
+        errors.append(ds.read_error.mean("timestep").values)  # (trial, layer)
+    base, diff = errors[0].mean(0), errors[1] - errors[0]
+    bound = 0.03 * base + 3 * diff.std(0, ddof=1) / np.sqrt(trials)
+    assert np.all(np.abs(diff.mean(0)) <= bound), (diff.mean(0) / base, bound / base)
+    assert float(base.min()) > 0.01  # the noise is there to be fitted around
 
 
 class _Recurrent(nn.Module):

@@ -40,6 +40,7 @@ def test_study_writes_results_that_reopen(tmp_path, digits_mlp):
     (["--t-inference", "10", "--drift-compensation", "global"], "drift_compensation"),
     (["--adc-range-scope", "column", "--mapping", "offset"], "adc_range_scope"),
     (["--subtraction", "analog", "--mapping", "offset"], "subtraction"),
+    (["--memory-gb", "0"], "StudyConfig: memory_gb = 0.0"),
 ])
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, args, words):
     out = tmp_path / "never"
@@ -69,6 +70,20 @@ def test_study_takes_the_chip_options_and_records_the_chip_it_read(tmp_path, dig
     assert ds.attrs["spec_analog_subtraction"] == 1 and ds.attrs["spec_signed_adc"] == 1
     assert ds.attrs["spec_range_scope"] == "column" and ds.attrs["spec_ranges_from_calibration"] == 1
     assert ds.attrs["spec_weight_scale"] == "layer"
+
+
+def test_study_within_a_small_memory_budget_gives_the_same_results(tmp_path, digits_mlp):
+    """--memory-gb sizes the chunks of trials (and parts of a batch) the reads take: one
+    trial and a few samples at a time give the default's numbers (the default study's
+    chip has no per-read noise) and record the budget."""
+    runs = {}
+    for name, extra in (("default", []), ("small", ["--memory-gb", "0.0002"])):
+        result = CliRunner().invoke(main, ["study", "--out", str(tmp_path / name), *TINY, *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = xr.open_dataset(tmp_path / name / "robustness.nc")
+    assert runs["small"].attrs["study_memory_gb"] == 0.0002 and runs["default"].attrs["study_memory_gb"] == 2.0
+    for var in ("accuracy", "read_error", "membrane_error", "spike_rate"):
+        xr.testing.assert_allclose(runs["small"][var], runs["default"][var], rtol=1e-5, atol=1e-7)
 
 
 def test_study_trains_and_records_a_hardware_aware_model(tmp_path, digits_mlp):

@@ -4,6 +4,7 @@ import torch
 
 import xbar
 from devices import presets
+from xbar.streams import READ_NOISE_GENERATOR
 
 SIM_VARS = {"read_error", "layer_error", "membrane_error", "spike_mismatch", "spike_rate",
             "spike_rate_ideal", "accuracy", "accuracy_ideal", "neurons"}
@@ -115,12 +116,32 @@ def test_a_trial_reads_the_same_whatever_chunk_of_trials_it_runs_in(digits_mlp):
     hw = xbar.convert(model, spec, seed=3, trials=3)
     split = _test_split(data, 120)
     runs = [xbar.simulate(hw, model, split, 4, progress=False, trials_per_chunk=c) for c in (3, 1, 2)]
-    assert runs[0].attrs["read_noise_streams_per_trial"] == torch.get_num_threads()
+    assert runs[0].attrs["read_noise_generator"] == READ_NOISE_GENERATOR
     for other in runs[1:]:
         assert runs[0].identical(other)
     # the noise is drawn anew at every read: trials differ, and a second run repeats the first
     assert not np.array_equal(runs[0].read_error.values[0], runs[0].read_error.values[1])
     assert xbar.simulate(hw, model, split, 4, progress=False).identical(runs[0])
+
+
+@pytest.mark.parametrize("correlation", [0.0, 0.5])
+def test_per_read_noise_is_the_same_whatever_the_thread_count(digits_mlp, correlation):
+    """The per-read noise is counter-based: one thread or two draw the same numbers, in
+    the ADC's rounding (white noise) and as normals (correlated noise)."""
+    model, _, data, _ = digits_mlp
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.03, read_noise_correlation=correlation)
+    hw = xbar.convert(model, xbar.Spec(device=dev, adc_bits=6, calibration=None), seed=3, trials=2)
+    split = _test_split(data, 120)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(xbar.simulate(hw, model, split, 4, progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0].identical(runs[1])
+    assert float(runs[0].read_error.max()) > 0
 
 
 def test_more_read_noise_gives_larger_read_error(digits_mlp):

@@ -65,6 +65,7 @@ from xbar.calibrate import awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import DataFlow, READOUTS, Stepper, check_steppable, readout_step
 from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
+from xbar.streams import READ_NOISE_GENERATOR
 from xbar.tile.matrix import trial_chunks
 
 
@@ -401,10 +402,8 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
     how = {"sum": "argmax of the summed outputs of steps 1..t",
            "max": "argmax of the maximum output over steps 1..t",
            "last": "argmax of the output of step t"}[readout]
-    streams = max(m.matrix.noise.parts for _, m in layers)  # 0: no per-read noise was drawn
     return _dataset(acc, flags, correct, correct_ideal, n_samples, names, neurons, hw, timesteps,
-                    {"readout": f"{readout}: {how}", "read_noise_streams_per_trial": streams,
-                     **(attrs or {})})
+                    {"readout": f"{readout}: {how}", "read_noise_generator": READ_NOISE_GENERATOR, **(attrs or {})})
 
 
 def _check_all_called(captured: dict, names: list[str]) -> None:

@@ -5,51 +5,39 @@ changes no other draw (sweep points differing in one option see the same devices
 kind (the devices' variation and faults, drift exponents, the static read noise, the
 ADCs' gain and offset errors, and the calibration's inputs and noise).
 
-:class:`NoiseStreams`: the per-read noise, drawn on every core.
-
-torch draws normal numbers on one CPU thread, and a crossbar read with per-read noise
-needs one draw per column read: on the default hardware that was a third of a read's
-time.  :class:`NoiseStreams` gives every Monte Carlo trial ``parts`` independent
-generators (the number of torch threads when the streams start) and fills each trial's
-draw as ``parts`` contiguous pieces, one per generator, the pieces spread over a pool of
-threads.  The numbers depend on the seed, the trial and ``parts`` only: not on which
-thread drew them, nor on how the trials are grouped into chunks.  So a simulation is
-bit-identical for a given seed and thread count, and a trial reads the same noise
-whether it runs alone or among a hundred.
+:class:`NoiseStreams`: the per-read noise, one stream per Monte Carlo trial.  On the CPU
+a stream is counter-based (:mod:`xbar.kernels`): its ``n``-th normal depends on its key
+and ``n`` only, so the numbers are drawn on every core and are bit-identical for a given
+seed whatever the thread count, and a trial reads the same noise whether it runs alone
+or among a hundred (each trial's position advances by what it draws).  There the noise of
+an ADC's read is drawn inside its rounding (:meth:`NoiseStreams.codes`): a read whose
+code no draw can change takes none.  On other devices each trial's stream is a torch
+generator on that device, seeded with the same key.
 """
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < workers:
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xbar-noise")
-            _POOL_SIZE = workers
-        return _POOL
-
+from xbar import kernels
 
 _MASK = (1 << 63) - 1
 
+# What the results record of the per-read noise's numbers (the attrs of xbar.simulate).
+READ_NOISE_GENERATOR = ("one stream per trial: on CPU counter-based (SplitMix64 output, 256-layer ziggurat; "
+                        "xbar.kernels), the same whatever the thread count; on other devices torch's generator")
 
-def stream_seeds(seed: int, trials: int, parts: int, kind: int = 0) -> list[int]:
-    """63-bit seeds of the ``trials * parts`` streams (trial-major), from numpy's
-    SeedSequence: independent for every (seed, kind, trial, part); kind 0 is the read
-    noise of the columns, kind 1 the ADCs' conversion noise."""
+
+def stream_seeds(seed: int, trials: int, kind: int = 0) -> list[int]:
+    """63-bit keys of the ``trials`` streams, from numpy's SeedSequence: independent for
+    every (seed, kind, trial); kind 0 is the read noise of the columns, kind 1 the ADCs'
+    conversion noise."""
     root = np.random.SeedSequence(seed) if kind == 0 else np.random.SeedSequence([seed, kind])
-    return [int(c.generate_state(1, dtype=np.uint64)[0]) & _MASK for c in root.spawn(trials * parts)]
+    return [int(c.generate_state(1, dtype=np.uint64)[0]) & _MASK for c in root.spawn(trials)]
 
 
 # The kinds of draw made once per programming, each from its own generator.
@@ -80,41 +68,57 @@ class ProgrammingDraws:
 
 
 class NoiseStreams:
-    """Standard-normal draws for ``trials`` trials, ``parts`` streams per trial."""
+    """Standard-normal draws for ``trials`` trials, one stream per trial (module docstring):
+    ``kind`` 0 the read noise of the columns, 1 the ADCs' conversion noise."""
 
     def __init__(self, seed: int, trials: int, kind: int = 0) -> None:
         self.seed, self.trials, self.kind = seed, trials, kind
-        self.parts = 0
-        self._gens: list[torch.Generator] = []
+        self.keys = np.array(stream_seeds(seed, trials, kind), dtype=np.uint64)
+        self.offsets = np.zeros(trials, dtype=np.uint64)  # each trial's next position (CPU)
+        self._gens: list[torch.Generator] = []  # each trial's generator (other devices)
 
     def restart(self) -> None:
-        """Start every stream again from its seed (with the current thread count)."""
-        self.parts = 0
+        """Start every stream again from its seed."""
+        self.offsets[:] = 0
         self._gens = []
+
+    def _claim(self, trials: range, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The keys and first positions of ``n`` numbers for each of ``trials``, which
+        then move on by ``n``."""
+        first = self.offsets[trials.start:trials.stop].copy()
+        self.offsets[trials.start:trials.stop] += np.uint64(n)
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        return self.keys[trials.start:trials.stop], first
 
     def _generators(self, device: torch.device) -> list[torch.Generator]:
         if not self._gens or self._gens[0].device != device:
-            self.parts = self.parts or max(1, torch.get_num_threads())
-            self._gens = [torch.Generator(device=device).manual_seed(s)
-                          for s in stream_seeds(self.seed, self.trials, self.parts, self.kind)]
+            self._gens = [torch.Generator(device=device).manual_seed(int(k)) for k in self.keys]
         return self._gens
 
     def normal(self, like: torch.Tensor, trials: range) -> torch.Tensor:
         """A tensor shaped like ``like`` ``(len(trials), ...)`` of standard normals, row
-        ``i`` from the streams of trial ``trials[i]``."""
-        gens = self._generators(like.device)
+        ``i`` from the stream of trial ``trials[i]``."""
         out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
         flat = out.view(out.shape[0], -1)
-        jobs = [(piece, gens[k * self.parts + p])
-                for i, k in enumerate(trials)
-                for p, piece in enumerate(flat[i].chunk(self.parts))]
-        if self.parts == 1 or out.device.type != "cpu" or out.numel() < _PARALLEL_MIN:
-            for piece, gen in jobs:
-                piece.normal_(generator=gen)
-        else:  # torch releases the GIL while it draws
-            list(_pool(self.parts).map(lambda job: job[0].normal_(generator=job[1]), jobs))
+        if out.device.type == "cpu":
+            kernels.fill_normal(flat.numpy(), *self._claim(trials, flat.shape[1]))
+        else:
+            gens = self._generators(out.device)
+            for row, k in zip(flat, trials):
+                row.normal_(generator=gens[k])
         return out
 
+    @staticmethod
+    def fuses(u: torch.Tensor) -> bool:
+        """:meth:`codes` can read ``u``: a CPU tensor that needs no gradient."""
+        return u.device.type == "cpu" and not u.requires_grad
 
-# Draws smaller than this (numbers) stay on the calling thread: a thread hand-off costs more.
-_PARALLEL_MIN = 1 << 16
+    def codes(self, u: torch.Tensor, var: torch.Tensor, trials: range, top: int, signed: bool) -> torch.Tensor:
+        """In place: the ADC codes (``top`` a side, signed or not) of column sums ``u``
+        ``(len(trials), ...)`` (units of full scale) with per-read noise of variance
+        ``var`` (laid out as ``u``), the noise of row ``i`` from the stream of trial
+        ``trials[i]`` (:func:`xbar.kernels.noisy_codes`).  Only where :meth:`fuses`."""
+        flat = u.view(u.shape[0], -1)
+        kernels.noisy_codes(flat.numpy(), var.reshape(flat.shape).numpy(), *self._claim(trials, flat.shape[1]),
+                            float(top), signed, flat.numpy())
+        return u

@@ -1,0 +1,114 @@
+"""The per-read noise's numbers and the noisy ADC read, per core, in one run.
+
+    python benchmarks/bench_noise.py [--numbers 4194304] [--repeats 5]
+
+Prints two tables, from one run (best of ``--repeats``, interleaved):
+
+1. standard normals per second per core: torch's ``normal_`` (float32, one thread) and
+   xbar's counter-based stream (``xbar.kernels.fill_normal``) on one thread and on all
+   of torch's threads;
+2. noisy ADC reads per second (4-bit signed ADC, 7 codes a side): the column sums ``u``
+   and the noise variances are given; the torch path (a normal per read from the
+   counter-based stream, then ``u + sd * eps``, the clip and the rounding) against the
+   fused kernel (``xbar.kernels.noisy_codes``: the noise drawn inside the rounding, none
+   where no draw can change the code), for noise of 0.01, 0.05, 0.2 and 1 step, with the
+   share of reads that needed a draw.
+
+Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numba
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from xbar import kernels
+from xbar.streams import NoiseStreams
+from xbar.tile.converters import to_codes_
+
+
+def best(fns: dict, repeats: int) -> dict:
+    for fn in fns.values():
+        fn()
+    out = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            out[k] = min(out[k], time.perf_counter() - start)
+    return out
+
+
+def with_threads(n: int, fn):
+    def run():
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(n)
+        numba.set_num_threads(n)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(torch_threads)
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--numbers", type=int, default=1 << 22)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    n, threads = args.numbers, torch.get_num_threads()
+    out = torch.empty(1, n)
+    gen = torch.Generator().manual_seed(0)
+    keys, offsets = np.array([12345], np.uint64), np.zeros(1, np.uint64)
+    draws = best({
+        "torch normal_ (float32), 1 thread": with_threads(1, lambda: out.normal_(generator=gen)),
+        "xbar counter-based, 1 thread": with_threads(1, lambda: kernels.fill_normal(out.numpy(), keys, offsets)),
+        f"xbar counter-based, {threads} threads": with_threads(
+            threads, lambda: kernels.fill_normal(out.numpy(), keys, offsets)),
+    }, args.repeats)
+    console = Console(width=160)
+    table = Table(title=f"standard normals, {n / 1e6:.1f} M per call (best of {args.repeats})")
+    for col in ("generator", "ns per number", "M numbers/s per core"):
+        table.add_column(col, justify="right")
+    for name, t in draws.items():
+        cores = threads if name.endswith(f"{threads} threads") else 1
+        table.add_row(name, f"{1e9 * t / n:.2f}", f"{n / t / cores / 1e6:.0f}")
+    console.print(table)
+
+    top = 7
+    rng = np.random.default_rng(0)
+    u0 = torch.from_numpy(rng.uniform(-0.9, 0.9, (1, n)).astype(np.float32))
+    table = Table(title=f"noisy 4-bit ADC reads, {n / 1e6:.1f} M per call, {threads} threads "
+                        f"(best of {args.repeats})")
+    for col in ("noise (steps)", "torch path M reads/s", "fused M reads/s", "fused / torch", "reads drawn"):
+        table.add_column(col, justify="right")
+    for sd_steps in (0.01, 0.05, 0.2, 1.0):
+        var = torch.full_like(u0, (sd_steps / top) ** 2)
+        streams = NoiseStreams(0, 1)
+        u = u0.clone()
+
+        def torch_path():
+            eps = streams.normal(u0, range(1))
+            to_codes_(torch.addcmul(u0, var.sqrt(), eps), 4, True)
+
+        def fused():
+            u.copy_(u0)
+            streams.codes(u, var, range(1), top, True)
+
+        times = best({"torch": torch_path, "fused": fused}, args.repeats)
+        z = u0.double().numpy() * top
+        reach = kernels.EPS_MAX * sd_steps
+        drawn = float(np.mean(np.rint(np.clip(z - reach, -top, top)) != np.rint(np.clip(z + reach, -top, top))))
+        table.add_row(f"{sd_steps:g}", f"{n / times['torch'] / 1e6:.0f}", f"{n / times['fused'] / 1e6:.0f}",
+                      f"{times['torch'] / times['fused']:.1f}x", f"{100 * drawn:.0f}%")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Native kernels of the per-read noise (numba, compiled once and cached on disk).
+
+A counter-based generator: the ``n``-th number of the stream keyed ``key`` is
+``mix(key + n * GAMMA)``, SplitMix64's output function (Steele, Lea & Flood, OOPSLA 2014;
+it passes BigCrush) on the ``n``-th state of the SplitMix64 stream seeded ``key``.  A
+number depends on its key and its position only, never on which thread draws it, so the
+draws are bit-identical whatever the thread count, and the positions are filled in
+parallel.
+
+A standard normal from one number: the ziggurat of Marsaglia & Tsang (J. Stat. Softw. 5(8),
+2000) with 256 layers, as numpy's ``random_standard_normal`` lays out a 64-bit number
+(8 bits for the layer, one for the sign, 52 for the abscissa, so that the layer and the
+value are independent: Doornik 2005).  99% of the numbers are one table look-up and one
+comparison; the rest take further numbers of the same position's chain (``mix`` of the
+previous one) and are exact by rejection, the tail beyond ``R`` by Marsaglia's
+exponential method.  Its support is ``|eps| < EPS_MAX`` (12.2): the tail's largest value
+from 52-bit uniforms.
+
+:func:`noisy_codes` fuses a read's noise with the ADC: the code of ``u + sqrt(var) eps``
+clipped and rounded.  The code is a non-decreasing function of ``eps``, so where the
+codes of ``u -/+ EPS_MAX sqrt(var)`` agree, every draw the generator can make gives that
+code: the read is decided without a random number, exactly (the code is the one the
+draw would have given).  Only the other reads compute their normal.  Reads whose noise
+is small against the ADC's step are mostly decided so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S1, _S8, _S9, _S12, _S30, _S27, _S31 = (np.uint64(n) for n in (1, 8, 9, 12, 30, 27, 31))
+_LOW52 = np.uint64((1 << 52) - 1)
+_TWO_M52 = 2.0**-52
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy")
+
+
+def _ziggurat_tables(r: float = 3.6541528853610088, v: float = 0.00492867323399) -> tuple:
+    """Marsaglia & Tsang's tables for 256 layers of equal area ``v`` above the base strip
+    (whose tail starts at ``r``), for 52-bit abscissae: the acceptance bounds ``ki``, the
+    widths per unit ``wi`` and the densities ``fi`` at the layers' edges."""
+    m = 2.0**52
+    ki, wi, fi = np.zeros(256, np.int64), np.zeros(256), np.zeros(256)
+    dn = tn = r
+    q = v / math.exp(-0.5 * dn * dn)
+    ki[0], ki[1] = int(dn / q * m), 0
+    wi[0], wi[255] = q / m, dn / m
+    fi[0], fi[255] = 1.0, math.exp(-0.5 * dn * dn)
+    for i in range(254, 0, -1):
+        dn = math.sqrt(-2.0 * math.log(v / dn + math.exp(-0.5 * dn * dn)))
+        ki[i + 1] = int(dn / tn * m)
+        tn = dn
+        fi[i], wi[i] = math.exp(-0.5 * dn * dn), dn / m
+    return r, ki, wi, fi
+
+
+_R, _KI, _WI, _FI = _ziggurat_tables()
+# The largest |eps| the tail can give: R + x with x**2 < 2 y, y at most 52 ln 2 (the
+# exponential of the largest 52-bit uniform); with a margin for the last bits.
+EPS_MAX = (_R + math.sqrt(2 * 52 * math.log(2.0))) * (1 + 1e-9)
+
+
+@numba.njit(inline="always", **_JIT)
+def _mix(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@numba.njit(inline="always", **_JIT)
+def _open(h):
+    """A uniform in ``[2**-53, 1 - 2**-53]`` from the top 52 bits of ``h``."""
+    return (float(np.int64(h >> _S12)) + 0.5) * _TWO_M52
+
+
+@numba.njit(**_JIT)
+def _slow(h, idx, rabs, x):
+    """The ziggurat's rare cases for the number ``h`` (layer ``idx``, abscissa bits
+    ``rabs``, candidate ``x``): the tail beyond ``R`` (layer 0) or the wedge of layer
+    ``idx``, by rejection on the numbers that follow ``h`` in its chain."""
+    while True:
+        if idx == 0:
+            while True:
+                h = _mix(h + GAMMA)
+                xx = -math.log(_open(h)) / _R
+                h = _mix(h + GAMMA)
+                yy = -math.log(_open(h))
+                if yy + yy > xx * xx:
+                    return -(_R + xx) if x < 0.0 else _R + xx  # the candidate's sign bit
+        h = _mix(h + GAMMA)
+        if (_FI[idx - 1] - _FI[idx]) * _open(h) + _FI[idx] < math.exp(-0.5 * x * x):
+            return x
+        h = _mix(h + GAMMA)  # a new candidate
+        idx = np.int64(h & np.uint64(255))
+        rabs = np.int64((h >> _S9) & _LOW52)
+        x = float(rabs) * _WI[idx]
+        if (h >> _S8) & _S1:
+            x = -x
+        if rabs < _KI[idx]:
+            return x
+
+
+@numba.njit(inline="always", **_JIT)
+def normal_at(key, n):
+    """The standard normal at position ``n`` of stream ``key`` (uint64 both)."""
+    h = _mix(key + n * GAMMA)
+    idx = np.int64(h & np.uint64(255))
+    rabs = np.int64((h >> _S9) & _LOW52)
+    x = float(rabs) * _WI[idx] * (1.0 - 2.0 * float(np.int64((h >> _S8) & _S1)))  # the sign without a branch
+    if rabs < _KI[idx]:
+        return x
+    return _slow(h, idx, rabs, x)
+
+
+# Positions per parallel block: a block's trial and first position are found once.
+_BLOCK = 4096
+
+
+@numba.njit(parallel=True, **_JIT)
+def fill_normal(out, keys, offsets):
+    """``out[k, j]``: the normal at position ``offsets[k] + j`` of stream ``keys[k]``.
+    ``out`` ``(K, M)`` float32 or float64, C-contiguous; ``keys``, ``offsets`` uint64 ``(K,)``."""
+    k_count, m = out.shape
+    blocks = (m + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(k_count * blocks):
+        k = b // blocks
+        start = (b - k * blocks) * _BLOCK
+        key, first = keys[k], offsets[k]
+        for j in range(start, min(m, start + _BLOCK)):
+            out[k, j] = normal_at(key, first + np.uint64(j))
+
+
+@numba.njit(inline="always", **_JIT)
+def _code(v, lo, top):
+    return np.rint(min(max(v, lo), top))
+
+
+@numba.njit(parallel=True, **_JIT)
+def noisy_codes(u, var, keys, offsets, top, signed, out):
+    """ADC codes of noisy column currents: ``out[k, j]`` = ``u[k, j] + sqrt(var[k, j]) eps``
+    (units of full scale; ``eps`` the normal at position ``offsets[k] + j`` of stream
+    ``keys[k]``) clipped to ``[-1, 1]`` (``[0, 1]`` unsigned) and rounded to ``top`` codes
+    a side (half to even).  Reads whose code no draw can change take no draw (the module
+    docstring).  ``u``, ``var``, ``out`` ``(K, M)``, C-contiguous (``out`` may be ``u``)."""
+    k_count, m = u.shape
+    lo = -float(top) if signed else 0.0
+    reach = EPS_MAX * top
+    blocks = (m + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(k_count * blocks):
+        k = b // blocks
+        start = (b - k * blocks) * _BLOCK
+        key, first = keys[k], offsets[k]
+        for j in range(start, min(m, start + _BLOCK)):
+            z = float(u[k, j]) * top
+            s = math.sqrt(max(float(var[k, j]), 0.0))
+            low = _code(z - reach * s, lo, top)
+            if low == _code(z + reach * s, lo, top):
+                out[k, j] = low
+            else:
+                out[k, j] = _code(z + top * s * normal_at(key, first + np.uint64(j)), lo, top)
