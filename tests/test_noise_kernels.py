@@ -1,5 +1,5 @@
-"""The per-read noise's generator and the noise drawn inside the ADC's rounding
-(xbar.kernels), against the normal distribution and the discretized normal's closed form."""
+"""The per-read noise's generator (xbar.kernels, xbar.streams), against the normal
+distribution, and the codes an ADC reads through it against the discretized normal."""
 
 import math
 
@@ -13,6 +13,7 @@ import xbar
 from devices import presets
 from xbar import kernels
 from xbar.streams import NoiseStreams
+from xbar.tile.converters import to_codes_
 
 N = 1 << 21
 
@@ -62,39 +63,36 @@ def test_normals_are_the_same_whatever_the_thread_count():
     np.testing.assert_array_equal(normals(1000, key=9, dtype=np.float32), one[:1000].astype(np.float32))
 
 
-def codes(u, sd, top=7, signed=True, key=77):
-    """noisy_codes of one row ``u`` with noise sd ``sd`` (units of full scale)."""
-    u = np.asarray(u, np.float64)[None]
-    out = np.empty_like(u)
-    kernels.noisy_codes(u, np.broadcast_to(sd**2, u.shape).copy(), np.array([key], np.uint64),
-                        np.array([0], np.uint64), float(top), signed, out)
-    return out[0]
+def codes(u, sd, key=77):
+    """The 4-bit signed codes (7 a side) of column sums ``u`` with noise sd ``sd`` (units
+    of full scale), as a read makes them: the stream's normals, the ADC's clip and rounding."""
+    u = torch.as_tensor(np.asarray(u, np.float64))
+    eps = torch.from_numpy(normals(len(u), key=key))
+    return to_codes_(u + sd * eps, 4, True).numpy()
 
 
-def discretized_normal(mean, sd, top, signed):
-    """P(code = c) for c in lo..top: the normal's mass between c -/+ 1/2, the clipped
+def discretized_normal(mean, sd, top):
+    """P(code = c) for c in -top..top: the normal's mass between c -/+ 1/2, the clipped
     codes taking their tails."""
-    lo = -top if signed else 0
-    c = np.arange(lo, top + 1)
+    c = np.arange(-top, top + 1)
     upper = np.where(c == top, np.inf, c + 0.5)
-    lower = np.where(c == lo, -np.inf, c - 0.5)
+    lower = np.where(c == -top, -np.inf, c - 0.5)
     return c, stats.norm.cdf((upper - mean) / sd) - stats.norm.cdf((lower - mean) / sd)
 
 
-@pytest.mark.parametrize("z,sd,signed", [
-    (2.3, 0.05, True),    # noise small against a step: most reads decided without a draw
-    (2.5, 0.05, True),    # on a rounding boundary
-    (-1.2, 0.6, True),    # noise of a step: several codes
-    (6.8, 0.4, True),     # at the clip
-    (0.1, 0.3, False),    # unsigned, at zero
+@pytest.mark.parametrize("z,sd", [
+    (2.3, 0.05),    # noise small against a step
+    (2.5, 0.05),    # on a rounding boundary
+    (-1.2, 0.6),    # noise of a step: several codes
+    (6.8, 0.4),     # at the clip
 ])
-def test_noisy_codes_follow_the_discretized_normal(z, sd, signed):
+def test_noisy_codes_follow_the_discretized_normal(z, sd):
     """The codes' histogram against the discretized normal's probabilities (chi-square at
     1e-4 over the codes with an expected count of at least 5) and their mean and variance
     against its moments; ``z`` and ``sd`` in steps (LSB), 7 codes a side."""
     top, n = 7, 400_000
-    got = codes(np.full(n, z / top), sd / top, top, signed)
-    c, p = discretized_normal(z, sd, top, signed)
+    got = codes(np.full(n, z / top), sd / top)
+    c, p = discretized_normal(z, sd, top)
     counts = np.array([(got == ci).sum() for ci in c])
     assert counts.sum() == n
     keep = p * n >= 5
@@ -106,24 +104,6 @@ def test_noisy_codes_follow_the_discretized_normal(z, sd, signed):
     assert abs(got.mean() - mean) < 5 * math.sqrt(var / n) + 1e-12
     if var > 1e-3:
         assert abs(got.var() / var - 1) < 5 * math.sqrt(2 / n) * 2
-
-
-def test_reads_decided_without_a_draw_are_the_codes_a_draw_gives():
-    """Where no draw can change the code, none is computed: every code equals the rounding
-    of u + sd * eps with the stream's own normal at that position."""
-    rng = np.random.default_rng(0)
-    n, top = 200_000, 7
-    u = rng.uniform(-1.2, 1.2, n)
-    sd = rng.choice([1e-4, 3e-3, 0.02, 0.1], n)  # many reads far from a boundary, some near
-    got = codes(u, sd, top, True, key=5)
-    eps = normals(n, key=5)
-    expected = np.rint(np.clip(u * top + top * sd * eps, -top, top))
-    np.testing.assert_array_equal(got, expected)
-    # and the decision is not trivial: most small-noise reads are decided far from a boundary
-    z = u * top
-    decided = np.rint(np.clip(z - kernels.EPS_MAX * top * sd, -top, top)) == \
-        np.rint(np.clip(z + kernels.EPS_MAX * top * sd, -top, top))
-    assert 0.3 < decided.mean() < 0.95
 
 
 def test_noise_streams_draw_each_trial_from_its_own_position():
@@ -139,7 +119,7 @@ def test_noise_streams_draw_each_trial_from_its_own_position():
 
 def test_a_read_with_per_read_noise_at_an_adc_has_the_closed_form_code_variance():
     """One crossbar column read by a 4-bit signed ADC (7 codes a side) through the whole
-    read path (fused noise and ADC): over 40,000 reads the code's variance is the
+    read path: over 40,000 reads the code's variance is the
     discretized normal's with the column noise's closed-form sd, sigma sqrt(sum_i G_i^2),
     which is here 0.16 of a step."""
     dev = presets["ideal"].replace(read_sigma_rel=0.15)
@@ -160,7 +140,7 @@ def test_a_read_with_per_read_noise_at_an_adc_has_the_closed_form_code_variance(
     top = 7
     mean, sd = 0.55 * float(g.sum()) * top, 0.55 * math.sqrt(float(s2.sum())) * top
     assert abs(mean - 3.85) < 1e-9
-    c, p = discretized_normal(mean, sd, top, True)
+    c, p = discretized_normal(mean, sd, top)
     var = float((c**2 * p).sum() - (c * p).sum() ** 2)
     assert 0.1 < sd < 1.0, sd
     assert abs(float(code.var()) / var - 1) < 0.05, (float(code.var()), var)

@@ -15,13 +15,6 @@ comparison; the rest take further numbers of the same position's chain (``mix`` 
 previous one) and are exact by rejection, the tail beyond ``R`` by Marsaglia's
 exponential method.  Its support is ``|eps| < EPS_MAX`` (12.2): the tail's largest value
 from 52-bit uniforms.
-
-:func:`noisy_codes` fuses a read's noise with the ADC: the code of ``u + sqrt(var) eps``
-clipped and rounded.  The code is a non-decreasing function of ``eps``, so where the
-codes of ``u -/+ EPS_MAX sqrt(var)`` agree, every draw the generator can make gives that
-code: the read is decided without a random number, exactly (the code is the one the
-draw would have given).  Only the other reads compute their normal.  Reads whose noise
-is small against the ADC's step are mostly decided so.
 """
 
 from __future__ import annotations
@@ -134,33 +127,3 @@ def fill_normal(out, keys, offsets):
         key, first = keys[k], offsets[k]
         for j in range(start, min(m, start + _BLOCK)):
             out[k, j] = normal_at(key, first + np.uint64(j))
-
-
-@numba.njit(inline="always", **_JIT)
-def _code(v, lo, top):
-    return np.rint(min(max(v, lo), top))
-
-
-@numba.njit(parallel=True, **_JIT)
-def noisy_codes(u, var, keys, offsets, top, signed, out):
-    """ADC codes of noisy column currents: ``out[k, j]`` = ``u[k, j] + sqrt(var[k, j]) eps``
-    (units of full scale; ``eps`` the normal at position ``offsets[k] + j`` of stream
-    ``keys[k]``) clipped to ``[-1, 1]`` (``[0, 1]`` unsigned) and rounded to ``top`` codes
-    a side (half to even).  Reads whose code no draw can change take no draw (the module
-    docstring).  ``u``, ``var``, ``out`` ``(K, M)``, C-contiguous (``out`` may be ``u``)."""
-    k_count, m = u.shape
-    lo = -float(top) if signed else 0.0
-    reach = EPS_MAX * top
-    blocks = (m + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(k_count * blocks):
-        k = b // blocks
-        start = (b - k * blocks) * _BLOCK
-        key, first = keys[k], offsets[k]
-        for j in range(start, min(m, start + _BLOCK)):
-            z = float(u[k, j]) * top
-            s = math.sqrt(max(float(var[k, j]), 0.0))
-            low = _code(z - reach * s, lo, top)
-            if low == _code(z + reach * s, lo, top):
-                out[k, j] = low
-            else:
-                out[k, j] = _code(z + top * s * normal_at(key, first + np.uint64(j)), lo, top)

@@ -9,10 +9,8 @@ ADCs' gain and offset errors, and the calibration's inputs and noise).
 a stream is counter-based (:mod:`xbar.kernels`): its ``n``-th normal depends on its key
 and ``n`` only, so the numbers are drawn on every core and are bit-identical for a given
 seed whatever the thread count, and a trial reads the same noise whether it runs alone
-or among a hundred (each trial's position advances by what it draws).  There the noise of
-an ADC's read is drawn inside its rounding (:meth:`NoiseStreams.codes`): a read whose
-code no draw can change takes none.  On other devices each trial's stream is a torch
-generator on that device, seeded with the same key.
+or among a hundred (each trial's position advances by what it draws).  On other devices
+each trial's stream is a torch generator on that device, seeded with the same key.
 """
 
 from __future__ import annotations
@@ -107,18 +105,3 @@ class NoiseStreams:
             for row, k in zip(flat, trials):
                 row.normal_(generator=gens[k])
         return out
-
-    @staticmethod
-    def fuses(u: torch.Tensor) -> bool:
-        """:meth:`codes` can read ``u``: a CPU tensor that needs no gradient."""
-        return u.device.type == "cpu" and not u.requires_grad
-
-    def codes(self, u: torch.Tensor, var: torch.Tensor, trials: range, top: int, signed: bool) -> torch.Tensor:
-        """In place: the ADC codes (``top`` a side, signed or not) of column sums ``u``
-        ``(len(trials), ...)`` (units of full scale) with per-read noise of variance
-        ``var`` (laid out as ``u``), the noise of row ``i`` from the stream of trial
-        ``trials[i]`` (:func:`xbar.kernels.noisy_codes`).  Only where :meth:`fuses`."""
-        flat = u.view(u.shape[0], -1)
-        kernels.noisy_codes(flat.numpy(), var.reshape(flat.shape).numpy(), *self._claim(trials, flat.shape[1]),
-                            float(top), signed, flat.numpy())
-        return u

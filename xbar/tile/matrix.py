@@ -52,10 +52,9 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    calibration_gain, calibration_vectors, percentile_levels, range_groups,
                                    sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
-from xbar.tile.converters import (AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units,
-                                  top_code)
+from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
-from xbar.tile.read import ar1, fuses_noise, tile_row_read
+from xbar.tile.read import ar1, tile_row_read
 
 
 class ProgrammedMatrix(nn.Module):
@@ -355,21 +354,13 @@ class ProgrammedMatrix(nn.Module):
         """Read tile-rows ``blocks`` with inputs ``xt`` ``(K, n, N, r)`` (``r`` used rows):
         product, column noise, ADC per column (if any), digital decoding and scale
         (:func:`xbar.tile.read.tile_row_read`)."""
-        r, spec = xt.shape[-1], self.spec
+        r = xt.shape[-1]
         u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
-        adc, errors = spec.adc_bits is not None, self._adc_errors(blocks)
-        std = eps = noisy_codes = None
-        if s2 is not None and not calibrating and not self.rho and fuses_noise(spec, adc, errors) \
-                and self.noise.fuses(u):  # the noise drawn inside the ADC's rounding
-            var = torch.matmul(xt * xt, s2)
-            noisy_codes = lambda u: self.noise.codes(u, var, self.active_trials, top_code(spec.adc_bits, spec.signed_adc),
-                                                     spec.signed_adc)
-        else:
-            std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
-        y = tile_row_read(u, std, eps, spec, adc=adc, a=self.col_a, b=self.col_b, errors=errors,
-                          normal=lambda like: self._normal(like, calibrating, adc=True), inplace=True,
-                          noisy_codes=noisy_codes)
+        std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
+        y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
+                          errors=self._adc_errors(blocks), normal=lambda like: self._normal(like, calibrating, adc=True),
+                          inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor) -> None:

@@ -71,26 +71,14 @@ def adc_codes(u: torch.Tensor, spec: Spec, errors: AdcErrors = AdcErrors(),
     return to_codes_(u if inplace else u.clone(), spec.adc_bits, spec.signed_adc)
 
 
-def fuses_noise(spec: Spec, adc: bool, errors: AdcErrors) -> bool:
-    """A read's per-read noise can be drawn inside its ADC's rounding
-    (:meth:`xbar.streams.NoiseStreams.codes`): an ADC without errors of its own or noise
-    of its own between the column's noise and the rounding."""
-    return adc and not errors.any and spec.adc_noise == 0
-
-
 def tile_row_read(u: torch.Tensor, std: torch.Tensor | None, eps: torch.Tensor | None, spec: Spec, *,
                   adc: bool, a: torch.Tensor | None, b: torch.Tensor | None, errors: AdcErrors = AdcErrors(),
-                  normal: Callable[[torch.Tensor], torch.Tensor] | None = None, inplace: bool = False,
-                  noisy_codes: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                  normal: Callable[[torch.Tensor], torch.Tensor] | None = None, inplace: bool = False) -> torch.Tensor:
     """A tile-row's column sums ``u`` ``(..., read columns)`` as decoded outputs ``(...,
     out)``: the per-read noise ``std * eps`` (``std`` ``None``: none), the ADC where
     ``adc`` (:func:`adc_codes`: codes; otherwise ``u`` stays in its units), and the
     decoding of read columns ``a - b`` (:func:`xbar.tile.columns.decode_reads`).
-    ``inplace``: ``u`` may be overwritten (a fresh product, no gradient needed of it).
-    ``noisy_codes``: the noise and the ADC in one pass instead (``noisy_codes(u)``: the
-    codes of ``u`` with its noise, where :func:`fuses_noise`; ``std``, ``eps`` ``None``)."""
-    if noisy_codes is not None:
-        return decode_reads(noisy_codes(u), spec.mapping, a, b)
+    ``inplace``: ``u`` may be overwritten (a fresh product, no gradient needed of it)."""
     if std is not None:
         u = u.addcmul_(std, eps) if inplace else torch.addcmul(u, std, eps)
         inplace = True
