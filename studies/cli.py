@@ -177,11 +177,15 @@ def training_options(fn):
               help="GiB the crossbar reads may take: the Monte Carlo trials are read in chunks, and a "
                    "batch in parts, that fit (a VGG layer's unfolded input is gigabytes at a thousand "
                    "samples).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="A Dask scheduler (tcp://host:port): the trials are split over its workers, each "
+                   "programming and reading its own from the same seeds; the same results as a local "
+                   "run. The model goes to the workers; --data must be at the same path there.")
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, weights, memory_gb, chip, hardware_aware, aware, margin,
-          weight_clip) -> None:
+          r_wire, r_source, r_sink, calibration, weights, memory_gb, scheduler, chip, hardware_aware, aware,
+          margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
     from studies.robustness import StudyConfig, run_study, write_results
@@ -207,8 +211,8 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
         console.print(f"model trained hardware-aware on these crossbars ({', '.join(config.aware) or 'nothing on'})")
     start = time.perf_counter()
     try:
-        ds = run_study(config, progress=True)
-    except ValueError as err:  # a weights file that does not fit, said before anything is written
+        ds = run_study(config, progress=True, scheduler=scheduler)
+    except (ValueError, ConnectionError) as err:  # a weights file that does not fit, a cluster not there
         raise click.ClickException(str(err)) from err
     nc, png = write_results(ds, out)
     for table in summary_tables(ds):

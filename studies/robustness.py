@@ -3,6 +3,7 @@ programmings, error accumulation over timesteps."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,22 +92,77 @@ class StudyConfig(ChipOptions):
                            aware=xbar.Aware.only(*self.aware), margin=self.margin, weight_clip=self.weight_clip)
 
 
-def run_study(config: StudyConfig, progress: bool = True) -> xr.Dataset:
-    """Train (or reuse) the model, program ``trials`` crossbar copies, simulate."""
+def run_study(config: StudyConfig, progress: bool = True, scheduler: str | None = None) -> xr.Dataset:
+    """Train (or reuse) the model, program ``trials`` crossbar copies, calibrate, simulate.
+    ``scheduler``: a Dask scheduler's address; the trials are split over its workers, each
+    programming, calibrating and reading its own part from the same seeds
+    (:func:`xbar.convert`'s ``only``), and the parts joined: the same dataset as a local run."""
     data = load_dataset(config.dataset)
     if config.weights is not None:
         model, info = load_weights(config.arch, config.weights, data, config.train_timesteps)
     else:
         model, info = load_or_train(config.train_config(), progress=progress, data=data)
-    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress)
-    hw = calibrated(hw, model, data, config.timesteps, progress=progress, memory_gb=config.memory_gb)
-    batches = test_batches(data, config.n_test, config.batch_size)
     attrs = config_attrs(config)
     attrs["train_config"] = json.dumps(info["config"])
     attrs["train_test_accuracy"] = float(info["test_accuracy"])
+    if scheduler is None:
+        return run_trials(config, model, range(config.trials), attrs, progress)
+    return _on_cluster(config, model, attrs, scheduler, progress)
+
+
+def run_trials(config: StudyConfig, model: torch.nn.Module | bytes, only: range, attrs: dict,
+               progress: bool = False) -> xr.Dataset:
+    """Trials ``only`` of the study of ``model`` (or its bytes, ``torch.save``'d, as the
+    workers of a cluster receive it): programmed, calibrated and read as the whole study
+    does them."""
+    if isinstance(model, bytes):
+        model = torch.load(io.BytesIO(model), map_location="cpu", weights_only=False)
+    data = load_dataset(config.dataset)
+    hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress,
+                      only=only)
+    hw = calibrated(hw, model, data, config.timesteps, progress=progress, memory_gb=config.memory_gb)
+    batches = test_batches(data, config.n_test, config.batch_size)
     with torch.no_grad():
         return xbar.simulate(hw, model, batches, config.timesteps, progress=progress, attrs=attrs,
                              memory_gb=config.memory_gb)
+
+
+def split_trials(trials: int, parts: int) -> list[range]:
+    """``range(trials)`` in at most ``parts`` consecutive parts of sizes differing by one at most."""
+    parts = max(1, min(parts, trials))
+    bounds = [round(i * trials / parts) for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _on_cluster(config: StudyConfig, model: torch.nn.Module, attrs: dict, scheduler: str,
+                progress: bool) -> xr.Dataset:
+    """The trials split over the workers of the Dask cluster at ``scheduler``, joined in order."""
+    from tqdm.auto import tqdm
+
+    from studies.sweeps.pool import DaskPool
+    from studies.sweeps.run import model_blob
+
+    pool = DaskPool(scheduler)
+    try:
+        workers = len(pool.client.scheduler_info(n_workers=-1)["workers"])
+        shared = pool.share(model_blob(model))
+        futures = [pool.submit(run_trials, config, shared, part, attrs, key=f"xbar-study-trials-{part.start}")
+                   for part in split_trials(config.trials, workers)]
+        left = set(futures)
+        with tqdm(total=config.trials, desc=f"trials on {pool.describe()}", unit="trial",
+                  disable=not progress, leave=False) as bar:
+            while left:
+                done, left = pool.wait_some(left, timeout=1.0)
+                for f in done:
+                    f.result()  # a worker's error, raised here
+                    bar.update(len(f.result().trial))
+        parts = [f.result() for f in futures]
+    except BaseException:
+        pool.close(cancel=True, futures=futures if "futures" in locals() else ())
+        raise
+    pool.close()
+    return xr.concat(parts, "trial", data_vars="minimal", coords="minimal", compat="override",
+                     combine_attrs="override")
 
 
 def write_results(ds: xr.Dataset, out: Path) -> tuple[Path, Path]:

@@ -150,3 +150,25 @@ def test_study_refuses_a_folder_without_a_dataset(tmp_path):
                                        "--arch", "mlp"])
     assert result.exit_code == 2 and "holds no dataset in torchvision's layout" in result.output
     assert not out.exists()
+
+
+def test_study_split_over_a_dask_cluster_gives_the_local_results(tmp_path, digits_mlp, dask_cluster):
+    """--scheduler: two workers on loopback program, calibrate and read their own trials
+    (0..1 and 2..3) from the same seeds; the joined dataset is the local run's, bit for
+    bit, on a chip with per-read noise (RRAM, 4-bit ADCs, calibrated from data)."""
+    args = [*TINY, "--trials", "4", "--device", "rram_hfo2", "--adc-bits", "4"]
+    runs = {}
+    for name, extra in (("local", []), ("dask", ["--scheduler", dask_cluster])):
+        result = CliRunner().invoke(main, ["study", "--out", str(tmp_path / name), *args, *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = xr.open_dataset(tmp_path / name / "robustness.nc")
+    xr.testing.assert_identical(runs["dask"], runs["local"])
+    assert list(runs["dask"].trial.values) == [0, 1, 2, 3]
+    assert float(runs["local"].read_error.std("trial").max()) > 0  # the trials differ
+
+
+def test_study_refuses_an_unreachable_scheduler(tmp_path):
+    result = CliRunner().invoke(main, ["study", "--out", str(tmp_path / "never"), *TINY,
+                                       "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 1 and "no Dask scheduler answered" in result.output
+    assert not (tmp_path / "never").exists()

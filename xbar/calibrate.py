@@ -190,15 +190,20 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
     matrices read raw and sample their rows as they always did, keeping nothing; with it,
     the layers before ``target`` replay their calibrated outputs (or read them, the first
     time) and those after it run the ideal product (:class:`_Replay`).  The trials run in
-    chunks of ``per_chunk`` (:func:`xbar.memory.chunking`), joined along the trials."""
+    chunks of ``per_chunk`` (:func:`xbar.memory.chunking`), joined along the trials; every
+    chunk samples the same rows (the calibration generators start each chunk where the
+    pass started), so that a trial's calibration does not depend on the chunks, nor on
+    the other trials (:func:`xbar.convert`'s ``only``)."""
     chunks = []
+    starts = [m.draws.calibration.get_state() for m in matrices]
     try:
         for m in pending:
             m.keep_recording = m is target
             m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
         for ks in trial_chunks(matrices[0].trials, len(x), per_chunk):
-            for m in matrices:
+            for m, state in zip(matrices, starts):
                 m.select_trials(ks.start, ks.stop)
+                m.draws.calibration.set_state(state)
             for m in pending:
                 m.recording = []
             if replay is not None:

@@ -3,6 +3,8 @@
 Monte Carlo trials ride in the batch: a module programmed with ``trials = K`` takes a
 batch of ``K * B`` samples laid out trial-major (samples ``k*B .. k*B + B - 1`` are read
 by trial ``k``'s programming).  With ``K = 1`` they are used like the layers they replace.
+``only``: a part of the ``K`` trials, programmed and read as the whole run does them
+(:func:`xbar.convert`).
 The bias is added digitally after the ADC.
 """
 
@@ -21,16 +23,16 @@ class _Analog(nn.Module):
     """Shared state: the programmed matrix, the float weights, the recording hook."""
 
     def _setup(self, original: nn.Module, matrix_w: torch.Tensor, spec: Spec, trials: int,
-               seeds: tuple[int, int]) -> None:
+               seeds: tuple[int, int], only: range | None) -> None:
         weight, bias = original.weight, original.bias
         self.spec = spec
-        self.trials = trials
         self.register_buffer("weight", weight.detach().clone())
         if hasattr(original, "step_mode"):  # SpikingJelly's, kept for its step-mode tools
             self.step_mode = original.step_mode
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
-                                       program_seed=seeds[0], read_seed=seeds[1])
+                                       program_seed=seeds[0], read_seed=seeds[1], only=only)
+        self.trials = self.matrix.trials
         # When True, each forward also stores the ideal output for the same input, and the
         # output map of the bias alone (the output of a zero input), ``[1, ...]``.
         self.record_ideal = False
@@ -94,10 +96,10 @@ class AnalogLinear(_Analog):
     """``y = x W^T + b`` computed on programmed crossbar tiles."""
 
     def __init__(self, linear: nn.Linear, spec: Spec, *, trials: int = 1,
-                 seeds: tuple[int, int] = (0, 1)) -> None:
+                 seeds: tuple[int, int] = (0, 1), only: range | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._setup(linear, linear.weight.t(), spec, trials, seeds)
+        self._setup(linear, linear.weight.t(), spec, trials, seeds, only)
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -139,7 +141,7 @@ class AnalogConv2d(_Analog):
     pixel, rows = ``C_in * kh * kw``, columns = ``C_out``."""
 
     def __init__(self, conv: nn.Conv2d, spec: Spec, *, trials: int = 1,
-                 seeds: tuple[int, int] = (0, 1)) -> None:
+                 seeds: tuple[int, int] = (0, 1), only: range | None = None) -> None:
         super().__init__()
         if conv.groups != 1:
             raise ValueError(f"Conv2d groups = {conv.groups} is not supported: only groups=1")
@@ -149,7 +151,7 @@ class AnalogConv2d(_Analog):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.dilation, self.padding = conv.dilation, _conv_padding(conv)
-        self._setup(conv, conv_matrix(conv.weight), spec, trials, seeds)
+        self._setup(conv, conv_matrix(conv.weight), spec, trials, seeds, only)
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)

@@ -177,7 +177,7 @@ def _check_layers(layers, report: ConversionReport, model: nn.Module) -> None:
 
 
 def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
-            progress: bool = False) -> nn.Module:
+            progress: bool = False, only: range | None = None) -> nn.Module:
     """Return a deep copy of ``model`` whose ``nn.Linear`` and ``nn.Conv2d`` layers are
     programmed crossbars (the original is untouched).
 
@@ -189,8 +189,18 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
     ``hw.xbar_report`` (a :class:`ConversionReport`; ``print`` it) lists every layer
     holding weights: on crossbars, or left digital (computed ideally) and why.  Layers
     left digital are also named in a warning.  ``progress``: a progress bar over the layers.
+
+    ``only``: program only these of the ``trials`` (a ``range``), a part of a Monte Carlo
+    run to spread over machines: each is programmed, calibrated and read as in the whole
+    run (every programming draw is made for all ``trials``, and each trial's per-read
+    noise and calibration draws come from streams of its own), so that the parts'
+    results, joined along ``trial`` (:func:`xbar.simulate` numbers them from
+    ``only.start``), are the whole run's.
     """
     _check(model, spec, seed, trials)
+    if only is not None and not (isinstance(only, range) and only.step == 1 and 0 <= only.start < only.stop <= trials):
+        raise ValueError(f"convert: only = {only!r} is not allowed: must be a range of consecutive trials "
+                         f"within range(0, {trials})")
     keep_freed_memory()
     layers, report = _plan(model)
     _check_layers(layers, report, model)
@@ -201,7 +211,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
                                                   disable=not progress, leave=False)):
         twin = by_name[name]
         kind = AnalogLinear if isinstance(original, nn.Linear) else AnalogConv2d
-        analog = kind(twin, spec, trials=trials, seeds=layer_seeds(int(seed), index))
+        analog = kind(twin, spec, trials=trials, seeds=layer_seeds(int(seed), index), only=only)
         parent_name, _, child = name.rpartition(".")
         setattr(by_name[parent_name] if parent_name else hw, child, analog)
     if report.left_ideal:
@@ -209,6 +219,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
                       + "\n  ".join(f"{r.name} ({r.kind}): {r.detail}" for r in report.left_ideal),
                       stacklevel=2)
     hw.xbar_spec = spec
-    hw.xbar_trials = trials
+    hw.xbar_trials = trials if only is None else len(only)
+    hw.xbar_first_trial = 0 if only is None else only.start
     hw.xbar_report = report
     return hw.eval()

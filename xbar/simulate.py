@@ -498,7 +498,8 @@ def _dataset(acc, flags, correct, correct_ideal, n, names, neurons, hw, timestep
                            {"long_name": "accuracy reading the output after t steps (ideal)",
                             "units": "1"}),
     }
-    coords = {"trial": np.arange(acc.k), "timestep": np.arange(1, timesteps + 1), "layer": names,
+    first = getattr(hw, "xbar_first_trial", 0)  # a part of a run (convert's only): its trials' numbers
+    coords = {"trial": np.arange(first, first + acc.k), "timestep": np.arange(1, timesteps + 1), "layer": names,
               "neuron": ("layer", [neurons[nm] or "" for nm in names])}
     ds = xr.Dataset(data_vars, coords=coords)
     spec = getattr(hw, "xbar_spec", None)

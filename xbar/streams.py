@@ -30,12 +30,14 @@ READ_NOISE_GENERATOR = ("one stream per trial: on CPU counter-based (SplitMix64 
                         "xbar.kernels), the same whatever the thread count; on other devices torch's generator")
 
 
-def stream_seeds(seed: int, trials: int, kind: int = 0) -> list[int]:
-    """63-bit keys of the ``trials`` streams, from numpy's SeedSequence: independent for
-    every (seed, kind, trial); kind 0 is the read noise of the columns, kind 1 the ADCs'
-    conversion noise."""
-    root = np.random.SeedSequence(seed) if kind == 0 else np.random.SeedSequence([seed, kind])
-    return [int(c.generate_state(1, dtype=np.uint64)[0]) & _MASK for c in root.spawn(trials)]
+def stream_seeds(seed: int, trials: range, kind: int = 0) -> list[int]:
+    """63-bit keys of the streams of ``trials``, from numpy's SeedSequence: independent for
+    every (seed, kind, trial), and trial ``k``'s whatever the others (its ``k``-th child);
+    kind 0 is the read noise of the columns, 1 the ADCs' conversion noise, 2 and 3 the
+    same two while calibrating."""
+    entropy = seed if kind == 0 else [seed, kind]
+    return [int(np.random.SeedSequence(entropy, spawn_key=(k,)).generate_state(1, dtype=np.uint64)[0]) & _MASK
+            for k in trials]
 
 
 # The kinds of draw made once per programming, each from its own generator.
@@ -66,13 +68,15 @@ class ProgrammingDraws:
 
 
 class NoiseStreams:
-    """Standard-normal draws for ``trials`` trials, one stream per trial (module docstring):
-    ``kind`` 0 the read noise of the columns, 1 the ADCs' conversion noise."""
+    """Standard-normal draws for trials ``trials`` (a count, or which trials of a run:
+    :func:`xbar.convert`'s ``only``), one stream per trial (module docstring), indexed
+    from 0; ``kind`` as :func:`stream_seeds`."""
 
-    def __init__(self, seed: int, trials: int, kind: int = 0) -> None:
-        self.seed, self.trials, self.kind = seed, trials, kind
+    def __init__(self, seed: int, trials: int | range, kind: int = 0) -> None:
+        trials = range(trials) if isinstance(trials, int) else trials
+        self.seed, self.trials, self.kind = seed, len(trials), kind
         self.keys = np.array(stream_seeds(seed, trials, kind), dtype=np.uint64)
-        self.offsets = np.zeros(trials, dtype=np.uint64)  # each trial's next position (CPU)
+        self.offsets = np.zeros(len(trials), dtype=np.uint64)  # each trial's next position (CPU)
         self._gens: list[torch.Generator] = []  # each trial's generator (other devices)
 
     def restart(self) -> None:

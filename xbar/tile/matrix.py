@@ -65,7 +65,7 @@ class ProgrammedMatrix(nn.Module):
     """
 
     def __init__(self, w: torch.Tensor, spec: Spec, *, trials: int, program_seed: int,
-                 read_seed: int) -> None:
+                 read_seed: int, only: range | None = None) -> None:
         super().__init__()
         dev = spec.device
         layout = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping,
@@ -74,15 +74,24 @@ class ProgrammedMatrix(nn.Module):
         self.outputs_per_tile = layout.outputs_per_tile
         self.n_r, self.n_c = layout.grid
         self.rows, self.cols = layout.tile
-        self.trials = trials
+        # Trials ``only`` of ``trials`` (a part of a Monte Carlo run, as the whole programs
+        # and reads them: every draw made for all, each trial's noise from its own streams).
+        only = range(trials) if only is None else only
+        if not (isinstance(only, range) and only.step == 1 and 0 <= only.start < only.stop <= trials):
+            raise ValueError(f"ProgrammedMatrix: only = {only!r} is not allowed: must be a range of "
+                             f"consecutive trials within 0..{trials - 1}")
+        self.all_trials, self.only = trials, only
+        self.trials = trials = len(only)
         self.read_seed = read_seed
         # weight units per ampere of column-difference current, for inputs in input units
         # (per output, ``(out,)``, with per-column weight scales)
         self.out_scale = layout.w_per_output * spec.input_range / spec.v_read
         if spec.ir_drop_compensation is not None and spec.has_ir_drop:
             self.out_scale /= spec.ir_drop_compensation
-        self.noise = NoiseStreams(read_seed, trials)  # per-read noise, per trial (xbar.streams)
-        self.adc_noise = NoiseStreams(read_seed, trials, kind=1)  # the ADCs' conversion noise
+        self.noise = NoiseStreams(read_seed, only)  # per-read noise, per trial (xbar.streams)
+        self.adc_noise = NoiseStreams(read_seed, only, kind=1)  # the ADCs' conversion noise
+        self.cal_noise = NoiseStreams(program_seed, only, kind=2)  # the same two while calibrating
+        self.cal_adc_noise = NoiseStreams(program_seed, only, kind=3)
         self.active: slice | None = None  # the trials a read serves (None: all; select_trials)
         self._ar: dict = {}  # the AR(1) state of the per-read noise, per read site
         self.rho = dev.read_noise_correlation
@@ -160,9 +169,10 @@ class ProgrammedMatrix(nn.Module):
     def _draw_adc_errors(self, gen: torch.Generator) -> None:
         """Each ADC's gain error, offset and non-linearity, per tile-row and read column,
         drawn once per programming (:func:`xbar.tile.converters.draw_adc_errors`)."""
-        errors = draw_adc_errors(self.spec, (self.trials, self.n_r, 1, self.g_read.shape[-1]), gen, self.g_read)
+        errors = draw_adc_errors(self.spec, (self.all_trials, self.n_r, 1, self.g_read.shape[-1]), gen, self.g_read)
+        part = slice(self.only.start, self.only.stop)
         for name, value in zip(("adc_gain", "adc_offset", "adc_nonlinearity"), errors):
-            self.register_buffer(name, value)
+            self.register_buffer(name, None if value is None else value[part].contiguous())
 
     def _adc_errors(self, blocks: slice) -> AdcErrors:
         """The ADC errors of the trials a read serves and of tile-rows ``blocks``."""
@@ -172,8 +182,9 @@ class ProgrammedMatrix(nn.Module):
     def _program(self, spec: Spec, draws: ProgrammingDraws):
         """The layer's tiles programmed for every trial as ``spec``'s chip is at its
         ``t_inference`` (:func:`xbar.tile.programming.program_tiles`)."""
-        targets = self._nominal.unsqueeze(0).expand(self.trials, *self._nominal.shape).contiguous()
-        return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec))
+        targets = self._nominal.unsqueeze(0).expand(self.all_trials, *self._nominal.shape).contiguous()
+        return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec),
+                             keep=slice(self.only.start, self.only.stop))
 
     def _read_matrices(self, g: torch.Tensor, s2: torch.Tensor | None):
         """The matrices a read multiplies, from the effective conductances ``g`` and the
@@ -255,11 +266,10 @@ class ProgrammedMatrix(nn.Module):
 
     def _normal(self, like: torch.Tensor, calibrating: bool, adc: bool = False) -> torch.Tensor:
         """Standard normals shaped like ``like`` for the column noise (``adc``: the ADCs'
-        noise): from the calibration's own generators while ``calibrating``, else from
-        each trial's read-noise streams."""
+        noise): from each trial's calibration streams while ``calibrating``, else from its
+        read-noise streams."""
         if calibrating:
-            gen = self.draws.calibration_adc if adc else self.draws.calibration
-            return torch.empty_like(like).normal_(generator=gen)
+            return (self.cal_adc_noise if adc else self.cal_noise).normal(like, self.active_trials)
         return (self.adc_noise if adc else self.noise).normal(like, self.active_trials)
 
     def reset_read_noise(self) -> None:

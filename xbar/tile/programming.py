@@ -51,7 +51,7 @@ def per_read_variance(g0: torch.Tensor, g_eff: torch.Tensor, spec: Spec) -> torc
 
 def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
                   circuit: Callable[[torch.Tensor], torch.Tensor], *, variation: bool = True,
-                  read_noise: bool = True) -> ProgrammedState:
+                  read_noise: bool = True, keep: slice | None = None) -> ProgrammedState:
     """Program ``targets`` (S) as ``spec``'s devices do, each kind of draw from its own
     generator of ``draws`` (so that the variation, the drift exponents and the static
     read noise are the same whether or not the others are drawn); ``circuit``:
@@ -60,7 +60,9 @@ def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
     device is programmed with the same draws at programming (``g0``) and at
     ``t_inference`` (``g``).
     ``variation=False``: the targets themselves, no draw (training without that
-    ingredient); ``read_noise=False``: no read noise at all."""
+    ingredient); ``read_noise=False``: no read noise at all.  ``keep``: only these of the
+    leading (trial) entries are seen through the circuit and returned, the draws made for
+    all of them (so that a part of the trials programs as the whole does)."""
     dev, t = spec.device, spec.t_inference
     if variation:
         if dev.relaxes and t > 0:  # the same draws at programming and at t
@@ -78,6 +80,8 @@ def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
         g0 = g = targets
     if read_noise:
         g = static_read_noise(g, g0, dev, t, draws.static)
+    if keep is not None:
+        g, g0 = g[keep], g0[keep]
     g_eff = circuit(g)
     return ProgrammedState(g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None)
 
