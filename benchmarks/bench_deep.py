@@ -16,6 +16,9 @@ data on 32 further images.  Prints per network, from one run:
   and as a ratio to simulating the calibration images;
 - the process's peak resident memory after each network.
 
+``--profile``: then a profile (cProfile) of one ``xbar.simulate`` of the first network,
+the 14 functions with the most time of their own: where a read's time goes.
+
 Nothing is asserted.
 """
 
@@ -23,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
+import io
+import pstats
 import resource
 import time
 import warnings
@@ -44,7 +50,7 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def bench(arch: str, images: int, trials: int, timesteps: int) -> dict:
+def bench(arch: str, images: int, trials: int, timesteps: int, profile: bool = False) -> dict:
     torch.manual_seed(0)
     model = build(arch, (3, 32, 32), 10).eval()
     set_spiking_thresholds(model, _images(16, 1), timesteps)
@@ -77,6 +83,12 @@ def bench(arch: str, images: int, trials: int, timesteps: int) -> dict:
     start = time.perf_counter()
     ds = xbar.simulate(hw, model, (x, y), timesteps, progress=False)
     analog = (time.perf_counter() - start) / (images * timesteps * trials)
+    if profile:
+        prof = cProfile.Profile()
+        prof.runcall(xbar.simulate, hw, model, (x, y), timesteps, progress=False)
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(14)
+        print(f"profile of xbar.simulate, {arch}:\n" + out.getvalue())
     return {"arch": arch, "ideal": ideal, "analog": analog, "program": program,
             "cal_full": calibration[False], "cal_replay": calibration[True], "sim_cal": simulate_cal,
             "peak": _peak_gb(), "rate": float(ds.spike_rate_ideal.mean())}
@@ -89,9 +101,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--timesteps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [bench(a, args.images, args.trials, args.timesteps) for a in args.arch]
+    rows = [bench(a, args.images, args.trials, args.timesteps, args.profile and i == 0)
+            for i, a in enumerate(args.arch)]
     table = Table(title=f"{args.images} images x {args.timesteps} steps, {args.trials} trials, "
                         f"{args.threads} threads: HfO2 RRAM, 64x64 tiles, 4-bit ADC, IR drop 0.35 ohm/cell")
     for col in ("network", "ideal ms/img-step", "analog ms/img-step/trial", "ratio", "program s/trial",

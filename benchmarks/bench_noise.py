@@ -18,7 +18,6 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numba
 import numpy as np
@@ -26,21 +25,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench_inference import best_of_interleaved  # this folder is on the path when run as a script
 from xbar import kernels
 from xbar.streams import NoiseStreams
 from xbar.tile.converters import to_codes_
-
-
-def best(fns: dict, repeats: int) -> dict:
-    for fn in fns.values():
-        fn()
-    out = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            out[k] = min(out[k], time.perf_counter() - start)
-    return out
 
 
 def with_threads(n: int, fn):
@@ -64,7 +52,7 @@ def main() -> None:
     out = torch.empty(1, n)
     gen = torch.Generator().manual_seed(0)
     keys, offsets = np.array([12345], np.uint64), np.zeros(1, np.uint64)
-    draws = best({
+    draws = best_of_interleaved({
         "torch normal_ (float32), 1 thread": with_threads(1, lambda: out.normal_(generator=gen)),
         "xbar counter-based, 1 thread": with_threads(1, lambda: kernels.fill_normal(out.numpy(), keys, offsets)),
         f"xbar counter-based, {threads} threads": with_threads(
@@ -86,7 +74,7 @@ def main() -> None:
     def read(normal):
         return lambda: to_codes_(torch.addcmul(u0, var.sqrt(), normal()), 4, True)
 
-    reads = best({
+    reads = best_of_interleaved({
         "xbar streams": read(lambda: streams.normal(u0, range(1))),
         "torch normal_": read(lambda: torch.empty_like(u0).normal_(generator=gen)),
     }, args.repeats)
