@@ -50,8 +50,11 @@ class ProgrammingDraws:
     seed: ``devices`` (programming variation and stuck-at faults, :func:`devices.program`),
     ``drift`` (drift exponents, drawn whenever the device drifts, at ``t = 0`` too),
     ``static`` (the static share of the read noise), ``adc`` (the ADCs' gain and offset
-    errors, drawn whenever there is an ADC), ``calibration`` (calibration inputs, the rows
-    sampled and the fit's column noise) and ``calibration_adc`` (the fit's ADC noise)."""
+    errors, drawn whenever there is an ADC), ``calibration`` (calibration inputs and the
+    rows sampled; in hardware-aware training also the fit's column noise) and
+    ``calibration_adc`` (hardware-aware training's calibration ADC noise).  Evaluation's
+    calibration reads draw their noise from each trial's own :class:`NoiseStreams` (kinds
+    2 and 3), so that a trial's calibration is the same whatever other trials run with it."""
 
     devices: torch.Generator
     drift: torch.Generator
