@@ -256,3 +256,37 @@ def test_a_batch_read_in_parts_gives_the_whole_batchs_results_without_per_read_n
         np.testing.assert_array_equal(whole[name].values, parts[name].values, err_msg=name)
     for name in ("read_error", "layer_error", "membrane_error"):
         np.testing.assert_allclose(whole[name].values, parts[name].values, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("only", [range(2, 5), range(0, 0), range(0, 3, 2), [0, 1]])
+def test_a_part_of_the_trials_outside_the_run_is_refused(digits_mlp, only):
+    model = digits_mlp[0]
+    with pytest.raises(ValueError, match=r"convert: only = .* is not allowed: must be a range of consecutive trials "
+                                         r"within range\(0, 3\)"):
+        xbar.convert(model, xbar.Spec(adc_bits=6, calibration=None), seed=0, trials=3, only=only)
+
+
+def test_parts_of_a_run_joined_are_the_whole_run(digits_mlp):
+    """convert(..., only=): trials 0 and 1..2 programmed, calibrated from data and read
+    apart (per-read noise, correlated, and ADC noise) are the three-trial run's, bit for
+    bit, whatever memory budget sizes the calibration's trial chunks."""
+    import xarray as xr
+
+    model, _, data, _ = digits_mlp
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.03, read_noise_correlation=0.5)
+    spec = xbar.Spec(device=dev, adc_bits=6, adc_noise=0.5)
+    split = _test_split(data, 120)
+    from studies.data import calibration_inputs
+
+    cal = calibration_inputs(data).float()
+
+    def run(only, memory_gb=2.0):
+        hw = xbar.convert(model, spec, seed=3, trials=3, only=only)
+        xbar.calibrate(hw, model, cal, 4, memory_gb=memory_gb)
+        return xbar.simulate(hw, model, split, 4, progress=False)
+
+    whole = run(None)
+    parts = xr.concat([run(range(0, 1)), run(range(1, 3), memory_gb=1e-5)], "trial", data_vars="minimal",
+                      coords="minimal", compat="override", combine_attrs="override")
+    xr.testing.assert_identical(parts, whole)
+    assert not np.array_equal(whole.read_error.values[0], whole.read_error.values[1])

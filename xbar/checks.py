@@ -20,6 +20,17 @@ def check_count(who: str, name: str, value) -> None:
         raise ValueError(f"{who}: {name} = {value!r} is not allowed: must be an integer >= 1")
 
 
+def check_part(who: str, only, trials: int) -> range:
+    """``only``: ``None`` (every trial) or a range of consecutive trials within ``0 ..
+    trials - 1`` (a part of a Monte Carlo run); returned as a range."""
+    if only is None:
+        return range(trials)
+    if not (isinstance(only, range) and only.step == 1 and 0 <= only.start < only.stop <= trials):
+        raise ValueError(f"{who}: only = {only!r} is not allowed: must be a range of consecutive trials "
+                         f"within range(0, {trials})")
+    return only
+
+
 def model_dtype(model: nn.Module, who: str) -> torch.dtype:
     """The floating dtype of ``model``'s parameters and buffers; float16/bfloat16 refused."""
     dtypes = {t.dtype for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()}

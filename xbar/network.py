@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xbar.checks import check_count, model_dtype
+from xbar.checks import check_count, check_part, model_dtype
 from xbar.memory import keep_freed_memory
 from xbar.layers import AnalogConv2d, AnalogLinear, _Analog, _conv_padding
 from xbar.neurons import reset_state
@@ -198,9 +198,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
     ``only.start``), are the whole run's.
     """
     _check(model, spec, seed, trials)
-    if only is not None and not (isinstance(only, range) and only.step == 1 and 0 <= only.start < only.stop <= trials):
-        raise ValueError(f"convert: only = {only!r} is not allowed: must be a range of consecutive trials "
-                         f"within range(0, {trials})")
+    check_part("convert", only, trials)
     keep_freed_memory()
     layers, report = _plan(model)
     _check_layers(layers, report, model)

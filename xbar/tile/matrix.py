@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from mapping.layout import layout_weights
+from xbar.checks import check_part
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
@@ -76,10 +77,7 @@ class ProgrammedMatrix(nn.Module):
         self.rows, self.cols = layout.tile
         # Trials ``only`` of ``trials`` (a part of a Monte Carlo run, as the whole programs
         # and reads them: every draw made for all, each trial's noise from its own streams).
-        only = range(trials) if only is None else only
-        if not (isinstance(only, range) and only.step == 1 and 0 <= only.start < only.stop <= trials):
-            raise ValueError(f"ProgrammedMatrix: only = {only!r} is not allowed: must be a range of "
-                             f"consecutive trials within 0..{trials - 1}")
+        only = check_part("ProgrammedMatrix", only, trials)
         self.all_trials, self.only = trials, only
         self.trials = trials = len(only)
         self.read_seed = read_seed
