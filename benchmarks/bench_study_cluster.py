@@ -43,8 +43,9 @@ def main() -> None:
     start = time.perf_counter()
     local = run_study(config, progress=False)
     times["local"] = time.perf_counter() - start
+    # The workers run their tasks in threads: MALLOC_ARENA_MAX=1 as docs/studies.md says (xbar.memory).
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None, env={"MALLOC_ARENA_MAX": "1"}) as cluster:
         for run in ("first", "second"):
             start = time.perf_counter()
             split = run_study(config, progress=False, scheduler=cluster.scheduler_address)

@@ -91,6 +91,7 @@ def dask_cluster(tmp_path):
         for _ in range(2):
             procs.append(subprocess.Popen(
                 _dask("worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"),
+                env={**os.environ, "MALLOC_ARENA_MAX": "1"},  # as docs/studies.md says to start them
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         from distributed import Client
 

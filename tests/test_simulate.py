@@ -290,3 +290,33 @@ def test_parts_of_a_run_joined_are_the_whole_run(digits_mlp):
                       coords="minimal", compat="override", combine_attrs="override")
     xr.testing.assert_identical(parts, whole)
     assert not np.array_equal(whole.read_error.values[0], whole.read_error.values[1])
+
+
+@pytest.mark.parametrize("env, warns", [({}, True), ({"MALLOC_ARENA_MAX": "1"}, False),
+                                        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, False)])
+def test_running_in_a_thread_without_one_arena_is_warned_of(monkeypatch, env, warns):
+    """A thread's glibc arena maps large tensors afresh (xbar.memory): said once, with what to do."""
+    import threading
+    import warnings
+
+    from xbar.memory import keep_freed_memory
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    caught, kept = [], []
+
+    def run():
+        with warnings.catch_warnings(record=True) as found:
+            warnings.simplefilter("always")
+            kept.append(keep_freed_memory.__wrapped__())  # False on a C library other than glibc
+        caught.extend(str(w.message) for w in found)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    said = [m for m in caught if "MALLOC_ARENA_MAX=1" in m]
+    assert len(said) == (1 if warns and kept[0] else 0), caught
+    if warns:
+        assert "dask worker" in said[0] and "4.5x" in said[0]
