@@ -43,9 +43,11 @@ def main() -> None:
     start = time.perf_counter()
     local = run_study(config, progress=False)
     times["local"] = time.perf_counter() - start
-    # The workers run their tasks in threads: MALLOC_ARENA_MAX=1 as docs/studies.md says (xbar.memory).
+    # The workers run their tasks in threads: MALLOC_ARENA_MAX=1 as docs/studies.md says
+    # (xbar.memory); one torch thread each (an env replaces the nanny's OMP_NUM_THREADS=1).
+    env = {"MALLOC_ARENA_MAX": "1", "OMP_NUM_THREADS": "1"}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, env={"MALLOC_ARENA_MAX": "1"}) as cluster:
+                      dashboard_address=None, env=env) as cluster:
         for run in ("first", "second"):
             start = time.perf_counter()
             split = run_study(config, progress=False, scheduler=cluster.scheduler_address)

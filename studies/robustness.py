@@ -127,6 +127,21 @@ def run_trials(config: StudyConfig, model: torch.nn.Module | bytes, only: range,
                              memory_gb=config.memory_gb)
 
 
+def _run_part(config: StudyConfig, model: bytes, only: range, attrs: dict) -> xr.Dataset:
+    """:func:`run_trials` on a Dask worker, with as many torch threads as the worker has
+    (``dask worker --nthreads N``; one task runs on it at a time): torch takes its own
+    count in a worker's thread, not the worker's, and two workers of a machine would
+    otherwise each run on all its cores."""
+    from distributed import get_worker
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(get_worker().state.nthreads)
+    try:
+        return run_trials(config, model, only, attrs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def split_trials(trials: int, parts: int) -> list[range]:
     """``range(trials)`` in at most ``parts`` consecutive parts of sizes differing by one at most."""
     parts = max(1, min(parts, trials))
@@ -146,7 +161,7 @@ def _on_cluster(config: StudyConfig, model: torch.nn.Module, attrs: dict, schedu
     try:
         workers = len(pool.client.scheduler_info(n_workers=-1)["workers"])
         shared = pool.share(model_blob(model))
-        futures = [pool.submit(run_trials, config, shared, part, attrs, key=f"xbar-study-trials-{part.start}")
+        futures = [pool.submit(_run_part, config, shared, part, attrs, key=f"xbar-study-trials-{part.start}")
                    for part in split_trials(config.trials, workers)]
         left = set(futures)
         with tqdm(total=config.trials, desc=f"trials on {pool.describe()}", unit="trial",
