@@ -22,7 +22,7 @@ from studies.plots import robustness_figure
 from studies.results import config_attrs, write_files
 from studies.train import TrainConfig, check_training_options, load_or_train, load_weights
 from xbar.aware import INGREDIENTS
-from xbar.memory import MEMORY_GB, check_memory
+from xbar.memory import MEMORY_GB, check_memory, programmed_bytes_per_trial, trials_per_part
 
 RESULTS_FILE = "robustness.nc"
 FIGURE_FILE = "robustness.png"
@@ -106,8 +106,26 @@ def run_study(config: StudyConfig, progress: bool = True, scheduler: str | None 
     attrs["train_config"] = json.dumps(info["config"])
     attrs["train_test_accuracy"] = float(info["test_accuracy"])
     if scheduler is None:
-        return run_trials(config, model, range(config.trials), attrs, progress)
+        return _in_parts(config, model, attrs, progress)
     return _on_cluster(config, model, attrs, scheduler, progress)
+
+
+def _in_parts(config: StudyConfig, model: torch.nn.Module, attrs: dict, progress: bool) -> xr.Dataset:
+    """The trials in consecutive parts whose programmed tiles fit ``memory_gb``
+    (:func:`xbar.memory.trials_per_part`), one after the other: memory does not grow with
+    the trials, and the parts joined are the whole run (:func:`xbar.convert`'s ``only``)."""
+    size = trials_per_part(programmed_bytes_per_trial(model, config.tile), config.trials, config.memory_gb)
+    parts = split_trials(config.trials, -(-config.trials // size))
+    return join_trials([run_trials(config, model, part, attrs, progress) for part in parts])
+
+
+def join_trials(parts: list[xr.Dataset]) -> xr.Dataset:
+    """Parts of a study's trials, in order, as one dataset (what does not depend on the
+    trial, the ideal network's metrics and the attributes, from the first)."""
+    if len(parts) == 1:
+        return parts[0]
+    return xr.concat(parts, "trial", data_vars="minimal", coords="minimal", compat="override",
+                     combine_attrs="override")
 
 
 def run_trials(config: StudyConfig, model: torch.nn.Module | bytes, only: range, attrs: dict,
@@ -176,8 +194,7 @@ def _on_cluster(config: StudyConfig, model: torch.nn.Module, attrs: dict, schedu
         pool.close(cancel=True, futures=futures if "futures" in locals() else ())
         raise
     pool.close()
-    return xr.concat(parts, "trial", data_vars="minimal", coords="minimal", compat="override",
-                     combine_attrs="override")
+    return join_trials(parts)
 
 
 def write_results(ds: xr.Dataset, out: Path) -> tuple[Path, Path]:

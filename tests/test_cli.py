@@ -172,3 +172,45 @@ def test_study_refuses_an_unreachable_scheduler(tmp_path):
                                        "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 1 and "no Dask scheduler answered" in result.output
     assert not (tmp_path / "never").exists()
+
+
+def test_a_study_in_parts_of_its_trials_is_the_whole_study(digits_mlp, monkeypatch):
+    """Trials whose programmed tiles do not fit memory_gb run in consecutive parts
+    (studies.robustness): one trial at a time gives the whole run's dataset, bit for bit,
+    with per-read noise and calibration from data."""
+    import studies.robustness as rb
+
+    config = rb.StudyConfig(dataset="digits", arch="mlp", trials=3, timesteps=3, n_test=60, device="rram_hfo2",
+                            adc_bits=4)
+    whole = rb.run_study(config, progress=False)
+    calls = []
+
+    def one_at_a_time(per_trial, trials, memory_gb):
+        calls.append((per_trial, trials, memory_gb))
+        return 1
+
+    monkeypatch.setattr(rb, "trials_per_part", one_at_a_time)
+    parts = rb.run_study(config, progress=False)
+    assert calls and calls[0][1:] == (3, 2.0)
+    xr.testing.assert_identical(parts, whole)
+
+
+def test_the_programmed_bytes_of_a_trial_bound_what_programming_holds(digits_mlp):
+    """The estimate of a trial's programmed tiles (three numbers per cell, two columns per
+    weight) against the buffers a conversion holds: at least them, at most twice them;
+    and its closed form for one layer."""
+    import torch.nn as nn
+
+    import xbar
+    from devices import presets
+    from xbar.memory import programmed_bytes_per_trial, trials_per_part
+
+    assert programmed_bytes_per_trial(nn.Linear(100, 30), (64, 64)) == 3 * 128 * 64 * 4
+    model = digits_mlp[0]
+    hw = xbar.convert(model, xbar.Spec(device=presets["rram_hfo2"], adc_bits=4, calibration=None), trials=2)
+    held = sum(getattr(m.matrix, name).numel() * 4 for m in hw.modules() if isinstance(m, xbar.AnalogLinear)
+               for name in ("g_tiles", "g_read", "s2_read")) / 2
+    estimate = programmed_bytes_per_trial(model, (64, 64))
+    assert held <= estimate <= 2 * held, (held, estimate)
+    assert trials_per_part(estimate, 100, 2.0) == min(100, int(0.4 * 2 * 2**30 // estimate))
+    assert trials_per_part(10 * 2**30, 5, 2.0) == 1

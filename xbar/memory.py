@@ -68,6 +68,41 @@ MEMORY_GB = 2.0
 READ_SHARE = 0.5
 
 
+# The share of the budget the programmed tiles of the trials held at once get (a study runs
+# its trials in parts that fit: studies.robustness); the reads take READ_SHARE, the rest
+# holds the networks and their state.
+PROGRAM_SHARE = 0.4
+
+
+def programmed_bytes_per_trial(model: nn.Module, tile: tuple[int, int]) -> int:
+    """About the bytes one trial's programmed tiles of ``model`` take: three numbers per
+    crossbar cell (the effective conductances, the read matrices and the per-read noise
+    variances), each ``nn.Linear`` and ``nn.Conv2d`` matrix of ``in x out`` weights on
+    tiles of ``tile`` (rows, columns) with two columns per weight (a differential pair),
+    in the model's float width.  An upper bound where a layer stays digital or a tile
+    reads fewer columns."""
+    import math
+
+    rows, cols = tile
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            n_in, n_out = m.in_features, m.out_features
+        elif isinstance(m, nn.Conv2d):
+            n_in, n_out = m.in_channels // m.groups * math.prod(m.kernel_size), m.out_channels
+        else:
+            continue
+        cells = math.ceil(n_in / rows) * rows * math.ceil(2 * n_out / cols) * cols
+        total += 3 * cells * m.weight.element_size()
+    return total
+
+
+def trials_per_part(per_trial: int, trials: int, memory_gb: float) -> int:
+    """How many of ``trials`` programmings of ``per_trial`` bytes each fit
+    :data:`PROGRAM_SHARE` of ``memory_gb`` (at least one)."""
+    return max(1, min(trials, int(PROGRAM_SHARE * memory_gb * 2**30 // max(1, per_trial))))
+
+
 def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step) -> int:
     """Bytes the largest crossbar read of ``hw`` takes per sample and trial, on inputs like
     ``x`` (its first sample, one step of the ideal ``model`` through ``step`` to see each
