@@ -39,7 +39,7 @@ def test_normals_have_the_normal_moments_and_histogram():
     for t in (2.0, 3.0, 4.0):  # the tails, where the ziggurat's slow paths decide
         p = 2 * stats.norm.sf(t)
         assert abs((np.abs(x) > t).mean() - p) < 5 * math.sqrt(p / N), t
-    assert np.abs(x).max() < kernels.EPS_MAX
+    assert np.abs(x).max() < kernels._R + math.sqrt(2 * 52 * math.log(2))  # the ziggurat's support
 
 
 def test_streams_are_independent_and_positions_are_a_counter():

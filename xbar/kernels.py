@@ -13,8 +13,8 @@ A standard normal from one number: the ziggurat of Marsaglia & Tsang (J. Stat. S
 value are independent: Doornik 2005).  99% of the numbers are one table look-up and one
 comparison; the rest take further numbers of the same position's chain (``mix`` of the
 previous one) and are exact by rejection, the tail beyond ``R`` by Marsaglia's
-exponential method.  Its support is ``|eps| < EPS_MAX`` (12.2): the tail's largest value
-from 52-bit uniforms.
+exponential method.  Its support is ``|eps| < 12.2``: ``R + x`` with ``x**2 < 2 y``, ``y``
+at most ``52 ln 2`` (the exponential of the largest 52-bit uniform).
 """
 
 from __future__ import annotations
@@ -54,9 +54,6 @@ def _ziggurat_tables(r: float = 3.6541528853610088, v: float = 0.00492867323399)
 
 
 _R, _KI, _WI, _FI = _ziggurat_tables()
-# The largest |eps| the tail can give: R + x with x**2 < 2 y, y at most 52 ln 2 (the
-# exponential of the largest 52-bit uniform); with a margin for the last bits.
-EPS_MAX = (_R + math.sqrt(2 * 52 * math.log(2.0))) * (1 + 1e-9)
 
 
 @numba.njit(inline="always", **_JIT)
