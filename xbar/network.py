@@ -205,7 +205,8 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
     reset_state(model)  # neuron state may hold autograd history, which cannot be copied
     hw = copy.deepcopy(model)
     by_name = dict(hw.named_modules())
-    for index, (name, original) in enumerate(tqdm(layers, desc=f"program {trials} trials", unit="layer",
+    what = f"{trials} trials" if only is None else f"trials {only.start}-{only.stop - 1} of {trials}"
+    for index, (name, original) in enumerate(tqdm(layers, desc=f"program {what}", unit="layer",
                                                   disable=not progress, leave=False)):
         twin = by_name[name]
         kind = AnalogLinear if isinstance(original, nn.Linear) else AnalogConv2d
