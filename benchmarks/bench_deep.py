@@ -50,13 +50,20 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def bench(arch: str, images: int, trials: int, timesteps: int, profile: bool = False) -> dict:
+def case(arch: str, images: int, timesteps: int) -> tuple:
+    """The benchmark's network, on CPU (made to spike), its test images and labels, its
+    calibration images and its chip: ``(model, x, y, cal, spec)``."""
     torch.manual_seed(0)
     model = build(arch, (3, 32, 32), 10).eval()
     set_spiking_thresholds(model, _images(16, 1), timesteps)
     x, cal = _images(images, 2), _images(32, 3)
     y = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(4))
     spec = xbar.Spec(tile=(64, 64), device=presets["rram_hfo2"], adc_bits=4, r_wire_row=0.35, r_wire_col=0.35)
+    return model, x, y, cal, spec
+
+
+def bench(arch: str, images: int, trials: int, timesteps: int, profile: bool = False) -> dict:
+    model, x, y, cal, spec = case(arch, images, timesteps)
 
     with torch.no_grad():
         start = time.perf_counter()

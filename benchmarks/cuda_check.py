@@ -30,12 +30,7 @@ import numpy as np
 import torch
 
 import xbar
-from devices import presets
-from studies.models import build, set_spiking_thresholds
-
-
-def _images(n: int, seed: int, device) -> torch.Tensor:
-    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+from bench_deep import case  # this folder is on the path when run as a script
 
 
 def _sync(device) -> None:
@@ -44,13 +39,8 @@ def _sync(device) -> None:
 
 
 def run(device: str, images: int, trials: int, timesteps: int) -> dict:
-    torch.manual_seed(0)
-    model = build("vgg9", (3, 32, 32), 10).eval()
-    set_spiking_thresholds(model, _images(16, 1, "cpu"), timesteps)
-    model = model.to(device)
-    x, cal = _images(images, 2, device), _images(32, 3, device)
-    y = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(4)).to(device)
-    spec = xbar.Spec(tile=(64, 64), device=presets["rram_hfo2"], adc_bits=4, r_wire_row=0.35, r_wire_col=0.35)
+    model, x, y, cal, spec = case("vgg9", images, timesteps)
+    model, x, y, cal = model.to(device), x.to(device), y.to(device), cal.to(device)
     with torch.no_grad():
         _sync(device)
         start = time.perf_counter()

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xbar.memory import MEMORY_GB
+
 EMBEDDED = ("mnist5k", "digits")
 _SPLIT_SEED = 20240101  # fixed: the split is part of the dataset's definition
 
@@ -130,16 +132,14 @@ def class_round_robin(y: torch.Tensor) -> torch.Tensor:
     return order[torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)]
 
 
-def calibrated(hw, model, data: Dataset, timesteps: int, progress: bool = False, memory_gb: float | None = None):
+def calibrated(hw, model, data: Dataset, timesteps: int, progress: bool = False, memory_gb: float = MEMORY_GB):
     """``hw`` calibrated on :func:`calibration_inputs` when its spec asks for calibration
     from data (``Spec.calibration="data"``); as it is otherwise.  ``memory_gb``: what its
-    reads may take (default :data:`xbar.memory.MEMORY_GB`)."""
+    reads may take."""
     from xbar.calibrate import awaiting, calibrate
-    from xbar.memory import MEMORY_GB
 
     if awaiting(hw):
-        calibrate(hw, model, calibration_inputs(data), timesteps, progress=progress,
-                  memory_gb=MEMORY_GB if memory_gb is None else memory_gb)
+        calibrate(hw, model, calibration_inputs(data), timesteps, progress=progress, memory_gb=memory_gb)
     return hw
 
 

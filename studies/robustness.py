@@ -106,17 +106,17 @@ def run_study(config: StudyConfig, progress: bool = True, scheduler: str | None 
     attrs["train_config"] = json.dumps(info["config"])
     attrs["train_test_accuracy"] = float(info["test_accuracy"])
     if scheduler is None:
-        return _in_parts(config, model, attrs, progress)
+        return _in_parts(config, model, attrs, progress, data)
     return _on_cluster(config, model, attrs, scheduler, progress)
 
 
-def _in_parts(config: StudyConfig, model: torch.nn.Module, attrs: dict, progress: bool) -> xr.Dataset:
+def _in_parts(config: StudyConfig, model: torch.nn.Module, attrs: dict, progress: bool, data) -> xr.Dataset:
     """The trials in consecutive parts whose programmed tiles fit ``memory_gb``
     (:func:`xbar.memory.trials_per_part`), one after the other: memory does not grow with
     the trials, and the parts joined are the whole run (:func:`xbar.convert`'s ``only``)."""
     size = trials_per_part(programmed_bytes_per_trial(model, config.tile), config.trials, config.memory_gb)
     parts = split_trials(config.trials, -(-config.trials // size))
-    return join_trials([run_trials(config, model, part, attrs, progress) for part in parts])
+    return join_trials([run_trials(config, model, part, attrs, progress, data) for part in parts])
 
 
 def join_trials(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -129,13 +129,13 @@ def join_trials(parts: list[xr.Dataset]) -> xr.Dataset:
 
 
 def run_trials(config: StudyConfig, model: torch.nn.Module | bytes, only: range, attrs: dict,
-               progress: bool = False) -> xr.Dataset:
+               progress: bool = False, data=None) -> xr.Dataset:
     """Trials ``only`` of the study of ``model`` (or its bytes, ``torch.save``'d, as the
     workers of a cluster receive it): programmed, calibrated and read as the whole study
-    does them."""
+    does them.  ``data``: the study's dataset (loaded here where not given, on a worker)."""
     if isinstance(model, bytes):
         model = torch.load(io.BytesIO(model), map_location="cpu", weights_only=False)
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset) if data is None else data
     hw = xbar.convert(model, config.spec(), seed=config.seed, trials=config.trials, progress=progress,
                       only=only)
     hw = calibrated(hw, model, data, config.timesteps, progress=progress, memory_gb=config.memory_gb)
@@ -176,22 +176,22 @@ def _on_cluster(config: StudyConfig, model: torch.nn.Module, attrs: dict, schedu
     from studies.sweeps.run import model_blob
 
     pool = DaskPool(scheduler)
+    futures: list = []
     try:
-        workers = len(pool.client.scheduler_info(n_workers=-1)["workers"])
         shared = pool.share(model_blob(model))
         futures = [pool.submit(_run_part, config, shared, part, attrs, key=f"xbar-study-trials-{part.start}")
-                   for part in split_trials(config.trials, workers)]
-        left = set(futures)
+                   for part in split_trials(config.trials, pool.workers())]
+        results, left = {}, set(futures)
         with tqdm(total=config.trials, desc=f"trials on {pool.describe()}", unit="trial",
                   disable=not progress, leave=False) as bar:
             while left:
                 done, left = pool.wait_some(left, timeout=1.0)
                 for f in done:
-                    f.result()  # a worker's error, raised here
-                    bar.update(len(f.result().trial))
-        parts = [f.result() for f in futures]
+                    results[f] = f.result()  # a worker's error is raised here
+                    bar.update(results[f].sizes["trial"])
+        parts = [results[f] for f in futures]
     except BaseException:
-        pool.close(cancel=True, futures=futures if "futures" in locals() else ())
+        pool.close(cancel=True, futures=futures)
         raise
     pool.close()
     return join_trials(parts)

@@ -90,8 +90,12 @@ class DaskPool:
             raise ConnectionError(f"--scheduler = {address!r}: the scheduler has no workers "
                                   f"(start some with `dask worker {address}`)") from None
 
+    def workers(self) -> int:
+        """The workers the cluster has now."""
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
     def describe(self) -> str:
-        n = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        n = self.workers()
         return f"Dask cluster at {self.address} ({n} worker{'s' if n != 1 else ''})"
 
     def share(self, obj: Any) -> Any:

@@ -78,7 +78,7 @@ class ProgrammedMatrix(nn.Module):
         # Trials ``only`` of ``trials`` (a part of a Monte Carlo run, as the whole programs
         # and reads them: every draw made for all, each trial's noise from its own streams).
         only = check_part("ProgrammedMatrix", only, trials)
-        self.all_trials, self.only = trials, only
+        self.all_trials, self._part = trials, slice(only.start, only.stop)
         self.trials = trials = len(only)
         self.read_seed = read_seed
         # weight units per ampere of column-difference current, for inputs in input units
@@ -168,9 +168,8 @@ class ProgrammedMatrix(nn.Module):
         """Each ADC's gain error, offset and non-linearity, per tile-row and read column,
         drawn once per programming (:func:`xbar.tile.converters.draw_adc_errors`)."""
         errors = draw_adc_errors(self.spec, (self.all_trials, self.n_r, 1, self.g_read.shape[-1]), gen, self.g_read)
-        part = slice(self.only.start, self.only.stop)
         for name, value in zip(("adc_gain", "adc_offset", "adc_nonlinearity"), errors):
-            self.register_buffer(name, None if value is None else value[part].contiguous())
+            self.register_buffer(name, None if value is None else value[self._part].contiguous())
 
     def _adc_errors(self, blocks: slice) -> AdcErrors:
         """The ADC errors of the trials a read serves and of tile-rows ``blocks``."""
@@ -182,7 +181,7 @@ class ProgrammedMatrix(nn.Module):
         ``t_inference`` (:func:`xbar.tile.programming.program_tiles`)."""
         targets = self._nominal.unsqueeze(0).expand(self.all_trials, *self._nominal.shape).contiguous()
         return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec),
-                             keep=slice(self.only.start, self.only.stop))
+                             keep=self._part)
 
     def _read_matrices(self, g: torch.Tensor, s2: torch.Tensor | None):
         """The matrices a read multiplies, from the effective conductances ``g`` and the
