@@ -55,27 +55,43 @@ def relaxation_poly(model: DeviceModel, t: float) -> tuple[float, ...]:
     return tuple((1 - f) * x + f * y for x, y in zip(a, b))
 
 
-def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator, t: float = 0.0) -> torch.Tensor:
+def _fresh(*tensors: torch.Tensor) -> bool:
+    """No gradient is taken through ``tensors``: a result may be written over a draw."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _shifted(noise: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``shift + scale * noise`` for a fresh draw ``noise``: written into it where no
+    gradient is taken (the same numbers, one tensor of its size fewer)."""
+    if _fresh(scale, shift):
+        return noise.mul_(scale).add_(shift)
+    return shift + scale * noise
+
+
+def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator, t: float = 0.0,
+            shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """Program devices to ``target`` (S): variation and stuck-at faults, drawn once.
 
     ``t``: seconds since programming, for a relaxing device (its spread at that time; the
-    same draws at every ``t``).  Returns the programmed conductances (S), same shape,
-    clipped at 0 S.  Draw order is
+    same draws at every ``t``).  ``shape``: the devices' shape, ``target`` broadcast to it
+    (several programmings of the same targets, one draw for all: default ``target``'s).
+    Returns the programmed conductances (S), clipped at 0 S.  Draw order is
     fixed (variation, then faults), so one generator state gives one programming; the
     variation's normal draws are taken whenever anything is drawn, even at zero variation,
     so that a device with and one without variation see the same fault draws (sweeps pair
     their points on common random numbers).
     """
-    g = target
+    shape = target.shape if shape is None else torch.Size(shape)
+    g = target.expand(shape)
     faults = bool(model.p_stuck_low or model.p_stuck_high)
     if faults or model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly) or model.relaxes:
-        g = g + prog_sigma(target, model, t) * _normal(target.shape, target, generator)
-    g = g.clamp_min(0.0)
+        g = _shifted(_normal(shape, target, generator), prog_sigma(target, model, t), target)
+    g = g.clamp_min_(0.0) if g.data_ptr() != target.data_ptr() and _fresh(g) else g.clamp_min(0.0)
     if faults:
-        u = _uniform(target.shape, target, generator)
-        g = torch.where(u < model.p_stuck_low, torch.full_like(g, model.g_min), g)
+        u = _uniform(shape, target, generator)
+        g = g.masked_fill(u < model.p_stuck_low, model.g_min)
         high = (u >= model.p_stuck_low) & (u < model.p_stuck_low + model.p_stuck_high)
-        g = torch.where(high, torch.full_like(g, model.g_max), g)
+        g = g.masked_fill(high, model.g_max)
     return g
 
 
@@ -111,7 +127,8 @@ def static_read_noise(g: torch.Tensor, g0: torch.Tensor, model: DeviceModel, t: 
     if not (model.has_read_noise and model.read_noise_static):
         return g
     rel = math.sqrt(model.read_noise_static) * read_sigma_rel(g0, model, t)
-    return (g + g.abs() * rel * _normal(g.shape, g, generator)).clamp_min(0.0)
+    g = _shifted(_normal(g.shape, g, generator), g.abs() * rel, g)
+    return g.clamp_min_(0.0) if _fresh(g) else g.clamp_min(0.0)
 
 
 def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:

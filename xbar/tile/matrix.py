@@ -1,7 +1,8 @@
 """A layer's crossbar matrix programmed onto tiles: Monte Carlo trials and tiles batched.
 
 One :class:`ProgrammedMatrix` holds every tile of one layer for ``K`` trials (one trial
-is one programming, :func:`xbar.tile.programming.program_tiles`).  Programming
+is one programming, :func:`xbar.tile.programming.programmed_devices`, seen through the
+circuit trial by trial).  Programming
 variation, stuck-at faults, drift exponents and the static share of the read noise are
 drawn once, there; the rest of the read noise is drawn at every read.
 
@@ -54,7 +55,7 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
-from xbar.tile.programming import designed_full_scale, program_tiles
+from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
 from xbar.tile.read import ar1, tile_row_read
 
 
@@ -109,9 +110,6 @@ class ProgrammedMatrix(nn.Module):
         # Programmed as the chip is at its calibration (at t_calibration, then aged to
         # t_inference with the same draws: advance_to_inference), else at t_inference.
         self.program_seed, self._nominal = program_seed, nominal
-        state = self._program(spec.calibration_spec, draws)
-        self.register_buffer("g_tiles", state.g_eff)
-        s2 = state.s2
         keep, a, b = read_columns(self.scheme, self.shape[1], self.n_c, self.cols, self.outputs_per_tile)
         # Analog subtraction: each pair's currents are subtracted before one signed ADC.
         self.analog_pairs = spec.analog_subtraction
@@ -127,15 +125,24 @@ class ProgrammedMatrix(nn.Module):
         self._keep, self._column_scale = keep, layout.column_scale
         # weight units per siemens of each output's column difference
         self._w_per_siemens = w_per_siemens if layout.column_scale is None else w_per_siemens * layout.column_scale
+        i_fs = None
         if self.merged:
-            self._setup_merged(s2, a, b)
+            self._pair_columns = (a, b)  # the read columns of each pair
         else:
             # The ADC is sized for the currents the nominal tiles draw through their wires
             # (the programmed devices, their drift and static noise are not known to the designer).
             i_fs = designed_full_scale(nominal, spec, lambda g: effective_conductance(g, spec), self.shape[0],
                                        self.analog_pairs, self.outputs_per_tile)
             i_fs = None if i_fs is None else i_fs.expand(trials, *i_fs.shape)
-            self._setup_blocks(i_fs, w_per_siemens, s2, a, b)
+            # read units per siemens: in units of the tile's full scale, or of the layer's weights
+            self._scale = (torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=nominal.dtype, device=w.device)
+                           if i_fs is None else full_scale_units(i_fs, spec))
+        g_tiles, g_read, s2_read = self._program(spec.calibration_spec, draws)
+        self.register_buffer("g_tiles", g_tiles)
+        if self.merged:
+            self._setup_merged(g_read, s2_read, a, b)
+        else:
+            self._setup_blocks(i_fs, g_read, s2_read, a, b)
         self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
         self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
@@ -178,20 +185,36 @@ class ProgrammedMatrix(nn.Module):
 
     def _program(self, spec: Spec, draws: ProgrammingDraws):
         """The layer's tiles programmed for every trial as ``spec``'s chip is at its
-        ``t_inference`` (:func:`xbar.tile.programming.program_tiles`)."""
-        targets = self._nominal.unsqueeze(0).expand(self.all_trials, *self._nominal.shape).contiguous()
-        return program_tiles(targets, spec, draws, lambda g: effective_conductance(g, spec),
-                             keep=self._part)
+        ``t_inference``: ``(g_tiles, g_read, s2_read)``, the effective conductances and
+        the matrices a read multiplies (:meth:`_read_matrices`).  Every draw is made for all
+        the trials (:func:`xbar.tile.programming.programmed_devices`), so that a part of
+        them programs as the whole does; then each trial of the part is seen through the
+        circuit and made into its read matrices on its own, so that the temporaries are
+        one trial's, not the part's."""
+        g, g0 = programmed_devices(self._nominal.unsqueeze(0), spec, draws,
+                                   shape=(self.all_trials, *self._nominal.shape))
+        g, g0 = g[self._part], g0[self._part]
+        out: list | None = None
+        for k in range(self.trials):
+            state = seen_through(g[k : k + 1], g0[k : k + 1], spec, lambda t: effective_conductance(t, spec))
+            parts = (state.g_eff, *self._read_matrices(state.g_eff, state.s2, slice(k, k + 1)))
+            if out is None:
+                out = [None if p is None else p.new_empty(self.trials, *p.shape[1:]) for p in parts]
+            for buffer, p in zip(out, parts):
+                if buffer is not None:
+                    buffer[k : k + 1] = p
+        return tuple(out)
 
-    def _read_matrices(self, g: torch.Tensor, s2: torch.Tensor | None):
+    def _read_matrices(self, g: torch.Tensor, s2: torch.Tensor | None, trials: slice):
         """The matrices a read multiplies, from the effective conductances ``g`` and the
-        per-read noise variances ``s2`` of the tiles ``(K, n_r, n_c, R, C)``: merged (every
-        tile-row in one, ``(K, in, read columns)`` in weight units, a differential pair one
-        column of ``G+ - G-``: exact for ideal ADCs), or per tile-row ``(K, n_r, R, read
-        columns)`` in read units (:func:`xbar.tile.columns.read_matrices`)."""
+        per-read noise variances ``s2`` of the tiles ``(k, n_r, n_c, R, C)`` of the part's
+        ``trials``: merged (every tile-row in one, ``(k, in, read columns)`` in weight units,
+        a differential pair one column of ``G+ - G-``: exact for ideal ADCs), or per tile-row
+        ``(k, n_r, R, read columns)`` in read units (:func:`xbar.tile.columns.read_matrices`)."""
         if not self.merged:
-            return read_matrices(g, s2, self._scale, self._keep, self.analog_pairs)
-        k, m = self.trials, self.n_r * self.rows
+            scale = self._scale if self._scale.shape[0] == 1 else self._scale[trials]
+            return read_matrices(g, s2, scale, self._keep, self.analog_pairs)
+        k, m = g.shape[0], self.n_r * self.rows
         g = side_by_side(g).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
         s2 = None if s2 is None else side_by_side(s2).reshape(k, m, -1)[..., self._keep][:, : self.shape[0]]
         if self.scheme == "differential":
@@ -200,35 +223,27 @@ class ProgrammedMatrix(nn.Module):
             s2 = None if s2 is None else s2[..., a] + s2[..., b]
         return g * self._w_per_siemens, None if s2 is None else s2 * self._w_per_siemens**2
 
-    def _setup_merged(self, s2, a, b) -> None:
-        """Ideal ADC: ``y = x @ g`` in weight units, every tile-row in one product."""
-        self._pair_columns = (a, b)  # the read columns of each pair
-        g, s2 = self._read_matrices(self.g_tiles, s2)
+    def _setup_merged(self, g_read, s2_read, a, b) -> None:
+        """Ideal ADC: ``y = x @ g_read`` in weight units, every tile-row in one product."""
         if self.scheme == "differential":
             a = b = None
-        self.register_buffer("g_read", g.contiguous())
-        self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
+        self.register_buffer("g_read", g_read)
+        self.register_buffer("s2_read", s2_read)
         self.register_buffer("out_fs", None)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
 
-    def _setup_blocks(self, i_fs, w_per_siemens, s2, a, b) -> None:
-        """Each tile-row read on its own.  With an ADC, ``u = x @ g`` is the column current
-        in units of the tile's full scale ``i_fs``; without, it is in weight units of the
-        layer's scale (``w_per_siemens``).  The decoded outputs are multiplied by
-        ``out_fs``: weight units per code, or the per-column weight scales."""
-        if i_fs is None:
-            scale = torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=self.g_tiles.dtype)
-        else:
-            scale = full_scale_units(i_fs, self.spec)  # (K, n_r, n_c, 1, 1)
-        self._scale = scale  # read units per siemens
-        g, s2 = self._read_matrices(self.g_tiles, s2)
+    def _setup_blocks(self, i_fs, g_read, s2_read, a, b) -> None:
+        """Each tile-row read on its own.  With an ADC, ``u = x @ g_read`` is the column
+        current in units of the tile's full scale ``i_fs``; without, it is in weight units of
+        the layer's scale.  The decoded outputs are multiplied by ``out_fs``: weight units per
+        code, or the per-column weight scales."""
         if self.analog_pairs:
             a = b = None
-        self.register_buffer("g_read", g.contiguous())
-        self.register_buffer("s2_read", None if s2 is None else s2.contiguous())
+        self.register_buffer("g_read", g_read)
+        self.register_buffer("s2_read", s2_read)
         if i_fs is None:
-            fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=self.g_tiles.dtype, device=self.g_tiles.device)
+            fs = torch.ones(self.trials, self.n_r, self.shape[1], dtype=g_read.dtype, device=g_read.device)
             if self._column_scale is not None:
                 fs = fs * self._column_scale.to(fs.dtype)
         else:  # the digital side: codes -> weight units, per output and tile-row
@@ -460,11 +475,9 @@ class ProgrammedMatrix(nn.Module):
         if not self.calibrated:
             raise RuntimeError("ProgrammedMatrix.advance_to_inference: calibrate first (the chip ages "
                                "after its calibration at Spec.t_calibration)")
-        state = self._program(self.spec, ProgrammingDraws.from_seed(self.program_seed, self.g_tiles.device))
-        self.g_tiles = state.g_eff
-        g, s2 = self._read_matrices(self.g_tiles, state.s2)
-        self.g_read = (g * self.g_factor).contiguous()
-        self.s2_read = None if s2 is None else (s2 * self.g_factor**2).contiguous()
+        self.g_tiles, g, s2 = self._program(self.spec, ProgrammingDraws.from_seed(self.program_seed, self.g_tiles.device))
+        self.g_read = g.mul_(self.g_factor)
+        self.s2_read = None if s2 is None else s2.mul_(self.g_factor**2)
         self.aged = True
         if self.ref_inputs is not None:
             self.drift_gain = self.ref_level / self._reference_level()  # (K, 1, 1)

@@ -49,41 +49,57 @@ def per_read_variance(g0: torch.Tensor, g_eff: torch.Tensor, spec: Spec) -> torc
     return (1 - dev.read_noise_static) * (rel * g_eff) ** 2
 
 
-def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
-                  circuit: Callable[[torch.Tensor], torch.Tensor], *, variation: bool = True,
-                  read_noise: bool = True, keep: slice | None = None) -> ProgrammedState:
-    """Program ``targets`` (S) as ``spec``'s devices do, each kind of draw from its own
-    generator of ``draws`` (so that the variation, the drift exponents and the static
-    read noise are the same whether or not the others are drawn); ``circuit``:
-    conductances -> effective conductances.  The drift exponents are drawn whenever the
+def programmed_devices(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws, *,
+                       variation: bool = True, read_noise: bool = True,
+                       shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The devices programmed to ``targets`` (S) as ``spec``'s are, at ``t_inference``,
+    and at programming: ``(g, g0)``, each kind of draw from its own generator of ``draws``
+    (so that the variation, the drift exponents and the static read noise are the same
+    whether or not the others are drawn).  The drift exponents are drawn whenever the
     device drifts, at ``t_inference = 0`` too, where they change nothing; a relaxing
     device is programmed with the same draws at programming (``g0``) and at
-    ``t_inference`` (``g``).
-    ``variation=False``: the targets themselves, no draw (training without that
-    ingredient); ``read_noise=False``: no read noise at all.  ``keep``: only these of the
-    leading (trial) entries are seen through the circuit and returned, the draws made for
-    all of them (so that a part of the trials programs as the whole does)."""
+    ``t_inference`` (``g``).  ``variation=False``: the targets themselves, no draw
+    (training without that ingredient); ``read_noise=False``: no static read noise.
+    ``shape``: the devices' shape, ``targets`` broadcast to it (several programmings of
+    the same targets; default ``targets``' own)."""
     dev, t = spec.device, spec.t_inference
     if variation:
         if dev.relaxes and t > 0:  # the same draws at programming and at t
             state = draws.devices.get_state()
-            g0 = program(targets, dev, draws.devices)
+            g0 = program(targets, dev, draws.devices, shape=shape)
             again = torch.Generator(device=draws.devices.device)
             again.set_state(state)
-            g = program(targets, dev, again, t)
+            g = program(targets, dev, again, t, shape=shape)
         else:
-            g0 = g = program(targets, dev, draws.devices)
+            g0 = g = program(targets, dev, draws.devices, shape=shape)
         if dev.has_drift:
             nu = drift_nu(g0, dev, draws.drift)
             g = g * drift_factor(nu, t, dev) if t > 0 else g
     else:
-        g0 = g = targets
+        g0 = g = targets if shape is None else targets.expand(shape)
     if read_noise:
         g = static_read_noise(g, g0, dev, t, draws.static)
-    if keep is not None:
-        g, g0 = g[keep], g0[keep]
+    return g, g0
+
+
+def seen_through(g: torch.Tensor, g0: torch.Tensor, spec: Spec,
+                 circuit: Callable[[torch.Tensor], torch.Tensor], read_noise: bool = True) -> ProgrammedState:
+    """Devices at ``g`` (programmed at ``g0``, :func:`programmed_devices`) as a read sees
+    them: through ``circuit`` (conductances -> effective conductances), with the per-read
+    share of their read noise (none with ``read_noise=False``)."""
     g_eff = circuit(g)
     return ProgrammedState(g_eff, per_read_variance(g0, g_eff, spec) if read_noise else None)
+
+
+def program_tiles(targets: torch.Tensor, spec: Spec, draws: ProgrammingDraws,
+                  circuit: Callable[[torch.Tensor], torch.Tensor], *, variation: bool = True,
+                  read_noise: bool = True) -> ProgrammedState:
+    """Program ``targets`` (S) as ``spec``'s devices do (:func:`programmed_devices`) and
+    see them through ``circuit`` (:func:`seen_through`), all at once (hardware-aware
+    training's one programming per batch; evaluation sees its trials one by one:
+    :class:`xbar.tile.ProgrammedMatrix`)."""
+    g, g0 = programmed_devices(targets, spec, draws, variation=variation, read_noise=read_noise)
+    return seen_through(g, g0, spec, circuit, read_noise)
 
 
 def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[torch.Tensor], torch.Tensor],
