@@ -1,5 +1,7 @@
 """ADC full scale, calibration: against closed forms and exact limits."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -674,6 +676,31 @@ def test_one_read_per_layer_calibrates_as_the_per_layer_passes_without_read_nois
         assert torch.equal(full[name], once[name]), name
 
 
+def test_one_read_per_layer_keeps_only_the_outputs_still_read(monkeypatch):
+    """A chain of 4 crossbar layers calibrated with replay: in each pass only the layer
+    the target reads replays (kept) and the layer just fitted reads and keeps; the others
+    before the target give zeros and their outputs are dropped, so at most two layers'
+    outputs are held at once, and every buffer is the per-layer passes' (no per-read noise)."""
+    module = sys.modules["xbar.calibrate"]
+    model = _calibration_net()
+    spec = xbar.Spec(tile=(16, 16), device=presets["rram_hfo2"].replace(read_sigma_rel=0.0), adc_bits=4)
+    cal = rand(5, 16, 1, 12, 12).float()
+    held = []
+    arrange = module._Replay.arrange
+
+    def counted(self, target, chunk):
+        arrange(self, target, chunk)
+        held.append(sorted(i for i, _ in self.kept))
+
+    monkeypatch.setattr(module._Replay, "arrange", counted)
+    once = _calibrated_buffers(model, spec, cal, replay=True)
+    monkeypatch.undo()
+    full = _calibrated_buffers(model, spec, cal, replay=False)
+    assert held == [[], [0], [0, 1], [1, 2]]  # per pass: the kept layers, by position
+    for name in full:
+        assert torch.equal(full[name], once[name]), name
+
+
 def test_one_read_per_layer_fits_as_well_under_read_noise():
     """With per-read noise the layers before the one being fitted give one noise
     realization to every pass instead of a fresh one each: the calibrated reads are as
@@ -728,10 +755,11 @@ def test_a_loop_through_the_crossbars_is_calibrated_in_full_passes():
     hw = xbar.convert(net, spec, seed=1)
     x = rand(7, 16, 8).float()
     with torch.no_grad():
-        assert not module._feed_forward(net, hw, x, lambda a, t: a, xbar.reset_state)
+        assert module._direct_inputs(net, hw, x, lambda a, t: a, xbar.reset_state) is None
         conv = _calibration_net()
-        assert module._feed_forward(conv, xbar.convert(conv, xbar.Spec.ideal()), rand(8, 2, 1, 12, 12).float(),
-                                    lambda a, t: a, xbar.reset_state)
+        direct = module._direct_inputs(conv, xbar.convert(conv, xbar.Spec.ideal()), rand(8, 2, 1, 12, 12).float(),
+                                       lambda a, t: a, xbar.reset_state)
+        assert direct == {"0": set(), "3": {"0"}, "7": {"3"}, "9": {"7"}}  # each conv/fc reads the one before
     results = []
     for replay in (False, True):
         hw = xbar.convert(net, spec, seed=1, trials=2)

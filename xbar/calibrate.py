@@ -10,7 +10,7 @@ in inference.
 That is one pass of the batch per layer.  With ``calibrate(..., replay=True)`` a pass
 costs about one layer's reads, not the network's, where the network is feed-forward (no crossbar layer's input depends on a
 layer that runs after it, checked on the ideal model's data flow over two steps,
-:func:`_feed_forward`): the calibrated layers before the one being fitted replay the
+:func:`_direct_inputs`): the calibrated layers before the one being fitted replay the
 outputs they read in the pass after their own fit (:class:`_Replay`), the layer being fitted
 records its inputs without reading, and the layers after it, whose outputs cannot reach it,
 run the ideal product.  Each layer is read once; calibrating a deep network then costs
@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
+from xbar.memory import (MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample,
+                         release_freed_memory)
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, DataFlow, Stepper, check_steppable, readout_step
 from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ROWS_PER_READ
@@ -101,8 +102,8 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             order = _run_order(step, matrices, pending, x, encoder)
             per_sample = read_bytes_per_sample(hw, model, encoder(x, 0), Stepper(model, reset))
             per_chunk = chunking(per_sample, len(x), matrices[0].trials, memory_gb)[0]
-            replay = (_Replay(hw, order) if replay and _feed_forward(model, hw, x, encoder, reset)
-                      else None)
+            direct = _direct_inputs(model, hw, x, encoder, reset) if replay else None
+            replay = None if direct is None else _Replay(hw, order, direct)
             while pending:
                 target = next(m for m in order if any(m is p for p in pending))
                 _record_pass(step, matrices, pending, target, x, timesteps, encoder, per_chunk, replay)
@@ -114,6 +115,8 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             bar.close()
             for m in matrices:  # then the chip ages to t_inference (Spec.t_calibration)
                 m.advance_to_inference()
+            del replay
+            release_freed_memory()  # the recordings and kept outputs, in sizes the reads do not reuse
     finally:
         _stop_recording(matrices)
         for m in matrices:
@@ -150,8 +153,9 @@ def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, r
 
 
 def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, encoder) -> list:
-    """The pending matrices in the order they first run: one step of the batch on the
-    first trial (a read refuses what it cannot simulate here, before any fit), nothing
+    """The pending matrices in the order they first run: one step of the batch's first
+    sample on the first trial (a read refuses what it cannot simulate here, before any
+    fit; one sample, so that this read holds no more memory than the passes'), nothing
     recorded and nothing drawn from the calibration generators (the read-noise streams
     it used are restarted)."""
     order: list = []
@@ -167,7 +171,7 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
         for m in pending:
             m.recording, m.keep_recording, m.rows_per_read = [], False, sys.maxsize
         step.reset()
-        step(encoder(x, 0))
+        step(encoder(x, 0)[:1])
     finally:
         step.reset()
         for h in handles:
@@ -228,32 +232,69 @@ class _Replay:
     the same in every later pass: only layers before it feed it, and they are final); the
     target records its inputs as a read would, but gives the ideal product instead of
     reading, as do the layers after it (in a feed-forward network nothing they give
-    reaches the target).  Each layer is then read once, calibrated.  Outputs are kept per
-    chunk of trials; a replayed output is a copy, so that nothing downstream can change
-    the kept one."""
+    reaches the target).  Each layer is then read once, calibrated, in the pass after its
+    fit.  Outputs are kept per chunk of trials; a replayed output is a copy, so that
+    nothing downstream can change the kept one.
 
-    def __init__(self, hw: nn.Module, order: list) -> None:
+    Only the outputs some layer still needs are kept: a layer's outputs are dropped once
+    every layer that reads them directly (``direct``, from the data flow:
+    :func:`_direct_inputs`) has made its own calibrated read.  A layer before the target
+    whose outputs reach it through no live layer gives zeros of its outputs' shapes (what
+    it gives reaches only layers that replay): a VGG's calibration holds two layers'
+    outputs at a time, not all of them."""
+
+    def __init__(self, hw: nn.Module, order: list, direct: dict) -> None:
         self.layers = [_owner(hw, m) for m in order]
         self.order = order
+        index = {id(m): i for i, m in enumerate(order)}
+        names = {id(m.matrix): n for n, m in analog_layers(hw)}
+        # the layers whose outputs each one reads directly, by position in ``order``
+        self.direct = [{index[id(d)] for d in order if names[id(d)] in direct[names[id(m)]]} for m in order]
         self.kept: dict[tuple[int, int], list] = {}  # (layer index, chunk start) -> outputs by call
+        self.shapes: dict[tuple[int, int], list] = {}  # the same, of outputs no longer kept
         self.patched: list = []
 
     def arrange(self, target, chunk: int) -> None:
         self.restore()
         at = next(i for i, m in enumerate(self.order) if m is target)
+        self._drop_unneeded(chunk)
+        live = self._live(at, chunk)
         for i, module in enumerate(self.layers):
+            key = (i, chunk)
             if i < at:
-                key = (i, chunk)
                 if key in self.kept:
                     module.forward = self._replaying(self.kept[key])
-                else:
+                elif i in live:
                     self.kept[key] = []
                     module.forward = self._keeping(module, self.kept[key])
+                else:
+                    module.forward = self._zeros(self.shapes[key])
             elif i > at:  # drawing past the rows a pending layer's read samples, as the full pass does
                 module.forward = module.ideal_drawing_past
             else:  # the target: its inputs recorded, no read (its outputs reach only ideal layers)
                 module.forward = module.record_then_ideal
             self.patched.append(module)
+
+    def _live(self, at: int, chunk: int) -> set:
+        """The layers before position ``at`` whose outputs this pass needs: those the
+        target reads, and those not yet read calibrated (they read now), with what they read."""
+        stack = list(self.direct[at]) + [i for i in range(at) if (i, chunk) not in self.kept and (i, chunk) not in self.shapes]
+        live: set = set()
+        while stack:
+            i = stack.pop()
+            if i in live:
+                continue
+            live.add(i)
+            if (i, chunk) not in self.kept:
+                stack.extend(self.direct[i])
+        return live
+
+    def _drop_unneeded(self, chunk: int) -> None:
+        """Drop the kept outputs that no layer waiting for its calibrated read reads."""
+        waiting = [j for j in range(len(self.order)) if (j, chunk) not in self.kept and (j, chunk) not in self.shapes]
+        for key in [k for k in self.kept if k[1] == chunk]:
+            if not any(key[0] in self.direct[j] for j in waiting):
+                self.shapes[key] = [(t.shape, t.dtype, t.device) for t in self.kept.pop(key)]
 
     def restore(self) -> None:
         for module in self.patched:
@@ -264,6 +305,15 @@ class _Replay:
     def _replaying(outputs: list):
         calls = iter(outputs)
         return lambda *args, **kwargs: next(calls).clone()
+
+    @staticmethod
+    def _zeros(shapes: list):
+        calls = iter(shapes)
+
+        def zeros(*args, **kwargs):
+            shape, dtype, device = next(calls)
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return zeros
 
     @staticmethod
     def _keeping(module: nn.Module, outputs: list):
@@ -280,17 +330,22 @@ def _owner(hw: nn.Module, matrix) -> nn.Module:
     return next(m for _, m in analog_layers(hw) if m.matrix is matrix)
 
 
-def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, reset) -> bool:
-    """Whether no crossbar layer's input depends on the output of a layer that runs after
-    it (or on its own earlier output): over two steps of the ideal ``model`` on one sample,
-    each layer's outputs are marked in the autograd graph, and each layer's input is
-    followed back to the marks it reaches.  Anything that cannot be followed (a model that
-    does not run under autograd) counts as not feed-forward: every pass then runs in full."""
+def _direct_inputs(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, reset) -> dict | None:
+    """For each crossbar layer (by name), the crossbar layers whose outputs reach its input
+    with no crossbar layer between (through neurons, their state and digital operations);
+    ``None`` where the network is not feed-forward: where a layer's input depends on the
+    output of a layer that runs after it (or on its own earlier output).  Found over two
+    steps of the ideal ``model`` on one sample: each layer's outputs are marked in the
+    autograd graph (a leaf, so that following an input back stops at the layers it reads),
+    and each layer's input is followed back to the marks it reaches.  Anything that cannot
+    be followed (a model that does not run under autograd) counts as not feed-forward:
+    every pass then runs in full."""
     names = [n for n, _ in analog_layers(hw)]
     modules = dict(model.named_modules())
     if any(n not in modules for n in names) or torch.is_inference_mode_enabled():
-        return False
+        return None
     rank: dict[str, int] = {}
+    direct: dict[str, set] = {n: set() for n in names}
     flow = DataFlow()  # no stops: followed through spikes and across steps
     ok = [True]
 
@@ -298,6 +353,7 @@ def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, res
         def check(module, inputs):
             rank.setdefault(name, len(rank))
             reached = flow.reached(t for t in inputs if isinstance(t, torch.Tensor))
+            direct[name] |= reached
             if any(rank.get(r, len(rank)) >= rank[name] for r in reached):
                 ok[0] = False
         return check
@@ -321,13 +377,13 @@ def _feed_forward(model: nn.Module, hw: nn.Module, x: torch.Tensor, encoder, res
             for t in range(2):
                 step(encoder(x[:1], t))
     except Exception:  # noqa: BLE001 - not followable: run the passes in full
-        return False
+        return None
     finally:
         for h in handles:
             h.remove()
         step.reset()
         model.train(was_training)
-    return ok[0] and len(rank) == len(names)
+    return direct if ok[0] and len(rank) == len(names) else None
 
 
 def _stop_recording(matrices: list) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from xbar.checks import check_count, check_part, model_dtype
-from xbar.memory import keep_freed_memory
+from xbar.memory import keep_freed_memory, release_freed_memory
 from xbar.layers import AnalogConv2d, AnalogLinear, _Analog, _conv_padding
 from xbar.neurons import reset_state
 from xbar.spec import Spec
@@ -221,4 +221,5 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
     hw.xbar_trials = trials if only is None else len(only)
     hw.xbar_first_trial = 0 if only is None else only.start
     hw.xbar_report = report
+    release_freed_memory()  # programming's temporaries, in sizes the reads do not reuse
     return hw.eval()
