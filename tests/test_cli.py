@@ -212,5 +212,5 @@ def test_the_programmed_bytes_of_a_trial_bound_what_programming_holds(digits_mlp
                for name in ("g_tiles", "g_read", "s2_read")) / 2
     estimate = programmed_bytes_per_trial(model, (64, 64))
     assert held <= estimate <= 2 * held, (held, estimate)
-    assert trials_per_part(estimate, 100, 2.0) == min(100, int(0.4 * 2 * 2**30 // estimate))
+    assert trials_per_part(estimate, 100, 2.0) == min(100, int(0.25 * 2 * 2**30 // estimate))  # 25% of 2 GiB
     assert trials_per_part(10 * 2**30, 5, 2.0) == 1

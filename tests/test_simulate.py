@@ -226,9 +226,11 @@ def test_memory_budget_sizes_the_trials_and_parts_of_a_batch():
     from xbar.memory import chunking
 
     gib = 2**30
-    assert chunking(gib // 1000, 200, 5, 2.0) == (5, 200)  # 1000 sample-trials fit: all five trials
-    assert chunking(gib // 1000, 200, 9, 2.0) == (5, 200)
-    assert chunking(gib // 100, 200, 5, 2.0) == (1, 100)  # not one trial of the batch: parts of 100
+    # the reads get 30% of the budget: 600 sample-trials of gib / 1000 bytes at 2 GiB
+    assert chunking(gib // 1000, 200, 5, 2.0) == (3, 200)  # three trials of the whole batch
+    assert chunking(gib // 1000, 200, 2, 2.0) == (2, 200)
+    assert chunking(gib // 1000, 200, 9, 4.0) == (6, 200)
+    assert chunking(gib // 100, 200, 5, 2.0) == (1, 60)  # not one trial of the batch: parts of 60
     assert chunking(10 * gib, 200, 5, 2.0) == (1, 1)
     with pytest.raises(ValueError, match=r"memory_gb = 0 is not allowed: must be a number of GiB > 0"):
         xbar.memory.check_memory("simulate", 0)
