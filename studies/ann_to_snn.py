@@ -1,8 +1,10 @@
 """ANN-to-SNN conversion: train a ReLU network, turn it into an integrate-and-fire SNN.
 
 The ANN (:func:`build_ann`) has the architecture of the surrogate models (``mlp``,
-``conv``) or a VGG-style or residual conv net (``vgg``, ``resnet``), with average pooling
-instead of max pooling (an average of spike trains is the spike train of an average).
+``conv``, and the literature's ``vgg9``, ``vgg11``, ``resnet18`` for 3x32x32 images, with
+:mod:`studies.models`' layouts) or a small VGG-style or residual conv net (``vgg``,
+``resnet``), with average pooling instead of max pooling (an average of spike trains is
+the spike train of an average).
 
 Conversion (:func:`convert_ann`), rate coding with reset by subtraction:
 
@@ -17,7 +19,9 @@ Conversion (:func:`convert_ann`), rate coding with reset by subtraction:
   (exact in evaluation mode); any other BatchNorm stays a digital per-channel affine map
   applied at every timestep;
 - a residual add (as in SEW-ResNet, Fang et al., NeurIPS 2021, but of currents) adds the
-  block's input spikes times their ``theta``, digitally, before the block's last neuron.
+  block's input spikes times their ``theta``, digitally, before the block's last neuron;
+  a projection shortcut (a 1x1 convolution and BatchNorm, where the block changes the
+  shape) is a crossbar layer of its own on the block's input spikes, folded as any other.
 
 Refinements that cut the timesteps a converted network needs, both from Bu et al., "Optimal
 ANN-SNN conversion for high-accuracy and ultra-low-latency spiking neural networks", ICLR
@@ -43,11 +47,11 @@ import torch.nn.functional as F
 
 from devices import validation as v
 from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
-from studies.models import LIF
+from studies.models import LIF, RESNET18_STAGES, VGG_PLANS
 from studies.train import (TrainingOptions, cache_dir, config_dict, config_key, evaluate, fit, load_cached,
                            save_cached, train_snn)
 
-ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet")
+ANN_ARCHITECTURES = ("mlp", "conv", "vgg", "resnet", "vgg9", "vgg11", "resnet18")
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -102,25 +106,43 @@ def quantize_weight(w: torch.Tensor, bits: int | None) -> torch.Tensor:
 
 
 class Residual(nn.Module):
-    """``act(body(x) + x)``: a residual block whose add precedes its last activation."""
+    """``act(body(x) + shortcut(x))``: a residual block whose add precedes its last
+    activation; the shortcut is the identity, or a projection (``nn.Sequential`` of a 1x1
+    convolution and a BatchNorm) where the block changes the shape."""
 
-    def __init__(self, body: nn.Sequential, act: nn.Module) -> None:
+    def __init__(self, body: nn.Sequential, act: nn.Module, shortcut: nn.Sequential | None = None) -> None:
         super().__init__()
-        self.body, self.act = body, act
+        self.body, self.act, self.shortcut = body, act, shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + x)
+        return self.act(self.body(x) + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class Scaled(nn.Module):
+    """``factor * x``: the identity shortcut of a converted block (a spike stands for
+    its ``theta``), digital."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor * x
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:.4g}"
 
 
 class SpikingResidual(nn.Module):
-    """The converted block: ``neuron(body(s) + theta_in * s)``, the add done digitally."""
+    """The converted block: ``neuron(body(s) + shortcut(s))``, the add done digitally;
+    the shortcut :class:`Scaled` by the input's ``theta``, or the folded projection."""
 
-    def __init__(self, body: nn.Sequential, neuron: LIF, theta_in: float) -> None:
+    def __init__(self, body: nn.Sequential, neuron: LIF, shortcut: nn.Module) -> None:
         super().__init__()
-        self.body, self.neuron, self.theta_in = body, neuron, theta_in
+        self.body, self.neuron, self.shortcut = body, neuron, shortcut
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.neuron(self.body(s) + self.theta_in * s)
+        return self.neuron(self.body(s) + self.shortcut(s))
 
 
 class ChannelAffine(nn.Module):
@@ -143,17 +165,63 @@ def _lin(n_in, n_out, bits):
     return layer
 
 
-def _conv(c_in, c_out, bits, bias=True):
-    layer = QuantConv2d(c_in, c_out, 3, padding=1, bias=bias)
+def _conv(c_in, c_out, bits, bias=True, kernel=3, stride=1):
+    layer = QuantConv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=bias)
     layer.bits = bits
     return layer
 
 
+def _ann_vgg(in_shape, n_classes, plan, head, act, bits) -> nn.Sequential:
+    """:func:`studies.models._vgg`'s layout with average pooling (rounding up) and ``act``."""
+    c, h, w = in_shape
+    layers: list[nn.Module] = []
+    for item in plan:
+        if item == "M":
+            layers.append(nn.AvgPool2d(2, ceil_mode=True))
+            h, w = -(-h // 2), -(-w // 2)
+        else:
+            layers += [_conv(c, item, bits, bias=False), nn.BatchNorm2d(item), act()]
+            c = item
+    layers.append(nn.Flatten())
+    n = c * h * w
+    for width in head:
+        layers += [_lin(n, width, bits), act()]
+        n = width
+    layers.append(_lin(n, n_classes, bits))
+    return nn.Sequential(*layers)
+
+
+def _ann_resnet18(in_shape, n_classes, act, bits) -> nn.Sequential:
+    """:func:`studies.models.resnet18`'s layout with ``act``: a 3x3 stem, four stages of two
+    basic blocks, projection shortcuts where the shape changes, average pooling, fc."""
+    def block(c_in, c_out, stride):
+        body = nn.Sequential(_conv(c_in, c_out, bits, bias=False, stride=stride), nn.BatchNorm2d(c_out), act(),
+                             _conv(c_out, c_out, bits, bias=False), nn.BatchNorm2d(c_out))
+        shortcut = None
+        if stride != 1 or c_in != c_out:
+            shortcut = nn.Sequential(_conv(c_in, c_out, bits, bias=False, kernel=1, stride=stride),
+                                     nn.BatchNorm2d(c_out))
+        return Residual(body, act(), shortcut)
+
+    layers: list[nn.Module] = [_conv(in_shape[0], 64, bits, bias=False), nn.BatchNorm2d(64), act()]
+    c_in = RESNET18_STAGES[0]
+    for i, c_out in enumerate(RESNET18_STAGES):
+        for j in range(2):
+            layers.append(block(c_in, c_out, 2 if i > 0 and j == 0 else 1))
+            c_in = c_out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), _lin(c_in, n_classes, bits))
+
+
 def build_ann(arch: str, in_shape: tuple[int, ...], n_classes: int, levels: int | None = None,
               weight_bits: int | None = None) -> nn.Sequential:
-    """A ReLU (or QCFS) network; ``mlp`` and ``conv`` mirror :mod:`studies.models`."""
+    """A ReLU (or QCFS) network; ``mlp``, ``conv``, ``vgg9``, ``vgg11`` and ``resnet18``
+    mirror :mod:`studies.models`."""
     c, h, w = in_shape
     act = lambda: Activation(levels)  # noqa: E731
+    if arch in VGG_PLANS:
+        return _ann_vgg(in_shape, n_classes, *VGG_PLANS[arch], act, weight_bits)
+    if arch == "resnet18":
+        return _ann_resnet18(in_shape, n_classes, act, weight_bits)
     if arch == "mlp":
         return nn.Sequential(nn.Flatten(), _lin(c * h * w, 256, weight_bits), act(),
                              _lin(256, 128, weight_bits), act(), _lin(128, n_classes, weight_bits))
@@ -213,16 +281,17 @@ def _fold(layer: nn.Module, bn: nn.Module | None, scale_in: float) -> nn.Module:
     """A plain ``nn.Linear``/``nn.Conv2d`` with the (quantised) weights times ``scale_in``
     and the following BatchNorm folded in."""
     w = quantize_weight(layer.weight.detach(), getattr(layer, "bits", None)) * scale_in
-    b = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0])
+    b = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     if bn is not None:
         k = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
         w = w * k.view(-1, *([1] * (w.dim() - 1)))
         b = (b - bn.running_mean) * k + bn.bias.detach()
+    like = {"dtype": w.dtype, "device": w.device}  # the ANN's float width: a float64 ANN stays float64
     if isinstance(layer, nn.Conv2d):
         out = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                        padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+                        padding=layer.padding, dilation=layer.dilation, groups=layer.groups, **like)
     else:
-        out = nn.Linear(layer.in_features, layer.out_features)
+        out = nn.Linear(layer.in_features, layer.out_features, **like)
     with torch.no_grad():
         out.weight.copy_(w)
         out.bias.copy_(b)
@@ -250,15 +319,17 @@ def _convert_seq(seq: nn.Sequential, theta: dict[str, float], prefix: str, scale
             scale_in = theta[full]
         elif isinstance(m, Residual):
             body, _ = _convert_seq(m.body, theta, f"{full}.body.", scale_in, init)
+            shortcut = (Scaled(scale_in) if m.shortcut is None
+                        else _convert_seq(m.shortcut, theta, f"{full}.shortcut.", scale_in, init)[0])
             t = theta[f"{full}.act"]
-            out.append(SpikingResidual(body, LIF(beta=1.0, threshold=t, init=init), scale_in))
+            out.append(SpikingResidual(body, LIF(beta=1.0, threshold=t, init=init), shortcut))
             scale_in = t
-        elif isinstance(m, (nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)):
+        elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)):
             out.append(copy.deepcopy(m))
         else:
             raise ValueError(f"convert_ann: layer {full!r} ({type(m).__name__}) has no spiking "
                              "counterpart: use Linear, Conv2d, BatchNorm, Activation, AvgPool2d, "
-                             "Flatten or Residual")
+                             "AdaptiveAvgPool2d, Flatten or Residual")
         i += 1
     return nn.Sequential(*out), scale_in
 

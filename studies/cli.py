@@ -173,10 +173,13 @@ def training_options(fn):
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A trained state_dict of --arch (torch.save) for these images and classes: "
                    "nothing is trained (docs/studies.md#the-literatures-networks-and-your-own-weights).")
+@click.option("--converted", is_flag=True,
+              help="--weights holds a trained ReLU ANN of --arch (studies.ann_to_snn.build_ann's layout), "
+                   "converted here to an integrate-and-fire SNN.")
 @click.option("--memory-gb", type=float, default=MEMORY_GB, show_default=True,
-              help="GiB the crossbar reads may take: the Monte Carlo trials are read in chunks, and a "
-                   "batch in parts, that fit (a VGG layer's unfolded input is gigabytes at a thousand "
-                   "samples).")
+              help="GiB the study may take: its Monte Carlo trials are programmed in parts and read in "
+                   "chunks, and a batch in parts, that fit (a VGG layer's unfolded input is gigabytes at "
+                   "a thousand samples).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="A Dask scheduler (tcp://host:port): the trials are split over its workers, each "
                    "programming and reading its own from the same seeds; the same results as a local "
@@ -184,7 +187,7 @@ def training_options(fn):
 @chip_options
 @training_options
 def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, timesteps, seed, n_test,
-          r_wire, r_source, r_sink, calibration, weights, memory_gb, scheduler, chip, hardware_aware, aware,
+          r_wire, r_source, r_sink, calibration, weights, converted, memory_gb, scheduler, chip, hardware_aware, aware,
           margin, weight_clip) -> None:
     """Run the default robustness study and write a netCDF file and a figure."""
     from studies.results import check_output_dir
@@ -199,7 +202,7 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
                              r_source=r_source, r_sink=r_sink, calibration=_calibration(calibration),
                              hardware_aware=hardware_aware, aware=_names(aware), margin=margin,
                              weight_clip=weight_clip, weights=None if weights is None else str(weights),
-                             memory_gb=memory_gb, **chip)
+                             converted=converted, memory_gb=memory_gb, **chip)
         out = check_output_dir(out)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err

@@ -132,14 +132,26 @@ def _vgg(in_shape: tuple[int, ...], n_classes: int, plan: tuple, head: tuple[int
     return nn.Sequential(*layers)
 
 
+# The VGG layouts, (convolutions and poolings, fully connected widths before the output),
+# shared by the surrogate networks here and the ANNs of studies.ann_to_snn.
+VGG_PLANS = {
+    # SpikeSim's VGG9 (Moitra et al., TCAD 2023)
+    "vgg9": ((64, 64, "M", 128, 128, "M", 256, 256, 256, "M"), (1024,)),
+    # VGG11 for CIFAR (kuangliu/pytorch-cifar)
+    "vgg11": ((64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), ()),
+}
+# ResNet-18 for CIFAR: the channels of its four stages of two basic blocks (stride 2 from the second).
+RESNET18_STAGES = (64, 128, 256, 512)
+
+
 def vgg9(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn.Sequential:
     """SpikeSim's VGG9: conv 64-64-pool-128-128-pool-256-256-256-pool, fc 1024, fc classes."""
-    return _vgg(in_shape, n_classes, (64, 64, "M", 128, 128, "M", 256, 256, 256, "M"), (1024,), beta)
+    return _vgg(in_shape, n_classes, *VGG_PLANS["vgg9"], beta)
 
 
 def vgg11(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn.Sequential:
     """VGG11 for CIFAR: conv 64-pool-128-pool-256-256-pool-512-512-pool-512-512-pool, fc classes."""
-    return _vgg(in_shape, n_classes, (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), (), beta)
+    return _vgg(in_shape, n_classes, *VGG_PLANS["vgg11"], beta)
 
 
 class BasicBlock(nn.Module):
@@ -173,7 +185,7 @@ def resnet18(in_shape: tuple[int, ...], n_classes: int, beta: float = 0.9) -> nn
     c = in_shape[0]
     layers: list[nn.Module] = _conv_bn_lif(c, 64, beta)
     c_in = 64
-    for i, c_out in enumerate((64, 128, 256, 512)):
+    for i, c_out in enumerate(RESNET18_STAGES):
         for j in range(2):
             layers.append(BasicBlock(c_in, c_out, 2 if i > 0 and j == 0 else 1, beta))
             c_in = c_out

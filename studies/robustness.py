@@ -56,6 +56,7 @@ class StudyConfig(ChipOptions):
     margin: float = 0.0
     weight_clip: float | None = None
     weights: str | None = None  # a trained state_dict file: nothing trained
+    converted: bool = False  # the weights are a ReLU ANN's (studies.ann_to_snn.build_ann), converted
     memory_gb: float = MEMORY_GB  # what the reads may take (xbar.memory): sizes the trial chunks
 
     def __post_init__(self) -> None:
@@ -63,6 +64,9 @@ class StudyConfig(ChipOptions):
         if self.weights is not None and self.hardware_aware:
             raise ValueError("StudyConfig: weights and hardware_aware cannot go together: the weights file "
                              "is the trained model (train it hardware-aware where you trained it)")
+        if self.converted and self.weights is None:
+            raise ValueError("StudyConfig.converted = True is not allowed without weights: it says the weights "
+                             "file holds a trained ReLU ANN (studies.ann_to_snn.build_ann's layout) to convert")
         check_training_options(o, self.hardware_aware, self.aware, self.margin, self.weight_clip)
         check_dataset(o, self.dataset)
         v.one_of(o, "arch", self.arch, ARCHITECTURES)
@@ -99,7 +103,7 @@ def run_study(config: StudyConfig, progress: bool = True, scheduler: str | None 
     (:func:`xbar.convert`'s ``only``), and the parts joined: the same dataset as a local run."""
     data = load_dataset(config.dataset)
     if config.weights is not None:
-        model, info = load_weights(config.arch, config.weights, data, config.train_timesteps)
+        model, info = load_weights(config.arch, config.weights, data, config.train_timesteps, config.converted)
     else:
         model, info = load_or_train(config.train_config(), progress=progress, data=data)
     attrs = config_attrs(config)

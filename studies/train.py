@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 import xbar
 from devices import validation as v
-from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
+from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, LIF, build
 from xbar.aware import INGREDIENTS, is_ingredient_list
 from xbar.network import crossbar_layers
@@ -288,12 +288,19 @@ def load_or_train(config: TrainConfig, progress: bool = True,
     return model, {**info, "cached": False}
 
 
-def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int) -> tuple[nn.Module, dict]:
+def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int,
+                 converted: bool = False) -> tuple[nn.Module, dict]:
     """The architecture ``arch`` for ``data``'s images with the trained weights in the file
     ``path`` (a ``state_dict``, or a checkpoint holding one under ``"state_dict"``, saved by
-    ``torch.save``), nothing trained here.  Refuses a file that does not fit the layout
-    with the keys it lacks and those it has over; ``info`` holds the file, its SHA-256 and
-    the model's ideal test accuracy after ``timesteps`` steps."""
+    ``torch.save``), nothing trained here.  ``converted``: the file holds a ReLU ANN of
+    :func:`studies.ann_to_snn.build_ann`'s layout, converted here to an IF SNN
+    (:func:`studies.ann_to_snn.convert_ann`, its activation scales from 1,000 training
+    images, the classes in turn); else a surrogate SNN of :func:`studies.models.build`'s.
+    Refuses a file that does not fit the layout with the keys it lacks and those it has
+    over; ``info`` holds the file, its SHA-256 and the model's ideal test accuracy after
+    ``timesteps`` steps."""
+    from studies.ann_to_snn import build_ann, convert_ann
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights = {str(path)!r}: no such file (a state_dict saved with torch.save)")
@@ -304,20 +311,24 @@ def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int) -> 
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"weights = {str(path)!r} holds a {type(saved).__name__}, not a state_dict")
-    model = build(arch, data.image_shape, data.n_classes)
+    builder, where = (build_ann, "studies.ann_to_snn.build_ann") if converted else (build, "studies.models.build")
+    kind = f"{arch} ANN" if converted else f"{arch} SNN"
+    model = builder(arch, data.image_shape, data.n_classes)
     ours, theirs = set(model.state_dict()), set(state)
     if ours != theirs:
         missing, extra = sorted(ours - theirs), sorted(theirs - ours)
-        raise ValueError(f"weights = {str(path)!r} does not fit the {arch} layout for {data.image_shape} images, "
+        raise ValueError(f"weights = {str(path)!r} does not fit the {kind} layout for {data.image_shape} images, "
                          f"{data.n_classes} classes: it lacks {missing[:6]}{' ...' if len(missing) > 6 else ''} "
                          f"and has over {extra[:6]}{' ...' if len(extra) > 6 else ''}; "
-                         f"the layout's keys: studies.models.build({arch!r}, shape, classes).state_dict()")
+                         f"the layout's keys: {where}({arch!r}, shape, classes).state_dict()")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"weights = {str(path)!r} does not fit the {arch} layout: {err}") from err
+        raise ValueError(f"weights = {str(path)!r} does not fit the {kind} layout: {err}") from err
     model.eval()
+    if converted:
+        model = convert_ann(model, data.x_train[class_round_robin(data.y_train)[:1000]])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    info = {"config": {"arch": arch, "weights": str(path), "sha256": digest},
+    info = {"config": {"arch": arch, "weights": str(path), "sha256": digest, "converted": converted},
             "test_accuracy": evaluate(model, data.x_test, data.y_test, timesteps), "path": str(path)}
     return model, info

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 import xbar
 from studies.cli import main
+from studies.ann_to_snn import Residual, Scaled, SpikingResidual, build_ann, convert_ann
+from studies.data import load_dataset
 from studies.models import BasicBlock, build, set_spiking_thresholds
 from studies.train import load_weights
 
@@ -100,7 +102,7 @@ def test_weights_from_a_file_are_loaded_or_refused_by_key(tmp_path, digits_mlp):
     assert len(info["config"]["sha256"]) == 64 and 0.5 < info["test_accuracy"] <= 1
     torch.save({"state_dict": model.state_dict()}, tmp_path / "checkpoint.pt")
     assert load_weights("mlp", tmp_path / "checkpoint.pt", data, 4)[1]["config"]["sha256"] != info["config"]["sha256"]
-    with pytest.raises(ValueError, match=r"does not fit the conv layout .* it lacks \['0.bias', '0.weight'"):
+    with pytest.raises(ValueError, match=r"does not fit the conv SNN layout .* it lacks \['0.bias', '0.weight'"):
         load_weights("conv", path, data, 4)
     with pytest.raises(ValueError, match="no such file"):
         load_weights("mlp", tmp_path / "none.pt", data, 4)
@@ -123,4 +125,90 @@ def test_study_runs_on_weights_from_a_file_and_records_them(tmp_path, digits_mlp
     assert '"sha256"' in ds.attrs["train_config"]
     refused = CliRunner().invoke(main, ["study", "--out", str(tmp_path / "never"), "--dataset", "digits",
                                         "--arch", "conv", "--weights", str(path)])
-    assert refused.exit_code != 0 and "does not fit the conv layout" in refused.output
+    assert refused.exit_code != 0 and "does not fit the conv SNN layout" in refused.output
+
+
+def _weights(model):
+    return [tuple(m.weight.shape) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("arch", ["vgg9", "vgg11", "resnet18"])
+def test_the_anns_to_convert_have_the_surrogate_networks_layouts(arch):
+    """build_ann(arch) holds the convolutions and linear layers of build(arch), in the same
+    order and shapes, and as many parameters (the LIFs and ReLUs have none); ResNet-18's
+    three projection shortcuts and five identity ones."""
+    ann, snn = build_ann(arch, CIFAR, 10), build(arch, CIFAR, 10)
+    assert _weights(ann) == _weights(snn)
+    assert sum(p.numel() for p in ann.parameters()) == sum(p.numel() for p in snn.parameters())
+    blocks = [m for m in ann.modules() if isinstance(m, Residual)]
+    assert [b.shortcut is not None for b in blocks] == ([False, False, True, False, True, False, True, False]
+                                                        if arch == "resnet18" else [])
+
+
+def test_a_converted_projection_block_reads_its_anns_currents():
+    """A basic block with a projection shortcut, converted: input spikes ``s`` stand for
+    ``theta_in * s``, so its two crossbar layers that read them, the body's first 3x3
+    convolution and the 1x1 shortcut (each with its BatchNorm folded), give the ANN's
+    pre-activations on ``theta_in * s``, to float rounding; an identity shortcut becomes
+    ``Scaled(theta_in)``."""
+    torch.manual_seed(0)
+    ann = build_ann("resnet18", (3, 16, 16), 10).double()
+    x = _synthetic(16, 5, (3, 16, 16))[0].double()
+    ann.train()
+    ann(x)  # BatchNorm statistics that are not the identity's
+    ann.eval()
+    snn = convert_ann(ann, x)
+    blocks = [m for m in snn.modules() if isinstance(m, SpikingResidual)]
+    assert [type(b.shortcut).__name__ for b in blocks] == ["Scaled", "Scaled", "Sequential", "Scaled",
+                                                            "Sequential", "Scaled", "Sequential", "Scaled"]
+    assert [type(m).__name__ for m in blocks[2].shortcut] == ["Conv2d"]  # the 1x1 conv, its BatchNorm folded
+    theta_in = blocks[1].neuron.threshold  # the input of the third block: the second's spikes
+    assert blocks[1].shortcut.factor == blocks[0].neuron.threshold
+    block, twin = blocks[2], [m for m in ann.modules() if isinstance(m, Residual)][2]
+    s = (torch.rand(4, 64, 16, 16, generator=torch.Generator().manual_seed(6)) < 0.3).double()
+    with torch.no_grad():
+        torch.testing.assert_close(block.shortcut(s), twin.shortcut(theta_in * s), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(block.body[0](s), twin.body[1](twin.body[0](theta_in * s)), rtol=1e-10,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["vgg9", "resnet18"])
+def test_ideal_crossbars_run_the_converted_architecture_exactly(arch):
+    """The converted network (integrate-and-fire, thresholds from the ANN's activations,
+    digital shortcuts and BatchNorms) on Spec.ideal(): every spike as the network's own,
+    the membranes to float rounding, the same accuracy at every step (float64)."""
+    torch.manual_seed(1)
+    ann = build_ann(arch, CIFAR, 10).double().eval()
+    snn = convert_ann(ann, _synthetic(8, 1)[0].double())
+    x, y = _synthetic(4, 2)
+    hw = xbar.convert(snn, xbar.Spec.ideal())
+    ds = xbar.simulate(hw, snn, (x.double(), y), 3, progress=False)
+    rates = ds.spike_rate_ideal.values[-1]
+    assert np.nanmean(rates) > 0.01  # the layers spike
+    assert float(np.nanmax(ds.spike_mismatch.values)) == 0.0
+    assert float(np.nanmax(ds.membrane_error.values)) < 1e-12
+    np.testing.assert_array_equal(ds.accuracy.values[0], ds.accuracy_ideal.values)
+
+
+def test_study_converts_an_ann_from_a_file(tmp_path):
+    """--converted: the weights file is a ReLU ANN of build_ann's layout, converted; the
+    dataset records it; an SNN's file is refused with the ANN's keys it lacks, and
+    --converted without --weights is refused."""
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    path = tmp_path / "ann.pt"
+    torch.save(build_ann("conv", data.image_shape, data.n_classes).state_dict(), path)
+    out = tmp_path / "res"
+    args = ["study", "--dataset", "digits", "--arch", "conv", "--trials", "1", "--timesteps", "3", "--n-test", "40"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--weights", str(path), "--converted"])
+    assert result.exit_code == 0, result.output
+    ds = xr.open_dataset(out / "robustness.nc")
+    assert ds.attrs["study_converted"] == 1 and '"converted": true' in ds.attrs["train_config"]
+    assert float(np.nanmax(ds.spike_rate_ideal.values)) > 0  # an IF network that spikes
+    snn_file = tmp_path / "snn.pt"
+    torch.save(build("mlp", data.image_shape, data.n_classes).state_dict(), snn_file)
+    refused = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "n1"), "--weights", str(snn_file),
+                                        "--converted"])
+    assert refused.exit_code != 0 and "does not fit the conv ANN layout" in refused.output
+    alone = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "n2"), "--converted"])
+    assert alone.exit_code != 0 and "converted = True is not allowed without weights" in alone.output

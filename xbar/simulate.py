@@ -271,7 +271,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         evaluates, and refuses to run uncalibrated crossbars.
     trials_per_chunk
         Monte Carlo trials run together (default: as many as keep the largest read within
-        half of ``memory_gb``, :func:`xbar.memory.chunking`, so that memory does not grow
+        :data:`xbar.memory.READ_SHARE` of ``memory_gb``, :func:`xbar.memory.chunking`, so that memory does not grow
         with the trials).
         Chunks run one after the other over all of ``data``, the ideal network in
         lockstep with each; a trial's results do not depend on the chunks (its read noise
