@@ -120,20 +120,30 @@ def trials_per_part(per_trial: int, trials: int, memory_gb: float) -> int:
     return max(1, min(trials, int(PROGRAM_SHARE * memory_gb * 2**30 // max(1, per_trial))))
 
 
+# What a step keeps of each crossbar layer's outputs while the next layers read: the analog
+# output, the ideal product of the same input and the ideal network's output (the metrics').
+KEPT_PER_OUTPUT = 3
+
+
 def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step) -> int:
-    """Bytes the largest crossbar read of ``hw`` takes per sample and trial, on inputs like
-    ``x`` (its first sample, one step of the ideal ``model`` through ``step`` to see each
-    layer's input): reads per sample times :meth:`ProgrammedMatrix.read_bytes`."""
+    """Bytes a step of ``hw`` takes per sample and trial at its peak, on inputs like ``x``
+    (its first sample, one step of the ideal ``model`` through ``step`` to see each
+    layer's input): the largest crossbar read (reads per sample times
+    :meth:`ProgrammedMatrix.read_bytes`), and what the step keeps of every crossbar
+    layer's outputs meanwhile (:data:`KEPT_PER_OUTPUT` numbers per output)."""
     from xbar.network import analog_layers
 
     layers = dict(analog_layers(hw))
     modules = dict(model.named_modules())
     found: dict[str, int] = {}
+    outputs: dict[str, int] = {}
 
     def seen(name):
         def hook(module, inputs):
             reads = layers[name].reads_per_sample(inputs[0])
-            found[name] = max(found.get(name, 0), reads * layers[name].matrix.read_bytes())
+            matrix = layers[name].matrix
+            found[name] = max(found.get(name, 0), reads * matrix.read_bytes())
+            outputs[name] = max(outputs.get(name, 0), reads * matrix.shape[1] * matrix.g_read.element_size())
         return hook
 
     handles = [modules[n].register_forward_pre_hook(seen(n)) for n in layers if n in modules]
@@ -145,7 +155,7 @@ def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step
         step.reset()
         for h in handles:
             h.remove()
-    return max(found.values(), default=1)
+    return max(found.values(), default=1) + KEPT_PER_OUTPUT * sum(outputs.values())
 
 
 def chunking(per_sample: int, batch: int, trials: int, memory_gb: float) -> tuple[int, int]:
