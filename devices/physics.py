@@ -61,11 +61,11 @@ def _fresh(*tensors: torch.Tensor) -> bool:
 
 
 def _shifted(noise: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``shift + scale * noise`` for a fresh draw ``noise``: written into it where no
-    gradient is taken (the same numbers, one tensor of its size fewer)."""
+    """``shift + scale * noise`` clipped at 0 S, for a fresh draw ``noise``: written into it
+    where no gradient is taken (the same numbers, one tensor of its size fewer)."""
     if _fresh(scale, shift):
-        return noise.mul_(scale).add_(shift)
-    return shift + scale * noise
+        return noise.mul_(scale).add_(shift).clamp_min_(0.0)
+    return (shift + scale * noise).clamp_min(0.0)
 
 
 def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator, t: float = 0.0,
@@ -82,11 +82,11 @@ def program(target: torch.Tensor, model: DeviceModel, generator: torch.Generator
     their points on common random numbers).
     """
     shape = target.shape if shape is None else torch.Size(shape)
-    g = target.expand(shape)
     faults = bool(model.p_stuck_low or model.p_stuck_high)
     if faults or model.prog_sigma_rel or model.prog_sigma_abs or any(model.prog_sigma_poly) or model.relaxes:
         g = _shifted(_normal(shape, target, generator), prog_sigma(target, model, t), target)
-    g = g.clamp_min_(0.0) if g.data_ptr() != target.data_ptr() and _fresh(g) else g.clamp_min(0.0)
+    else:
+        g = target.expand(shape).clamp_min(0.0)
     if faults:
         u = _uniform(shape, target, generator)
         g = g.masked_fill(u < model.p_stuck_low, model.g_min)
@@ -127,8 +127,7 @@ def static_read_noise(g: torch.Tensor, g0: torch.Tensor, model: DeviceModel, t: 
     if not (model.has_read_noise and model.read_noise_static):
         return g
     rel = math.sqrt(model.read_noise_static) * read_sigma_rel(g0, model, t)
-    g = _shifted(_normal(g.shape, g, generator), g.abs() * rel, g)
-    return g.clamp_min_(0.0) if _fresh(g) else g.clamp_min(0.0)
+    return _shifted(_normal(g.shape, g, generator), g.abs() * rel, g)
 
 
 def drift_nu(g0: torch.Tensor, model: DeviceModel, generator: torch.Generator) -> torch.Tensor:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from devices import validation as v
 from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
-from studies.models import LIF, RESNET18_STAGES, VGG_PLANS
+from studies.models import LIF, RESNET18_STAGES, VGG_PLANS, vgg_layers
 from studies.train import (TrainingOptions, cache_dir, config_dict, config_key, evaluate, fit, load_cached,
                            save_cached, train_snn)
 
@@ -171,26 +171,6 @@ def _conv(c_in, c_out, bits, bias=True, kernel=3, stride=1):
     return layer
 
 
-def _ann_vgg(in_shape, n_classes, plan, head, act, bits) -> nn.Sequential:
-    """:func:`studies.models._vgg`'s layout with average pooling (rounding up) and ``act``."""
-    c, h, w = in_shape
-    layers: list[nn.Module] = []
-    for item in plan:
-        if item == "M":
-            layers.append(nn.AvgPool2d(2, ceil_mode=True))
-            h, w = -(-h // 2), -(-w // 2)
-        else:
-            layers += [_conv(c, item, bits, bias=False), nn.BatchNorm2d(item), act()]
-            c = item
-    layers.append(nn.Flatten())
-    n = c * h * w
-    for width in head:
-        layers += [_lin(n, width, bits), act()]
-        n = width
-    layers.append(_lin(n, n_classes, bits))
-    return nn.Sequential(*layers)
-
-
 def _ann_resnet18(in_shape, n_classes, act, bits) -> nn.Sequential:
     """:func:`studies.models.resnet18`'s layout with ``act``: a 3x3 stem, four stages of two
     basic blocks, projection shortcuts where the shape changes, average pooling, fc."""
@@ -218,8 +198,10 @@ def build_ann(arch: str, in_shape: tuple[int, ...], n_classes: int, levels: int 
     mirror :mod:`studies.models`."""
     c, h, w = in_shape
     act = lambda: Activation(levels)  # noqa: E731
-    if arch in VGG_PLANS:
-        return _ann_vgg(in_shape, n_classes, *VGG_PLANS[arch], act, weight_bits)
+    if arch in VGG_PLANS:  # average pooling (rounding up) where the surrogate network pools by maximum
+        return vgg_layers(in_shape, n_classes, *VGG_PLANS[arch],
+                          conv=lambda a, b: [_conv(a, b, weight_bits, bias=False), nn.BatchNorm2d(b)], act=act,
+                          pool=lambda: nn.AvgPool2d(2, ceil_mode=True), linear=lambda a, b: _lin(a, b, weight_bits))
     if arch == "resnet18":
         return _ann_resnet18(in_shape, n_classes, act, weight_bits)
     if arch == "mlp":
@@ -408,6 +390,16 @@ class ConversionConfig:
         return config_key(self)
 
 
+def convert_trained(ann: nn.Sequential, data: Dataset, config: ConversionConfig | None = None) -> nn.Sequential:
+    """The trained ``ann`` converted as ``config`` says (default :class:`ConversionConfig`'s
+    fields), its activation scales from ``config.calibration`` training images of every
+    class in turn: the training sets are stored by class, so the first 1,000 of mnist5k
+    are the digits 0, 1 and 2 only."""
+    config = config or ConversionConfig()
+    return convert_ann(ann, data.x_train[class_round_robin(data.y_train)[: config.calibration]],
+                       config.percentile, config.init)
+
+
 def _new_ann(config: ConversionConfig, data: Dataset) -> nn.Sequential:
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
@@ -447,10 +439,7 @@ def load_or_convert(config: ConversionConfig, timesteps: int | None = 32, progre
         save_cached(path, ann_config, ann, {"config": config_dict(ann_config)})
     cached = saved is not None
     ann.eval()
-    # The activation scales from training images of every class in turn: the training sets
-    # are stored by class, so the first 1,000 of mnist5k are the digits 0, 1 and 2 only.
-    snn = convert_ann(ann, data.x_train[class_round_robin(data.y_train)[: config.calibration]],
-                      config.percentile, config.init)
+    snn = convert_trained(ann, data, config)
     if config.fine_tune is not None:
         snn = _fine_tuned(snn, config, data, progress)
     info = {"config": config_dict(config), "ann_test_accuracy": ann_accuracy(ann, data.x_test, data.y_test),

@@ -13,6 +13,8 @@ currents, summed over the steps, are the class scores.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -104,32 +106,48 @@ def conv_net(in_shape: tuple[int, ...], n_classes: int, channels: tuple[int, int
     )
 
 
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+
+
 def _conv_bn_lif(c_in: int, c_out: int, beta: float, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), LIF(beta)]
+    return [*_conv_bn(c_in, c_out, stride), LIF(beta)]
 
 
-def _vgg(in_shape: tuple[int, ...], n_classes: int, plan: tuple, head: tuple[int, ...],
-         beta: float) -> nn.Sequential:
-    """Convolutions 3x3 (BatchNorm, LIF) and max poolings 2x2 (``"M"``) as in ``plan``, then
-    the fully connected ``head`` (LIF after each) and the output layer.  Max pooling of
-    spikes keeps every crossbar input binary; it rounds up (``ceil_mode``), so that the
-    plan fits images smaller than 32x32 (28 -> 14 -> 7 -> 4 ...)."""
+def vgg_layers(in_shape: tuple[int, ...], n_classes: int, plan: tuple, head: tuple[int, ...], *,
+               conv: Callable[[int, int], list], act: Callable[[], nn.Module], pool: Callable[[], nn.Module],
+               linear: Callable[[int, int], nn.Module]) -> nn.Sequential:
+    """A VGG's layers: for each channel count of ``plan`` the modules ``conv(c_in, c_out)``
+    (a 3x3 convolution and its BatchNorm) and ``act()``, for each ``"M"`` a 2x2 ``pool()``
+    that rounds up (so that the plan fits images smaller than 32x32: 28 -> 14 -> 7 -> 4
+    ...); then the fully connected ``head``, ``linear(n_in, width)`` and ``act()`` each,
+    and the output layer ``linear(n, n_classes)``.  The surrogate networks here and the
+    ANNs of :mod:`studies.ann_to_snn` differ only in these parts."""
     c, h, w = in_shape
     layers: list[nn.Module] = []
     for item in plan:
         if item == "M":
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            layers.append(pool())
             h, w = -(-h // 2), -(-w // 2)
         else:
-            layers += _conv_bn_lif(c, item, beta)
+            layers += [*conv(c, item), act()]
             c = item
     layers.append(nn.Flatten())
     n = c * h * w
     for width in head:
-        layers += [nn.Linear(n, width), LIF(beta)]
+        layers += [linear(n, width), act()]
         n = width
-    layers.append(nn.Linear(n, n_classes))
+    layers.append(linear(n, n_classes))
     return nn.Sequential(*layers)
+
+
+def _vgg(in_shape: tuple[int, ...], n_classes: int, plan: tuple, head: tuple[int, ...],
+         beta: float) -> nn.Sequential:
+    """:func:`vgg_layers` with LIF neurons and max pooling: max pooling of spikes keeps
+    every crossbar input binary."""
+    return vgg_layers(in_shape, n_classes, plan, head,
+                      conv=_conv_bn, act=lambda: LIF(beta),
+                      pool=lambda: nn.MaxPool2d(2, ceil_mode=True), linear=nn.Linear)
 
 
 # The VGG layouts, (convolutions and poolings, fully connected widths before the output),

@@ -57,7 +57,7 @@ class StudyConfig(ChipOptions):
     weight_clip: float | None = None
     weights: str | None = None  # a trained state_dict file: nothing trained
     converted: bool = False  # the weights are a ReLU ANN's (studies.ann_to_snn.build_ann), converted
-    memory_gb: float = MEMORY_GB  # what the reads may take (xbar.memory): sizes the trial chunks
+    memory_gb: float = MEMORY_GB  # what the study may take (xbar.memory): sizes its parts and chunks
 
     def __post_init__(self) -> None:
         o = "StudyConfig"

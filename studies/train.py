@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 import xbar
 from devices import validation as v
-from studies.data import Dataset, check_dataset, class_round_robin, dataset_tag, load_dataset
+from studies.data import Dataset, check_dataset, dataset_tag, load_dataset
 from studies.models import ARCHITECTURES, LIF, build
 from xbar.aware import INGREDIENTS, is_ingredient_list
 from xbar.network import crossbar_layers
@@ -294,12 +294,12 @@ def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int,
     ``path`` (a ``state_dict``, or a checkpoint holding one under ``"state_dict"``, saved by
     ``torch.save``), nothing trained here.  ``converted``: the file holds a ReLU ANN of
     :func:`studies.ann_to_snn.build_ann`'s layout, converted here to an IF SNN
-    (:func:`studies.ann_to_snn.convert_ann`, its activation scales from 1,000 training
+    (:func:`studies.ann_to_snn.convert_trained`: its activation scales from 1,000 training
     images, the classes in turn); else a surrogate SNN of :func:`studies.models.build`'s.
     Refuses a file that does not fit the layout with the keys it lacks and those it has
     over; ``info`` holds the file, its SHA-256 and the model's ideal test accuracy after
     ``timesteps`` steps."""
-    from studies.ann_to_snn import build_ann, convert_ann
+    from studies.ann_to_snn import build_ann, convert_trained
 
     path = Path(path)
     if not path.is_file():
@@ -327,7 +327,7 @@ def load_weights(arch: str, path: Path | str, data: Dataset, timesteps: int,
         raise ValueError(f"weights = {str(path)!r} does not fit the {kind} layout: {err}") from err
     model.eval()
     if converted:
-        model = convert_ann(model, data.x_train[class_round_robin(data.y_train)[:1000]])
+        model = convert_trained(model, data)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     info = {"config": {"arch": arch, "weights": str(path), "sha256": digest, "converted": converted},
             "test_accuracy": evaluate(model, data.x_test, data.y_test, timesteps), "path": str(path)}

@@ -278,7 +278,7 @@ class _Replay:
     def _live(self, at: int, chunk: int) -> set:
         """The layers before position ``at`` whose outputs this pass needs: those the
         target reads, and those not yet read calibrated (they read now), with what they read."""
-        stack = list(self.direct[at]) + [i for i in range(at) if (i, chunk) not in self.kept and (i, chunk) not in self.shapes]
+        stack = list(self.direct[at]) + [i for i in self._waiting(chunk) if i < at]
         live: set = set()
         while stack:
             i = stack.pop()
@@ -289,9 +289,13 @@ class _Replay:
                 stack.extend(self.direct[i])
         return live
 
+    def _waiting(self, chunk: int) -> list[int]:
+        """The layers that have not yet made their calibrated read (in this chunk of trials)."""
+        return [i for i in range(len(self.order)) if (i, chunk) not in self.kept and (i, chunk) not in self.shapes]
+
     def _drop_unneeded(self, chunk: int) -> None:
         """Drop the kept outputs that no layer waiting for its calibrated read reads."""
-        waiting = [j for j in range(len(self.order)) if (j, chunk) not in self.kept and (j, chunk) not in self.shapes]
+        waiting = self._waiting(chunk)
         for key in [k for k in self.kept if k[1] == chunk]:
             if not any(key[0] in self.direct[j] for j in waiting):
                 self.shapes[key] = [(t.shape, t.dtype, t.device) for t in self.kept.pop(key)]

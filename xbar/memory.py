@@ -41,8 +41,7 @@ def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds to 2 GB, once per process; ``True`` if the
     C library took them."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError, TypeError):
         return False
     kept = bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
@@ -64,10 +63,14 @@ def release_freed_memory() -> bool:
     recordings.  The pages are faulted in again as the reads need them.
     ``True`` if the C library did it; nothing on a C library other than glibc."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError, TypeError):
         return False
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _one_arena() -> bool:
@@ -86,8 +89,7 @@ READ_SHARE = 0.3
 
 
 # The share of the budget the programmed tiles of the trials held at once get (a study runs
-# its trials in parts that fit: studies.robustness); the reads take READ_SHARE, the rest
-# holds the networks and their state.
+# its trials in parts that fit: studies.robustness); the reads take READ_SHARE.
 PROGRAM_SHARE = 0.25
 
 
