@@ -477,6 +477,40 @@ def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
     assert not torch.equal(whole[0][0][0], whole[0][0][1])  # the trials differ (not one fit copied)
 
 
+@pytest.mark.parametrize("adc", [dict(adc_bits=5, adc_noise=0.3, adc_percentile=99.0),
+                                 dict(adc_bits=5, adc_noise=0.3, adc_percentile=None), dict(adc_bits=None)],
+                         ids=["ranges-from-data", "worst-case-ranges", "no-adc"])
+def test_a_fit_in_parts_of_tile_rows_is_the_fit_in_one(monkeypatch, adc):
+    """A layer too large for one fit is read and fitted a few tile-rows at a time (bounded
+    memory), each part read again from the same draws once the offsets are known: with
+    per-read noise, ADC noise and ranges from the reads, the gains, offsets and ranges
+    are those of the fit in one part, bit for bit, and the streams stand where that fit
+    leaves them.  The layer has 4 full tile-rows and a partial one (36 inputs, 8x8)."""
+    import xbar.tile.matrix
+
+    lin = linear(5, 36, 12)
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.05)
+    spec = xbar.Spec(tile=(8, 8), device=dev, r_wire_row=1.0, r_wire_col=1.0, calibration="data", **adc)
+    x = (rand(3, 2, 200, 36) < 0.3).double()
+
+    def fitted():
+        layer = xbar.AnalogLinear(lin, spec, trials=2, seeds=(4, 5))
+        layer.matrix.fit_calibration(x)
+        m = layer.matrix
+        after = (m.cal_noise.offsets.copy(), m.cal_adc_noise.offsets.copy())
+        return [t.clone() for t in (m.g_read, m.out_fs, m.cal_bias) if t is not None], after, m
+
+    whole, streams_whole, m = fitted()
+    assert len(m._fit_parts(x)) == 1
+    monkeypatch.setattr(xbar.tile.matrix, "CAL_FIT_ELEMENTS", 1)  # one trial, one tile-row at a time
+    parts, streams_parts, m = fitted()
+    assert len(m._fit_parts(x[:1])) == m.n_r == 5
+    for a, b in zip(whole, parts):
+        assert torch.equal(a, b)
+    assert all((a == b).all() for a, b in zip(streams_whole, streams_parts))
+    assert not torch.equal(whole[0][0], whole[0][1])  # the trials differ (not one fit copied)
+
+
 def test_simulate_refuses_to_calibrate_on_the_samples_it_evaluates():
     """Uncalibrated crossbars are refused before any work, hw left waiting; with
     calibration_data, simulate calibrates on those samples first, exactly as an explicit

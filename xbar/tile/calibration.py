@@ -32,7 +32,8 @@ CAL_MAX_ROWS = 4096
 # inference; over 64 inputs and every output, the read noise of the ratio is small.
 CAL_REFERENCE_ROWS = 64
 # Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
-# most: the trials are fitted in chunks of this size (a 5-trial study fits in one).
+# most: the trials are fitted in chunks of this size (a 5-trial study fits in one), and
+# where one trial is larger, its tile-rows are (a 4096x1024 layer on 32x32 tiles).
 CAL_FIT_ELEMENTS = 2**25
 def sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
     """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random (``x``
@@ -74,12 +75,26 @@ def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None 
     layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
     points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
     the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
+    return gain_from_moments(read_moments(y, t), lsb, tile_of)
+
+
+def read_moments(y: torch.Tensor, t: torch.Tensor) -> tuple:
+    """What :func:`calibration_gain` needs of reads ``y`` and products ``t`` ``(K, n_r, N,
+    out)``: the means over the vectors of ``t^2``, ``t y``, ``y^2`` and ``t^4``, each
+    ``(K, n_r, out)``; per tile-row, so that a layer's tile-rows can be read in parts
+    and their moments joined along axis 1."""
     t2 = t * t
-    tt, ty, yy = t2.mean(2), (t * y).mean(2), (y * y).mean(2)
+    return t2.mean(2), (t * y).mean(2), (y * y).mean(2), (t2 * t2).mean(2)
+
+
+def gain_from_moments(moments: tuple, lsb: torch.Tensor | None = None,
+                      tile_of: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`calibration_gain` from the :func:`read_moments` of every tile-row."""
+    tt, ty, yy, t4 = moments
     has = (tt > 0) & (yy > 0)
 
     def fit(ty, yy):
-        return (ty / yy.clamp_min(torch.finfo(y.dtype).tiny)).clamp(0.0, 10.0)
+        return (ty / yy.clamp_min(torch.finfo(yy.dtype).tiny)).clamp(0.0, 10.0)
 
     if lsb is None:
         return torch.where(has, fit(ty, yy), torch.ones_like(tt))
@@ -96,7 +111,7 @@ def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None 
 
     # The layer's fit weighs each read by its product squared, so it rests on the large
     # products: resolved when those (the t^2-weighted mean square, in codes) span enough.
-    c2, c4 = tt / lsb**2, (t2 * t2).mean(2) / lsb**4
+    c2, c4 = tt / lsb**2, t4 / lsb**4
     layer_ok = layer(c4) >= RESOLVED_CODES**2 * layer(c2)
     fallback = torch.where(layer_ok & has, fit(layer(ty), layer(yy)).expand_as(tt), torch.ones_like(tt))
     pooled_ok = (tiles(tt) >= RESOLVED_CODES**2 * tiles(lsb**2))[..., tile_of]

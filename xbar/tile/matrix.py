@@ -51,8 +51,8 @@ from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
-                                   calibration_gain, calibration_vectors, percentile_levels, range_groups,
-                                   sample_rows)
+                                   calibration_vectors, gain_from_moments, percentile_levels, range_groups,
+                                   read_moments, sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
@@ -363,12 +363,14 @@ class ProgrammedMatrix(nn.Module):
         std, eps = self._noise(u, x, self._trials(self.s2_read), "merged", calibrating)
         return tile_row_read(u, std, eps, self.spec, adc=False, a=self.col_a, b=self.col_b, inplace=True)
 
-    def _blocks_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
+    def _blocks_read(self, x: torch.Tensor, calibrating: bool = False, first: int = 0) -> torch.Tensor:
         """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
         tile-rows, then the partial last one with only its used rows (no product over the
-        zero padding: conv1 of a 3x3 kernel uses 9 of 64 rows)."""
+        zero padding: conv1 of a 3x3 kernel uses 9 of 64 rows).  ``x`` may be the inputs of
+        the tile-rows from ``first`` on only."""
         # The full tile-rows are a transposed view: made contiguous for the product.
-        parts = [self._block_read(xt.contiguous() if xt.shape[-1] == self.rows else xt, blocks, calibrating)
+        parts = [self._block_read(xt.contiguous() if xt.shape[-1] == self.rows else xt,
+                                  slice(first + blocks.start, first + blocks.stop), calibrating)
                  for xt, blocks in tile_row_parts(x, x.shape[-1], self.rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
@@ -385,31 +387,52 @@ class ProgrammedMatrix(nn.Module):
                           inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
-    def _set_adc_ranges(self, x: torch.Tensor) -> None:
-        """Each tile's ADC full scale at the ``Spec.adc_percentile``-th percentile of the
-        column currents that the inputs ``x`` ``(K, N, in)`` draw in it
+    def _set_adc_ranges(self, x: torch.Tensor, rows: slice) -> None:
+        """The ADC full scales of tile-rows ``rows`` at the ``Spec.adc_percentile``-th
+        percentile of the column currents that the inputs ``x`` ``(K, N, in)`` draw in them
         (:func:`xbar.tile.calibration.percentile_levels`), instead of the worst case: fewer
         codes go to currents that never come."""
-        g_read, out_fs = self._trials(self.g_read), self._trials(self.out_fs)  # views: set in place
-        s2_read = None if self.s2_read is None else self._trials(self.s2_read)
-        u = (by_tile_row(x, self.n_r, self.rows) @ g_read).abs()  # (K, n_r, N, read columns), full scales
+        g_read, out_fs = self._trials(self.g_read)[:, rows], self._trials(self.out_fs)[:, rows]  # views: set in place
+        s2_read = None if self.s2_read is None else self._trials(self.s2_read)[:, rows]
+        u = (self._tile_row_inputs(x, rows) @ g_read).abs()  # (K, rows, N, read columns), full scales
         columns, outputs, n_groups = range_groups(self.spec, self.analog_pairs, self.read_tiles, self.output_tiles)
-        level = percentile_levels(u, columns, n_groups, self.spec)  # (K, n_r, groups)
+        level = percentile_levels(u, columns, n_groups, self.spec)  # (K, rows, groups)
         per_column = level[..., columns].unsqueeze(2)
         g_read /= per_column
         if self.g_factor is not None:
-            self._trials(self.g_factor).div_(per_column)
+            self._trials(self.g_factor)[:, rows].div_(per_column)
         if s2_read is not None:
             s2_read /= per_column**2
         out_fs *= level[..., outputs].unsqueeze(2)
 
-    def _tile_row_reads(self, x: torch.Tensor) -> torch.Tensor:
-        """Each tile-row's decoded reads ``(K, n_r, N, out)`` of inputs ``x`` ``(K, N, in)``."""
+    def _tile_row_inputs(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The inputs ``x`` ``(K, N, in)`` of tile-rows ``rows``, ``(K, rows, N, self.rows)``
+        (zero-padded in a partial last tile-row)."""
+        return by_tile_row(x[..., rows.start * self.rows : rows.stop * self.rows], rows.stop - rows.start, self.rows)
+
+    def _tile_row_reads(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """The decoded reads ``(K, rows, N, out)`` of tile-rows ``rows`` (default: all) of
+        inputs ``x`` ``(K, N, in)``, each tile-row on its own."""
+        rows = rows or slice(0, self.n_r)
         if not self.merged:
-            return self._blocks_read(x, calibrating=True)
+            return self._blocks_read(x[..., rows.start * self.rows : rows.stop * self.rows], True, rows.start)
         tile_row = torch.arange(x.shape[-1], device=x.device) // self.rows  # read each alone
         return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), calibrating=True)
-                            for r in range(self.n_r)], 1)
+                            for r in range(rows.start, rows.stop)], 1)
+
+    def _fit_parts(self, x: torch.Tensor) -> list[slice]:
+        """The tile-rows of a fit of inputs ``x`` ``(k, N, in)`` in parts whose tensors
+        hold at most :data:`CAL_FIT_ELEMENTS` numbers (one tile-row at least)."""
+        per_tile_row = x.shape[0] * x.shape[1] * max(self.g_read.shape[-1], self.shape[1])
+        step = max(1, CAL_FIT_ELEMENTS // per_tile_row)
+        return [slice(a, min(self.n_r, a + step)) for a in range(0, self.n_r, step)]
+
+    def _calibration_streams(self, where: tuple | None = None) -> tuple:
+        """Where the calibration's noise streams stand; with ``where``, first put them there."""
+        if where is not None:
+            self.cal_noise.seek(where[0])
+            self.cal_adc_noise.seek(where[1])
+        return self.cal_noise.tell(), self.cal_adc_noise.tell()
 
     def fit_calibration(self, x: torch.Tensor, *, age: bool = True) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
@@ -418,8 +441,9 @@ class ProgrammedMatrix(nn.Module):
         folded into the read (see the module docstring).
         The reads' noise comes from the calibration's own generators
         (:class:`xbar.streams.ProgrammingDraws`), never from the inference's read-noise
-        streams.  The trials are fitted in chunks
-        (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their number.
+        streams.  The trials are fitted in chunks, and a trial's tile-rows in parts where
+        one trial is larger (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their
+        number or the layer's size; the fits are the same whatever the chunks.
         With ``Spec.t_calibration`` the chip is calibrated as it is then, and aged to
         ``t_inference`` afterwards (:meth:`advance_to_inference`; ``age=False`` leaves
         that to the caller: :func:`xbar.calibrate` ages every layer once all are fitted,
@@ -497,23 +521,36 @@ class ProgrammedMatrix(nn.Module):
 
     def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
-        into their buffers, and their offsets ``(k, 1, out)`` are returned."""
+        into their buffers, and their offsets ``(k, 1, out)`` are returned.  The tile-rows
+        are read in parts (:meth:`_fit_parts`), then the reads with every input off; each
+        part but the last is read again from the same draws for its moments, so that the
+        fit is the one of a single part, bit for bit, in bounded memory."""
+        parts = self._fit_parts(x)
         if self.spec.ranges_from_calibration:
-            self._set_adc_ranges(x)
-        m = x.shape[-1]
-        rows = self.n_r * self.rows
-        w_pad = torch.zeros(rows, self.w_target.shape[1], dtype=x.dtype, device=x.device)
-        w_pad[:m] = self.w_target
-        t = by_tile_row(x, self.n_r, self.rows) @ w_pad.reshape(self.n_r, self.rows, -1)  # (k, n_r, N, out): ideal sums
-        y = self._tile_row_reads(x)  # (k, n_r, N, out)
+            for rows in parts:
+                self._set_adc_ranges(x, rows)
+        starts = []
+        for rows in parts:
+            starts.append(self._calibration_streams())
+            last = self._tile_row_reads(x, rows)  # the last part's reads are kept
         # All inputs off, averaged over a few reads (noise): the offset.
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS])).mean(2, keepdim=True)
+        after = self._calibration_streams()
+        moments = []
+        for i, (rows, start) in enumerate(zip(parts, starts)):
+            if i < len(parts) - 1:
+                self._calibration_streams(start)
+            y = last if i == len(parts) - 1 else self._tile_row_reads(x, rows)
+            moments.append(read_moments(y - y0[:, rows], self._ideal_sums(x, rows)))
+            del y
+        del last
+        self._calibration_streams(after)
         out_fs = self._trials(self.out_fs)
         lsb = None if self.spec.adc_bits is None else out_fs.squeeze(2)  # one code, per output
-        gain = calibration_gain(y - y0, t, lsb, self.output_tiles)
+        gain = gain_from_moments([torch.cat(m, 1) for m in zip(*moments)], lsb, self.output_tiles)
         offset = -gain * y0.squeeze(2)
         if self.merged:
-            row_gain = gain.repeat_interleave(self.rows, 1)[:, :m]  # (k, in, out)
+            row_gain = gain.repeat_interleave(self.rows, 1)[:, :x.shape[-1]]  # (k, in, out)
             self._trials(self.g_read).mul_(row_gain)
             if self.g_factor is not None:
                 self._trials(self.g_factor).mul_(row_gain)
@@ -522,6 +559,15 @@ class ProgrammedMatrix(nn.Module):
         else:
             out_fs.mul_(gain.unsqueeze(2))
         return offset.sum(1, keepdim=True)
+
+    def _ideal_sums(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The ideal partial sums ``(k, rows, N, out)`` of tile-rows ``rows`` of inputs
+        ``x`` ``(k, N, in)``: what calibration fits the reads to."""
+        n = rows.stop - rows.start
+        w = self.w_target[rows.start * self.rows : rows.stop * self.rows]
+        w_pad = torch.zeros(n * self.rows, w.shape[1], dtype=x.dtype, device=x.device)
+        w_pad[: w.shape[0]] = w
+        return self._tile_row_inputs(x, rows) @ w_pad.reshape(n, self.rows, -1)
 
 
 # Samples (trials x batch) that a read of the network serves at once, by default: bounds
