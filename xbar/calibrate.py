@@ -7,15 +7,16 @@ are recorded and read back.  Layers are fitted one at a time in the order they r
 with every layer before it already calibrated, so that each sees the inputs it will see
 in inference.
 
-That is one pass of the batch per layer.  With ``calibrate(..., replay=True)`` a pass
-costs about one layer's reads, not the network's, where the network is feed-forward (no crossbar layer's input depends on a
-layer that runs after it, checked on the ideal model's data flow over two steps,
-:func:`_direct_inputs`): the calibrated layers before the one being fitted replay the
-outputs they read in the pass after their own fit (:class:`_Replay`), the layer being fitted
-records its inputs without reading, and the layers after it, whose outputs cannot reach it,
-run the ideal product.  Each layer is read once; calibrating a deep network then costs
-about one simulation of its calibration batch, plus the fits, whatever its depth.  A network with a
-loop through its crossbar layers (recurrent weights) runs every pass in full.  Measured against known random vectors (``"vectors"``), whose statistics
+Run naively, that is one pass of the batch per layer (``calibrate(..., replay=False)``).
+By default a pass costs about one layer's reads, not the network's, where the network is
+feed-forward (no crossbar layer's input depends on a layer that runs after it, checked on
+the ideal model's data flow over two steps, :func:`_direct_inputs`): the calibrated layers
+before the one being fitted replay the outputs they read in the pass after their own fit
+(:class:`_Replay`), the layer being fitted records its inputs without reading, and the
+layers after it, whose outputs cannot reach it, run the ideal product.  Each layer is read
+once; calibrating a deep network then costs about one simulation of its calibration batch,
+plus the fits, whatever its depth.  A network with a loop through its crossbar layers
+(recurrent weights) runs every pass in full.  Measured against known random vectors (``"vectors"``), whose statistics
 are not the network's: docs/hardware.md#calibration.
 
 Only the inputs are used, never labels, and the inference's read-noise stream is not
@@ -59,7 +60,7 @@ def awaiting(hw: nn.Module) -> list:
 def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
               encoder: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
               reset: Callable[[nn.Module], None] = reset_state, readout: str = "sum",
-              labels: torch.Tensor | None = None, progress: bool = False, replay: bool = False,
+              labels: torch.Tensor | None = None, progress: bool = False, replay: bool = True,
               memory_gb: float = MEMORY_GB) -> nn.Module:
     """Calibrate the crossbar layers of ``hw`` (converted from ``model`` by
     :func:`xbar.convert` with ``Spec(calibration="data")``) on the inputs ``x``
@@ -70,10 +71,11 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     :func:`xbar.simulate`) to check that it covers the classes: by the samples' ``labels``
     when given (never used for the fit), else by the model's predictions (an untrained
     model predicts few classes on any batch).  ``progress``: a progress bar over the
-    layers.  ``replay``: read each layer once in all (:class:`_Replay`), where the network
-    is feed-forward; the layers before the one being fitted then give the same read noise
-    in every pass (one realization, where the per-layer passes draw a fresh one each), so
-    the fits are the same in distribution but not in their digits.  ``memory_gb``: as in
+    layers.  ``replay`` (default): read each layer once in all (:class:`_Replay`), where the
+    network is feed-forward; the layers before the one being fitted then give the same read
+    noise in every pass (one realization), where ``replay=False`` runs the whole network
+    for each layer and draws a fresh one in each pass: the fits are the same in
+    distribution, and without per-read noise the same bit for bit.  ``memory_gb``: as in
     :func:`xbar.simulate`, the trials read together (the batch is read whole, one trial
     at least).  Returns ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
