@@ -1,6 +1,6 @@
 """Peak memory of the literature's networks run as a study runs them, against images and trials.
 
-    python benchmarks/bench_memory.py [--arch vgg9] [--runs 32x2 128x6] [--replay]
+    python benchmarks/bench_memory.py [--arch vgg9] [--runs 32x2 128x6] [--per-layer-calibration]
 
 Each run is a process of its own (its peak resident memory is the kernel's count,
 its own ``ru_maxrss``): the benchmark's network and chip (``bench_deep.case``:
@@ -60,14 +60,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="vgg9")
     p.add_argument("--runs", nargs="+", default=["32x2", "128x6"], help="IMAGESxTRIALS")
-    p.add_argument("--replay", action="store_true", help="calibrate with replay=True")
+    p.add_argument("--per-layer-calibration", action="store_true",
+                   help="calibrate by a pass of the network per layer (replay=False), not the default")
     args = p.parse_args()
-    table = Table(title=f"{args.arch}, as xbar study runs it (calibration {'replay' if args.replay else 'per-layer'})")
+    replay = not args.per_layer_calibration
+    table = Table(title=f"{args.arch}, as xbar study runs it (calibration {'replay' if replay else 'per-layer passes'})")
     for col in ("images", "trials", "parts", "peak resident GB", "peak GiB", "time s"):
         table.add_column(col, justify="right")
     for spec in args.runs:
         images, trials = (int(v) for v in spec.split("x"))
-        r = run(args.arch, images, trials, args.replay)
+        r = run(args.arch, images, trials, replay)
         table.add_row(str(images), str(trials), str(r["parts"]), f"{r['peak'] / 1e9:.2f}",
                       f"{r['peak'] / 2**30:.2f}", f"{r['seconds']:.0f}")
     Console(width=160).print(table)

@@ -193,7 +193,10 @@ class ProgrammedMatrix(nn.Module):
         one trial's, not the part's."""
         g, g0 = programmed_devices(self._nominal.unsqueeze(0), spec, draws,
                                    shape=(self.all_trials, *self._nominal.shape))
-        g, g0 = g[self._part], g0[self._part]
+        if self.trials < self.all_trials:  # the part's own copies: the other trials' draws freed now
+            same = g0 is g
+            g = g[self._part].clone()
+            g0 = g if same else g0[self._part].clone()
         out: list | None = None
         for k in range(self.trials):
             state = seen_through(g[k : k + 1], g0[k : k + 1], spec, lambda t: effective_conductance(t, spec))
