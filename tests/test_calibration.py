@@ -501,14 +501,41 @@ def test_a_fit_in_parts_of_tile_rows_is_the_fit_in_one(monkeypatch, adc):
         return [t.clone() for t in (m.g_read, m.out_fs, m.cal_bias) if t is not None], after, m
 
     whole, streams_whole, m = fitted()
-    assert len(m._fit_parts(x)) == 1
+    assert len(m._fit_parts(x, m._fit_elements(2.0))) == 1
     monkeypatch.setattr(xbar.tile.matrix, "CAL_FIT_ELEMENTS", 1)  # one trial, one tile-row at a time
     parts, streams_parts, m = fitted()
-    assert len(m._fit_parts(x[:1])) == m.n_r == 5
+    assert len(m._fit_parts(x[:1], m._fit_elements(2.0))) == m.n_r == 5
     for a, b in zip(whole, parts):
         assert torch.equal(a, b)
     assert all((a == b).all() for a, b in zip(streams_whole, streams_parts))
     assert not torch.equal(whole[0][0], whole[0][1])  # the trials differ (not one fit copied)
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_a_calibration_batch_run_in_parts_fits_what_the_whole_batch_fits(replay):
+    """Where one trial of the calibration batch does not fit the memory budget, the passes
+    run it in parts of as many samples as fit (here one): every sample's reads are the same
+    (no per-read noise), and with few enough rows that all are kept, each layer records the
+    same inputs in another order, so the fits agree to rounding (1e-12); replayed outputs
+    are kept per part."""
+    model = _small_snn()
+    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
+    spec = xbar.Spec(tile=(8, 8), device=dev, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5)
+    cal = rand(22, 16, 16)
+
+    def fitted(memory_gb):
+        hw = xbar.convert(model, spec, seed=1, trials=2)
+        batches = set()
+        hw[0].register_forward_pre_hook(lambda module, inputs: batches.add(len(inputs[0])))
+        xbar.calibrate(hw, model, cal, 4, replay=replay, memory_gb=memory_gb, labels=torch.arange(16) % 4)
+        return [(m.matrix.out_fs.clone(), m.matrix.cal_bias.clone()) for m in (hw[0], hw[2])], batches
+
+    (whole, whole_batches), (parts, part_batches) = fitted(2.0), fitted(1e-5)
+    assert 32 in whole_batches and part_batches == {1}  # both trials, the whole batch; one sample of one
+    for (fs_a, bias_a), (fs_b, bias_b) in zip(whole, parts):
+        torch.testing.assert_close(fs_b, fs_a, rtol=1e-12, atol=0)
+        torch.testing.assert_close(bias_b, bias_a, rtol=1e-12, atol=1e-15)
+    assert not torch.equal(whole[1][0][0], whole[1][0][1])  # the trials differ (not one fit copied)
 
 
 def test_simulate_refuses_to_calibrate_on_the_samples_it_evaluates():

@@ -271,7 +271,8 @@ def test_a_part_of_the_trials_outside_the_run_is_refused(digits_mlp, only):
 def test_parts_of_a_run_joined_are_the_whole_run(digits_mlp):
     """convert(..., only=): trials 0 and 1..2 programmed, calibrated from data and read
     apart (per-read noise, correlated, and ADC noise) are the three-trial run's, bit for
-    bit, whatever memory budget sizes the calibration's trial chunks."""
+    bit, whatever memory budget sizes the calibration's trial chunks (here one trial at a
+    time, the batch whole)."""
     import xarray as xr
 
     model, _, data, _ = digits_mlp
@@ -287,8 +288,15 @@ def test_parts_of_a_run_joined_are_the_whole_run(digits_mlp):
         xbar.calibrate(hw, model, cal, 4, memory_gb=memory_gb)
         return xbar.simulate(hw, model, split, 4, progress=False)
 
+    from xbar.memory import READ_SHARE, chunking, read_bytes_per_sample
+    from xbar.neurons import reset_state
+    from xbar.stepping import Stepper
+
+    per = read_bytes_per_sample(xbar.convert(model, spec, seed=3, trials=3), model, cal, Stepper(model, reset_state))
+    one_trial = 1.5 * len(cal) * per / (READ_SHARE * 2**30)
+    assert chunking(per, len(cal), 2, one_trial) == (1, len(cal))
     whole = run(None)
-    parts = xr.concat([run(range(0, 1)), run(range(1, 3), memory_gb=1e-5)], "trial", data_vars="minimal",
+    parts = xr.concat([run(range(0, 1)), run(range(1, 3), memory_gb=one_trial)], "trial", data_vars="minimal",
                       coords="minimal", compat="override", combine_attrs="override")
     xr.testing.assert_identical(parts, whole)
     assert not np.array_equal(whole.read_error.values[0], whole.read_error.values[1])

@@ -103,14 +103,14 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
             order = _run_order(step, matrices, pending, x, encoder)
             per_sample = read_bytes_per_sample(hw, model, encoder(x, 0), Stepper(model, reset))
-            per_chunk = chunking(per_sample, len(x), matrices[0].trials, memory_gb)[0]
+            per_chunk, part = chunking(per_sample, len(x), matrices[0].trials, memory_gb)
             direct = _direct_inputs(model, hw, x, encoder, reset) if replay else None
             replay = None if direct is None else _Replay(hw, order, direct)
             while pending:
                 target = next(m for m in order if any(m is p for p in pending))
-                _record_pass(step, matrices, pending, target, x, timesteps, encoder, per_chunk, replay)
+                _record_pass(step, matrices, pending, target, x, timesteps, encoder, per_chunk, part, replay)
                 inputs, target.recording = target.recording, None
-                target.fit_calibration(inputs, age=False)  # every layer calibrated at t_calibration
+                target.fit_calibration(inputs, age=False, memory_gb=memory_gb)  # all calibrated at t_calibration
                 del inputs
                 pending = awaiting(hw)
                 bar.update()
@@ -190,7 +190,7 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
 
 
 def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
-                 encoder, per_chunk: int, replay: _Replay | None = None) -> None:
+                 encoder, per_chunk: int, part: int, replay: _Replay | None = None) -> None:
     """Run the calibration batch once and leave the inputs that ``target`` read in
     ``target.recording``, ``(K, rows, in)``.  Without ``replay``, the other pending
     matrices read raw and sample their rows as they always did, keeping nothing; with it,
@@ -199,25 +199,31 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
     chunks of ``per_chunk`` (:func:`xbar.memory.chunking`), joined along the trials; every
     chunk samples the same rows (the calibration generators start each chunk where the
     pass started), so that a trial's calibration does not depend on the chunks, nor on
-    the other trials (:func:`xbar.convert`'s ``only``)."""
+    the other trials (:func:`xbar.convert`'s ``only``).  Where one trial of the whole
+    batch does not fit the budget, the batch runs in parts of ``part`` samples, one after
+    the other (as :func:`xbar.simulate` reads it): its reads then draw their noise and
+    sample their rows in another order, so the fits differ in their digits (not in
+    distribution) from a run with room for the whole batch."""
     chunks = []
     starts = [m.draws.calibration.get_state() for m in matrices]
     try:
+        parts = [slice(a, min(len(x), a + part)) for a in range(0, len(x), part)]
         for m in pending:
             m.keep_recording = m is target
-            m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // timesteps))  # bounded memory
+            m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // (timesteps * len(parts))))  # bounded memory
         for ks in trial_chunks(matrices[0].trials, len(x), per_chunk):
             for m, state in zip(matrices, starts):
                 m.select_trials(ks.start, ks.stop)
                 m.draws.calibration.set_state(state)
             for m in pending:
                 m.recording = []
-            if replay is not None:
-                replay.arrange(target, ks.start)
-            step.reset()
-            for t in range(timesteps):
-                xt = encoder(x, t)
-                step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
+            for ps in parts:
+                if replay is not None:
+                    replay.arrange(target, (ks.start, ps.start))
+                step.reset()
+                for t in range(timesteps):
+                    xt = encoder(x, t)[ps]
+                    step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
             chunks.append(torch.cat(target.recording, 1))  # this chunk's reads, (k, rows, in)
             target.recording = []
     finally:
@@ -235,7 +241,8 @@ class _Replay:
     target records its inputs as a read would, but gives the ideal product instead of
     reading, as do the layers after it (in a feed-forward network nothing they give
     reaches the target).  Each layer is then read once, calibrated, in the pass after its
-    fit.  Outputs are kept per chunk of trials; a replayed output is a copy, so that
+    fit.  Outputs are kept per chunk of trials and part of the batch (``chunk``: their
+    starts); a replayed output is a copy, so that
     nothing downstream can change the kept one.
 
     Only the outputs some layer still needs are kept: a layer's outputs are dropped once
@@ -252,11 +259,11 @@ class _Replay:
         names = {id(m.matrix): n for n, m in analog_layers(hw)}
         # the layers whose outputs each one reads directly, by position in ``order``
         self.direct = [{index[id(d)] for d in order if names[id(d)] in direct[names[id(m)]]} for m in order]
-        self.kept: dict[tuple[int, int], list] = {}  # (layer index, chunk start) -> outputs by call
+        self.kept: dict[tuple[int, tuple], list] = {}  # (layer index, (chunk start, part start)) -> outputs by call
         self.shapes: dict[tuple[int, int], list] = {}  # the same, of outputs no longer kept
         self.patched: list = []
 
-    def arrange(self, target, chunk: int) -> None:
+    def arrange(self, target, chunk: tuple[int, int]) -> None:
         self.restore()
         at = next(i for i, m in enumerate(self.order) if m is target)
         self._drop_unneeded(chunk)
@@ -277,7 +284,7 @@ class _Replay:
                 module.forward = module.record_then_ideal
             self.patched.append(module)
 
-    def _live(self, at: int, chunk: int) -> set:
+    def _live(self, at: int, chunk: tuple[int, int]) -> set:
         """The layers before position ``at`` whose outputs this pass needs: those the
         target reads, and those not yet read calibrated (they read now), with what they read."""
         stack = list(self.direct[at]) + [i for i in self._waiting(chunk) if i < at]
@@ -291,11 +298,12 @@ class _Replay:
                 stack.extend(self.direct[i])
         return live
 
-    def _waiting(self, chunk: int) -> list[int]:
-        """The layers that have not yet made their calibrated read (in this chunk of trials)."""
+    def _waiting(self, chunk: tuple[int, int]) -> list[int]:
+        """The layers that have not yet made their calibrated read (in this chunk of trials
+        and part of the batch)."""
         return [i for i in range(len(self.order)) if (i, chunk) not in self.kept and (i, chunk) not in self.shapes]
 
-    def _drop_unneeded(self, chunk: int) -> None:
+    def _drop_unneeded(self, chunk: tuple[int, int]) -> None:
         """Drop the kept outputs that no layer waiting for its calibrated read reads."""
         waiting = self._waiting(chunk)
         for key in [k for k in self.kept if k[1] == chunk]:

@@ -33,8 +33,12 @@ CAL_MAX_ROWS = 4096
 CAL_REFERENCE_ROWS = 64
 # Numbers per tensor of a calibration fit (trials x inputs x tile-rows x read columns), at
 # most: the trials are fitted in chunks of this size (a 5-trial study fits in one), and
-# where one trial is larger, its tile-rows are (a 4096x1024 layer on 32x32 tiles).
+# where one trial is larger, its tile-rows are (a 4096x1024 layer on 32x32 tiles); fewer
+# where the memory budget asks (CAL_FIT_TENSORS such tensors within xbar.memory.READ_SHARE).
 CAL_FIT_ELEMENTS = 2**25
+# Tensors of a fit's size alive at once, about: the read's current, noise deviation,
+# normals and ADC temporaries, its decoded output, the ideal sums, and the moments' products.
+CAL_FIT_TENSORS = 8
 def sample_rows(x: torch.Tensor, gen: torch.Generator, most: int) -> torch.Tensor:
     """At most ``most`` of the ``N`` inputs of a read ``(K, N, in)``, at random (``x``
     itself when it has no more)."""

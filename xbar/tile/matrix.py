@@ -47,10 +47,12 @@ import torch.nn as nn
 
 from mapping.layout import layout_weights
 from xbar.checks import check_part
+from xbar.memory import MEMORY_GB, READ_SHARE
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
+                                   CAL_FIT_TENSORS,
                                    calibration_vectors, gain_from_moments, percentile_levels, range_groups,
                                    read_moments, sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
@@ -423,11 +425,17 @@ class ProgrammedMatrix(nn.Module):
         return torch.stack([self._merged_read(x * (tile_row == r).to(x.dtype), calibrating=True)
                             for r in range(rows.start, rows.stop)], 1)
 
-    def _fit_parts(self, x: torch.Tensor) -> list[slice]:
+    def _fit_elements(self, memory_gb: float) -> int:
+        """Numbers per tensor of a fit: :data:`CAL_FIT_TENSORS` such tensors within
+        :data:`xbar.memory.READ_SHARE` of ``memory_gb``, at most :data:`CAL_FIT_ELEMENTS`."""
+        room = int(READ_SHARE * memory_gb * 2**30 // (CAL_FIT_TENSORS * self.g_read.element_size()))
+        return max(1, min(CAL_FIT_ELEMENTS, room))
+
+    def _fit_parts(self, x: torch.Tensor, elements: int) -> list[slice]:
         """The tile-rows of a fit of inputs ``x`` ``(k, N, in)`` in parts whose tensors
-        hold at most :data:`CAL_FIT_ELEMENTS` numbers (one tile-row at least)."""
+        hold at most ``elements`` numbers (one tile-row at least)."""
         per_tile_row = x.shape[0] * x.shape[1] * max(self.g_read.shape[-1], self.shape[1])
-        step = max(1, CAL_FIT_ELEMENTS // per_tile_row)
+        step = max(1, elements // per_tile_row)
         return [slice(a, min(self.n_r, a + step)) for a in range(0, self.n_r, step)]
 
     def _calibration_streams(self, where: tuple | None = None) -> tuple:
@@ -437,7 +445,7 @@ class ProgrammedMatrix(nn.Module):
             self.cal_adc_noise.seek(where[1])
         return self.cal_noise.tell(), self.cal_adc_noise.tell()
 
-    def fit_calibration(self, x: torch.Tensor, *, age: bool = True) -> None:
+    def fit_calibration(self, x: torch.Tensor, *, age: bool = True, memory_gb: float = MEMORY_GB) -> None:
         """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
         tile-row, a digital offset (minus the mean read with every input off) and gain (the
         least-squares gain of the reads onto the ideal products, :func:`calibration_gain`); both
@@ -445,8 +453,9 @@ class ProgrammedMatrix(nn.Module):
         The reads' noise comes from the calibration's own generators
         (:class:`xbar.streams.ProgrammingDraws`), never from the inference's read-noise
         streams.  The trials are fitted in chunks, and a trial's tile-rows in parts where
-        one trial is larger (:data:`CAL_FIT_ELEMENTS`), so memory does not grow with their
-        number or the layer's size; the fits are the same whatever the chunks.
+        one trial is larger, within :data:`xbar.memory.READ_SHARE` of ``memory_gb``
+        (:meth:`_fit_elements`), so memory does not grow with their number or the layer's
+        size; the fits are the same whatever the chunks.
         With ``Spec.t_calibration`` the chip is calibrated as it is then, and aged to
         ``t_inference`` afterwards (:meth:`advance_to_inference`; ``age=False`` leaves
         that to the caller: :func:`xbar.calibrate` ages every layer once all are fitted,
@@ -461,12 +470,13 @@ class ProgrammedMatrix(nn.Module):
             shape = self.g_read.shape if self.merged else (*self.g_read.shape[:2], 1, self.g_read.shape[-1])
             self.g_factor = torch.ones(shape, dtype=self.g_read.dtype, device=self.g_read.device)
         per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
-        step = max(1, CAL_FIT_ELEMENTS // per_trial)
+        elements = self._fit_elements(memory_gb)
+        step = max(1, elements // per_trial)
         bias = []
         try:
             for start in range(0, self.trials, step):
                 self.select_trials(start, min(self.trials, start + step))
-                bias.append(self._fit_trials(x[self.active]))
+                bias.append(self._fit_trials(x[self.active], elements))
         finally:
             self.select_trials()
         self.cal_bias = torch.cat(bias)  # (K, 1, out)
@@ -522,13 +532,13 @@ class ProgrammedMatrix(nn.Module):
             self.out_fs.mul_(gain.unsqueeze(1))
         self.cal_bias.mul_(gain)
 
-    def _fit_trials(self, x: torch.Tensor) -> torch.Tensor:
+    def _fit_trials(self, x: torch.Tensor, elements: int) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
         into their buffers, and their offsets ``(k, 1, out)`` are returned.  The tile-rows
         are read in parts (:meth:`_fit_parts`), then the reads with every input off; each
         part but the last is read again from the same draws for its moments, so that the
         fit is the one of a single part, bit for bit, in bounded memory."""
-        parts = self._fit_parts(x)
+        parts = self._fit_parts(x, elements)
         if self.spec.ranges_from_calibration:
             for rows in parts:
                 self._set_adc_ranges(x, rows)
