@@ -76,8 +76,10 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     noise in every pass (one realization), where ``replay=False`` runs the whole network
     for each layer and draws a fresh one in each pass: the fits are the same in
     distribution, and without per-read noise the same bit for bit.  ``memory_gb``: as in
-    :func:`xbar.simulate`, the trials read together (the batch is read whole, one trial
-    at least).  Returns ``hw``, calibrated in place."""
+    :func:`xbar.simulate`, the trials read together and, where one trial of the whole batch
+    does not fit, the parts of the batch read one after the other (:func:`_record_pass`);
+    and the size of each fit's parts (:meth:`ProgrammedMatrix.fit_calibration`).  Returns
+    ``hw``, calibrated in place."""
     check_count("calibrate", "timesteps", timesteps)
     check_memory("calibrate", memory_gb)
     keep_freed_memory()
