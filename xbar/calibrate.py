@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import (MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample,
+from xbar.memory import (MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample, spans,
                          release_freed_memory)
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, DataFlow, Stepper, check_steppable, readout_step
@@ -209,7 +209,7 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
     chunks = []
     starts = [m.draws.calibration.get_state() for m in matrices]
     try:
-        parts = [slice(a, min(len(x), a + part)) for a in range(0, len(x), part)]
+        parts = spans(len(x), part)
         for m in pending:
             m.keep_recording = m is target
             m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // (timesteps * len(parts))))  # bounded memory

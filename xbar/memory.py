@@ -160,6 +160,12 @@ def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step
     return max(found.values(), default=1) + KEPT_PER_OUTPUT * sum(outputs.values())
 
 
+def spans(n: int, step: int) -> list[slice]:
+    """``0 .. n - 1`` in consecutive slices of ``step`` (the last may be shorter): the
+    chunks of trials, the parts of a batch, the parts of a fit's tile-rows."""
+    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+
 def chunking(per_sample: int, batch: int, trials: int, memory_gb: float) -> tuple[int, int]:
     """``(trials per chunk, samples per part of a batch)`` that keep the largest read within
     :data:`READ_SHARE` of ``memory_gb``: as many trials together as fit with the whole

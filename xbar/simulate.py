@@ -64,7 +64,7 @@ from xbar.network import analog_layers
 from xbar.calibrate import awaiting, calibrate
 from xbar.neurons import neuron_reading, reset_state, threshold
 from xbar.stepping import DataFlow, READOUTS, Stepper, check_steppable, readout_step
-from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample
+from xbar.memory import MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample, spans
 from xbar.streams import READ_NOISE_GENERATOR
 from xbar.tile.matrix import trial_chunks
 
@@ -347,7 +347,7 @@ def simulate(hw: nn.Module, model: nn.Module, data, timesteps: int, *,
         per_chunk, part = chunking(per_sample, biggest, k, memory_gb)
         chunks = trial_chunks(k, biggest, trials_per_chunk or per_chunk)
         if trials_per_chunk is None and part < biggest:  # one trial of a whole batch would not fit
-            batches = [(x[i:i + part], y[i:i + part]) for x, y in batches for i in range(0, len(x), part)]
+            batches = [(x[s], y[s]) for x, y in batches for s in spans(len(x), part)]
         thresholds = {n: threshold(ideal_modules[n]) for n in neurons.values() if n is not None}
         handles += _hooks(hw, ideal_modules, names, neurons, captured)
         for _, m in layers:

@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from mapping.layout import layout_weights
 from xbar.checks import check_part
-from xbar.memory import MEMORY_GB, READ_SHARE
+from xbar.memory import MEMORY_GB, READ_SHARE, spans
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
@@ -431,12 +431,15 @@ class ProgrammedMatrix(nn.Module):
         room = int(READ_SHARE * memory_gb * 2**30 // (CAL_FIT_TENSORS * self.g_read.element_size()))
         return max(1, min(CAL_FIT_ELEMENTS, room))
 
+    def _fit_numbers(self, x: torch.Tensor) -> int:
+        """Numbers per trial and tile-row of a fit's largest tensors on inputs ``x`` ``(k,
+        N, in)``: each of the ``N`` inputs' read columns or outputs."""
+        return x.shape[1] * max(self.g_read.shape[-1], self.shape[1])
+
     def _fit_parts(self, x: torch.Tensor, elements: int) -> list[slice]:
         """The tile-rows of a fit of inputs ``x`` ``(k, N, in)`` in parts whose tensors
         hold at most ``elements`` numbers (one tile-row at least)."""
-        per_tile_row = x.shape[0] * x.shape[1] * max(self.g_read.shape[-1], self.shape[1])
-        step = max(1, elements // per_tile_row)
-        return [slice(a, min(self.n_r, a + step)) for a in range(0, self.n_r, step)]
+        return spans(self.n_r, max(1, elements // (x.shape[0] * self._fit_numbers(x))))
 
     def _calibration_streams(self, where: tuple | None = None) -> tuple:
         """Where the calibration's noise streams stand; with ``where``, first put them there."""
@@ -469,13 +472,11 @@ class ProgrammedMatrix(nn.Module):
         if not self.aged:  # what the fit multiplies into g_read, to carry over to t_inference
             shape = self.g_read.shape if self.merged else (*self.g_read.shape[:2], 1, self.g_read.shape[-1])
             self.g_factor = torch.ones(shape, dtype=self.g_read.dtype, device=self.g_read.device)
-        per_trial = x.shape[1] * self.n_r * max(self.g_read.shape[-1], self.shape[0])
         elements = self._fit_elements(memory_gb)
-        step = max(1, elements // per_trial)
         bias = []
         try:
-            for start in range(0, self.trials, step):
-                self.select_trials(start, min(self.trials, start + step))
+            for ks in spans(self.trials, max(1, elements // (self.n_r * self._fit_numbers(x)))):
+                self.select_trials(ks.start, ks.stop)
                 bias.append(self._fit_trials(x[self.active], elements))
         finally:
             self.select_trials()
@@ -550,12 +551,10 @@ class ProgrammedMatrix(nn.Module):
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS])).mean(2, keepdim=True)
         after = self._calibration_streams()
         moments = []
-        for i, (rows, start) in enumerate(zip(parts, starts)):
-            if i < len(parts) - 1:
-                self._calibration_streams(start)
-            y = last if i == len(parts) - 1 else self._tile_row_reads(x, rows)
-            moments.append(read_moments(y - y0[:, rows], self._ideal_sums(x, rows)))
-            del y
+        for rows, start in zip(parts[:-1], starts):  # read again, from the same draws
+            self._calibration_streams(start)
+            moments.append(read_moments(self._tile_row_reads(x, rows) - y0[:, rows], self._ideal_sums(x, rows)))
+        moments.append(read_moments(last - y0[:, parts[-1]], self._ideal_sums(x, parts[-1])))
         del last
         self._calibration_streams(after)
         out_fs = self._trials(self.out_fs)
@@ -592,5 +591,4 @@ CHUNK_SAMPLES = 1024
 def trial_chunks(trials: int, batch: int, per_chunk: int | None = None) -> list[slice]:
     """The trials ``0 .. trials - 1`` in chunks of ``per_chunk`` (default: as many as keep
     ``chunk x batch`` within :data:`CHUNK_SAMPLES`)."""
-    step = max(1, CHUNK_SAMPLES // max(1, batch)) if per_chunk is None else per_chunk
-    return [slice(a, min(trials, a + step)) for a in range(0, trials, step)]
+    return spans(trials, max(1, CHUNK_SAMPLES // max(1, batch)) if per_chunk is None else per_chunk)
