@@ -453,25 +453,38 @@ def test_a_calibrated_network_with_a_uniform_attenuation_is_the_ideal_network():
     assert float(raw.read_error.sel(layer="0").min()) > 0.5  # 101 s at nu = 0.2: a factor 0.40
 
 
-def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch):
-    """Calibration records and fits the trials in chunks (bounded memory): with reads that
-    draw nothing (programming variation, IR drop, ADC; no read noise), chunks of one trial
-    give every trial the gains and offsets that all trials at once give, bit for bit."""
+@pytest.mark.parametrize("replay", [True, False])
+def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch, replay):
+    """Calibration runs the trials in chunks, each through every pass and fit before the
+    next (bounded memory): with per-read noise (each trial's own streams) and programming
+    variation, IR drop and an ADC, chunks of one trial give every trial the gains, offsets
+    and ranges that all trials at once give, bit for bit."""
+    import sys
+
     import xbar.tile.matrix
 
+    calibration = sys.modules["xbar.calibrate"]  # the module (xbar.calibrate is its function)
     model = _small_snn()
-    dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
-    spec = xbar.Spec(tile=(8, 8), device=dev, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5)
+    spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"].replace(read_sigma_rel=0.05), adc_bits=5,
+                     r_wire_row=2.5, r_wire_col=2.5)
+    cal = rand(24, 16, 16)  # 16 samples
+    chunks = []
+    sizes = calibration._sizes
+    monkeypatch.setattr(calibration, "_sizes", lambda *a: chunks.append(sizes(*a)) or chunks[-1])
 
-    def fitted():
-        hw = xbar.calibrate(xbar.convert(model, spec, seed=1, trials=3), model, rand(24, 16, 16), timesteps=4)
+    def fitted(memory_gb, elements=2**25):
+        monkeypatch.setattr(xbar.tile.matrix, "CAL_FIT_ELEMENTS", elements)
+        hw = xbar.calibrate(xbar.convert(model, spec, seed=1, trials=3), model, cal, timesteps=4,
+                            memory_gb=memory_gb, replay=replay, labels=torch.arange(16) % 4)
         return [(m.matrix.out_fs.clone(), m.matrix.cal_bias.clone()) for m in (hw[0], hw[2])]
 
-    whole = fitted()
-    monkeypatch.setattr(xbar.tile.matrix, "CAL_FIT_ELEMENTS", 1)  # fits of one trial
-    monkeypatch.setattr(xbar.tile.matrix, "CHUNK_SAMPLES", 16)  # record passes of one trial (16 samples)
-    assert xbar.tile.matrix.trial_chunks(3, 16) == [slice(0, 1), slice(1, 2), slice(2, 3)]
-    chunked = fitted()
+    whole = fitted(2.0)
+    per_sample = xbar.memory.read_bytes_per_sample(xbar.convert(model, spec, seed=1, trials=3), model, cal,
+                                                   xbar.stepping.Stepper(model, xbar.reset_state))
+    kept = 4 * (12 + 4) * 8 if replay else 0  # every step's outputs of both layers, float64
+    one_trial = 1.2 * 16 * (per_sample + kept) / (xbar.memory.READ_SHARE * 2**30)
+    chunked = fitted(one_trial, elements=1)  # fits of one trial too
+    assert chunks == [(3, 16, replay), (1, 16, replay)]
     for (fs_a, bias_a), (fs_b, bias_b) in zip(whole, chunked):
         assert torch.equal(fs_a, fs_b) and torch.equal(bias_a, bias_b)
     assert not torch.equal(whole[0][0][0], whole[0][0][1])  # the trials differ (not one fit copied)
@@ -512,16 +525,22 @@ def test_a_fit_in_parts_of_tile_rows_is_the_fit_in_one(monkeypatch, adc):
 
 
 @pytest.mark.parametrize("replay", [True, False])
-def test_a_calibration_batch_run_in_parts_fits_what_the_whole_batch_fits(replay):
+def test_a_calibration_batch_run_in_parts_fits_what_the_whole_batch_fits(monkeypatch, replay):
     """Where one trial of the calibration batch does not fit the memory budget, the passes
     run it in parts of as many samples as fit (here one): every sample's reads are the same
     (no per-read noise), and with few enough rows that all are kept, each layer records the
     same inputs in another order, so the fits agree to rounding (1e-12); replayed outputs
-    are kept per part."""
+    are kept per part, the whole batch's within the budget (a read of one sample beside
+    them here)."""
+    import sys
+
+    calibration = sys.modules["xbar.calibrate"]
     model = _small_snn()
     dev = presets["rram_hfo2"].replace(read_sigma_rel=0.0)
     spec = xbar.Spec(tile=(8, 8), device=dev, adc_bits=5, r_wire_row=2.5, r_wire_col=2.5)
     cal = rand(22, 16, 16)
+    sizes, found = calibration._sizes, []
+    monkeypatch.setattr(calibration, "_sizes", lambda *a: found.append(sizes(*a)) or found[-1])
 
     def fitted(memory_gb):
         hw = xbar.convert(model, spec, seed=1, trials=2)
@@ -530,12 +549,39 @@ def test_a_calibration_batch_run_in_parts_fits_what_the_whole_batch_fits(replay)
         xbar.calibrate(hw, model, cal, 4, replay=replay, memory_gb=memory_gb, labels=torch.arange(16) % 4)
         return [(m.matrix.out_fs.clone(), m.matrix.cal_bias.clone()) for m in (hw[0], hw[2])], batches
 
-    (whole, whole_batches), (parts, part_batches) = fitted(2.0), fitted(1e-5)
+    per_read = xbar.memory.read_bytes_per_sample(xbar.convert(model, spec, seed=1, trials=2), model, cal,
+                                                 xbar.stepping.Stepper(model, xbar.reset_state))
+    kept = 16 * 4 * (12 + 4) * 8 if replay else 0  # the batch's outputs of both layers at every step, float64
+    (whole, whole_batches), (parts, part_batches) = fitted(2.0), fitted((kept + 1.5 * per_read) / (0.3 * 2**30))
+    assert found == [(2, 16, replay), (1, 1, replay)]
     assert 32 in whole_batches and part_batches == {1}  # both trials, the whole batch; one sample of one
     for (fs_a, bias_a), (fs_b, bias_b) in zip(whole, parts):
         torch.testing.assert_close(fs_b, fs_a, rtol=1e-12, atol=0)
         torch.testing.assert_close(bias_b, bias_a, rtol=1e-12, atol=1e-15)
     assert not torch.equal(whole[1][0][0], whole[1][0][1])  # the trials differ (not one fit copied)
+
+
+def test_a_replayed_calibration_without_room_for_its_outputs_runs_full_passes(monkeypatch):
+    """Where a trial's replayed outputs would leave no room for a read, the layers are
+    calibrated by full passes: with per-read noise, bit for bit ``replay=False``'s fits in
+    the same budget (a replay's differ in their digits)."""
+    import sys
+
+    calibration = sys.modules["xbar.calibrate"]
+    model = _small_snn()
+    spec = xbar.Spec(tile=(8, 8), device=presets["rram_hfo2"].replace(read_sigma_rel=0.05), adc_bits=5)
+    cal = rand(22, 16, 16)
+
+    def fitted(replay, memory_gb=2.0):
+        hw = xbar.calibrate(xbar.convert(model, spec, seed=1, trials=2), model, cal, 4, replay=replay,
+                            memory_gb=memory_gb, labels=torch.arange(16) % 4)
+        return torch.cat([m.matrix.out_fs.flatten() for m in (hw[0], hw[2])])
+
+    tight = 0.9 * 16 * 4 * (12 + 4) * 8 / (0.3 * 2**30)  # less than one trial's outputs
+    assert calibration._sizes(xbar.convert(model, spec, seed=1, trials=2), model, cal, 4, lambda x, t: x,
+                              xbar.reset_state, 2, True, tight)[2] is False
+    assert torch.equal(fitted(True, tight), fitted(False, tight))
+    assert not torch.equal(fitted(True), fitted(False))
 
 
 def test_simulate_refuses_to_calibrate_on_the_samples_it_evaluates():

@@ -13,7 +13,6 @@ import xbar
 from devices import presets
 from xbar import kernels
 from xbar.streams import NoiseStreams
-from xbar.tile.converters import to_codes_
 
 N = 1 << 21
 
@@ -63,12 +62,43 @@ def test_normals_are_the_same_whatever_the_thread_count():
     np.testing.assert_array_equal(normals(1000, key=9, dtype=np.float32), one[:1000].astype(np.float32))
 
 
-def codes(u, sd, key=77):
+def strided(t):
+    """``t`` ``(1, n)`` in a non-contiguous copy: the read's passes in torch, not native."""
+    out = torch.empty(t.shape[1], 2, dtype=t.dtype)[:, 0][None]
+    out.copy_(t)
+    assert not out.is_contiguous()
+    return out
+
+
+def codes(u, sd, seed=77, fused=True, dtype=torch.float64):
     """The 4-bit signed codes (7 a side) of column sums ``u`` with noise sd ``sd`` (units
-    of full scale), as a read makes them: the stream's normals, the ADC's clip and rounding."""
-    u = torch.as_tensor(np.asarray(u, np.float64))
-    eps = torch.from_numpy(normals(len(u), key=key))
-    return to_codes_(u + sd * eps, 4, True).numpy()
+    of full scale), as a read makes them (:meth:`NoiseStreams.add_noise_`): the stream's
+    normals, the ADC's clip and rounding; ``fused``: in one native pass, else in torch's."""
+    u = torch.tensor(np.asarray(u), dtype=dtype)[None]  # a copy: the read is in place
+    var = torch.full_like(u, sd**2)
+    if not fused:
+        u, var = strided(u), strided(var)
+    return NoiseStreams(seed=seed, trials=1).add_noise_(u, var, range(1), (-1.0, 7))[0].numpy()
+
+
+def test_the_fused_read_is_torch_passes_on_the_same_normals():
+    """The native pass (noise, clip and rounding in float64) and torch's passes in the
+    float width read the same numbers: float64 codes identical, float32 codes identical
+    but for a rounding boundary met within float32's rounding (at most 1e-4 of the reads,
+    one code off), and without the ADC the noisy sums equal to float32's rounding."""
+    g = torch.Generator().manual_seed(3)
+    u = (torch.rand(200_000, generator=g, dtype=torch.float64) * 2.4 - 1.2).numpy()
+    sd = 0.3 / 7
+    np.testing.assert_array_equal(codes(u, sd), codes(u, sd, fused=False))
+    fused, passes = codes(u, sd, dtype=torch.float32), codes(u, sd, fused=False, dtype=torch.float32)
+    off = fused != passes
+    assert off.mean() <= 1e-4 and np.abs(fused - passes).max() <= 1
+    u32 = torch.as_tensor(u, dtype=torch.float32)[None]
+    var = torch.full_like(u32, sd**2)
+    one = NoiseStreams(seed=5, trials=1).add_noise_(u32.clone(), var, range(1))
+    other = NoiseStreams(seed=5, trials=1).add_noise_(strided(u32), strided(var), range(1))
+    torch.testing.assert_close(one, other, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(one, u32)
 
 
 def discretized_normal(mean, sd, top):
@@ -86,12 +116,13 @@ def discretized_normal(mean, sd, top):
     (-1.2, 0.6),    # noise of a step: several codes
     (6.8, 0.4),     # at the clip
 ])
-def test_noisy_codes_follow_the_discretized_normal(z, sd):
+@pytest.mark.parametrize("fused", [True, False])
+def test_noisy_codes_follow_the_discretized_normal(z, sd, fused):
     """The codes' histogram against the discretized normal's probabilities (chi-square at
     1e-4 over the codes with an expected count of at least 5) and their mean and variance
     against its moments; ``z`` and ``sd`` in steps (LSB), 7 codes a side."""
     top, n = 7, 400_000
-    got = codes(np.full(n, z / top), sd / top)
+    got = codes(np.full(n, z / top), sd / top, fused=fused)
     c, p = discretized_normal(z, sd, top)
     counts = np.array([(got == ci).sum() for ci in c])
     assert counts.sum() == n

@@ -222,6 +222,27 @@ def test_lif_inference_path_is_the_training_path_bit_for_bit():
     assert 0 < float(spk_fast.mean()) < 1
 
 
+def test_a_step_counts_its_reads_outputs_and_membranes_in_closed_form():
+    """What sizes the reads (xbar.memory.step_bytes): per sample, each layer's output
+    (conv1: 6 channels x 144 positions; conv2: 8 x 36; fc: 16; out: 4), the neurons'
+    membranes (6 x 144 + 8 x 36 + 16), float32; and the read's peak
+    (:meth:`ProgrammedMatrix.read_bytes` per position) plus 3 numbers per output and 4 per
+    neuron (the analog and ideal networks' membranes and spikes)."""
+    from studies.models import conv_net
+    from xbar.memory import KEPT_PER_NEURON, KEPT_PER_OUTPUT, read_bytes_per_sample, step_bytes
+
+    model = conv_net((1, 12, 12), 4, channels=(6, 8), hidden=16).eval()
+    hw = xbar.convert(model, xbar.Spec(tile=(16, 16), adc_bits=4, calibration=None), seed=0)
+    x = torch.rand(3, 1, 12, 12)
+    step = xbar.stepping.Stepper(model, xbar.reset_state)
+    reads, outputs, neurons = step_bytes(hw, model, x, step)
+    assert outputs == {"0": 4 * 6 * 144, "3": 4 * 8 * 36, "7": 4 * 16, "9": 4 * 4}
+    assert neurons == 4 * (6 * 144 + 8 * 36 + 16)
+    assert reads["3"] == 36 * hw[3].matrix.read_bytes() and reads["0"] == 144 * hw[0].matrix.read_bytes()
+    assert read_bytes_per_sample(hw, model, x, step) == (max(reads.values()) + KEPT_PER_OUTPUT * sum(outputs.values())
+                                                         + KEPT_PER_NEURON * neurons)
+
+
 def test_memory_budget_sizes_the_trials_and_parts_of_a_batch():
     from xbar.memory import chunking
 

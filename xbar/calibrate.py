@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import (MEMORY_GB, check_memory, chunking, keep_freed_memory, read_bytes_per_sample, spans,
-                         release_freed_memory)
+from xbar.memory import (MEMORY_GB, READ_SHARE, check_memory, chunking, fresh_pages, keep_freed_memory,
+                         release_freed_memory, spans, step_bytes, step_peak)
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, DataFlow, Stepper, check_steppable, readout_step
 from xbar.tile.calibration import CAL_MAX_ROWS, CAL_ROWS_PER_READ
@@ -104,29 +104,66 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
             bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
             order = _run_order(step, matrices, pending, x, encoder)
-            per_sample = read_bytes_per_sample(hw, model, encoder(x, 0), Stepper(model, reset))
-            per_chunk, part = chunking(per_sample, len(x), matrices[0].trials, memory_gb)
             direct = _direct_inputs(model, hw, x, encoder, reset) if replay else None
-            replay = None if direct is None else _Replay(hw, order, direct)
-            while pending:
-                target = next(m for m in order if any(m is p for p in pending))
-                _record_pass(step, matrices, pending, target, x, timesteps, encoder, per_chunk, part, replay)
-                inputs, target.recording = target.recording, None
-                target.fit_calibration(inputs, age=False, memory_gb=memory_gb)  # all calibrated at t_calibration
-                del inputs
+            per_chunk, part, replay = _sizes(hw, model, x, timesteps, encoder, reset, matrices[0].trials,
+                                             direct is not None, memory_gb)
+            starts = [m.draws.calibration.get_state() for m in matrices]
+            for ks in trial_chunks(matrices[0].trials, len(x), per_chunk):  # each chunk through every pass
+                for m, state in zip(matrices, starts):  # every chunk samples the same rows
+                    m.draws.calibration.set_state(state)
+                    m.select_trials(ks.start, ks.stop)
+                kept = _Replay(hw, order, direct) if replay else None
                 pending = awaiting(hw)
-                bar.update()
+                while pending:
+                    target = next(m for m in order if any(m is p for p in pending))
+                    _record_pass(step, matrices, pending, target, x, timesteps, encoder, ks, part, kept)
+                    inputs, target.recording = target.recording, None
+                    release_freed_memory()  # the pass's temporaries, before the fit's
+                    with fresh_pages():  # a fit's temporaries come in its layer's own sizes
+                        target.fit_calibration(inputs, age=False, memory_gb=memory_gb)  # calibrated at t_calibration
+                    del inputs
+                    pending = awaiting(hw)
+                    bar.update(len(range(ks.start, ks.stop)) / matrices[0].trials)
+                del kept
             bar.close()
+            _stop_recording(matrices)
             for m in matrices:  # then the chip ages to t_inference (Spec.t_calibration)
                 m.advance_to_inference()
-            del replay
-            release_freed_memory()  # the recordings and kept outputs, in sizes the reads do not reuse
     finally:
         _stop_recording(matrices)
         for m in matrices:
             m.reset_read_noise()
         hw.train(was_training)
     return hw
+
+
+# Layers whose outputs a replayed calibration keeps at once, at most (a layer's outputs are
+# dropped once the layers reading them are read calibrated: two for a chain of layers).
+REPLAY_KEPT_LAYERS = 2
+
+
+def _sizes(hw: nn.Module, model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, trials: int,
+           replay: bool, memory_gb: float) -> tuple[int, int, bool]:
+    """``(trials per chunk, samples per part, replay)`` of a calibration of ``trials`` on the batch ``x``
+    within :data:`xbar.memory.READ_SHARE` of ``memory_gb``: a read's bytes per sample
+    (:func:`xbar.memory.step_peak`), and with ``replay`` the outputs it keeps
+    over every step of the whole batch of the chunk's trials (those of the
+    :data:`REPLAY_KEPT_LAYERS` largest; where the batch is read in parts, its outputs are
+    kept whole).  Where one trial's kept outputs leave no room for a read of one sample,
+    the layers are calibrated by passes of the whole network (``replay`` off: the same
+    fits in distribution, at about the network's depth times the cost, in the memory of
+    one read)."""
+    found = step_bytes(hw, model, encoder(x, 0), Stepper(model, reset))
+    per_read = step_peak(*found)
+    if replay:
+        outputs = sorted(found[1].values())
+        kept = timesteps * sum(outputs[-REPLAY_KEPT_LAYERS:])  # per sample and trial, over the steps
+        room = READ_SHARE * memory_gb * 2**30 - kept * len(x)  # one trial's outputs of the whole batch kept
+        if room >= per_read:
+            per_chunk, part = chunking(per_read + kept, len(x), trials, memory_gb)
+            return (per_chunk, part, True) if part == len(x) else (1, min(len(x), int(room // per_read)), True)
+    per_chunk, part = chunking(per_read, len(x), trials, memory_gb)
+    return per_chunk, part, False
 
 
 def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, reset, readout: str,
@@ -192,47 +229,38 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
 
 
 def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
-                 encoder, per_chunk: int, part: int, replay: _Replay | None = None) -> None:
-    """Run the calibration batch once and leave the inputs that ``target`` read in
-    ``target.recording``, ``(K, rows, in)``.  Without ``replay``, the other pending
+                 encoder, ks: slice, part: int, replay: _Replay | None = None) -> None:
+    """Run the calibration batch once on trials ``ks`` and leave the inputs that ``target``
+    read in ``target.recording``, ``(k, rows, in)``.  Without ``replay``, the other pending
     matrices read raw and sample their rows as they always did, keeping nothing; with it,
     the layers before ``target`` replay their calibrated outputs (or read them, the first
-    time) and those after it run the ideal product (:class:`_Replay`).  The trials run in
-    chunks of ``per_chunk`` (:func:`xbar.memory.chunking`), joined along the trials; every
-    chunk samples the same rows (the calibration generators start each chunk where the
-    pass started), so that a trial's calibration does not depend on the chunks, nor on
-    the other trials (:func:`xbar.convert`'s ``only``).  Where one trial of the whole
-    batch does not fit the budget, the batch runs in parts of ``part`` samples, one after
-    the other (as :func:`xbar.simulate` reads it): its reads then draw their noise and
-    sample their rows in another order, so the fits differ in their digits (not in
-    distribution) from a run with room for the whole batch."""
-    chunks = []
-    starts = [m.draws.calibration.get_state() for m in matrices]
+    time) and those after it run the ideal product (:class:`_Replay`).  Where one trial of
+    the whole batch does not fit the budget, the batch runs in parts of ``part`` samples,
+    one after the other (as :func:`xbar.simulate` reads it): its reads then draw their
+    noise and sample their rows in another order, so the fits differ in their digits (not
+    in distribution) from a run with room for the whole batch."""
     try:
         parts = spans(len(x), part)
         for m in pending:
             m.keep_recording = m is target
             m.rows_per_read = min(CAL_ROWS_PER_READ, -(-CAL_MAX_ROWS // (timesteps * len(parts))))  # bounded memory
-        for ks in trial_chunks(matrices[0].trials, len(x), per_chunk):
-            for m, state in zip(matrices, starts):
-                m.select_trials(ks.start, ks.stop)
-                m.draws.calibration.set_state(state)
-            for m in pending:
-                m.recording = []
-            for ps in parts:
-                if replay is not None:
-                    replay.arrange(target, (ks.start, ps.start))
-                step.reset()
-                for t in range(timesteps):
-                    xt = encoder(x, t)[ps]
-                    step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
-            chunks.append(torch.cat(target.recording, 1))  # this chunk's reads, (k, rows, in)
-            target.recording = []
+            m.recording = []
+        for m in matrices:
+            m.select_trials(ks.start, ks.stop)  # a new pass: no correlation with the reads before
+        for ps in parts:
+            if replay is not None:
+                replay.arrange(target, ps.start)
+            step.reset()
+            for t in range(timesteps):
+                xt = encoder(x, t)[ps]
+                step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
+        recording = torch.cat(target.recording, 1)  # (k, rows, in)
     finally:
         if replay is not None:
             replay.restore()
-        _stop_recording(matrices)
-    target.recording = torch.cat(chunks)
+        for m in matrices:
+            m.recording, m.keep_recording = None, True
+    target.recording = recording
 
 
 class _Replay:
@@ -243,9 +271,10 @@ class _Replay:
     target records its inputs as a read would, but gives the ideal product instead of
     reading, as do the layers after it (in a feed-forward network nothing they give
     reaches the target).  Each layer is then read once, calibrated, in the pass after its
-    fit.  Outputs are kept per chunk of trials and part of the batch (``chunk``: their
-    starts); a replayed output is a copy, so that
-    nothing downstream can change the kept one.
+    fit.  One replay serves one chunk of trials (:func:`calibrate` runs each chunk through
+    every pass before the next, so that the outputs kept are that chunk's); its outputs
+    are kept per part of the batch (``part``: its first sample); a replayed output is a
+    copy, so that nothing downstream can change the kept one.
 
     Only the outputs some layer still needs are kept: a layer's outputs are dropped once
     every layer that reads them directly (``direct``, from the data flow:
@@ -261,17 +290,17 @@ class _Replay:
         names = {id(m.matrix): n for n, m in analog_layers(hw)}
         # the layers whose outputs each one reads directly, by position in ``order``
         self.direct = [{index[id(d)] for d in order if names[id(d)] in direct[names[id(m)]]} for m in order]
-        self.kept: dict[tuple[int, tuple], list] = {}  # (layer index, (chunk start, part start)) -> outputs by call
+        self.kept: dict[tuple[int, int], list] = {}  # (layer index, part start) -> outputs by call
         self.shapes: dict[tuple[int, int], list] = {}  # the same, of outputs no longer kept
         self.patched: list = []
 
-    def arrange(self, target, chunk: tuple[int, int]) -> None:
+    def arrange(self, target, part: int) -> None:
         self.restore()
         at = next(i for i, m in enumerate(self.order) if m is target)
-        self._drop_unneeded(chunk)
-        live = self._live(at, chunk)
+        self._drop_unneeded(part)
+        live = self._live(at, part)
         for i, module in enumerate(self.layers):
-            key = (i, chunk)
+            key = (i, part)
             if i < at:
                 if key in self.kept:
                     module.forward = self._replaying(self.kept[key])
@@ -286,29 +315,28 @@ class _Replay:
                 module.forward = module.record_then_ideal
             self.patched.append(module)
 
-    def _live(self, at: int, chunk: tuple[int, int]) -> set:
+    def _live(self, at: int, part: int) -> set:
         """The layers before position ``at`` whose outputs this pass needs: those the
         target reads, and those not yet read calibrated (they read now), with what they read."""
-        stack = list(self.direct[at]) + [i for i in self._waiting(chunk) if i < at]
+        stack = list(self.direct[at]) + [i for i in self._waiting(part) if i < at]
         live: set = set()
         while stack:
             i = stack.pop()
             if i in live:
                 continue
             live.add(i)
-            if (i, chunk) not in self.kept:
+            if (i, part) not in self.kept:
                 stack.extend(self.direct[i])
         return live
 
-    def _waiting(self, chunk: tuple[int, int]) -> list[int]:
-        """The layers that have not yet made their calibrated read (in this chunk of trials
-        and part of the batch)."""
-        return [i for i in range(len(self.order)) if (i, chunk) not in self.kept and (i, chunk) not in self.shapes]
+    def _waiting(self, part: int) -> list[int]:
+        """The layers that have not yet made their calibrated read (in this part of the batch)."""
+        return [i for i in range(len(self.order)) if (i, part) not in self.kept and (i, part) not in self.shapes]
 
-    def _drop_unneeded(self, chunk: tuple[int, int]) -> None:
+    def _drop_unneeded(self, part: int) -> None:
         """Drop the kept outputs that no layer waiting for its calibrated read reads."""
-        waiting = self._waiting(chunk)
-        for key in [k for k in self.kept if k[1] == chunk]:
+        waiting = self._waiting(part)
+        for key in [k for k in self.kept if k[1] == part]:
             if not any(key[0] in self.direct[j] for j in waiting):
                 self.shapes[key] = [(t.shape, t.dtype, t.device) for t in self.kept.pop(key)]
 

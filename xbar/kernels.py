@@ -124,3 +124,24 @@ def fill_normal(out, keys, offsets):
         key, first = keys[k], offsets[k]
         for j in range(start, min(m, start + _BLOCK)):
             out[k, j] = normal_at(key, first + np.uint64(j))
+
+
+@numba.njit(parallel=True, **_JIT)
+def noisy_read_(u, var, keys, offsets, lo, top):
+    """In place, one pass: ``u[k, j] + sqrt(var[k, j]) * eps``, ``eps`` the normal at
+    position ``offsets[k] + j`` of stream ``keys[k]`` (as :func:`fill_normal` draws it),
+    computed in float64 and stored in ``u``'s width; where ``top > 0`` then clipped to
+    ``[lo, 1]`` (units of full scale) and rounded to the ADC's codes ``* top``, half to
+    even (:func:`xbar.tile.converters.to_codes_`).  ``u``, ``var`` ``(K, M)`` of one
+    float width, C-contiguous; ``keys``, ``offsets`` uint64 ``(K,)``."""
+    k_count, m = u.shape
+    blocks = (m + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(k_count * blocks):
+        k = b // blocks
+        start = (b - k * blocks) * _BLOCK
+        key, first = keys[k], offsets[k]
+        for j in range(start, min(m, start + _BLOCK)):
+            v = float(u[k, j]) + math.sqrt(float(var[k, j])) * normal_at(key, first + np.uint64(j))
+            if top > 0.0:
+                v = np.rint(min(max(v, lo), 1.0) * top)
+            u[k, j] = v

@@ -22,6 +22,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -52,6 +53,36 @@ def keep_freed_memory() -> bool:
                       "cluster: MALLOC_ARENA_MAX=1 dask worker ...); the numbers are the same either way",
                       stacklevel=3)
     return kept
+
+
+# Allocations from this size on are mapped afresh and given back when freed, within
+# fresh_pages(): the large tensors, whose gaps fragment the heap; smaller ones reuse it.
+FRESH_PAGES_FROM = 32 * 2**20
+
+
+@contextlib.contextmanager
+def fresh_pages():
+    """Within: allocations of :data:`FRESH_PAGES_FROM` bytes or more are mapped afresh from
+    the kernel and given back when freed (glibc's mmap, as by default), not kept in the heap
+    as :func:`keep_freed_memory` has them.  For calibration's fits, whose temporaries come
+    in every layer's own sizes: a kept heap fragmented and grew with every part of a fit.
+    Measured: VGG9's fc1 (4096x1024, 64x64 tiles) fitted on 4,096 inputs after another
+    layer's fit took 3.3 GiB above what was resident, its heap growing by 125 MiB a part;
+    with fresh pages 0.43 GiB, at twice the time (1.5 s against 0.8 s for a 2304x256 conv
+    layer: the pages faulted in).  Programming took 1.3x its time so (89 s against 68 s
+    for VGG9's 2 trials, at a peak of 1.32 against 1.40 GiB), and keeps freed memory; the
+    reads, which repeat their sizes at every step, too."""
+    try:
+        mallopt = _libc().mallopt
+    except (OSError, AttributeError, TypeError):
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, FRESH_PAGES_FROM)
+    try:
+        yield
+    finally:
+        if keep_freed_memory():
+            mallopt(_M_MMAP_THRESHOLD, _LARGEST)
 
 
 def release_freed_memory() -> bool:
@@ -125,30 +156,57 @@ def trials_per_part(per_trial: int, trials: int, memory_gb: float) -> int:
 # What a step keeps of each crossbar layer's outputs while the next layers read: the analog
 # output, the ideal product of the same input and the ideal network's output (the metrics').
 KEPT_PER_OUTPUT = 3
+# What a step keeps of each neuron: its membrane and its spikes, in the analog network (per
+# trial) and in the ideal one run beside it (counted per trial too: an upper bound).
+KEPT_PER_NEURON = 4
 
 
 def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step) -> int:
     """Bytes a step of ``hw`` takes per sample and trial at its peak, on inputs like ``x``
     (its first sample, one step of the ideal ``model`` through ``step`` to see each
     layer's input): the largest crossbar read (reads per sample times
-    :meth:`ProgrammedMatrix.read_bytes`), and what the step keeps of every crossbar
-    layer's outputs meanwhile (:data:`KEPT_PER_OUTPUT` numbers per output)."""
+    :meth:`ProgrammedMatrix.read_bytes`), what the step keeps of every crossbar layer's
+    outputs meanwhile (:data:`KEPT_PER_OUTPUT` numbers per output) and every neuron's
+    state, kept across the steps (:data:`KEPT_PER_NEURON` numbers per neuron, the
+    membrane's width).  Its parts: :func:`step_bytes`."""
+    return step_peak(*step_bytes(hw, model, x, step))
+
+
+def step_peak(reads: dict, outputs: dict, neurons: int) -> int:
+    """:func:`read_bytes_per_sample` from the parts :func:`step_bytes` found."""
+    return max(reads.values(), default=1) + KEPT_PER_OUTPUT * sum(outputs.values()) + KEPT_PER_NEURON * neurons
+
+
+def step_bytes(hw: nn.Module, model: nn.Module, x: torch.Tensor, step) -> tuple[dict, dict, int]:
+    """Per sample and trial, seen over one step of ``x``'s first sample through ``step``
+    (the ideal ``model``): the bytes of each crossbar layer's read at its peak and of its
+    outputs (by name), and of the membranes of the neurons
+    (:func:`xbar.neurons.neuron_reading`)."""
     from xbar.network import analog_layers
+    from xbar.neurons import neuron_reading
 
     layers = dict(analog_layers(hw))
-    modules = dict(model.named_modules())
-    found: dict[str, int] = {}
+    reads: dict[str, int] = {}
     outputs: dict[str, int] = {}
+    membranes: dict[str, int] = {}
 
     def seen(name):
         def hook(module, inputs):
-            reads = layers[name].reads_per_sample(inputs[0])
+            n = layers[name].reads_per_sample(inputs[0])
             matrix = layers[name].matrix
-            found[name] = max(found.get(name, 0), reads * matrix.read_bytes())
-            outputs[name] = max(outputs.get(name, 0), reads * matrix.shape[1] * matrix.g_read.element_size())
+            reads[name] = max(reads.get(name, 0), n * matrix.read_bytes())
+            outputs[name] = max(outputs.get(name, 0), n * matrix.shape[1] * matrix.g_read.element_size())
         return hook
 
-    handles = [modules[n].register_forward_pre_hook(seen(n)) for n in layers if n in modules]
+    def neuron(name):
+        def count(module, inputs, output):
+            reading = neuron_reading(module, output)
+            if reading is not None:
+                membranes[name] = reading[1].numel() * reading[1].element_size()
+        return count
+
+    handles = [m.register_forward_pre_hook(seen(n)) for n, m in model.named_modules() if n in layers]
+    handles += [m.register_forward_hook(neuron(n)) for n, m in model.named_modules()]
     try:
         with torch.no_grad():
             step.reset()
@@ -157,7 +215,7 @@ def read_bytes_per_sample(hw: nn.Module, model: nn.Module, x: torch.Tensor, step
         step.reset()
         for h in handles:
             h.remove()
-    return max(found.values(), default=1) + KEPT_PER_OUTPUT * sum(outputs.values())
+    return reads, outputs, sum(membranes.values())
 
 
 def spans(n: int, step: int) -> list[slice]:

@@ -113,6 +113,27 @@ class NoiseStreams:
             self._gens = [torch.Generator(device=device).manual_seed(int(k)) for k in self.keys]
         return self._gens
 
+    def add_noise_(self, u: torch.Tensor, var: torch.Tensor, trials: range, codes: tuple[float, int] | None = None
+                   ) -> torch.Tensor:
+        """``u + sqrt(var) * eps`` in place, ``eps`` :meth:`normal`'s numbers for ``trials``
+        (row ``i`` of ``u`` and ``var`` ``(len(trials), ...)`` is trial ``trials[i]``'s);
+        with ``codes`` ``(lo, top)``, then the ADC's clip to ``[lo, 1]`` and rounding to
+        codes (:func:`xbar.tile.converters.to_codes_`).  On the CPU, one pass of native
+        code (:func:`xbar.kernels.noisy_read_`, in float64: the codes may differ from the
+        float-width passes' in the last bit of a rounding, never in distribution); else
+        torch's passes on :meth:`normal`'s numbers."""
+        if u.device.type == "cpu" and u.is_contiguous() and var.is_contiguous() and var.dtype == u.dtype \
+                and var.shape == u.shape and not u.requires_grad:
+            flat = u.view(u.shape[0], -1)
+            lo, top = codes or (0.0, 0)
+            kernels.noisy_read_(flat.numpy(), var.view(flat.shape).numpy(), *self._claim(trials, flat.shape[1]),
+                                float(lo), float(top))
+            return u
+        u = u.addcmul_(var.sqrt(), self.normal(u, trials))
+        if codes is not None:
+            u.clamp_(codes[0], 1).mul_(codes[1]).round_()
+        return u
+
     def normal(self, like: torch.Tensor, trials: range) -> torch.Tensor:
         """A tensor shaped like ``like`` ``(len(trials), ...)`` of standard normals, row
         ``i`` from the stream of trial ``trials[i]``."""

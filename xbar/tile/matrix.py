@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 import torch
 import torch.nn as nn
 
@@ -56,7 +58,8 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    calibration_vectors, gain_from_moments, percentile_levels, range_groups,
                                    read_moments, sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
-from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.converters import (AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units,
+                                  top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
 from xbar.tile.read import ar1, tile_row_read
 
@@ -154,7 +157,8 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("ref_inputs", None)
         self.register_buffer("ref_level", None)
         self.register_buffer("drift_gain", None)
-        self.calibrated = False
+        self.calibrated = False  # every trial fitted (``fitted``: which are)
+        self.fitted = np.zeros(trials, dtype=bool)
         self.aged = not spec.ages_after_calibration  # at t_inference already
         self.draws = draws
         if spec.calibration == "vectors" and not spec.is_ideal:
@@ -170,8 +174,9 @@ class ProgrammedMatrix(nn.Module):
 
     @property
     def awaits_data(self) -> bool:
-        """Calibrated from data (``Spec.calibration="data"``) and not yet fitted."""
-        return self.spec.calibration == "data" and self.needs_calibration and not self.calibrated
+        """Calibrated from data (``Spec.calibration="data"``) and not yet fitted, for a trial selected."""
+        return (self.spec.calibration == "data" and self.needs_calibration
+                and not self.fitted[self.active_trials.start:self.active_trials.stop].all())
 
     def _draw_adc_errors(self, gen: torch.Generator) -> None:
         """Each ADC's gain error, offset and non-linearity, per tile-row and read column,
@@ -299,19 +304,29 @@ class ProgrammedMatrix(nn.Module):
         """The next read starts a new inference: no correlation with the reads before."""
         self._ar = {}
 
-    def _noise(self, u: torch.Tensor, x: torch.Tensor, s2: torch.Tensor | None, site: str, calibrating: bool):
-        """The per-read noise of column sums ``u`` of inputs ``x``: its standard deviation,
-        from one product of ``x**2`` with the variances ``s2``, and standard normals laid
-        out as ``u``, AR(1) over the reads of an inference at read site ``site``; while
-        ``calibrating``, white and from the calibration's generator.  ``(None, None)``
-        without."""
+    def _add_noise_(self, u: torch.Tensor, x: torch.Tensor, s2: torch.Tensor | None, site: str,
+                    calibrating: bool, errors: AdcErrors | None = None) -> bool:
+        """The per-read noise of column sums ``u`` of inputs ``x``, added to ``u`` in place:
+        its standard deviation from one product of ``x**2`` with the variances ``s2``, times
+        standard normals laid out as ``u``, AR(1) over the reads of an inference at read site
+        ``site``; while ``calibrating``, white and from the calibration's streams.  Where
+        the read goes on to an ADC with no ``errors`` of its own and no noise (``errors``
+        given), and the noise is white, the ADC's clip and rounding are made in the same
+        pass (:meth:`NoiseStreams.add_noise_`).  Returns whether ``u`` holds codes now.
+        Nothing without ``s2``."""
         if s2 is None:
-            return None, None
-        std = torch.matmul(x * x, s2).sqrt_()
-        eps = self._normal(u, calibrating)
+            return False
+        var = torch.matmul(x * x, s2)
         if self.rho and not calibrating:
-            eps = self._ar[site] = ar1(self._ar.get(site), eps, self.rho)
-        return std, eps
+            eps = self._ar[site] = ar1(self._ar.get(site), self._normal(u, calibrating), self.rho)
+            u.addcmul_(var.sqrt_(), eps)
+            return False
+        codes = None
+        if errors is not None and not errors.any and self.spec.adc_noise == 0:
+            codes = (-1.0 if self.spec.signed_adc else 0.0, top_code(self.spec.adc_bits, self.spec.signed_adc))
+        streams = self.cal_noise if calibrating else self.noise
+        streams.add_noise_(u, var, self.active_trials, codes)
+        return codes is not None
 
     def read_bytes(self) -> int:
         """Bytes one input row of one trial takes at the peak of a read: the input and its
@@ -365,8 +380,8 @@ class ProgrammedMatrix(nn.Module):
 
     def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         u = torch.matmul(x, self._trials(self.g_read))
-        std, eps = self._noise(u, x, self._trials(self.s2_read), "merged", calibrating)
-        return tile_row_read(u, std, eps, self.spec, adc=False, a=self.col_a, b=self.col_b, inplace=True)
+        self._add_noise_(u, x, self._trials(self.s2_read), "merged", calibrating)
+        return tile_row_read(u, None, None, self.spec, adc=False, a=self.col_a, b=self.col_b, inplace=True)
 
     def _blocks_read(self, x: torch.Tensor, calibrating: bool = False, first: int = 0) -> torch.Tensor:
         """Each tile-row's decoded output ``(K, n_r, N, out)`` in weight units: the full
@@ -386,10 +401,10 @@ class ProgrammedMatrix(nn.Module):
         r = xt.shape[-1]
         u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
-        std, eps = self._noise(u, xt, s2, f"block{blocks.start}", calibrating)
-        y = tile_row_read(u, std, eps, self.spec, adc=self.spec.adc_bits is not None, a=self.col_a, b=self.col_b,
-                          errors=self._adc_errors(blocks), normal=lambda like: self._normal(like, calibrating, adc=True),
-                          inplace=True)
+        adc, errors = self.spec.adc_bits is not None, self._adc_errors(blocks)
+        coded = self._add_noise_(u, xt, s2, f"block{blocks.start}", calibrating, errors if adc else None)
+        y = tile_row_read(u, None, None, self.spec, adc=adc and not coded, a=self.col_a, b=self.col_b, errors=errors,
+                          normal=lambda like: self._normal(like, calibrating, adc=True), inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
     def _set_adc_ranges(self, x: torch.Tensor, rows: slice) -> None:
@@ -449,7 +464,8 @@ class ProgrammedMatrix(nn.Module):
         return self.cal_noise.tell(), self.cal_adc_noise.tell()
 
     def fit_calibration(self, x: torch.Tensor, *, age: bool = True, memory_gb: float = MEMORY_GB) -> None:
-        """Read inputs ``x`` ``(K, N, in)`` (each trial its own) and fit, per output and
+        """Read inputs ``x`` ``(k, N, in)`` of the trials selected (:meth:`select_trials`;
+        all by default), each trial its own, and fit, per output and
         tile-row, a digital offset (minus the mean read with every input off) and gain (the
         least-squares gain of the reads onto the ideal products, :func:`calibration_gain`); both
         folded into the read (see the module docstring).
@@ -458,47 +474,66 @@ class ProgrammedMatrix(nn.Module):
         streams.  The trials are fitted in chunks, and a trial's tile-rows in parts where
         one trial is larger, within :data:`xbar.memory.READ_SHARE` of ``memory_gb``
         (:meth:`_fit_elements`), so memory does not grow with their number or the layer's
-        size; the fits are the same whatever the chunks.
+        size; the fits are the same whatever the chunks, and a group of trials fitted on
+        its own (:func:`xbar.calibrate` fits a few at a time) is fitted as among all, where
+        the calibration generator stands where it stood for all (it draws the rows fitted).
+        The matrix is ``calibrated`` once every trial is.
         With ``Spec.t_calibration`` the chip is calibrated as it is then, and aged to
         ``t_inference`` afterwards (:meth:`advance_to_inference`; ``age=False`` leaves
         that to the caller: :func:`xbar.calibrate` ages every layer once all are fitted,
         so that each layer is calibrated on the inputs the chip gives at calibration)."""
-        if self.calibrated:
+        group = self.active_trials
+        if self.fitted[group.start:group.stop].any():
             raise RuntimeError("ProgrammedMatrix: already calibrated; program a new one to recalibrate")
-        if self.active is not None:
-            raise RuntimeError("ProgrammedMatrix: calibration fits every trial: select_trials() first")
+        if x.shape[0] != len(group):
+            raise ValueError(f"fit_calibration: x holds {x.shape[0]} trials' inputs, for the {len(group)} "
+                             "trials selected")
         x = x.to(self.g_tiles.dtype)
         x = sample_rows(x, self.draws.calibration, CAL_MAX_ROWS)  # a random subset bounds the fit's memory
-        if not self.aged:  # what the fit multiplies into g_read, to carry over to t_inference
+        if not self.aged and self.g_factor is None:  # what the fit multiplies into g_read, for t_inference
             shape = self.g_read.shape if self.merged else (*self.g_read.shape[:2], 1, self.g_read.shape[-1])
             self.g_factor = torch.ones(shape, dtype=self.g_read.dtype, device=self.g_read.device)
+        if self.cal_bias is None:
+            self.cal_bias = torch.zeros(self.trials, 1, self.shape[1], dtype=self.g_read.dtype,
+                                        device=self.g_read.device)
         elements = self._fit_elements(memory_gb)
-        bias = []
+        before = self.active
         try:
-            for ks in spans(self.trials, max(1, elements // (self.n_r * self._fit_numbers(x)))):
-                self.select_trials(ks.start, ks.stop)
-                bias.append(self._fit_trials(x[self.active], elements))
+            for ks in spans(len(group), max(1, elements // (self.n_r * self._fit_numbers(x)))):
+                self.select_trials(group.start + ks.start, group.start + ks.stop)
+                self.cal_bias[self.active] = self._fit_trials(x[ks], elements)
+            self.select_trials(group.start, group.stop)
+            if self.spec.drift_compensation is not None and not self.aged:
+                self._keep_reference(x[:, :CAL_REFERENCE_ROWS])
         finally:
-            self.select_trials()
-        self.cal_bias = torch.cat(bias)  # (K, 1, out)
-        self.calibrated = True
-        if self.spec.drift_compensation is not None and not self.aged:
-            self.ref_inputs = x[:, :CAL_REFERENCE_ROWS].contiguous()
-            self.ref_level = self._reference_level()
-        if age:
+            self.active, self._ar = before, {}
+        self.fitted[group.start:group.stop] = True
+        self.calibrated = bool(self.fitted.all())
+        if age and self.calibrated:
             self.advance_to_inference()
 
+    def _keep_reference(self, x: torch.Tensor) -> None:
+        """The drift compensation's reference batch ``x`` ``(k, rows, in)`` of the trials
+        selected, and its level read now."""
+        group = self.active
+        if self.ref_inputs is None:
+            self.ref_inputs = torch.zeros(self.trials, *x.shape[1:], dtype=x.dtype, device=x.device)
+            self.ref_level = torch.zeros(self.trials, 1, 1, dtype=self.g_read.dtype, device=x.device)
+        self.ref_inputs[group] = x
+        self.ref_level[group] = self._reference_level()
+
     def _reference_level(self) -> torch.Tensor:
-        """Each trial's mean output magnitude ``(K, 1, 1)`` on the reference batch
+        """Each selected trial's mean output magnitude ``(k, 1, 1)`` on the reference batch
         ``ref_inputs``, calibrated (the noise from the calibration's generators)."""
-        levels = []
+        group, levels = self.active_trials, []
+        before = self.active
         try:
-            for ks in trial_chunks(self.trials, self.ref_inputs.shape[1]):
-                self.select_trials(ks.start, ks.stop)
-                y = self._tile_row_reads(self.ref_inputs[ks]).sum(1) + self._trials(self.cal_bias)
+            for ks in trial_chunks(len(group), self.ref_inputs.shape[1]):
+                self.select_trials(group.start + ks.start, group.start + ks.stop)
+                y = self._tile_row_reads(self.ref_inputs[self.active]).sum(1) + self._trials(self.cal_bias)
                 levels.append(y.abs().mean((1, 2), keepdim=True))
         finally:
-            self.select_trials()
+            self.active, self._ar = before, {}
         return torch.cat(levels)
 
     def advance_to_inference(self) -> None:
