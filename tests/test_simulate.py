@@ -243,6 +243,18 @@ def test_a_step_counts_its_reads_outputs_and_membranes_in_closed_form():
                                                          + KEPT_PER_NEURON * neurons)
 
 
+def test_fresh_pages_nest_and_give_the_kept_heap_back():
+    """fresh_pages() inside another restores the outer one's threshold on leaving, and the
+    outermost the kept heap's (nothing of it left in force)."""
+    from xbar import memory
+
+    with memory.fresh_pages():
+        with memory.fresh_pages(memory.KEPT_PAGES_FROM):
+            assert memory._fresh_from == [memory.KEPT_PAGES_FROM]
+        assert memory._fresh_from == [memory.FRESH_PAGES_FROM]
+    assert memory._fresh_from == [None]
+
+
 def test_memory_budget_sizes_the_trials_and_parts_of_a_batch():
     from xbar.memory import chunking
 

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from xbar.checks import check_batch, check_count, model_dtype
 from xbar.network import analog_layers
-from xbar.memory import (MEMORY_GB, READ_SHARE, check_memory, chunking, fresh_pages, keep_freed_memory,
+from xbar.memory import (KEPT_PAGES_FROM, MEMORY_GB, READ_SHARE, check_memory, chunking, fresh_pages, keep_freed_memory,
                          release_freed_memory, spans, step_bytes, step_peak)
 from xbar.neurons import reset_state
 from xbar.stepping import READOUTS, DataFlow, Stepper, check_steppable, readout_step
@@ -365,7 +365,8 @@ class _Replay:
 
         def keep(*args, **kwargs):
             out = forward(module, *args, **kwargs)
-            outputs.append(out.clone())
+            with fresh_pages(KEPT_PAGES_FROM):  # kept across the pass: not between the reads' gaps
+                outputs.append(out.clone())
             return out
         return keep
 

@@ -60,9 +60,15 @@ def keep_freed_memory() -> bool:
 FRESH_PAGES_FROM = 32 * 2**20
 
 
+# What is kept across a pass while its reads come and go (calibration's recordings and
+# replayed outputs) is mapped afresh from this size on: kept in the heap between the
+# reads' temporaries, it splits their freed space into gaps too small to reuse.
+KEPT_PAGES_FROM = 128 * 1024
+
+
 @contextlib.contextmanager
-def fresh_pages():
-    """Within: allocations of :data:`FRESH_PAGES_FROM` bytes or more are mapped afresh from
+def fresh_pages(from_bytes: int = FRESH_PAGES_FROM):
+    """Within: allocations of ``from_bytes`` (:data:`FRESH_PAGES_FROM`) or more are mapped afresh from
     the kernel and given back when freed (glibc's mmap, as by default), not kept in the heap
     as :func:`keep_freed_memory` has them.  For calibration's fits, whose temporaries come
     in every layer's own sizes: a kept heap fragmented and grew with every part of a fit.
@@ -77,12 +83,19 @@ def fresh_pages():
     except (OSError, AttributeError, TypeError):
         yield
         return
-    mallopt(_M_MMAP_THRESHOLD, FRESH_PAGES_FROM)
+    before, _fresh_from[0] = _fresh_from[0], from_bytes
+    mallopt(_M_MMAP_THRESHOLD, from_bytes)
     try:
         yield
     finally:
-        if keep_freed_memory():
+        _fresh_from[0] = before  # an enclosing fresh_pages' threshold, else the kept heap's
+        if before is not None:
+            mallopt(_M_MMAP_THRESHOLD, before)
+        elif keep_freed_memory():
             mallopt(_M_MMAP_THRESHOLD, _LARGEST)
+
+
+_fresh_from: list = [None]  # the threshold of the innermost fresh_pages() in force
 
 
 def release_freed_memory() -> bool:

@@ -49,7 +49,7 @@ import torch.nn as nn
 
 from mapping.layout import layout_weights
 from xbar.checks import check_part
-from xbar.memory import MEMORY_GB, READ_SHARE, spans
+from xbar.memory import KEPT_PAGES_FROM, MEMORY_GB, READ_SHARE, fresh_pages, spans
 from xbar.circuit import compensated_targets, effective_conductance
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
@@ -347,7 +347,8 @@ class ProgrammedMatrix(nn.Module):
         generator), kept in ``recording`` if ``keep_recording``."""
         rows = sample_rows(x, self.draws.calibration, self.rows_per_read)
         if self.keep_recording:
-            self.recording.append(rows if rows.shape[1] < x.shape[1] else rows.clone())
+            with fresh_pages(KEPT_PAGES_FROM):  # kept across the pass: not between the reads' gaps
+                self.recording.append(rows.clone())
 
     def draw_past(self, n: int) -> None:
         """Draw what recording a read of ``n`` inputs per trial draws, keeping nothing (the
