@@ -112,6 +112,15 @@ def normal_at(key, n):
 _BLOCK = 4096
 
 
+@numba.njit(inline="always", **_JIT)
+def _block(b, blocks, m):
+    """Parallel block ``b`` of a ``(K, M)`` fill in ``blocks`` blocks per row: its row and
+    its positions ``start .. stop - 1``."""
+    k = b // blocks
+    start = (b - k * blocks) * _BLOCK
+    return k, start, min(m, start + _BLOCK)
+
+
 @numba.njit(parallel=True, **_JIT)
 def fill_normal(out, keys, offsets):
     """``out[k, j]``: the normal at position ``offsets[k] + j`` of stream ``keys[k]``.
@@ -119,10 +128,9 @@ def fill_normal(out, keys, offsets):
     k_count, m = out.shape
     blocks = (m + _BLOCK - 1) // _BLOCK
     for b in numba.prange(k_count * blocks):
-        k = b // blocks
-        start = (b - k * blocks) * _BLOCK
+        k, start, stop = _block(b, blocks, m)
         key, first = keys[k], offsets[k]
-        for j in range(start, min(m, start + _BLOCK)):
+        for j in range(start, stop):
             out[k, j] = normal_at(key, first + np.uint64(j))
 
 
@@ -137,10 +145,9 @@ def noisy_read_(u, var, keys, offsets, lo, top):
     k_count, m = u.shape
     blocks = (m + _BLOCK - 1) // _BLOCK
     for b in numba.prange(k_count * blocks):
-        k = b // blocks
-        start = (b - k * blocks) * _BLOCK
+        k, start, stop = _block(b, blocks, m)
         key, first = keys[k], offsets[k]
-        for j in range(start, min(m, start + _BLOCK)):
+        for j in range(start, stop):
             v = float(u[k, j]) + math.sqrt(float(var[k, j])) * normal_at(key, first + np.uint64(j))
             if top > 0.0:
                 v = np.rint(min(max(v, lo), 1.0) * top)
