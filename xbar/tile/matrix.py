@@ -157,8 +157,7 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("ref_inputs", None)
         self.register_buffer("ref_level", None)
         self.register_buffer("drift_gain", None)
-        self.calibrated = False  # every trial fitted (``fitted``: which are)
-        self.fitted = np.zeros(trials, dtype=bool)
+        self.fitted = np.zeros(trials, dtype=bool)  # the trials calibrated
         self.aged = not spec.ages_after_calibration  # at t_inference already
         self.draws = draws
         if spec.calibration == "vectors" and not spec.is_ideal:
@@ -171,6 +170,11 @@ class ProgrammedMatrix(nn.Module):
     def needs_calibration(self) -> bool:
         """The spec asks for calibration and there is something to correct."""
         return self.spec.calibration is not None and not self.spec.is_ideal
+
+    @property
+    def calibrated(self) -> bool:
+        """Every trial fitted."""
+        return bool(self.fitted.all())
 
     @property
     def awaits_data(self) -> bool:
@@ -509,7 +513,6 @@ class ProgrammedMatrix(nn.Module):
         finally:
             self.active, self._ar = before, {}
         self.fitted[group.start:group.stop] = True
-        self.calibrated = bool(self.fitted.all())
         if age and self.calibrated:
             self.advance_to_inference()
 
