@@ -9,8 +9,11 @@ images (uniform pixels, nothing downloaded), thresholds set so that every layer 
 per-read noise, 64x64 tiles, 4-bit ADCs, exact IR drop at 0.35 ohm/cell, calibrated from
 data on 32 further images.  Prints per network, from one run:
 
-- the ideal network and ``xbar.simulate`` on the crossbars, in ms per image-step (the
-  analog one per trial), and their ratio;
+- the ideal network (the best of 3 runs, warmed up) and ``xbar.simulate`` on the
+  crossbars, in ms per image-step (the analog one per trial), and their ratio;
+- the multiply-accumulates of the crossbar products per one of the ideal network's
+  (:func:`products_per_ideal`): the floor of that ratio where both multiply at the same
+  speed;
 - programming, in s per trial;
 - calibration by per-layer passes and with ``replay=True`` (each layer read once), in s
   and as a ratio to simulating the calibration images;
@@ -62,15 +65,52 @@ def case(arch: str, images: int, timesteps: int) -> tuple:
     return model, x, y, cal, spec
 
 
+def _ideal_time(model, x: torch.Tensor, timesteps: int, runs: int = 3) -> float:
+    """Seconds for ``timesteps`` steps of the ideal network on ``x``: the best of ``runs``
+    after one run that warms it up (its first run allocates and picks its kernels; the
+    analog network is timed after calibration has run it)."""
+    times = []
+    with torch.no_grad():
+        for _ in range(runs + 1):
+            start = time.perf_counter()
+            xbar.reset_state(model)
+            for _ in range(timesteps):
+                model(x)
+            times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def products_per_ideal(hw, model, x: torch.Tensor) -> float:
+    """Multiply-accumulates of one step's crossbar products, per multiply-accumulate of
+    the ideal network's same layers: each layer's read (its inputs against every read
+    column: a differential pair's two columns, each to its ADC), the per-read noise's
+    variance product (as many again), and the ideal product of the same input that
+    ``read_error`` compares the read with."""
+    analog = ideal = 0
+    handles = []
+    for name, m in xbar.network.analog_layers(hw):
+        def count(module, inputs, m=m):
+            nonlocal analog, ideal
+            reads = m.reads_per_sample(inputs[0])
+            n_in, n_out = m.matrix.shape
+            per_read = n_in * m.matrix.g_read.shape[-1] * (1 if m.matrix.s2_read is None else 2)
+            analog += reads * (per_read + n_in * n_out)
+            ideal += reads * n_in * n_out
+        handles.append(model.get_submodule(name).register_forward_pre_hook(count))
+    try:
+        with torch.no_grad():
+            xbar.reset_state(model)
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return analog / ideal
+
+
 def bench(arch: str, images: int, trials: int, timesteps: int, profile: bool = False) -> dict:
     model, x, y, cal, spec = case(arch, images, timesteps)
 
-    with torch.no_grad():
-        start = time.perf_counter()
-        xbar.reset_state(model)
-        for _ in range(timesteps):
-            model(x)
-        ideal = (time.perf_counter() - start) / (images * timesteps)
+    ideal = _ideal_time(model, x, timesteps) / (images * timesteps)
 
     start = time.perf_counter()
     hw = xbar.convert(model, spec, seed=0, trials=trials, progress=False)
@@ -96,7 +136,7 @@ def bench(arch: str, images: int, trials: int, timesteps: int, profile: bool = F
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(14)
         print(f"profile of xbar.simulate, {arch}:\n" + out.getvalue())
-    return {"arch": arch, "ideal": ideal, "analog": analog, "program": program,
+    return {"arch": arch, "ideal": ideal, "macs": products_per_ideal(hw, model, x), "analog": analog, "program": program,
             "cal_full": calibration[False], "cal_replay": calibration[True], "sim_cal": simulate_cal,
             "peak": _peak_gb(), "rate": float(ds.spike_rate_ideal.mean())}
 
@@ -115,12 +155,12 @@ def main() -> None:
             for i, a in enumerate(args.arch)]
     table = Table(title=f"{args.images} images x {args.timesteps} steps, {args.trials} trials, "
                         f"{args.threads} threads: HfO2 RRAM, 64x64 tiles, 4-bit ADC, IR drop 0.35 ohm/cell")
-    for col in ("network", "ideal ms/img-step", "analog ms/img-step/trial", "ratio", "program s/trial",
+    for col in ("network", "ideal ms/img-step", "analog ms/img-step/trial", "ratio", "products / ideal's", "program s/trial",
                 "calibrate per-layer s (x sim)", "calibrate replay s (x sim)", "peak GB", "spike rate"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["arch"], f"{1e3 * r['ideal']:.2f}", f"{1e3 * r['analog']:.1f}",
-                      f"{r['analog'] / r['ideal']:.1f}", f"{r['program']:.1f}",
+                      f"{r['analog'] / r['ideal']:.1f}", f"{r['macs']:.2f}", f"{r['program']:.1f}",
                       f"{r['cal_full']:.1f} ({r['cal_full'] / r['sim_cal']:.1f}x)",
                       f"{r['cal_replay']:.1f} ({r['cal_replay'] / r['sim_cal']:.1f}x)",
                       f"{r['peak']:.2f}", f"{r['rate']:.3f}")

@@ -56,3 +56,40 @@ def test_quantile_from_the_top_ranks_is_torchs_bit_for_bit(q, shape, dim):
 
     u = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(len(shape))) ** 3
     assert torch.equal(quantile(u, q, dim), torch.quantile(u, q, dim=dim))
+
+
+@pytest.mark.parametrize("subtraction", ["analog", "digital"])
+def test_ranges_from_calibration_do_not_depend_on_the_unit_they_are_set_in(subtraction, monkeypatch):
+    """Where calibration sets the ADC ranges, the full scale a read is scaled in until then
+    is sized from the nominal tiles without solving their circuit (one solve less per
+    programming): the calibrated chip is the one sized through the solved circuit, to
+    float64's rounding (the range is a percentile of the same currents in another unit),
+    on tiles with IR drop and per-read noise."""
+    from xbar.circuit import effective_conductance
+    from xbar.tile import matrix as tile_matrix
+
+    spec = xbar.Spec(device=presets["rram_hfo2"], tile=(32, 32), adc_bits=5, subtraction=subtraction,
+                     r_wire_row=2.5, r_wire_col=2.5)
+    assert spec.ranges_from_calibration
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(80, 24, generator=g, dtype=torch.float64)
+    cal = (torch.rand(2, 512, 80, generator=g, dtype=torch.float64) < 0.2).double()
+    x = (torch.rand(2, 256, 80, generator=g, dtype=torch.float64) < 0.2).double()
+
+    def chip():
+        m = xbar.ProgrammedMatrix(w, spec, trials=2, program_seed=1, read_seed=2)
+        m.fit_calibration(cal)
+        return m
+
+    now = chip()
+    solved = tile_matrix.designed_full_scale
+
+    def through_the_circuit(nominal, spec_, circuit, *args):
+        return solved(nominal, spec_, lambda t: effective_conductance(t, spec_), *args)
+
+    monkeypatch.setattr(tile_matrix, "designed_full_scale", through_the_circuit)
+    before = chip()
+    assert not torch.allclose(now._scale, before._scale, rtol=1e-3)  # another unit: the IR drop's
+    torch.testing.assert_close(now.out_fs * now.g_read.amax((-2, -1), keepdim=True),
+                               before.out_fs * before.g_read.amax((-2, -1), keepdim=True), rtol=1e-12, atol=0)
+    torch.testing.assert_close(now(x), before(x), rtol=1e-12, atol=1e-12)  # the same codes, the same noise

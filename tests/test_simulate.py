@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -363,3 +365,52 @@ def test_running_in_a_thread_without_one_arena_is_warned_of(monkeypatch, env, wa
     assert len(said) == (1 if warns and kept[0] else 0), caught
     if warns:
         assert "dask worker" in said[0] and "4.5x" in said[0]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "linear", "time_first"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, monkeypatch):
+    """simulate's per-step sums (xbar.simulate._output_sums, _spike_sums,
+    _squared_differences), in one native pass on the CPU and by torch's passes where the
+    native one does not apply (a CUDA tensor; here forced), against
+    the same sums of float64 numpy arrays: per trial, a channels-last convolution's
+    output beside an NCHW ideal one, a linear layer's, SpikingJelly's ``[1, N, ...]``."""
+    sim = importlib.import_module("xbar.simulate")  # the module, not xbar.simulate the function
+    g = torch.Generator().manual_seed(3)
+    k, b = 3, 5
+    shape = (7,) if layout == "linear" else (4, 6, 5)
+    ya = torch.randn(k * b, *shape, generator=g, dtype=dtype)
+    ref = ya + 0.1 * torch.randn(ya.shape, generator=g, dtype=dtype)
+    yi = torch.randn(b, *shape, generator=g, dtype=dtype)
+    bias = torch.randn(1, *shape, generator=g, dtype=dtype)
+    s_a = (torch.rand(k * b, *shape, generator=g) < 0.3).to(dtype)
+    s_i = (torch.rand(b, *shape, generator=g) < 0.3).to(dtype)
+    s_i[0].view(-1)[0] = 0.5  # one graded output: not binary
+    if layout == "channels_last":
+        ya, ref, s_a = (t.contiguous(memory_format=torch.channels_last) for t in (ya, ref, s_a))
+    lead = (lambda t: t.unsqueeze(0)) if layout == "time_first" else (lambda t: t)
+
+    def np_rows(t):
+        return t.double().numpy().reshape(k, b, -1)
+
+    a, r, i, bb = np_rows(ya), np_rows(ref), yi.double().numpy().reshape(b, -1), bias.double().numpy().reshape(-1)
+    expected = (((a - r) ** 2).sum((1, 2)), ((a - i) ** 2).sum((1, 2)), ((r - bb) ** 2).sum((1, 2)),
+                np.full(k, ((i - bb) ** 2).sum()))
+    sa, si = np_rows(s_a), s_i.double().numpy().reshape(b, -1)
+    spikes = (sa.sum((1, 2)), (sa != si).sum((1, 2)), si.sum(), True)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert sim._rows(k, (lead(ya), lead(ref)), (lead(yi), bias)) is not None  # the native pass applies
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(sim, "_rows", lambda *args: None)
+        got = sim._output_sums(lead(ya), lead(ref), lead(yi), bias, k)
+        for g_, e in zip(got, expected):
+            np.testing.assert_allclose(np.asarray(g_, float), e, rtol=tol)
+        got = sim._spike_sums(lead(s_a), lead(s_i), k)
+        np.testing.assert_array_equal(got[0], spikes[0])
+        np.testing.assert_array_equal(got[1], spikes[1])
+        assert got[2] == spikes[2] and got[3] is spikes[3]
+        np.testing.assert_allclose(sim._squared_differences(lead(ya), lead(yi), k), expected[1], rtol=tol)
+        no_bias = sim._output_sums(ya, ref, yi, None, k)
+        np.testing.assert_allclose(no_bias[2], (r ** 2).sum((1, 2)), rtol=tol)
+        np.testing.assert_allclose(no_bias[3], np.full(k, (i ** 2).sum()), rtol=tol)

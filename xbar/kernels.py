@@ -1,4 +1,5 @@
-"""Native kernels of the per-read noise (numba, compiled once and cached on disk).
+"""Native kernels (numba, compiled once and cached on disk): the per-read noise, and the
+simulator's sums of squared errors and spike counts (one pass over each layer's outputs).
 
 A counter-based generator: the ``n``-th number of the stream keyed ``key`` is
 ``mix(key + n * GAMMA)``, SplitMix64's output function (Steele, Lea & Flood, OOPSLA 2014;
@@ -23,6 +24,7 @@ import math
 
 import numba
 import numpy as np
+import torch
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -32,6 +34,9 @@ _LOW52 = np.uint64((1 << 52) - 1)
 _TWO_M52 = 2.0**-52
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
+# Sums that may be reassociated (so that they vectorise): float64 accumulators of float32
+# or float64 terms, whose order changes nothing above float64's rounding.
+_SUMS = dict(_JIT, fastmath={"reassoc"})
 
 
 def _ziggurat_tables(r: float = 3.6541528853610088, v: float = 0.00492867323399) -> tuple:
@@ -108,6 +113,12 @@ def normal_at(key, n):
     return _slow(h, idx, rabs, x)
 
 
+def follow_torch_threads() -> None:
+    """Run the kernels on as many threads as torch (``torch.set_num_threads``), within
+    numba's pool."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 # Positions per parallel block: a block's trial and first position are found once.
 _BLOCK = 4096
 
@@ -152,3 +163,66 @@ def noisy_read_(u, var, keys, offsets, lo, top):
             if top > 0.0:
                 v = np.rint(min(max(v, lo), 1.0) * top)
             u[k, j] = v
+
+
+@numba.njit(parallel=True, **_SUMS)
+def output_sums(ya, ref, yi, bias, out):
+    """Per sample row ``r = k * N + n`` of a layer's outputs, in float64: ``out[r]`` =
+    (sum of ``(ya - ref)**2``, of ``(ya - yi)**2``, of ``(ref - bias)**2``, and, for
+    ``k = 0`` only, of ``(yi - bias)**2``).  ``ya``, ``ref`` ``(K, N, M)``; ``yi`` ``(N, M)``
+    (one trial's samples, broadcast over the trials); ``bias`` ``(M,)`` (zeros for a layer
+    without one); ``out`` ``(K * N, 4)`` float64.  Per row, so that the sums are the same
+    whatever the thread count."""
+    k_count, n_count, m = ya.shape
+    for r in numba.prange(k_count * n_count):
+        k = r // n_count
+        n = r - k * n_count
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(m):
+            a, f, i, b = float(ya[k, n, j]), float(ref[k, n, j]), float(yi[n, j]), float(bias[j])
+            s0 += (a - f) * (a - f)
+            s1 += (a - i) * (a - i)
+            s2 += (f - b) * (f - b)
+        if k == 0:
+            for j in range(m):
+                d = float(yi[n, j]) - float(bias[j])
+                s3 += d * d
+        out[r, 0], out[r, 1], out[r, 2], out[r, 3] = s0, s1, s2, s3
+
+
+@numba.njit(parallel=True, **_SUMS)
+def spike_sums(sa, si, out):
+    """Per sample row ``r = k * N + n``: ``out[r]`` = (the analog spikes' sum, the count of
+    neurons whose spike differs from the ideal one, and, for ``k = 0`` only, the ideal
+    spikes' sum and the count of ideal outputs neither 0 nor 1).  ``sa`` ``(K, N, M)``,
+    ``si`` ``(N, M)``, ``out`` ``(K * N, 4)`` float64."""
+    k_count, n_count, m = sa.shape
+    for r in numba.prange(k_count * n_count):
+        k = r // n_count
+        n = r - k * n_count
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(m):
+            a, i = float(sa[k, n, j]), float(si[n, j])
+            s0 += a
+            s1 += 1.0 if a != i else 0.0
+        if k == 0:
+            for j in range(m):
+                i = float(si[n, j])
+                s2 += i
+                s3 += 0.0 if (i == 0.0 or i == 1.0) else 1.0
+        out[r, 0], out[r, 1], out[r, 2], out[r, 3] = s0, s1, s2, s3
+
+
+@numba.njit(parallel=True, **_SUMS)
+def squared_differences(a, b, out):
+    """Per sample row ``r = k * N + n``: ``out[r]`` = sum of ``(a[k, n] - b[n])**2`` in
+    float64.  ``a`` ``(K, N, M)``, ``b`` ``(N, M)``, ``out`` ``(K * N,)`` float64."""
+    k_count, n_count, m = a.shape
+    for r in numba.prange(k_count * n_count):
+        k = r // n_count
+        n = r - k * n_count
+        s = 0.0
+        for j in range(m):
+            d = float(a[k, n, j]) - float(b[n, j])
+            s += d * d
+        out[r] = s

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 import xarray as xr
 from tqdm.auto import tqdm
 
+from xbar import kernels
 from xbar.checks import batches as checked_batches
 from xbar.checks import check_count, check_step_output, model_dtype
 from xbar.network import analog_layers
@@ -419,41 +420,121 @@ def _check_all_called(captured: dict, names: list[str]) -> None:
 def _step_metrics(acc: _Acc, flags: dict, t: int, ks: slice, names, neurons, captured, thresholds) -> None:
     """Add one step's metrics of trials ``ks`` (the chunk that ran) into ``acc``."""
     k = ks.stop - ks.start
+    at = (ks, t)
     for li, name in enumerate(names):
         ya, ref, bias = captured[("a", name)]
         yi = captured[("i", name)][0]
-        acc.add("read_num", (ks, t, li), _per_trial_sq(ya, ref, k))
-        acc.add("layer_num", (ks, t, li), _per_trial_sq(ya, yi, k))
-        if bias is not None:  # errors relative to the crossbar's product, not the digital bias
-            acc.add("read_den", (ks, t, li), _per_trial_sq(ref, bias.expand_as(ref), k))
-            yi = yi - bias
-        else:
-            acc.add("read_den", (ks, t, li), _per_trial_sq(ref, None, k))
-        acc.add("layer_den", (ks, t, li), float(yi.double().square().sum()) * np.ones(k))
+        read_num, layer_num, read_den, layer_den = _output_sums(ya, ref, yi, bias, k)
+        for key, value in (("read_num", read_num), ("layer_num", layer_num), ("read_den", read_den),
+                           ("layer_den", layer_den)):
+            acc.add(key, at + (li,), value)
         nn_name = neurons[name]
         if nn_name is None or captured.get(("i", nn_name)) is None or captured.get(("a", nn_name)) is None:
             continue
         s_i, v_i = captured[("i", nn_name)]
         s_a, v_a = captured[("a", nn_name)]
-        s_a = _by_trial(s_a, k)
-        s_i = s_i.reshape(s_a.shape[1:])
-        acc.add("count", (ks, t, li), s_i.numel())
-        if flags["binary"][li] and not bool(((s_i == 0) | (s_i == 1)).all()):
+        spikes, mismatch, spikes_ideal, not_binary = _spike_sums(s_a, s_i, k)
+        acc.add("count", at + (li,), s_i.numel())
+        if not_binary:
             flags["binary"][li] = False
-        acc.add("spikes", (ks, t, li), _per_trial_sum(s_a, k))
-        acc.add("spikes_ideal", (ks, t, li), float(s_i.sum()))
-        acc.add("mismatch", (ks, t, li), _per_trial_sum(s_a != s_i.unsqueeze(0), k))
+        acc.add("spikes", at + (li,), spikes)
+        acc.add("spikes_ideal", at + (li,), spikes_ideal)
+        acc.add("mismatch", at + (li,), mismatch)
         thr = thresholds[nn_name]
         if thr is None:
             flags["threshold"][li] = False
             continue
-        acc.add("mem_count", (ks, t, li), v_i.numel())  # a neuron may pool its spikes: its own count
+        acc.add("mem_count", at + (li,), v_i.numel())  # a neuron may pool its spikes: its own count
         if isinstance(thr, float):  # divided once, on the sums
-            acc.add("mem_sq", (ks, t, li), _per_trial_sq(v_a, v_i, k) / thr**2)
+            acc.add("mem_sq", at + (li,), _squared_differences(v_a, v_i, k) / thr**2)
         else:  # per neuron
             v_a = _by_trial(v_a, k)
             dv = (v_a - v_i.reshape(v_a.shape[1:])) / thr
-            acc.add("mem_sq", (ks, t, li), _per_trial_sq(dv, None, k))
+            acc.add("mem_sq", at + (li,), _per_trial_sq(dv, None, k))
+
+
+def _rows(k: int, trials: tuple, shared: tuple = ()) -> tuple | None:
+    """For the native sums: each of ``trials`` (trial-major samples, shaped alike) as a
+    ``(k, N, M)`` array and each of ``shared`` (one trial's ``N`` samples, or one sample:
+    a bias map ``[1, ...]``; or ``None``) as ``(N, M)`` or ``(M,)``, every sample's entries
+    in the first tensor's memory order (so that it, a convolution's channels-last output,
+    is not copied); ``None`` where the native code does not apply (not on the CPU, not
+    one float dtype, no sample axis)."""
+    a = trials[0]
+    tensors = trials + tuple(x for x in shared if x is not None)
+    if any(x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dtype != a.dtype
+           or x.requires_grad for x in tensors):
+        return None
+    views = [_by_trial(x, k) for x in trials]
+    a = views[0]
+    if a.dim() < 3 or a.shape[1] == 0 or any(v.shape != a.shape for v in views):
+        return None
+    inner = sorted(range(2, a.dim()), key=lambda d: -a.stride(d))  # a sample's axes, outermost first
+    n = a.shape[1]
+    out = [v.permute(0, 1, *inner).contiguous().view(k, n, -1).numpy() for v in views]
+    for x in shared:
+        if x is None:
+            out.append(None)
+        elif x.numel() == a[0].numel():  # one trial's samples
+            out.append(x.reshape(a.shape[1:]).permute(0, *(d - 1 for d in inner)).contiguous().view(n, -1).numpy())
+        elif x.numel() == a[0, 0].numel():  # one sample
+            out.append(x.reshape(a.shape[2:]).permute(*(d - 2 for d in inner)).contiguous().view(-1).numpy())
+        else:
+            return None
+    return tuple(out)
+
+
+def _output_sums(ya, ref, yi, bias, k: int) -> tuple:
+    """Per trial, summed over a step's samples: ``(ya - ref)**2``, ``(ya - yi)**2`` and
+    ``(ref - bias)**2``, and ``(yi - bias)**2`` (the same for every trial; ``bias`` 0
+    where ``None``): the numerators and denominators of the read and layer errors.  On
+    the CPU one native pass in float64 (:func:`xbar.kernels.output_sums`), else torch's."""
+    rows = _rows(k, (ya, ref), (yi, bias))
+    if rows is not None:
+        a, r, i, b = rows
+        out = np.empty((a.shape[0] * a.shape[1], 4))
+        kernels.follow_torch_threads()
+        kernels.output_sums(a, r, i, np.zeros(a.shape[2], a.dtype) if b is None else b, out)
+        s = out.reshape(a.shape[0], a.shape[1], 4).sum(1)
+        return s[:, 0], s[:, 1], s[:, 2], np.full(k, s[0, 3])
+    read_num, layer_num = _per_trial_sq(ya, ref, k), _per_trial_sq(ya, yi, k)
+    if bias is not None:  # errors relative to the crossbar's product, not the digital bias
+        read_den = _per_trial_sq(ref, bias.expand_as(ref), k)
+        yi = yi - bias
+    else:
+        read_den = _per_trial_sq(ref, None, k)
+    return read_num, layer_num, read_den, float(yi.double().square().sum()) * np.ones(k)
+
+
+def _spike_sums(s_a, s_i, k: int) -> tuple:
+    """``(analog spikes per trial, differing spikes per trial, ideal spikes, ideal outputs
+    neither 0 nor 1)``, summed over a step's samples and neurons; on the CPU one native
+    pass (:func:`xbar.kernels.spike_sums`)."""
+    rows = _rows(k, (s_a,), (s_i,))
+    if rows is not None:
+        a, i = rows
+        out = np.empty((a.shape[0] * a.shape[1], 4))
+        kernels.follow_torch_threads()
+        kernels.spike_sums(a, i, out)
+        s = out.reshape(a.shape[0], a.shape[1], 4).sum(1)
+        return s[:, 0], s[:, 1], float(s[0, 2]), bool(s[0, 3] > 0)
+    s_a = _by_trial(s_a, k)
+    s_i = s_i.reshape(s_a.shape[1:])
+    not_binary = not bool(((s_i == 0) | (s_i == 1)).all())
+    return (_per_trial_sum(s_a, k), _per_trial_sum(s_a != s_i.unsqueeze(0), k), float(s_i.sum()), not_binary)
+
+
+def _squared_differences(a, b, k: int) -> np.ndarray:
+    """Per trial, the sum of ``(a - b)**2`` (``b`` one trial's samples, broadcast over the
+    trials); on the CPU one native pass (:func:`xbar.kernels.squared_differences`)."""
+    rows = _rows(k, (a,), (b,))
+    if rows is None:
+        return _per_trial_sq(a, b, k)
+    a, b = rows
+    out = np.empty(a.shape[0] * a.shape[1])
+    kernels.follow_torch_threads()
+    kernels.squared_differences(a, b, out)
+    return out.reshape(a.shape[0], a.shape[1]).sum(1)
 
 
 def _ratio(num, den):

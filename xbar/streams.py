@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 
@@ -105,7 +104,7 @@ class NoiseStreams:
         then move on by ``n``."""
         first = self.offsets[trials.start:trials.stop].copy()
         self.offsets[trials.start:trials.stop] += np.uint64(n)
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        kernels.follow_torch_threads()
         return self.keys[trials.start:trials.stop], first
 
     def _generators(self, device: torch.device) -> list[torch.Generator]:

@@ -135,9 +135,15 @@ class ProgrammedMatrix(nn.Module):
             self._pair_columns = (a, b)  # the read columns of each pair
         else:
             # The ADC is sized for the currents the nominal tiles draw through their wires
-            # (the programmed devices, their drift and static noise are not known to the designer).
-            i_fs = designed_full_scale(nominal, spec, lambda g: effective_conductance(g, spec), self.shape[0],
-                                       self.analog_pairs, self.outputs_per_tile)
+            # (the programmed devices, their drift and static noise are not known to the
+            # designer).  Where calibration sets the ranges (Spec.ranges_from_calibration),
+            # that size is only the unit the reads are scaled in until then (they set the
+            # range in it, and no read is converted before): the nominal tiles' own
+            # currents, without the circuit's solve (one trial's programming time).
+            circuit = ((lambda g: g) if spec.ranges_from_calibration
+                       else (lambda g: effective_conductance(g, spec)))
+            i_fs = designed_full_scale(nominal, spec, circuit, self.shape[0], self.analog_pairs,
+                                       self.outputs_per_tile)
             i_fs = None if i_fs is None else i_fs.expand(trials, *i_fs.shape)
             # read units per siemens: in units of the tile's full scale, or of the layer's weights
             self._scale = (torch.full((1, 1, 1, 1, 1), w_per_siemens, dtype=nominal.dtype, device=w.device)
