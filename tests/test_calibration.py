@@ -756,10 +756,11 @@ def _calibrated_buffers(model, spec, cal, replay):
 
 def test_one_read_per_layer_calibrates_as_the_per_layer_passes_without_read_noise(monkeypatch):
     """Static programming errors, IR drop and a 4-bit ADC, no per-read noise: the reads are
-    deterministic, so replaying the calibrated layers' outputs and running the others
-    ideal changes no fit: every buffer of the calibrated network bit for bit.  And it
-    reads each layer but the last once (3 steps, in the pass after its fit), plus the one
-    step that finds the order, where the per-layer passes read every layer in every pass."""
+    deterministic, so replaying the calibrated layers' outputs and ending each step at the
+    layer being fitted (the layers after it only draw what their reads would) changes no
+    fit: every buffer of the calibrated network bit for bit.  And it reads each layer but
+    the last once (3 steps, in the pass after its fit), plus the one step that finds the
+    order, where the per-layer passes read every layer in every pass."""
     model = _calibration_net()
     spec = xbar.Spec(tile=(16, 16), device=presets["rram_hfo2"].replace(read_sigma_rel=0.0), adc_bits=4,
                      r_wire_row=1.0, r_wire_col=1.0)
@@ -774,10 +775,19 @@ def test_one_read_per_layer_calibrates_as_the_per_layer_passes_without_read_nois
     monkeypatch.setattr(ProgrammedMatrix, "forward", counted)
     full = _calibrated_buffers(model, spec, cal, replay=False)
     full_reads, reads["n"] = reads["n"], 0
+    past = {"n": 0}
+    drawing_past = xbar.layers._Analog.ideal_drawing_past
+
+    def after_the_target(self, x):
+        past["n"] += 1
+        return drawing_past(self, x)
+
+    monkeypatch.setattr(xbar.layers._Analog, "ideal_drawing_past", after_the_target)
     once = _calibrated_buffers(model, spec, cal, replay=True)
     layers, steps = 4, 3
     assert full_reads == layers + layers * layers * steps  # the order's step, then every layer in every pass
     assert reads["n"] == layers + (layers - 1) * steps  # each layer but the last, once, calibrated
+    assert past["n"] == 0  # a pass's steps end at the target's record: nothing after it runs
     assert full.keys() == once.keys()
     for name in full:
         assert torch.equal(full[name], once[name]), name

@@ -103,7 +103,7 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
         with torch.no_grad():
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
             bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
-            order = _run_order(step, matrices, pending, x, encoder)
+            order, rows = _run_order(step, matrices, pending, x, encoder)
             direct = _direct_inputs(model, hw, x, encoder, reset) if replay else None
             per_chunk, part, replay = _sizes(hw, model, x, timesteps, encoder, reset, matrices[0].trials,
                                              direct is not None, memory_gb)
@@ -112,7 +112,7 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
                 for m, state in zip(matrices, starts):  # every chunk samples the same rows
                     m.draws.calibration.set_state(state)
                     m.select_trials(ks.start, ks.stop)
-                kept = _Replay(hw, order, direct) if replay else None
+                kept = _Replay(hw, order, direct, rows, step.mode != "state") if replay else None
                 pending = awaiting(hw)
                 while pending:
                     target = next(m for m in order if any(m is p for p in pending))
@@ -193,19 +193,22 @@ def _check_classes(model: nn.Module, x: torch.Tensor, timesteps: int, encoder, r
                       "class in it (a dataset stored by class starts with one class)", stacklevel=3)
 
 
-def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, encoder) -> list:
-    """The pending matrices in the order they first run: one step of the batch's first
-    sample on the first trial (a read refuses what it cannot simulate here, before any
-    fit; one sample, so that this read holds no more memory than the passes'), nothing
-    recorded and nothing drawn from the calibration generators (the read-noise streams
-    it used are restarted)."""
+def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, encoder) -> tuple[list, dict]:
+    """The pending matrices in the order they first run, and the inputs (rows) of one
+    sample that each matrix reads at each of its calls in a step (by ``id``): one step of
+    the batch's first sample on the first trial (a read refuses what it cannot simulate
+    here, before any fit; one sample, so that this read holds no more memory than the
+    passes'), nothing recorded and nothing drawn from the calibration generators (the
+    read-noise streams it used are restarted)."""
     order: list = []
+    rows: dict = {id(m): [] for m in matrices}
 
     def called(module, inputs):
-        if not any(module is m for m in order):
+        rows[id(module)].append(inputs[0].shape[1])
+        if any(module is m for m in pending) and not any(module is m for m in order):
             order.append(module)
 
-    handles = [m.register_forward_pre_hook(called) for m in pending]
+    handles = [m.register_forward_pre_hook(called) for m in matrices]
     try:
         for m in matrices:
             m.select_trials(0, 1)
@@ -225,7 +228,7 @@ def _run_order(step: Stepper, matrices: list, pending: list, x: torch.Tensor, en
                          "calibration batch: its forward calls modules it holds elsewhere than in its "
                          "attributes (a nirtorch GraphExecutor runs its graph's own copies). Load a "
                          "NIR graph with xbar.from_nir instead")
-    return order
+    return order, rows
 
 
 def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.Tensor, timesteps: int,
@@ -253,7 +256,10 @@ def _record_pass(step: Stepper, matrices: list, pending: list, target, x: torch.
             step.reset()
             for t in range(timesteps):
                 xt = encoder(x, t)[ps]
-                step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
+                try:
+                    step(xt.repeat(ks.stop - ks.start, *([1] * (xt.dim() - 1))))
+                except _PassDone:  # the step's rest reaches no recording: its draws only
+                    replay.draw_past_rest(len(range(ps.start, ps.stop)))
         recording = torch.cat(target.recording, 1)  # (k, rows, in)
     finally:
         if replay is not None:
@@ -281,11 +287,21 @@ class _Replay:
     :func:`_direct_inputs`) has made its own calibrated read.  A layer before the target
     whose outputs reach it through no live layer gives zeros of its outputs' shapes (what
     it gives reaches only layers that replay): a VGG's calibration holds two layers'
-    outputs at a time, not all of them."""
+    outputs at a time, not all of them.
 
-    def __init__(self, hw: nn.Module, order: list, direct: dict) -> None:
+    With ``stop`` (the network keeps its state in its modules: not a norse ``state``
+    argument, which a step cut short would not hand back), a step ends at the target's
+    record (:class:`_PassDone`): the layers after it, and the neurons and everything else
+    after it in the step, do not run, and their calibration generators draw what their
+    reads would have (:meth:`draw_past_rest`, from ``rows``: each matrix's inputs per
+    sample at each of its calls in a step, :func:`_run_order`), so the fits are those of
+    the full pass, bit for bit.  A target called more than once in a step runs its step
+    to the end."""
+
+    def __init__(self, hw: nn.Module, order: list, direct: dict, rows: dict, stop: bool) -> None:
         self.layers = [_owner(hw, m) for m in order]
         self.order = order
+        self.rows, self.stop, self.after = rows, stop, []
         index = {id(m): i for i, m in enumerate(order)}
         names = {id(m.matrix): n for n, m in analog_layers(hw)}
         # the layers whose outputs each one reads directly, by position in ``order``
@@ -311,9 +327,22 @@ class _Replay:
                     module.forward = self._zeros(self.shapes[key])
             elif i > at:  # drawing past the rows a pending layer's read samples, as the full pass does
                 module.forward = module.ideal_drawing_past
+            elif self._stops(target):  # the target: its inputs recorded; the step ends there
+                module.forward = self._recording_then_stop(module)
             else:  # the target: its inputs recorded, no read (its outputs reach only ideal layers)
                 module.forward = module.record_then_ideal
             self.patched.append(module)
+        self.after = [m for m in self.order[at + 1:] if m.recording is not None] if self._stops(target) else []
+
+    def _stops(self, target) -> bool:
+        return self.stop and len(self.rows[id(target)]) == 1
+
+    def draw_past_rest(self, samples: int) -> None:
+        """What the pending layers after the target draw in a step of ``samples`` samples
+        per trial, the step having stopped at the target."""
+        for m in self.after:
+            for per_sample in self.rows[id(m)]:
+                m.draw_past(per_sample * samples)
 
     def _live(self, at: int, part: int) -> set:
         """The layers before position ``at`` whose outputs this pass needs: those the
@@ -346,6 +375,13 @@ class _Replay:
         self.patched = []
 
     @staticmethod
+    def _recording_then_stop(module: nn.Module):
+        def record(x, *args, **kwargs):
+            module.record(x)
+            raise _PassDone
+        return record
+
+    @staticmethod
     def _replaying(outputs: list):
         calls = iter(outputs)
         return lambda *args, **kwargs: next(calls).clone()
@@ -369,6 +405,10 @@ class _Replay:
                 outputs.append(out.clone())
             return out
         return keep
+
+
+class _PassDone(Exception):
+    """A calibration pass's step has recorded what it needs (:class:`_Replay`)."""
 
 
 def _owner(hw: nn.Module, matrix) -> nn.Module:

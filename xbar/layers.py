@@ -60,13 +60,17 @@ class _Analog(nn.Module):
                              "crossbar layers are driven one timestep per call ([1, N, ...])")
         return x[0]
 
+    def record(self, x: torch.Tensor) -> None:
+        """Record the inputs a read of ``x`` would (``matrix.record``), without the read
+        (:func:`xbar.calibrate`: the layer being fitted)."""
+        self.matrix.record(self._trial_view(self._read_rows(self._one_step(x))))
+
     def record_then_ideal(self, x: torch.Tensor) -> torch.Tensor:
-        """Record the inputs a read of ``x`` would (``matrix.record``) and give the ideal
-        output instead of reading (:func:`xbar.calibrate`, the layer being fitted in a
-        feed-forward network, whose outputs only reach layers that run ideal)."""
-        step = self._one_step(x)
-        self.matrix.record(self._trial_view(self._read_rows(step)))
-        y = self.ideal_forward(step)
+        """:meth:`record`, then the ideal output instead of a read (:func:`xbar.calibrate`,
+        the layer being fitted in a feed-forward network, whose outputs only reach layers
+        that run ideal)."""
+        self.record(x)
+        y = self.ideal_forward(self._one_step(x))
         return y.unsqueeze(0) if self.time_first else y
 
     def ideal_drawing_past(self, x: torch.Tensor) -> torch.Tensor:
