@@ -368,16 +368,17 @@ def test_running_in_a_thread_without_one_arena_is_warned_of(monkeypatch, env, wa
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous", "linear", "time_first"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, monkeypatch):
+@pytest.mark.parametrize("dtype, b", [(torch.float32, 5), (torch.float64, 5), (torch.float32, 1)])
+def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, b, monkeypatch):
     """simulate's per-step sums (xbar.simulate._output_sums, _spike_sums,
     _squared_differences), in one native pass on the CPU and by torch's passes where the
     native one does not apply (a CUDA tensor; here forced), against
     the same sums of float64 numpy arrays: per trial, a channels-last convolution's
-    output beside an NCHW ideal one, a linear layer's, SpikingJelly's ``[1, N, ...]``."""
+    output beside an NCHW ideal one, a linear layer's, SpikingJelly's ``[1, N, ...]``;
+    and a batch of one sample, whose samples and bias map are the same size."""
     sim = importlib.import_module("xbar.simulate")  # the module, not xbar.simulate the function
     g = torch.Generator().manual_seed(3)
-    k, b = 3, 5
+    k = 3
     shape = (7,) if layout == "linear" else (4, 6, 5)
     ya = torch.randn(k * b, *shape, generator=g, dtype=dtype)
     ref = ya + 0.1 * torch.randn(ya.shape, generator=g, dtype=dtype)
@@ -399,7 +400,7 @@ def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, 
     sa, si = np_rows(s_a), s_i.double().numpy().reshape(b, -1)
     spikes = (sa.sum((1, 2)), (sa != si).sum((1, 2)), si.sum(), True)
     tol = 1e-6 if dtype == torch.float32 else 1e-12
-    assert sim._rows(k, (lead(ya), lead(ref)), (lead(yi), bias)) is not None  # the native pass applies
+    assert sim._rows(k, (lead(ya), lead(ref)), (lead(yi),), (bias,)) is not None  # the native pass applies
     for native in (True, False):
         if not native:
             monkeypatch.setattr(sim, "_rows", lambda *args: None)

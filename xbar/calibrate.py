@@ -102,7 +102,9 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
     try:
         with torch.no_grad():
             _check_classes(model, x, timesteps, encoder, reset, readout, labels)
-            bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False)
+            bar = tqdm(total=len(pending), desc="calibrate", unit="layer", disable=not progress, leave=False,
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total} layers [{elapsed}<{remaining}]")
+            fits = 0  # layers fitted times trials: the bar counts layers, exactly
             order, rows = _run_order(step, matrices, pending, x, encoder)
             direct = _direct_inputs(model, hw, x, encoder, reset) if replay else None
             per_chunk, part, replay = _sizes(hw, model, x, timesteps, encoder, reset, matrices[0].trials,
@@ -123,7 +125,9 @@ def calibrate(hw: nn.Module, model: nn.Module, x, timesteps: int, *,
                         target.fit_calibration(inputs, age=False, memory_gb=memory_gb)  # calibrated at t_calibration
                     del inputs
                     pending = awaiting(hw)
-                    bar.update(len(range(ks.start, ks.stop)) / matrices[0].trials)
+                    fits += ks.stop - ks.start
+                    bar.n = fits / matrices[0].trials
+                    bar.refresh()
                 del kept
             bar.close()
             _stop_recording(matrices)

@@ -453,15 +453,15 @@ def _step_metrics(acc: _Acc, flags: dict, t: int, ks: slice, names, neurons, cap
             acc.add("mem_sq", at + (li,), _per_trial_sq(dv, None, k))
 
 
-def _rows(k: int, trials: tuple, shared: tuple = ()) -> tuple | None:
+def _rows(k: int, trials: tuple, samples: tuple = (), maps: tuple = ()) -> tuple | None:
     """For the native sums: each of ``trials`` (trial-major samples, shaped alike) as a
-    ``(k, N, M)`` array and each of ``shared`` (one trial's ``N`` samples, or one sample:
-    a bias map ``[1, ...]``; or ``None``) as ``(N, M)`` or ``(M,)``, every sample's entries
-    in the first tensor's memory order (so that it, a convolution's channels-last output,
-    is not copied); ``None`` where the native code does not apply (not on the CPU, not
-    one float dtype, no sample axis)."""
+    ``(k, N, M)`` array, each of ``samples`` (one trial's ``N`` samples) as ``(N, M)`` and
+    each of ``maps`` (one sample's map, ``[1, ...]``: a bias map; or ``None``) as ``(M,)``,
+    every sample's entries in the first tensor's memory order (so that it, a
+    convolution's channels-last output, is not copied); ``None`` where the native code
+    does not apply (not on the CPU, not one float dtype, no sample axis)."""
     a = trials[0]
-    tensors = trials + tuple(x for x in shared if x is not None)
+    tensors = trials + samples + tuple(x for x in maps if x is not None)
     if any(x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dtype != a.dtype
            or x.requires_grad for x in tensors):
         return None
@@ -469,18 +469,16 @@ def _rows(k: int, trials: tuple, shared: tuple = ()) -> tuple | None:
     a = views[0]
     if a.dim() < 3 or a.shape[1] == 0 or any(v.shape != a.shape for v in views):
         return None
+    if any(x.numel() != a[0].numel() for x in samples) or any(
+            x is not None and x.numel() != a[0, 0].numel() for x in maps):
+        return None
     inner = sorted(range(2, a.dim()), key=lambda d: -a.stride(d))  # a sample's axes, outermost first
     n = a.shape[1]
     out = [v.permute(0, 1, *inner).contiguous().view(k, n, -1).numpy() for v in views]
-    for x in shared:
-        if x is None:
-            out.append(None)
-        elif x.numel() == a[0].numel():  # one trial's samples
-            out.append(x.reshape(a.shape[1:]).permute(0, *(d - 1 for d in inner)).contiguous().view(n, -1).numpy())
-        elif x.numel() == a[0, 0].numel():  # one sample
-            out.append(x.reshape(a.shape[2:]).permute(*(d - 2 for d in inner)).contiguous().view(-1).numpy())
-        else:
-            return None
+    out += [x.reshape(a.shape[1:]).permute(0, *(d - 1 for d in inner)).contiguous().view(n, -1).numpy()
+            for x in samples]
+    out += [None if x is None else x.reshape(a.shape[2:]).permute(*(d - 2 for d in inner)).contiguous().view(-1).numpy()
+            for x in maps]
     return tuple(out)
 
 
@@ -489,7 +487,7 @@ def _output_sums(ya, ref, yi, bias, k: int) -> tuple:
     ``(ref - bias)**2``, and ``(yi - bias)**2`` (the same for every trial; ``bias`` 0
     where ``None``): the numerators and denominators of the read and layer errors.  On
     the CPU one native pass in float64 (:func:`xbar.kernels.output_sums`), else torch's."""
-    rows = _rows(k, (ya, ref), (yi, bias))
+    rows = _rows(k, (ya, ref), (yi,), (bias,))
     if rows is not None:
         a, r, i, b = rows
         out = np.empty((a.shape[0] * a.shape[1], 4))
