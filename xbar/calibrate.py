@@ -13,9 +13,10 @@ feed-forward (no crossbar layer's input depends on a layer that runs after it, c
 the ideal model's data flow over two steps, :func:`_direct_inputs`): the calibrated layers
 before the one being fitted replay the outputs they read in the pass after their own fit
 (:class:`_Replay`), the layer being fitted records its inputs without reading, and the
-layers after it, whose outputs cannot reach it, run the ideal product.  Each layer is read
-once; calibrating a deep network then costs about one simulation of its calibration batch,
-plus the fits, whatever its depth.  A network with a loop through its crossbar layers
+step ends there: nothing after it runs, since nothing after it can reach it (where the
+network keeps its state in its modules; else the layers after it run the ideal product).
+Each layer is read once; calibrating a deep network then costs about one simulation of
+its calibration batch, plus the fits, whatever its depth.  A network with a loop through its crossbar layers
 (recurrent weights) runs every pass in full.  Measured against known random vectors (``"vectors"``), whose statistics
 are not the network's: docs/hardware.md#calibration.
 
