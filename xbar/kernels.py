@@ -165,6 +165,13 @@ def noisy_read_(u, var, keys, offsets, lo, top):
             u[k, j] = v
 
 
+@numba.njit(inline="always", **_JIT)
+def _sample_row(r, n_count):
+    """Row ``r`` of a ``(K, N, M)`` array's ``K * N`` sample rows: its trial and sample."""
+    k = r // n_count
+    return k, r - k * n_count
+
+
 @numba.njit(parallel=True, **_SUMS)
 def output_sums(ya, ref, yi, bias, out):
     """Per sample row ``r = k * N + n`` of a layer's outputs, in float64: ``out[r]`` =
@@ -175,8 +182,7 @@ def output_sums(ya, ref, yi, bias, out):
     whatever the thread count."""
     k_count, n_count, m = ya.shape
     for r in numba.prange(k_count * n_count):
-        k = r // n_count
-        n = r - k * n_count
+        k, n = _sample_row(r, n_count)
         s0 = s1 = s2 = s3 = 0.0
         for j in range(m):
             a, f, i, b = float(ya[k, n, j]), float(ref[k, n, j]), float(yi[n, j]), float(bias[j])
@@ -198,8 +204,7 @@ def spike_sums(sa, si, out):
     ``si`` ``(N, M)``, ``out`` ``(K * N, 4)`` float64."""
     k_count, n_count, m = sa.shape
     for r in numba.prange(k_count * n_count):
-        k = r // n_count
-        n = r - k * n_count
+        k, n = _sample_row(r, n_count)
         s0 = s1 = s2 = s3 = 0.0
         for j in range(m):
             a, i = float(sa[k, n, j]), float(si[n, j])
@@ -219,8 +224,7 @@ def squared_differences(a, b, out):
     float64.  ``a`` ``(K, N, M)``, ``b`` ``(N, M)``, ``out`` ``(K * N,)`` float64."""
     k_count, n_count, m = a.shape
     for r in numba.prange(k_count * n_count):
-        k = r // n_count
-        n = r - k * n_count
+        k, n = _sample_row(r, n_count)
         s = 0.0
         for j in range(m):
             d = float(a[k, n, j]) - float(b[n, j])

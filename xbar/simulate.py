@@ -490,10 +490,7 @@ def _output_sums(ya, ref, yi, bias, k: int) -> tuple:
     rows = _rows(k, (ya, ref), (yi,), (bias,))
     if rows is not None:
         a, r, i, b = rows
-        out = np.empty((a.shape[0] * a.shape[1], 4))
-        kernels.follow_torch_threads()
-        kernels.output_sums(a, r, i, np.zeros(a.shape[2], a.dtype) if b is None else b, out)
-        s = out.reshape(a.shape[0], a.shape[1], 4).sum(1)
+        s = _per_trial_rows(kernels.output_sums, (a, r, i, np.zeros(a.shape[2], a.dtype) if b is None else b), 4)
         return s[:, 0], s[:, 1], s[:, 2], np.full(k, s[0, 3])
     read_num, layer_num = _per_trial_sq(ya, ref, k), _per_trial_sq(ya, yi, k)
     if bias is not None:  # errors relative to the crossbar's product, not the digital bias
@@ -510,11 +507,7 @@ def _spike_sums(s_a, s_i, k: int) -> tuple:
     pass (:func:`xbar.kernels.spike_sums`)."""
     rows = _rows(k, (s_a,), (s_i,))
     if rows is not None:
-        a, i = rows
-        out = np.empty((a.shape[0] * a.shape[1], 4))
-        kernels.follow_torch_threads()
-        kernels.spike_sums(a, i, out)
-        s = out.reshape(a.shape[0], a.shape[1], 4).sum(1)
+        s = _per_trial_rows(kernels.spike_sums, rows, 4)
         return s[:, 0], s[:, 1], float(s[0, 2]), bool(s[0, 3] > 0)
     s_a = _by_trial(s_a, k)
     s_i = s_i.reshape(s_a.shape[1:])
@@ -528,11 +521,18 @@ def _squared_differences(a, b, k: int) -> np.ndarray:
     rows = _rows(k, (a,), (b,))
     if rows is None:
         return _per_trial_sq(a, b, k)
-    a, b = rows
-    out = np.empty(a.shape[0] * a.shape[1])
+    return _per_trial_rows(kernels.squared_differences, rows, None)
+
+
+def _per_trial_rows(kernel, arrays: tuple, columns: int | None) -> np.ndarray:
+    """``kernel(*arrays, out)``'s sums per sample row (``arrays[0]`` ``(K, N, M)``; ``out``
+    ``(K * N, columns)``, or ``(K * N,)`` for ``None``) summed over each trial's rows:
+    ``(K, columns)`` or ``(K,)``."""
+    k_count, n_count = arrays[0].shape[:2]
+    out = np.empty((k_count * n_count,) if columns is None else (k_count * n_count, columns))
     kernels.follow_torch_threads()
-    kernels.squared_differences(a, b, out)
-    return out.reshape(a.shape[0], a.shape[1]).sum(1)
+    kernel(*arrays, out)
+    return out.reshape(k_count, n_count, *out.shape[1:]).sum(1)
 
 
 def _ratio(num, den):
