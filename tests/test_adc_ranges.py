@@ -56,6 +56,10 @@ def test_quantile_from_the_top_ranks_is_torchs_bit_for_bit(q, shape, dim):
 
     u = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(len(shape))) ** 3
     assert torch.equal(quantile(u, q, dim), torch.quantile(u, q, dim=dim))
+    # Ranked in float32 (ties included: the values are rounded to 2^-8), interpolated in
+    # float64: torch's quantile of the widened copy.
+    u32 = (u * 256).round().float() / 256
+    assert torch.equal(quantile(u32, q, dim, dtype=torch.float64), torch.quantile(u32.double(), q, dim=dim))
 
 
 @pytest.mark.parametrize("subtraction", ["analog", "digital"])

@@ -276,6 +276,35 @@ def test_calibration_from_data_recovers_most_of_the_ir_drop_loss(tile):
     assert errors["data"] < errors["vectors"], errors
 
 
+@pytest.mark.parametrize("path", ["native", "torch"])
+def test_moments_about_the_offset_are_the_moments_of_the_reads_less_it(path):
+    """The fit's moments from raw float64 sums taken before the offset is read
+    (:func:`read_sums`, :func:`moments_about`) against the moments of the reads less the
+    offset, summed in float64, with an offset 50 times the reads' spread (float32 reads, 3
+    trials x 2 tile-rows x 500 vectors x 7 outputs): ``t^2``, ``t^4`` and ``t (y - y0)`` to
+    float64's rounding (1e-14, 1e-14, 1e-13 relative), ``(y - y0)^2`` to 1e-10, the
+    cancellation of ``y^2 - 2 y0 y + y0^2`` at 2,500 times the centred value (measured
+    1.5e-11); where every read of an output is at its offset, its ``t (y - y0)`` and
+    ``(y - y0)^2`` are exactly 0."""
+    from xbar.tile.calibration import moments_about, read_sums
+
+    g = torch.Generator().manual_seed(8)
+    t = torch.randn(3, 2, 500, 7, generator=g)
+    y0 = 50 + torch.rand(3, 2, 7, generator=g)
+    y = (0.8 * t + 0.1 * torch.randn(t.shape, generator=g) + y0.unsqueeze(2)).float()
+    y[1, 0, :, 3] = y0[1, 0, 3]  # every read at the offset
+    if path == "torch":
+        y.requires_grad_()  # the native kernel takes no graph: torch's float64 sums
+    sums, n = read_sums(y, t)
+    got = moments_about(sums, n, y0)
+    y, t, c = y.detach().double(), t.double(), y0.double().unsqueeze(2)
+    want = ((t * t).mean(2), (t * (y - c)).mean(2), ((y - c) ** 2).mean(2), (t**4).mean(2))
+    for a, b, rtol in zip(got, want, (1e-14, 1e-13, 1e-10, 1e-14)):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b, rtol=rtol, atol=0.0)
+    assert got[1][1, 0, 3] == 0.0 and got[2][1, 0, 3] == 0.0
+
+
 def test_calibration_gain_is_the_mean_square_optimum_under_read_noise():
     """Reads with 10% device noise of a uniformly drifted array (0.794): the fitted gain
     of each output is ``sum(t y) / sum(y^2)`` over reads of its products, the closed form
@@ -495,10 +524,10 @@ def test_calibration_in_chunks_of_trials_fits_what_one_chunk_fits(monkeypatch, r
                          ids=["ranges-from-data", "worst-case-ranges", "no-adc"])
 def test_a_fit_in_parts_of_tile_rows_is_the_fit_in_one(monkeypatch, adc):
     """A layer too large for one fit is read and fitted a few tile-rows at a time (bounded
-    memory), each part read again from the same draws once the offsets are known: with
-    per-read noise, ADC noise and ranges from the reads, the gains, offsets and ranges
-    are those of the fit in one part, bit for bit, and the streams stand where that fit
-    leaves them.  The layer has 4 full tile-rows and a partial one (36 inputs, 8x8)."""
+    memory), each part read once and its sums against the ideal products kept until the
+    offsets are known: with per-read noise, ADC noise and ranges from the reads, the gains,
+    offsets and ranges are those of the fit in one part, bit for bit, and the streams stand
+    where that fit leaves them.  The layer has 4 full tile-rows and a partial one (36 inputs, 8x8)."""
     import xbar.tile.matrix
 
     lin = linear(5, 36, 12)

@@ -371,9 +371,9 @@ def test_running_in_a_thread_without_one_arena_is_warned_of(monkeypatch, env, wa
 @pytest.mark.parametrize("dtype, b", [(torch.float32, 5), (torch.float64, 5), (torch.float32, 1)])
 def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, b, monkeypatch):
     """simulate's per-step sums (xbar.simulate._output_sums, _spike_sums,
-    _squared_differences), in one native pass on the CPU and by torch's passes where the
-    native one does not apply (a CUDA tensor; here forced), against
-    the same sums of float64 numpy arrays: per trial, a channels-last convolution's
+    _squared_differences), in one native pass on the CPU (float64 to 1e-12 whatever the
+    tensors' width) and by torch's passes where the native one does not apply (a CUDA
+    tensor; here forced), against the same sums of float64 numpy arrays: per trial, a channels-last convolution's
     output beside an NCHW ideal one, a linear layer's, SpikingJelly's ``[1, N, ...]``;
     and a batch of one sample, whose samples and bias map are the same size."""
     sim = importlib.import_module("xbar.simulate")  # the module, not xbar.simulate the function
@@ -399,11 +399,13 @@ def test_a_steps_sums_are_the_float64_sums_natively_and_by_torch(layout, dtype, 
                 np.full(k, ((i - bb) ** 2).sum()))
     sa, si = np_rows(s_a), s_i.double().numpy().reshape(b, -1)
     spikes = (sa.sum((1, 2)), (sa != si).sum((1, 2)), si.sum(), True)
-    tol = 1e-6 if dtype == torch.float32 else 1e-12
     assert sim._rows(k, (lead(ya), lead(ref)), (lead(yi),), (bias,)) is not None  # the native pass applies
     for native in (True, False):
         if not native:
             monkeypatch.setattr(sim, "_rows", lambda *args: None)
+        # Natively every term is widened before it is formed; torch's passes form them in
+        # the tensors' width and sum in float64.
+        tol = 1e-12 if native or dtype == torch.float64 else 1e-6
         got = sim._output_sums(lead(ya), lead(ref), lead(yi), bias, k)
         for g_, e in zip(got, expected):
             np.testing.assert_allclose(np.asarray(g_, float), e, rtol=tol)

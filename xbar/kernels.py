@@ -159,7 +159,7 @@ def noisy_read_(u, var, keys, offsets, lo, top):
         k, start, stop = _block(b, blocks, m)
         key, first = keys[k], offsets[k]
         for j in range(start, stop):
-            v = float(u[k, j]) + math.sqrt(float(var[k, j])) * normal_at(key, first + np.uint64(j))
+            v = np.float64(u[k, j]) + math.sqrt(np.float64(var[k, j])) * normal_at(key, first + np.uint64(j))
             if top > 0.0:
                 v = np.rint(min(max(v, lo), 1.0) * top)
             u[k, j] = v
@@ -185,13 +185,13 @@ def output_sums(ya, ref, yi, bias, out):
         k, n = _sample_row(r, n_count)
         s0 = s1 = s2 = s3 = 0.0
         for j in range(m):
-            a, f, i, b = float(ya[k, n, j]), float(ref[k, n, j]), float(yi[n, j]), float(bias[j])
+            a, f, i, b = np.float64(ya[k, n, j]), np.float64(ref[k, n, j]), np.float64(yi[n, j]), np.float64(bias[j])
             s0 += (a - f) * (a - f)
             s1 += (a - i) * (a - i)
             s2 += (f - b) * (f - b)
         if k == 0:
             for j in range(m):
-                d = float(yi[n, j]) - float(bias[j])
+                d = np.float64(yi[n, j]) - np.float64(bias[j])
                 s3 += d * d
         out[r, 0], out[r, 1], out[r, 2], out[r, 3] = s0, s1, s2, s3
 
@@ -207,12 +207,12 @@ def spike_sums(sa, si, out):
         k, n = _sample_row(r, n_count)
         s0 = s1 = s2 = s3 = 0.0
         for j in range(m):
-            a, i = float(sa[k, n, j]), float(si[n, j])
+            a, i = np.float64(sa[k, n, j]), np.float64(si[n, j])
             s0 += a
             s1 += 1.0 if a != i else 0.0
         if k == 0:
             for j in range(m):
-                i = float(si[n, j])
+                i = np.float64(si[n, j])
                 s2 += i
                 s3 += 0.0 if (i == 0.0 or i == 1.0) else 1.0
         out[r, 0], out[r, 1], out[r, 2], out[r, 3] = s0, s1, s2, s3
@@ -227,6 +227,26 @@ def squared_differences(a, b, out):
         k, n = _sample_row(r, n_count)
         s = 0.0
         for j in range(m):
-            d = float(a[k, n, j]) - float(b[n, j])
+            d = np.float64(a[k, n, j]) - np.float64(b[n, j])
             s += d * d
         out[r] = s
+
+
+@numba.njit(parallel=True, **_SUMS)
+def read_sums(y, t, out):
+    """Per row ``b`` of reads ``y`` and ideal products ``t`` ``(B, N, M)``, summed over the
+    ``N`` inputs in float64: ``out[:, b]`` = (the sums of ``t**2``, ``t y``, ``y**2``,
+    ``t**4``, ``t``, ``y``), ``out`` ``(6, B, M)`` float64, zeroed.  Each row summed in
+    one thread, so that the sums are the same whatever the thread count."""
+    b_count, n_count, m = y.shape
+    for b in numba.prange(b_count):
+        for n in range(n_count):
+            for j in range(m):
+                tv, yv = np.float64(t[b, n, j]), np.float64(y[b, n, j])
+                t2 = tv * tv
+                out[0, b, j] += t2
+                out[1, b, j] += tv * yv
+                out[2, b, j] += yv * yv
+                out[3, b, j] += t2 * t2
+                out[4, b, j] += tv
+                out[5, b, j] += yv

@@ -86,19 +86,6 @@ class NoiseStreams:
         self.offsets[:] = 0
         self._gens = []
 
-    def tell(self) -> tuple:
-        """Where every stream stands, for :meth:`seek` (draws read again bit for bit)."""
-        return self.offsets.copy(), [g.get_state() for g in self._gens]
-
-    def seek(self, where: tuple) -> None:
-        """Every stream back (or on) to where :meth:`tell` found it."""
-        offsets, states = where
-        self.offsets[:] = offsets
-        if not states:  # no generator had drawn: they start again from their seeds
-            self._gens = []
-        for g, state in zip(self._gens, states):
-            g.set_state(state)
-
     def _claim(self, trials: range, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The keys and first positions of ``n`` numbers for each of ``trials``, which
         then move on by ``n``."""

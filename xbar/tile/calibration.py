@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from xbar import kernels
 from xbar.spec import Spec
 
 # Known vectors read per calibration: the gain's relative error from read noise falls as
@@ -82,21 +83,52 @@ def calibration_gain(y: torch.Tensor, t: torch.Tensor, lsb: torch.Tensor | None 
     layer whose few resolved tile-rows were boosted while the rest stayed at 1 lost 1.3
     points against the raw chip (the converted MLP on 64x64 tiles at 2.5 ohm/cell); with
     the layer's gain it gained 1.7.  Outputs with no products keep gain 1."""
-    return gain_from_moments(read_moments(y, t), lsb, tile_of)
+    sums, n = read_sums(y, t)
+    return gain_from_moments(moments_about(sums, n), lsb, tile_of).to(y.dtype)
 
 
-def read_moments(y: torch.Tensor, t: torch.Tensor) -> tuple:
+def read_sums(y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """What :func:`calibration_gain` needs of reads ``y`` and products ``t`` ``(K, n_r, N,
-    out)``: the means over the vectors of ``t^2``, ``t y``, ``y^2`` and ``t^4``, each
-    ``(K, n_r, out)``; per tile-row, so that a layer's tile-rows can be read in parts
-    and their moments joined along axis 1."""
+    out)``, summed over the ``N`` vectors in float64: the sums of ``t^2``, ``t y``, ``y^2``,
+    ``t^4``, ``t`` and ``y``, ``(6, K, n_r, out)``, and ``N``.  Per tile-row, so that a
+    layer's tile-rows can be read in parts and their sums joined along axis 2; raw, so that
+    the reads' offset can be taken out afterwards (:func:`moments_about`), and a part need
+    not be kept or read again until the offset is read.  On the CPU, one native pass
+    (:func:`xbar.kernels.read_sums`); else torch's, in float64."""
+    k, n_r, n, m = y.shape
+    if y.device.type == "cpu" and t.device.type == "cpu" and not (y.requires_grad or t.requires_grad) \
+            and y.dtype == t.dtype and y.dtype in (torch.float32, torch.float64):
+        out = torch.zeros(6, k * n_r, m, dtype=torch.float64)
+        kernels.follow_torch_threads()
+        kernels.read_sums(y.reshape(k * n_r, n, m).contiguous().numpy(),
+                          t.reshape(k * n_r, n, m).contiguous().numpy(), out.numpy())
+        return out.view(6, k, n_r, m), n
+    y, t = y.double(), t.double()
     t2 = t * t
-    return t2.mean(2), (t * y).mean(2), (y * y).mean(2), (t2 * t2).mean(2)
+    return torch.stack([t2.sum(2), (t * y).sum(2), (y * y).sum(2), (t2 * t2).sum(2), t.sum(2), y.sum(2)]), n
+
+
+def moments_about(sums: torch.Tensor, n: int, y0: torch.Tensor | None = None) -> tuple:
+    """The means over the vectors of ``t^2``, ``t (y - y0)``, ``(y - y0)^2`` and ``t^4``
+    (each ``(K, n_r, out)``, float64) from :func:`read_sums`' ``sums`` of ``n`` vectors:
+    the moments of the reads less their offset ``y0`` ``(K, n_r, out)`` (none: 0).  Where
+    the reads vary less than float64 resolves about ``y0`` (every read at the offset),
+    ``t (y - y0)`` and ``(y - y0)^2`` are 0, as the reads less their offset would give."""
+    tt, ty, yy, t4, t1, y1 = (s / n for s in sums)
+    if y0 is None:
+        return tt, ty, yy, t4
+    y0 = y0.to(torch.float64)
+    ty_c = ty - y0 * t1
+    yy_c = yy - 2 * y0 * y1 + y0 * y0
+    # The rounding of the expansions: a few units of float64's last place of their terms.
+    eps = 16 * torch.finfo(torch.float64).eps
+    resolved = yy_c > eps * (yy + 2 * (y0 * y1).abs() + y0 * y0)
+    return tt, torch.where(resolved, ty_c, 0.0), torch.where(resolved, yy_c, 0.0), t4
 
 
 def gain_from_moments(moments: tuple, lsb: torch.Tensor | None = None,
                       tile_of: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`calibration_gain` from the :func:`read_moments` of every tile-row."""
+    """:func:`calibration_gain` from the :func:`moments_about` of every tile-row."""
     tt, ty, yy, t4 = moments
     has = (tt > 0) & (yy > 0)
 
@@ -157,21 +189,23 @@ def range_groups(spec: Spec, analog_pairs: bool, read_tiles: torch.Tensor, outpu
     return (outputs if analog_pairs else outputs.repeat_interleave(2)), outputs, n_out
 
 
-def quantile(u: torch.Tensor, q: float, dim: int) -> torch.Tensor:
-    """``torch.quantile(u, q, dim)`` (linear interpolation), bit for bit, from the top
-    ranks alone where ``q`` is high: ``torch.topk`` of the ``n - floor(q (n - 1))``
-    largest values and the same ``lerp`` of the two ranks around ``q (n - 1)``, which costs
-    a fraction of the full sort ``torch.quantile`` does (15x less at the 99.9th
-    percentile of 80,000 reads)."""
+def quantile(u: torch.Tensor, q: float, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.quantile(u.to(dtype), q, dim)`` (linear interpolation; ``dtype`` default
+    ``u``'s), bit for bit, from the top ranks alone where ``q`` is high: ``torch.topk`` of
+    the ``n - floor(q (n - 1))`` largest values of ``u`` itself (widening a float keeps
+    its order) and the same ``lerp`` in ``dtype`` of the two ranks around ``q (n - 1)``,
+    which costs a fraction of the full sort ``torch.quantile`` does (15x less at the
+    99.9th percentile of 80,000 reads), and no widened copy of ``u``."""
+    dtype = dtype or u.dtype
     n = u.shape[dim]
     h = q * (n - 1)
     below = int(h // 1)
     k = n - below
     if 4 * k > n:
-        return torch.quantile(u, q, dim=dim)
+        return torch.quantile(u.to(dtype), q, dim=dim)
     top = torch.topk(u, k, dim=dim, largest=True, sorted=True).values  # descending
-    lo, hi = top.select(dim, k - 1), top.select(dim, max(k - 2, 0))
-    return torch.lerp(lo, hi, torch.tensor(h - below, dtype=u.dtype, device=u.device))
+    lo, hi = top.select(dim, k - 1).to(dtype), top.select(dim, max(k - 2, 0)).to(dtype)
+    return torch.lerp(lo, hi, torch.tensor(h - below, dtype=dtype, device=u.device))
 
 
 def percentile_levels(u: torch.Tensor, groups: torch.Tensor, n_groups: int, spec: Spec) -> torch.Tensor:
@@ -183,13 +217,13 @@ def percentile_levels(u: torch.Tensor, groups: torch.Tensor, n_groups: int, spec
     (1)."""
     q = spec.adc_percentile / 100
     if spec.range_scope == "column":
-        per_column = quantile(u.double(), q, dim=-2)  # (K, n_r, read columns)
+        per_column = quantile(u, q, dim=-2, dtype=torch.float64)  # (K, n_r, read columns)
         level = per_column.new_zeros(*per_column.shape[:-1], n_groups).scatter_reduce_(
             -1, groups.expand_as(per_column), per_column, "amax", include_self=False)
         return torch.where(level > 0, level * spec.adc_range, torch.ones_like(level)).to(u.dtype)
     levels = []
     for c in range(n_groups):
         cols = (groups == c).nonzero().squeeze(1)
-        level = quantile(u[..., cols].flatten(2).double(), q, dim=-1)
+        level = quantile(u[..., cols].flatten(2), q, dim=-1, dtype=torch.float64)
         levels.append(torch.where(level > 0, level * spec.adc_range, torch.ones_like(level)).to(u.dtype))
     return torch.stack(levels, -1)

@@ -56,7 +56,7 @@ from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
                                    CAL_FIT_TENSORS,
                                    calibration_vectors, gain_from_moments, percentile_levels, range_groups,
-                                   read_moments, sample_rows)
+                                   moments_about, read_sums, sample_rows)
 from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import (AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units,
                                   top_code)
@@ -467,13 +467,6 @@ class ProgrammedMatrix(nn.Module):
         hold at most ``elements`` numbers (one tile-row at least)."""
         return spans(self.n_r, max(1, elements // (x.shape[0] * self._fit_numbers(x))))
 
-    def _calibration_streams(self, where: tuple | None = None) -> tuple:
-        """Where the calibration's noise streams stand; with ``where``, first put them there."""
-        if where is not None:
-            self.cal_noise.seek(where[0])
-            self.cal_adc_noise.seek(where[1])
-        return self.cal_noise.tell(), self.cal_adc_noise.tell()
-
     def fit_calibration(self, x: torch.Tensor, *, age: bool = True, memory_gb: float = MEMORY_GB) -> None:
         """Read inputs ``x`` ``(k, N, in)`` of the trials selected (:meth:`select_trials`;
         all by default), each trial its own, and fit, per output and
@@ -581,30 +574,23 @@ class ProgrammedMatrix(nn.Module):
     def _fit_trials(self, x: torch.Tensor, elements: int) -> torch.Tensor:
         """Fit the trials selected (``self.active``) on their inputs ``x``; the gains go
         into their buffers, and their offsets ``(k, 1, out)`` are returned.  The tile-rows
-        are read in parts (:meth:`_fit_parts`), then the reads with every input off; each
-        part but the last is read again from the same draws for its moments, so that the
-        fit is the one of a single part, bit for bit, in bounded memory."""
+        are read in parts (:meth:`_fit_parts`), each once, its raw sums against the ideal
+        products kept (:func:`read_sums`), then the reads with every input off, about whose
+        mean (the offset) the sums are taken (:func:`moments_about`): the fit is the same
+        whatever the parts, in bounded memory."""
         parts = self._fit_parts(x, elements)
         if self.spec.ranges_from_calibration:
             for rows in parts:
                 self._set_adc_ranges(x, rows)
-        starts = []
+        sums = []
         for rows in parts:
-            starts.append(self._calibration_streams())
-            last = self._tile_row_reads(x, rows)  # the last part's reads are kept
+            sums.append(read_sums(self._tile_row_reads(x, rows), self._ideal_sums(x, rows))[0])
         # All inputs off, averaged over a few reads (noise): the offset.
         y0 = self._tile_row_reads(torch.zeros_like(x[:, :CAL_ZERO_READS])).mean(2, keepdim=True)
-        after = self._calibration_streams()
-        moments = []
-        for rows, start in zip(parts[:-1], starts):  # read again, from the same draws
-            self._calibration_streams(start)
-            moments.append(read_moments(self._tile_row_reads(x, rows) - y0[:, rows], self._ideal_sums(x, rows)))
-        moments.append(read_moments(last - y0[:, parts[-1]], self._ideal_sums(x, parts[-1])))
-        del last
-        self._calibration_streams(after)
+        moments = moments_about(torch.cat(sums, 2), x.shape[1], y0.squeeze(2))
         out_fs = self._trials(self.out_fs)
         lsb = None if self.spec.adc_bits is None else out_fs.squeeze(2)  # one code, per output
-        gain = gain_from_moments([torch.cat(m, 1) for m in zip(*moments)], lsb, self.output_tiles)
+        gain = gain_from_moments(moments, lsb, self.output_tiles).to(self.g_read.dtype)
         offset = -gain * y0.squeeze(2)
         if self.merged:
             row_gain = gain.repeat_interleave(self.rows, 1)[:, :x.shape[-1]]  # (k, in, out)
