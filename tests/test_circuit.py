@@ -202,3 +202,36 @@ def test_large_tiles_on_two_threads_agree_with_a_sparse_nodal_solve(shape):
     for tile, got in zip(g.numpy(), ours):
         ref = spice.splu_effective(tile, rows, **r)
         assert np.abs(got[rows] - ref).max() < 1e-7 * np.abs(ref).max()
+
+
+def test_neumann_terms_are_the_fewest_within_the_tolerance():
+    """The series' length from its remainder's bound ``b^(m+1) / (1 - b) <= 1e-14``: one
+    term at 1e-8, two at 1e-6, three at 3e-4 (HfO2's 64x64 tiles at 0.35 ohm/cell), four at
+    1.5e-3; Cholesky (``None``) beyond four, and for a bound that is not a number."""
+    from xbar.circuit import _neumann_terms
+
+    assert [_neumann_terms(b) for b in (1e-8, 1e-6, 3e-4, 1.5e-3, 5e-3, 0.6, float("nan"))] == \
+        [1, 2, 3, 4, None, None, None]
+
+
+@pytest.mark.parametrize("r_wire", [0.35, 2.5])
+def test_the_bitline_blocks_series_inverse_is_choleskys_to_float64s_rounding(r_wire, monkeypatch):
+    """HfO2 RRAM's conductances (50-225 uS) on 64x64 tiles: at 0.35 ohm/cell every bitline
+    block is inverted by its Neumann series (Cholesky is not called), at 2.5 ohm/cell the
+    late rows' blocks by Cholesky; either way the effective matrix is the one solved with
+    every block inverted by Cholesky, to 1e-12 of its largest entry (measured: 3.2e-13 at
+    0.35 ohm/cell, of which the two solves' rounding alone is 1.8e-13: a series of 20
+    terms gives that)."""
+    import xbar.circuit as circuit
+
+    g = 50e-6 + 175e-6 * torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    r = dict(r_wire_row=r_wire, r_wire_col=r_wire)
+    calls = []
+    cholesky = torch.linalg.cholesky_ex
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda m: calls.append(1) or cholesky(m))
+    ours = effective_matrix(g, **r)
+    assert (len(calls) == 0) == (r_wire == 0.35), len(calls)
+    monkeypatch.setattr(circuit, "_NEUMANN_TOL", 0.0)  # every block by Cholesky
+    ref = effective_matrix(g, **r)
+    assert len(calls) >= 63
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))

@@ -19,14 +19,14 @@ Method, chosen by measurement (``benchmarks/bench_ir_drop.py``, 2 CPU cores):
     ``O(C^2)`` from the chain's forward and backward pivots, with no factorisation.  That
     leaves a bitline system that is block-tridiagonal over rows, with dense ``C x C``
     blocks and diagonal couplings (the bitline wires); block Thomas solves it, one dense
-    ``C x C`` inverse per row (by Cholesky: :func:`_inverse`).  ``O(R C^3)`` per tile,
-    batched over tiles and trials, every step one batched matrix operation.  For the
-    effective matrix, input ``k`` enters at row ``k``, so only the inputs seen so far are
-    carried down the rows (half the products), and the outputs need only the last rows
-    (no back-substitution).  Measured on the tiles of the study's conv SNN
-    (docs/speed.md): 91 tiles/s at 64x64 against 11.6 for scipy's ``splu`` tile by tile
-    (7.9x) and 0.008 for ngspice; 7.9x, 8.0x and 8.8x ``splu`` at 128x128, 256x256 and
-    512x512.  A sparse factorisation goes tile by tile, with no batching and fill-in in
+    ``C x C`` inverse per row (its Neumann series where two or three batched products
+    bound its error, else Cholesky: :func:`_inverse`).  ``O(R C^3)`` per tile, batched
+    over tiles and trials, every step one batched matrix operation.  For the effective
+    matrix, input ``k`` enters at row ``k``, so only the inputs seen so far are carried
+    down the rows (half the products), and the outputs need only the last rows (no
+    back-substitution).  Measured on the tiles of the study's conv SNN (docs/speed.md):
+    183 tiles/s at 64x64 against 17.7 for scipy's ``splu`` tile by tile (10.3x; ngspice
+    0.008); 11.4x, 13.1x and 8.0x ``splu`` at 128x128, 256x256 and 512x512.  A sparse factorisation goes tile by tile, with no batching and fill-in in
     every factor.
 ``"pcg"``
     conjugate gradients on the symmetric positive-definite nodal matrix, preconditioned
@@ -265,9 +265,11 @@ class _ChainInverses:
     ``(W^-1)_kk = 1 / (f_k + f'_k - d_k)`` and, for ``j < k``,
     ``(W^-1)_jk = (W^-1)_kk * prod_{m=j..k-1} (-o_m / f_m)`` (back substitution of
     ``W x = e_k`` above row ``k``).  The off-diagonals ``o`` are <= 0, so every factor lies in
-    ``[0, 1)`` and the products, formed as exponentials of differences of cumulative log
-    sums, cannot overflow; a zero factor (a link cut at a fixed node) zeroes every product
-    across it."""
+    ``[0, 1)``; with ``L`` the cumulative log sums of the factors, a product is
+    ``exp(L_k - L_j)``, formed as the outer product ``exp(-L_j) exp(L_k)`` (``2 n``
+    exponentials a chain, not ``n^2``) where ``L`` stays above :data:`_LOG_OUTER` (no
+    overflow), else as exponentials of the differences.  A zero factor (a link cut at a
+    fixed node) zeroes every product across it."""
 
     def __init__(self, diag: torch.Tensor, off: torch.Tensor) -> None:
         n = diag.shape[-1]
@@ -284,21 +286,80 @@ class _ChainInverses:
         self.cuts = torch.cat([start, cut.to(diag.dtype).cumsum(-1)], -1)
         k = torch.arange(n, device=diag.device)
         self.upper = k[:, None] <= k[None, :]
+        self.outer = bool(self.log_prod.min() > _LOG_OUTER)
+        if self.outer:
+            self.up, self.down = self.log_prod.exp(), self.log_prod.neg().exp()
 
     def row(self, i: int) -> torch.Tensor:
         """The inverse of chain ``i`` (axis ``-2`` of the pivots), ``(..., n, n)``."""
-        log_prod, cuts, dinv = self.log_prod[..., i, :], self.cuts[..., i, :], self.dinv[..., i, :]
-        same = cuts.unsqueeze(-1) == cuts.unsqueeze(-2)
-        expo = log_prod.unsqueeze(-2) - log_prod.unsqueeze(-1)  # [j, k] = L_k - L_j
-        t = torch.where(self.upper & same, expo, -torch.inf).exp() * dinv.unsqueeze(-2)
-        return t + t.transpose(-1, -2) - torch.diag_embed(dinv)
+        cuts, dinv = self.cuts[..., i, :], self.dinv[..., i, :]
+        linked = self.upper & (cuts.unsqueeze(-1) == cuts.unsqueeze(-2))  # [j, k]: j <= k, no cut
+        if self.outer:
+            t = self.down[..., i, :].unsqueeze(-1) * (self.up[..., i, :] * dinv).unsqueeze(-2)
+            t = t.masked_fill_(~linked, 0.0)
+        else:
+            log_prod = self.log_prod[..., i, :]
+            expo = log_prod.unsqueeze(-2) - log_prod.unsqueeze(-1)  # [j, k] = L_k - L_j
+            t = torch.where(linked, expo, -torch.inf).exp() * dinv.unsqueeze(-2)
+        out = t + t.transpose(-1, -2)
+        out.diagonal(dim1=-2, dim2=-1).sub_(dinv)
+        return out
+
+
+# The lowest cumulative log factor of a chain for which its inverse is an outer product
+# of exponentials: exp(600) and exp(-600) are well within float64's range.
+_LOG_OUTER = -600.0
+
+
+# The Neumann series of a bitline block's inverse is used where its truncation error is
+# bounded by this (relative; about the rounding of a 64x64 Cholesky inverse) within
+# _NEUMANN_PRODUCTS batched products; elsewhere the block is inverted by Cholesky.
+_NEUMANN_TOL = 1e-14
+_NEUMANN_PRODUCTS = 3
+
+
+def _neumann_terms(bound: float) -> int | None:
+    """The fewest terms ``m`` of ``sum_j (-K)^j``, ``j < m + 1``, whose remainder is at most
+    :data:`_NEUMANN_TOL` where ``||K|| <= bound`` (``bound^(m+1) / (1 - bound)``); ``None``
+    where more than ``_NEUMANN_PRODUCTS + 1`` terms would be needed (or ``bound`` is not
+    finite)."""
+    if not bound < 0.5:
+        return None
+    for m in range(1, _NEUMANN_PRODUCTS + 2):
+        if bound ** (m + 1) / (1.0 - bound) <= _NEUMANN_TOL:
+            return m
+    return None
 
 
 def _inverse(m: torch.Tensor) -> torch.Tensor:
-    """Batched inverses of the (symmetric positive-definite) bitline blocks, by Cholesky.
-    Not LU (``torch.linalg.inv_ex``): with MKL on more than one thread, batches of 256x256
-    or larger blocks came back wrong with no error code (3% off at 2 threads, torch 2.13)
-    or raised from ``lu_solve``; Cholesky is exact there and 0.6-1.1x LU's time below."""
+    """Batched inverses of the (symmetric positive-definite) bitline blocks.
+
+    A block is its diagonal ``D`` (the bitline wires' conductances, and the devices') and
+    a small dense part (the devices' couplings through the wordlines, 3e-4 of ``D`` at
+    most on HfO2's 64x64 tiles at 0.35 ohm/cell): with ``K = D^-1/2 M D^-1/2 - I``,
+    ``M^-1 = D^-1/2 (I - K + K^2 - ...) D^-1/2``.  Where the infinity norm of ``K`` (a
+    bound of its spectral radius) bounds the truncated series' error within
+    :data:`_NEUMANN_TOL` in at most :data:`_NEUMANN_PRODUCTS` batched products, that is
+    the inverse (two products at that bound: half Cholesky's time, which is LAPACK's
+    per-block factorisation and inversion).  Elsewhere (long or resistive wires), by
+    Cholesky; not LU (``torch.linalg.inv_ex``): with MKL on more than one thread, batches
+    of 256x256 or larger blocks came back wrong with no error code (3% off at 2 threads,
+    torch 2.13) or raised from ``lu_solve``; Cholesky is exact there and 0.6-1.1x LU's
+    time below."""
+    d = torch.diagonal(m, dim1=-2, dim2=-1)
+    if bool((d > 0).all()):
+        scale = d.rsqrt()
+        k = m * scale.unsqueeze(-1) * scale.unsqueeze(-2)
+        k.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+        terms = _neumann_terms(float(k.abs().sum(-1).max()))
+        if terms is not None:
+            k3 = k.reshape(-1, *k.shape[-2:])
+            t = k3  # t_j = K - K^2 + ... + (-1)^(j+1) K^j, by Horner: t_(j+1) = K - K t_j
+            for _ in range(terms - 1):
+                t = torch.baddbmm(k3, k3, t, alpha=-1.0)
+            inv = t.neg_() if terms > 1 else t.neg()
+            inv.diagonal(dim1=-2, dim2=-1).add_(1.0)
+            return inv.view(k.shape).mul_(scale.unsqueeze(-1)).mul_(scale.unsqueeze(-2))
     chol, info = torch.linalg.cholesky_ex(m)
     if bool((info != 0).any()):
         raise RuntimeError("solve_crossbar: a block of the nodal elimination is not positive "
@@ -320,21 +381,25 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor, unit: bool = False)
     R = c.R
     chains = _ChainInverses(c.diag_a, c.off_a)
     g_mask = c.g.masked_fill(c.fix_a | c.fix_b, 0.0)  # device couplings between free nodes
+    # The bitline couplings are the circuit's structure, the same in every tile: E_i E_i^T.
+    e_rows = c.off_b[(0,) * (c.off_b.dim() - 2)]  # (R - 1, C)
     X = R if unit else ba.shape[-1]
     p_inv = y = prev = None
     for i in range(R):
         w, gm = chains.row(i), g_mask[..., i, :].unsqueeze(-1)
-        s = torch.diag_embed(c.diag_b[..., i, :]) - gm * w * gm.transpose(-1, -2)
         if unit:
-            f = torch.zeros(*s.shape[:-1], X, dtype=s.dtype, device=s.device)
+            f = torch.zeros(*w.shape[:-1], X, dtype=w.dtype, device=w.device)
             f[..., i] = bb[..., i, :] + gm[..., 0] * (w @ ba[..., i, :].unsqueeze(-1))[..., 0]
         else:
             f = bb[..., i, :, :] + gm * (w @ ba[..., i, :, :])
+        # S_i = diag(diag_b) - G W^-1 G, in place of W^-1 (but the last row's: the outputs need it)
+        s = (w if i < R - 1 else w.clone()).mul_(gm).mul_(gm.transpose(-1, -2)).neg_()
+        s.diagonal(dim1=-2, dim2=-1).add_(c.diag_b[..., i, :])
         if i:
-            e = c.off_b[..., i - 1, :].unsqueeze(-1)
-            s = s - e * p_inv * e.transpose(-1, -2)
+            e = e_rows[i - 1]
+            s.addcmul_(p_inv, e.unsqueeze(-1) * e, value=-1.0)
             n = i if unit else X  # the columns carried so far
-            f[..., :n] -= e * (p_inv @ y[..., :n])
+            f[..., :n].sub_(e.unsqueeze(-1) * (p_inv @ y[..., :n]))
         prev = (p_inv, y)
         p_inv, y = _inverse(s), f
     b_last = p_inv @ y
