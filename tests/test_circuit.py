@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xbar import spice
-from xbar.circuit import effective_matrix, solve_crossbar
+from xbar.circuit import effective_matrix, solve_crossbar, solve_gated
 
 
 def _random(seed, R, C, binary):
@@ -235,3 +235,79 @@ def test_the_bitline_blocks_series_inverse_is_choleskys_to_float64s_rounding(r_w
     ref = effective_matrix(g, **r)
     assert len(calls) >= 63
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
+def _spikes(gen, shape, rate):
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) < rate).to(torch.float64) * 0.2
+
+
+@pytest.mark.parametrize("r_access", [0.0, 2e3])
+@pytest.mark.parametrize("r", [
+    dict(r_wire_row=0.35, r_wire_col=0.35, r_source=0.0, r_sink=0.0),
+    dict(r_wire_row=10.0, r_wire_col=4.0, r_source=100.0, r_sink=50.0),
+])
+def test_gated_array_agrees_with_ngspice(r, r_access):
+    """The 1T1R array with spikes on the gates: each read's circuit (rows without a spike
+    have no devices; each device in series with its transistor, a resistor of its own in
+    the netlist) against ngspice, one run per pattern, on 16x12 RRAM-like tiles (50-225
+    uS) with 0-100% of the rows driven: to 1e-6 of the largest current."""
+    assert spice.NGSPICE, "ngspice is not installed: apt-get install ngspice (the .ci/run script does)"
+    gen = torch.Generator().manual_seed(5)
+    g = 50e-6 + 175e-6 * torch.rand(16, 12, generator=gen, dtype=torch.float64)
+    v = torch.stack([_spikes(gen, (16,), rate) for rate in (0.0, 0.1, 0.3, 0.6, 1.0)])
+    v[1, 15] = 0.2  # a spike on the last row, whose bitline nodes are the sense ends
+    ours = solve_gated(g, v, r_access=r_access, **r).numpy()
+    ref = spice.run(g.numpy(), v.numpy(), gated=True, r_access=r_access, **r)
+    assert np.abs(ours - ref).max() < 1e-6 * np.abs(ref).max()
+    assert (ours[0] == 0).all()  # no spike, no current
+    passive = solve_crossbar(g / (1 + g * r_access), v, **r).numpy()  # every device connected
+    assert np.abs(passive[1:4] - ref[1:4]).max() > 1e-4 * np.abs(ref).max()  # the schemes differ, beyond 1e-6
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.3])
+def test_gated_array_agrees_with_a_sparse_nodal_solve(rate):
+    """64x64 HfO2-like tiles at 2.5 ohm/cell with 10 ohm drivers and sinks, 1 kohm access
+    transistors: each read against scipy's splu of that read's own nodal matrix (the
+    connected devices only, each with its transistor in series), to 1e-9."""
+    gen = torch.Generator().manual_seed(6)
+    g = 50e-6 + 175e-6 * torch.rand(64, 64, generator=gen, dtype=torch.float64)
+    v = _spikes(gen, (4, 64), rate)
+    r = dict(r_wire_row=2.5, r_wire_col=2.5, r_source=10.0, r_sink=10.0)
+    ours = solve_gated(g, v, r_access=1e3, **r).numpy()
+    for row, got in zip(v.numpy(), ours):
+        gp = (g / (1 + g * 1e3)).numpy() * (row != 0)[:, None]
+        lu = spice.spl.splu(spice.nodal_matrix(gp, **r))
+        rhs = np.zeros(2 * gp.size)
+        rhs[np.arange(64) * 64] = row / r["r_source"]
+        ref = lu.solve(rhs)[64 * 64 + 63 * 64:] / r["r_sink"]
+        assert np.abs(got - ref).max() <= 1e-9 * np.abs(ref).max()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), shape=shapes, r=resist, r_access=st.sampled_from([0.0, 1.0, 1e3]),
+       rate=st.floats(0.0, 1.0))
+def test_gated_array_is_the_full_circuit_with_the_rows_off_removed(seed, shape, r, r_access, rate):
+    """Exact limits of the gated solve, batched over tiles and reads: it is
+    :func:`solve_crossbar`'s circuit with the devices of the rows off removed (conductance
+    0) and each device in series with its transistor (``g / (1 + g r_access)``), so with
+    every row driven and no transistor it is the all-connected array; with ideal wires it
+    is ``v @ g'`` over the rows driven."""
+    kw = dict(r_wire_row=r[0], r_wire_col=r[1], r_source=r[2], r_sink=r[3])
+    g, gen = _case(seed, shape, (2,))
+    v = _spikes(gen, (3, 2, shape[0]), rate)
+    v[0] = torch.rand(2, shape[0], generator=gen, dtype=torch.float64) + 0.1  # every row driven
+    gp = g / (1 + g * r_access)
+    ours = solve_gated(g, v, r_access=r_access, **kw)
+    ref = solve_crossbar(gp * (v != 0).unsqueeze(-1), v, **kw)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10 * float(ref.abs().max().clamp_min(1e-30)))
+    torch.testing.assert_close(solve_gated(g, v[0], **kw), solve_crossbar(g, v[0], **kw), rtol=1e-10, atol=0.0)
+    ideal = solve_gated(g, v, r_wire_row=0.0, r_wire_col=0.0, r_access=r_access)
+    torch.testing.assert_close(ideal, ((v != 0).unsqueeze(-1) * gp * v.unsqueeze(-1)).sum(-2), rtol=1e-12, atol=0.0)
+
+
+def test_gated_solve_names_a_bad_input():
+    g = torch.full((4, 3), 1e-4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="r_access"):
+        solve_gated(g, torch.ones(4), r_wire_row=1.0, r_wire_col=1.0, r_access=-1.0)
+    with pytest.raises(ValueError, match="4 rows but v has 3"):
+        solve_gated(g, torch.ones(3), r_wire_row=1.0, r_wire_col=1.0)

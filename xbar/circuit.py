@@ -290,15 +290,17 @@ class _ChainInverses:
         if self.outer:
             self.up, self.down = self.log_prod.exp(), self.log_prod.neg().exp()
 
-    def row(self, i: int) -> torch.Tensor:
-        """The inverse of chain ``i`` (axis ``-2`` of the pivots), ``(..., n, n)``."""
-        cuts, dinv = self.cuts[..., i, :], self.dinv[..., i, :]
+    def row(self, i: int | None = None) -> torch.Tensor:
+        """The inverse of chain ``i`` (axis ``-2`` of the pivots), ``(..., n, n)``; without
+        ``i``, of every chain, ``(..., m, n, n)``."""
+        at = (Ellipsis,) if i is None else (Ellipsis, i, slice(None))
+        cuts, dinv = self.cuts[at], self.dinv[at]
         linked = self.upper & (cuts.unsqueeze(-1) == cuts.unsqueeze(-2))  # [j, k]: j <= k, no cut
         if self.outer:
-            t = self.down[..., i, :].unsqueeze(-1) * (self.up[..., i, :] * dinv).unsqueeze(-2)
+            t = self.down[at].unsqueeze(-1) * (self.up[at] * dinv).unsqueeze(-2)
             t = t.masked_fill_(~linked, 0.0)
         else:
-            log_prod = self.log_prod[..., i, :]
+            log_prod = self.log_prod[at]
             expo = log_prod.unsqueeze(-2) - log_prod.unsqueeze(-1)  # [j, k] = L_k - L_j
             t = torch.where(linked, expo, -torch.inf).exp() * dinv.unsqueeze(-2)
         out = t + t.transpose(-1, -2)
@@ -415,6 +417,120 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor, unit: bool = False)
         b_prev = p_prev @ (y_prev - c.off_b[..., R - 2, :].unsqueeze(-1) * b_last)
     # Fixed nodes hold their values here, so this is the current into each sense node.
     return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1), a_last, b_last, b_prev)
+
+
+def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
+                r_source: float = 0.0, r_sink: float = 0.0, r_access: float = 0.0,
+                chunk: int = 512) -> torch.Tensor:
+    """Bitline output currents (A), ``(..., C)``, of 1T1R crossbars whose inputs drive the
+    access transistors' gates: row ``i``'s devices conduct where ``v_i != 0`` (a spike on
+    its gate, the row's line at ``v_i``), each through its transistor's on-resistance
+    ``r_access`` in series; a row without input is disconnected (its devices carry no
+    current and load no bitline).  ``g`` ``(R, C)`` or ``(..., R, C)`` (S), ``v`` ``(...,
+    R)`` (V), batch dimensions broadcast as in :func:`solve_crossbar`; resistances in ohms.
+
+    Each read is its own linear circuit, solved exactly (to round-off): only the ``k``
+    connected rows (and the last, the bitlines' sense end) keep nodes; between two of
+    them a bitline is ``gap * r_wire_col`` of wire, and above the first it carries no
+    current.  Each bitline's chain of ``k`` nodes is inverted in ``O(k^2)``
+    (:class:`_ChainInverses`) and eliminated onto its column's wordline nodes, leaving a
+    system block-tridiagonal over the ``C`` columns with dense ``k x k`` blocks, solved by
+    block Thomas forward and back: ``O(C k^3)`` a read, batched over reads and tiles, in
+    chunks of ``chunk`` reads with alike ``k``.  With every row driven it is :func:`solve_crossbar`'s
+    circuit (``r_access = 0``), and with ideal wires ``v @ g'`` over the connected rows,
+    ``g' = g / (1 + g r_access)``."""
+    check_resistances(r_wire_row, r_wire_col, r_source, r_sink, "solve_gated")
+    val.non_negative("solve_gated", "r_access", r_access)
+    if g.shape[-2] != v.shape[-1]:
+        raise ValueError(f"solve_gated: g has {g.shape[-2]} rows but v has {v.shape[-1]} inputs")
+    R, C = g.shape[-2:]
+    lead = torch.broadcast_shapes(v.shape[:-1], g.shape[:-2])
+    v = v.to(g.dtype).expand(*lead, R).reshape(-1, R)
+    g = g.expand(*lead, R, C).reshape(-1, R, C)
+    on = v != 0
+    gp = torch.where(on.unsqueeze(-1), g / (1.0 + g * r_access), torch.zeros((), dtype=g.dtype, device=g.device))
+    if r_wire_row == 0:
+        return (v.unsqueeze(-2) @ gp).squeeze(-2).reshape(*lead, C)
+    # Reads with alike numbers of connected rows together: a chunk's blocks are its largest k.
+    order = on.sum(1).argsort()
+    out = torch.empty(len(v), C, dtype=g.dtype, device=g.device)
+    for start in range(0, len(v), chunk):
+        part = order[start : start + chunk]
+        out[part] = _gated_reads(gp[part], v[part], on[part], r_wire_row, r_wire_col, r_source, r_sink)
+    return out.reshape(*lead, C)
+
+
+def _gated_reads(gp: torch.Tensor, v: torch.Tensor, on: torch.Tensor, r_row: float, r_col: float,
+                 r_source: float, r_sink: float) -> torch.Tensor:
+    """:func:`solve_gated` for ``B`` reads: branch conductances ``gp`` ``(B, R, C)`` (0 where
+    a row is off), drives ``v`` ``(B, R)``, connected rows ``on`` ``(B, R)``; ``(B, C)``."""
+    B, R, C = gp.shape
+    dev = dict(dtype=gp.dtype, device=gp.device)
+    # The nodes kept: the connected rows and the last row, padded above to k with rows that
+    # carry nothing (index -1: no device, no drive, a dangling bitline end).
+    keep = on.clone()
+    keep[:, R - 1] = True
+    k = int(keep.sum(1).max())
+    rows = torch.where(keep, torch.arange(R, device=gp.device), -1).topk(k, dim=1).values.flip(1)  # (B, k)
+    real = rows >= 0
+    at = rows.clamp_min(0)
+    gk = torch.gather(gp, 1, at.unsqueeze(-1).expand(B, k, C)) * real.unsqueeze(-1)  # (B, k, C)
+    vk = torch.gather(v, 1, at) * real  # (B, k)
+    h = 1.0 / ((rows[:, 1:] - rows[:, :-1]).clamp_min(1).to(gp.dtype) * r_col)  # (B, k - 1), node m to m + 1
+    # Bitline chains of the free nodes (the last is fixed at 0 V where r_sink = 0), per column.
+    nb = k if r_sink > 0 else k - 1
+    gt = gk.transpose(1, 2)  # (B, C, k)
+    b_inv = None
+    if nb:
+        diag = gt[..., :nb].clone()
+        above = torch.zeros(B, nb, **dev)
+        above[:, 1:] = h[:, : nb - 1]
+        below = torch.zeros(B, nb, **dev)
+        below[:, : min(nb, k - 1)] = h[:, : min(nb, k - 1)]
+        diag += (above + below).unsqueeze(1)
+        if r_sink > 0:
+            diag[..., nb - 1] += 1.0 / r_sink
+        off = (-h[:, : nb - 1]).unsqueeze(1).expand(B, C, nb - 1)
+        b_inv = _ChainInverses(diag, off).row()  # (B, C, nb, nb)
+    # Each column's wordline block once its bitline is eliminated: S_j = diag(g' + wires) - G' B^-1 G'.
+    deg = torch.full((C,), 2.0, **dev)
+    deg[0] = deg[-1] = 1.0
+    if C == 1:
+        deg[0] = 0.0
+    s = torch.diag_embed(gt + (deg / r_row).view(1, C, 1))  # (B, C, k, k)
+    if r_source > 0:
+        s[:, 0].diagonal(dim1=-2, dim2=-1).add_(1.0 / r_source)
+    if nb:
+        gf = gt[..., :nb]
+        s[..., :nb, :nb] -= gf.unsqueeze(-1) * b_inv * gf.unsqueeze(-2)
+    # Block Thomas over the columns; column 0's wordline nodes are the drives where r_source = 0.
+    first = 0 if r_source > 0 else 1
+    alpha = torch.zeros(B, C, k, **dev)
+    if first:
+        alpha[:, 0] = vk
+    if first < C:
+        gr = 1.0 / r_row
+        f = (vk / r_source) if r_source > 0 else gr * vk
+        p_inv, y = [], []
+        for j in range(first, C):
+            p = s[:, j] if j == first else s[:, j] - gr * gr * p_inv[-1]
+            yj = f if j == first else gr * (p_inv[-1] @ y[-1].unsqueeze(-1)).squeeze(-1)
+            p_inv.append(_inverse(p))
+            y.append(yj)
+        a = None
+        for j in range(C - 1, first - 1, -1):
+            rhs = y[j - first] if a is None else y[j - first] + gr * a
+            a = (p_inv[j - first] @ rhs.unsqueeze(-1)).squeeze(-1)
+            alpha[:, j] = a
+    # The outputs: the current into each sense node.
+    if r_sink > 0:
+        beta_last = (b_inv[..., nb - 1, :] * gt[..., :nb] * alpha[..., :nb]).sum(-1)  # (B, C)
+        return beta_last / r_sink
+    current = gt[..., k - 1] * alpha[..., k - 1]  # the last row's device, straight into the sense node
+    if nb:
+        beta_above = (b_inv[..., nb - 1, :] * gt[..., :nb] * alpha[..., :nb]).sum(-1)
+        current = current + h[:, k - 2].unsqueeze(-1) * beta_above
+    return current
 
 
 def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,

@@ -25,21 +25,33 @@ NGSPICE = shutil.which("ngspice")
 
 
 def netlist(g: np.ndarray, v: np.ndarray, *, r_wire_row: float, r_wire_col: float,
-            r_source: float = 0.0, r_sink: float = 0.0) -> str:
+            r_source: float = 0.0, r_sink: float = 0.0, r_access: float = 0.0, gated: bool = False) -> str:
     """SPICE text of the circuit with conductances ``g`` ``(R, C)`` (S) for inputs ``v``
     ``(R,)`` or ``(N, R)`` (V): one operating point per input vector, each printing the
     ``C`` output currents.  Zero source/sink resistances become 0 V sources (shorts); a
-    zero conductance is no device."""
+    zero conductance is no device.  ``r_access`` > 0: each device in series with its
+    access transistor's on-resistance (a resistor of its own, at a node of its own).
+    ``gated``: the 1T1R array with the inputs on the gates: a row whose input is 0 has no
+    devices (its transistors are off), so the input vector must be one (``(R,)``)."""
     g, v = np.asarray(g, dtype=float), np.atleast_2d(np.asarray(v, dtype=float))
     R, C = g.shape
     if v.shape[-1] != R:
         raise ValueError(f"netlist: g has {R} rows but v has {v.shape[-1]} inputs")
+    if gated and len(v) != 1:
+        raise ValueError(f"netlist: a gated array's devices depend on its input: give one vector, not {len(v)}")
     lines = ["* xbar reference crossbar"]
     for i in range(R):
         lines.append(f"V{i} in{i} 0 DC {v[0, i]:.17g}")
         lines.append(f"RS{i} in{i} a{i}_0 {r_source:.17g}" if r_source > 0 else f"VS{i} in{i} a{i}_0 DC 0")
         lines += [f"RW{i}_{j} a{i}_{j} a{i}_{j + 1} {r_wire_row:.17g}" for j in range(C - 1)]
-        lines += [f"RD{i}_{j} a{i}_{j} b{i}_{j} {1.0 / g[i, j]:.17g}" for j in range(C) if g[i, j] > 0]
+        for j in range(C):
+            if g[i, j] <= 0 or (gated and v[0, i] == 0):
+                continue
+            if r_access > 0:
+                lines += [f"RD{i}_{j} a{i}_{j} t{i}_{j} {1.0 / g[i, j]:.17g}",
+                          f"RT{i}_{j} t{i}_{j} b{i}_{j} {r_access:.17g}"]
+            else:
+                lines.append(f"RD{i}_{j} a{i}_{j} b{i}_{j} {1.0 / g[i, j]:.17g}")
     for j in range(C):
         lines += [f"RB{i}_{j} b{i}_{j} b{i + 1}_{j} {r_wire_col:.17g}" for i in range(R - 1)]
         # sense amplifier: a 0 V source whose current is the output
@@ -59,10 +71,13 @@ def netlist(g: np.ndarray, v: np.ndarray, *, r_wire_row: float, r_wire_col: floa
 
 def run(g, v, **r) -> np.ndarray:
     """Output currents (A) into the sense nodes from ngspice: ``(C,)`` for ``v`` ``(R,)``,
-    ``(N, C)`` for ``(N, R)``.  ``r``: the resistances, as for :func:`netlist`."""
+    ``(N, C)`` for ``(N, R)``.  ``r``: the resistances and options of :func:`netlist`
+    (a gated array: one ngspice run per input vector)."""
     if NGSPICE is None:
         raise RuntimeError("ngspice is not installed: apt-get install ngspice")
     g, v = np.asarray(g), np.asarray(v)
+    if r.get("gated") and v.ndim == 2:
+        return np.stack([run(g, row, **r) for row in v])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "xbar.cir"
         path.write_text(netlist(g, v, **r))
