@@ -291,15 +291,18 @@ def test_gated_array_is_the_full_circuit_with_the_rows_off_removed(seed, shape, 
     :func:`solve_crossbar`'s circuit with the devices of the rows off removed (conductance
     0) and each device in series with its transistor (``g / (1 + g r_access)``), so with
     every row driven and no transistor it is the all-connected array; with ideal wires it
-    is ``v @ g'`` over the rows driven."""
+    is ``v @ g'`` over the rows driven.  Both paths: the native one (a task per read) and
+    torch's batched one (taken where the inputs carry a graph)."""
     kw = dict(r_wire_row=r[0], r_wire_col=r[1], r_source=r[2], r_sink=r[3])
     g, gen = _case(seed, shape, (2,))
     v = _spikes(gen, (3, 2, shape[0]), rate)
     v[0] = torch.rand(2, shape[0], generator=gen, dtype=torch.float64) + 0.1  # every row driven
     gp = g / (1 + g * r_access)
-    ours = solve_gated(g, v, r_access=r_access, **kw)
+    ours = solve_gated(g, v, r_access=r_access, **kw)  # native, one task per read
+    batched = solve_gated(g, v.clone().requires_grad_(), r_access=r_access, **kw).detach()  # torch's path
     ref = solve_crossbar(gp * (v != 0).unsqueeze(-1), v, **kw)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10 * float(ref.abs().max().clamp_min(1e-30)))
+    for got in (ours, batched):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-10 * float(ref.abs().max().clamp_min(1e-30)))
     torch.testing.assert_close(solve_gated(g, v[0], **kw), solve_crossbar(g, v[0], **kw), rtol=1e-10, atol=0.0)
     ideal = solve_gated(g, v, r_wire_row=0.0, r_wire_col=0.0, r_access=r_access)
     torch.testing.assert_close(ideal, ((v != 0).unsqueeze(-1) * gp * v.unsqueeze(-1)).sum(-2), rtol=1e-12, atol=0.0)

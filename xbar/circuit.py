@@ -47,6 +47,7 @@ from __future__ import annotations
 import torch
 
 from devices import validation as val
+from xbar import kernels
 
 
 def check_resistances(r_wire_row, r_wire_col, r_source, r_sink, owner: str = "solve_crossbar") -> None:
@@ -435,8 +436,9 @@ def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_c
     current.  Each bitline's chain of ``k`` nodes is inverted in ``O(k^2)``
     (:class:`_ChainInverses`) and eliminated onto its column's wordline nodes, leaving a
     system block-tridiagonal over the ``C`` columns with dense ``k x k`` blocks, solved by
-    block Thomas forward and back: ``O(C k^3)`` a read, batched over reads and tiles, in
-    chunks of ``chunk`` reads with alike ``k``.  With every row driven it is :func:`solve_crossbar`'s
+    block Thomas forward and back: ``O(C k^3)`` a read.  On the CPU in float64, one
+    native task per read (:func:`xbar.kernels.gated_reads`); else batched in torch over
+    reads and tiles, in chunks of ``chunk`` reads with alike ``k``.  With every row driven it is :func:`solve_crossbar`'s
     circuit (``r_access = 0``), and with ideal wires ``v @ g'`` over the connected rows,
     ``g' = g / (1 + g r_access)``."""
     check_resistances(r_wire_row, r_wire_col, r_source, r_sink, "solve_gated")
@@ -446,6 +448,16 @@ def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_c
     R, C = g.shape[-2:]
     lead = torch.broadcast_shapes(v.shape[:-1], g.shape[:-2])
     v = v.to(g.dtype).expand(*lead, R).reshape(-1, R)
+    if g.device.type == "cpu" and g.dtype == torch.float64 and not (g.requires_grad or v.requires_grad) \
+            and r_wire_row > 0:
+        # One native task per read (xbar.kernels.gated_reads), each tile indexed, not copied.
+        tiles = torch.arange(g[..., 0, 0].numel()).reshape(g.shape[:-2]).expand(lead).reshape(-1)
+        out = torch.empty(len(v), C, dtype=g.dtype)
+        kernels.follow_torch_threads()
+        kernels.gated_reads(g.reshape(-1, R, C).contiguous().numpy(), tiles.contiguous().numpy(),
+                            v.contiguous().numpy(), float(r_access), float(r_wire_row), float(r_wire_col),
+                            float(r_source), float(r_sink), out.numpy())
+        return out.reshape(*lead, C)
     g = g.expand(*lead, R, C).reshape(-1, R, C)
     on = v != 0
     gp = torch.where(on.unsqueeze(-1), g / (1.0 + g * r_access), torch.zeros((), dtype=g.dtype, device=g.device))

@@ -250,3 +250,139 @@ def read_sums(y, t, out):
                 out[3, b, j] += t2 * t2
                 out[4, b, j] += tv
                 out[5, b, j] += yv
+
+
+@numba.njit(inline="always", **_JIT)
+def _spd_inverse(a, out):
+    """``out`` = the inverse of the symmetric positive-definite ``a`` ``(n, n)`` (which it
+    overwrites), by Gauss-Jordan elimination without pivoting (stable on such matrices)."""
+    n = a.shape[0]
+    for r in range(n):
+        for c in range(n):
+            out[r, c] = 1.0 if r == c else 0.0
+    for p in range(n):
+        piv = 1.0 / a[p, p]
+        for c in range(n):
+            a[p, c] *= piv
+            out[p, c] *= piv
+        for r in range(n):
+            if r != p:
+                f = a[r, p]
+                if f != 0.0:
+                    for c in range(n):
+                        a[r, c] -= f * a[p, c]
+                        out[r, c] -= f * out[p, c]
+
+
+@numba.njit(parallel=True, **_JIT)
+def gated_reads(g, tiles, v, r_access, r_row, r_col, r_source, r_sink, out):
+    """:func:`xbar.circuit.solve_gated` on the CPU, one read per parallel task: ``out[b]``
+    ``(C,)`` = the currents into the sense nodes of tile ``g[tiles[b]]`` ``(R, C)`` (S,
+    float64) read with drives ``v[b]`` ``(R,)``, where only the rows driven (``v != 0``)
+    are connected, each device through ``r_access``.  The same elimination as the torch
+    path: the connected rows and the last keep nodes; each column's bitline chain is
+    inverted from its pivots and eliminated onto the column's wordline nodes; block
+    Thomas over the columns with ``k x k`` blocks (inverted by Gauss-Jordan)."""
+    n_reads = v.shape[0]
+    R, C = g.shape[1], g.shape[2]
+    gr = 1.0 / r_row
+    gs = 1.0 / r_source if r_source > 0 else 0.0
+    gk = 1.0 / r_sink if r_sink > 0 else 0.0
+    for b in numba.prange(n_reads):
+        t = tiles[b]
+        rows = np.empty(R, np.int64)
+        k = 0
+        for i in range(R):
+            if v[b, i] != 0.0 or i == R - 1:
+                rows[k] = i
+                k += 1
+        gt = np.zeros((C, k))
+        vk = np.zeros(k)
+        for m in range(k):
+            i = rows[m]
+            if v[b, i] != 0.0:
+                vk[m] = v[b, i]
+                for j in range(C):
+                    gij = g[t, i, j]
+                    gt[j, m] = gij / (1.0 + gij * r_access)
+        h = np.zeros(max(k - 1, 1))
+        for m in range(k - 1):
+            h[m] = 1.0 / ((rows[m + 1] - rows[m]) * r_col)
+        nb = k if r_sink > 0 else k - 1  # free bitline nodes (the last is at 0 V where r_sink = 0)
+        s = np.zeros((C, k, k))
+        blast = np.zeros((C, max(nb, 1)))
+        fwd, bwd, d = np.empty(max(nb, 1)), np.empty(max(nb, 1)), np.empty(max(nb, 1))
+        inv = np.empty((max(nb, 1), max(nb, 1)))
+        for j in range(C):
+            deg = 2.0 if 0 < j < C - 1 else (1.0 if C > 1 else 0.0)
+            for m in range(k):
+                s[j, m, m] = gt[j, m] + deg * gr + (gs if j == 0 else 0.0)
+            if nb == 0:
+                continue
+            for m in range(nb):
+                dm = gt[j, m]
+                if m > 0:
+                    dm += h[m - 1]
+                if m < k - 1:
+                    dm += h[m]
+                else:
+                    dm += gk
+                d[m] = dm
+            fwd[0] = d[0]
+            for m in range(1, nb):
+                fwd[m] = d[m] - h[m - 1] * h[m - 1] / fwd[m - 1]
+            bwd[nb - 1] = d[nb - 1]
+            for m in range(nb - 2, -1, -1):
+                bwd[m] = d[m] - h[m] * h[m] / bwd[m + 1]
+            for c in range(nb):
+                x = 1.0 / (fwd[c] + bwd[c] - d[c])
+                inv[c, c] = x
+                for r in range(c - 1, -1, -1):
+                    x *= h[r] / fwd[r]
+                    inv[r, c] = x
+                    inv[c, r] = x
+            for m in range(nb):
+                blast[j, m] = inv[nb - 1, m]
+                for m2 in range(nb):
+                    s[j, m, m2] -= gt[j, m] * inv[m, m2] * gt[j, m2]
+        first = 0 if r_source > 0 else 1
+        alpha = np.zeros((C, k))
+        if first == 1:
+            for m in range(k):
+                alpha[0, m] = vk[m]
+        if first < C:
+            p_inv = np.empty((C, k, k))
+            y = np.zeros((C, k))
+            p = np.empty((k, k))
+            for j in range(first, C):
+                for m in range(k):
+                    for m2 in range(k):
+                        p[m, m2] = s[j, m, m2] - (gr * gr * p_inv[j - 1, m, m2] if j > first else 0.0)
+                    if j == first:
+                        y[j, m] = vk[m] * (gs if r_source > 0 else gr)
+                    else:
+                        acc = 0.0
+                        for m2 in range(k):
+                            acc += p_inv[j - 1, m, m2] * y[j - 1, m2]
+                        y[j, m] = gr * acc
+                _spd_inverse(p, p_inv[j])
+            rhs = np.empty(k)
+            for j in range(C - 1, first - 1, -1):
+                for m in range(k):
+                    rhs[m] = y[j, m] + (gr * alpha[j + 1, m] if j < C - 1 else 0.0)
+                for m in range(k):
+                    acc = 0.0
+                    for m2 in range(k):
+                        acc += p_inv[j, m, m2] * rhs[m2]
+                    alpha[j, m] = acc
+        for j in range(C):
+            beta = 0.0
+            for m in range(nb):
+                beta += blast[j, m] * gt[j, m] * alpha[j, m]
+            if r_sink > 0:
+                out[b, j] = beta * gk
+            else:
+                cur = gt[j, k - 1] * alpha[j, k - 1]
+                if nb > 0:
+                    cur += h[k - 2] * beta
+                out[b, j] = cur
