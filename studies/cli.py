@@ -102,6 +102,13 @@ def chip_options(fn):
                      show_default=True, help="global: each layer's outputs rescaled at inference by a "
                                              "reference batch read at calibration and now (needs "
                                              "--t-calibration)."),
+        click.option("--array", type=click.Choice(["connected", "gated"]), default=d.array, show_default=True,
+                     help="connected: every device on its lines, rows without a spike at 0 V; gated: a 1T1R "
+                          "array with the spikes on the transistors' gates, rows without one disconnected "
+                          "(each read's circuit solved exactly)."),
+        click.option("--r-access", type=float, default=None,
+                     help="The gated array's access transistor on-resistance (ohm); default a quarter of "
+                          "the device's lowest resistance (NeuroSim's sizing rule)."),
     ]
 
     @functools.wraps(fn)
@@ -114,17 +121,18 @@ def chip_options(fn):
 
 
 CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "t_inference",
-                   "t_calibration", "drift_compensation")
+                   "t_calibration", "drift_compensation", "array", "r_access")
 
 
 def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, t_inference, t_calibration,
-          drift_compensation) -> dict:
+          drift_compensation, array, r_access) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
                 t_inference=t_inference, t_calibration=t_calibration,
-                drift_compensation=None if drift_compensation == "none" else drift_compensation)
+                drift_compensation=None if drift_compensation == "none" else drift_compensation,
+                array=array, r_access=r_access)
 
 
 def training_options(fn):
@@ -235,6 +243,8 @@ def _chip_line(spec) -> str:
         ranges = f"ADC ranges at the {spec.adc_percentile:g}th percentile per {spec.range_scope}"
     sub = "analog" if spec.analog_subtraction else "digital"
     scales = "" if spec.weight_scale == "layer" else ", a weight scale per column"
+    if spec.array == "gated":
+        scales += f", gated 1T1R array ({spec.access_resistance:.3g} ohm access transistors)"
     when = f"t = {spec.t_inference:g} s"
     if spec.ages_after_calibration:
         when += f", calibrated at {spec.t_calibration:g} s"

@@ -15,7 +15,7 @@ _SPEC = {f.name: f.default for f in fields(xbar.Spec)}
 @dataclass(frozen=True)
 class ChipOptions:
     """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``t_inference``,
-    ``t_calibration`` and ``drift_compensation``, as the
+    ``t_calibration``, ``drift_compensation``, ``array`` and ``r_access``, as the
     :class:`xbar.Spec` fields of the same names (validated there)."""
 
     adc_percentile: float | None = _SPEC["adc_percentile"]
@@ -25,6 +25,8 @@ class ChipOptions:
     t_inference: float = _SPEC["t_inference"]
     t_calibration: float | None = _SPEC["t_calibration"]
     drift_compensation: str | None = _SPEC["drift_compensation"]
+    array: str = _SPEC["array"]
+    r_access: float | None = _SPEC["r_access"]
 
     def chip(self) -> dict:
         """These options as :class:`xbar.Spec` keyword arguments."""

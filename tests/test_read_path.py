@@ -50,6 +50,7 @@ CASES = {
     "exact IR drop with drivers and sense amplifiers": dict(r_wire_row=1.0, r_wire_col=1.0, r_source=5.0,
                                                            r_sink=5.0),
     "IR-drop compensation": dict(r_wire_row=2.5, r_wire_col=2.5, ir_drop_compensation=0.7),
+    "gated 1T1R array, ideal wires (access transistors)": dict(array="gated", r_access=2e3),
     "first-order IR drop, variation": dict(device=RRAM, r_wire_row=2.5, r_wire_col=2.5,
                                            ir_drop_model="first_order"),
     "variation": dict(device=RRAM),
@@ -130,7 +131,8 @@ def test_every_spec_option_is_covered():
     at every conversion).  ``calibration``: ``"data"`` in every case, ``None`` in the raw
     chip; ``"vectors"`` is where evaluation takes its calibration inputs from, while the
     training forward always fits on the read it makes.  ``t_calibration`` and
-    ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py)."""
+    ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py);
+    so is a gated array with wires, each read its own circuit (tests/test_gated.py)."""
     no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation"}
     fields = set(xbar.Spec.__dataclass_fields__) - no_case
     covered = {name for case in CASES.values() for name in case} | set(BASE)

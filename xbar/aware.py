@@ -136,7 +136,7 @@ class Aware:
                               or (dev.has_drift and spec.t_inference > 0)),
             "read_noise": dev.has_read_noise,
             "adc": spec.adc_bits is not None or spec.dac_bits is not None,
-            "ir_drop": spec.has_ir_drop,
+            "ir_drop": spec.has_ir_drop or spec.access_resistance > 0,  # the circuit: wires, transistors
             "calibration": spec.calibration is not None and not spec.is_ideal,
         }
         return tuple(n for n in INGREDIENTS if getattr(self, n) and present[n])
@@ -169,6 +169,10 @@ class _LayerModel:
 
     def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, draws: ProgrammingDraws,
                  streams: NoiseStreams, adc_streams: NoiseStreams, ir_refresh: int) -> None:
+        if spec.gated_reads and "ir_drop" in on:
+            raise ValueError("HardwareAware: Spec(array='gated') with wires solves each read's circuit, "
+                             "which hardware-aware training does not model yet: train with "
+                             "Aware.only(...) without 'ir_drop', or array='connected'")
         self.spec, self.on, self.draws, self.ir_refresh = spec, on, draws, ir_refresh
         self.streams, self.adc_streams = streams, adc_streams
         self.n_in, self.n_out = _matrix(module).shape

@@ -579,10 +579,17 @@ _CHUNK_CELLS = 2**20  # bounds the solver's working memory: tiles per chunk x C 
 
 
 def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
-    """Effective conductances ``(..., rows, cols)`` of tiles ``g`` under ``spec``'s circuit.
+    """Effective conductances ``(..., rows, cols)`` of tiles ``g`` under ``spec``'s circuit:
+    what a read multiplies.  A gated array's devices are in series with their access
+    transistors (:func:`access_series`); where it has wires, its circuit is each read's
+    own (:func:`solve_gated`, ``Spec.gated_reads``), and this is only its branches.
 
     Solved in float64, in chunks of tiles (each written into the result, in ``g``'s
     dtype, as it is solved: memory does not grow with the number of trials)."""
+    if spec is not None and spec.array == "gated":
+        g = access_series(g, spec)
+        if spec.gated_reads:
+            return g
     if spec is None or not spec.has_ir_drop:
         return g
     flat = g.reshape(-1, *g.shape[-2:])
@@ -595,6 +602,21 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
                                           r_source=spec.r_source, r_sink=spec.r_sink)
     return out.reshape(g.shape)
 
+
+def access_series(g: torch.Tensor, spec) -> torch.Tensor:
+    """Each device in series with its access transistor (``Spec.access_resistance``):
+    ``g / (1 + g r_access)``."""
+    r = spec.access_resistance
+    return g if r == 0 else g / (1.0 + g * r)
+
+
+def every_row_driven(g: torch.Tensor, spec) -> torch.Tensor:
+    """The effective conductances of tiles ``g`` read with every row driven: what sizes a
+    worst-case ADC range.  For a gated array, every transistor on: the connected circuit
+    of the devices in series with their transistors."""
+    if spec.array == "gated":
+        return effective_conductance(access_series(g, spec), spec.replace(array="connected", r_access=None))
+    return effective_conductance(g, spec)
 
 
 def compensated_targets(targets: torch.Tensor, spec, g_min: float, g_max: float,

@@ -22,6 +22,15 @@ ADC_PERCENTILE = 99.9
 # What Spec.calibration may be, besides None (the raw hardware).
 CALIBRATIONS = ("data", "vectors")
 
+# How the inputs meet the array (Spec.array).
+ARRAYS = ("connected", "gated")
+
+# The gated array's access transistor, by default: its on-resistance a quarter of the
+# device's lowest resistance (1 / g_max), NeuroSim's sizing rule for 1T1R cells
+# (resistanceAccess = resistanceOn * IR_DROP_TOLERANCE, IR_DROP_TOLERANCE = 0.25, in
+# DNN_NeuroSim V1.4's Param.cpp and constant.h).
+ACCESS_SHARE = 0.25
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -154,6 +163,16 @@ class Spec:
         ``"exact"`` (the solved circuit) or ``"first_order"`` (a one-pass model, exact to
         first order in the resistances, for sweeps that need no exactness; see
         :func:`xbar.circuit.first_order_matrix`).
+    array, r_access
+        how the inputs meet the array.  ``"connected"`` (default): every device is
+        connected and a row without input is driven at 0 V (a passive array, or a 1T1R
+        array with every word line on, as NeuRRAM reads it): one linear circuit, solved
+        once per programming.  ``"gated"``: a 1T1R array whose inputs drive the access
+        transistors' gates: a row without input is disconnected (its devices carry no
+        current and load no bitline), each device in series with its transistor's
+        on-resistance ``r_access`` (ohm; ``None``: a quarter of the device's lowest
+        resistance, ``0.25 / g_max``, NeuroSim's sizing rule); with wires, each read's
+        circuit is solved exactly (:func:`xbar.circuit.solve_gated`).
     """
 
     tile: tuple[int, int] = (64, 64)
@@ -185,6 +204,8 @@ class Spec:
     ir_drop_model: str = "exact"
     ir_drop_compensation: float | None = None
     calibration: str | None = "data"
+    array: str = "connected"
+    r_access: float | None = None
 
     def __post_init__(self) -> None:
         o = "Spec"
@@ -260,6 +281,25 @@ class Spec:
             if self.calibration not in CALIBRATIONS:
                 v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
+        self._check_array(o)
+
+    def _check_array(self, o: str) -> None:
+        """``array`` and ``r_access``, and what the gated array does not support yet."""
+        v.one_of(o, "array", self.array, ARRAYS)
+        if self.r_access is not None:
+            v.non_negative(o, "r_access", self.r_access)
+            if self.array != "gated":
+                v.fail(o, "r_access", self.r_access, "is the access transistor of a gated 1T1R array: "
+                       "set array='gated' (the connected array's devices have no series transistor here)")
+        if self.array == "gated" and self.has_ir_drop:
+            if self.ir_drop_model != "exact":
+                v.fail(o, "ir_drop_model", self.ir_drop_model, "a gated array is solved exactly for each "
+                       "read (a first-order model of it erred by 17-27% at 2.5 ohm/cell: docs/hardware.md): "
+                       "use ir_drop_model='exact'")
+            if self.ir_drop_compensation is not None:
+                v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets "
+                       "for the connected array's circuit; a gated array's circuit changes with every read: "
+                       "use array='connected' or no compensation")
 
     def _check_times(self, o: str) -> None:
         """``t_calibration`` and ``drift_compensation`` against ``t_inference`` and the calibration."""
@@ -303,7 +343,22 @@ class Spec:
         """No non-ideality at all: the analog network must equal the ideal one."""
         return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
-                and not self.has_ir_drop)
+                and not self.has_ir_drop and self.access_resistance == 0)
+
+    @property
+    def access_resistance(self) -> float:
+        """The gated array's access transistor on-resistance (ohm): ``r_access``, or by
+        default :data:`ACCESS_SHARE` of the device's lowest resistance; 0 for the connected
+        array."""
+        if self.array != "gated":
+            return 0.0
+        return ACCESS_SHARE / self.device.g_max if self.r_access is None else float(self.r_access)
+
+    @property
+    def gated_reads(self) -> bool:
+        """Each read's circuit is its own: a gated array with wires (without, a gated read
+        is the product with each device in series with its transistor)."""
+        return self.array == "gated" and self.has_ir_drop
 
     @property
     def ranges_from_calibration(self) -> bool:
@@ -355,7 +410,8 @@ class Spec:
             else:
                 out[f"spec_{key}"] = _attr(value)
         # What the defaults (None) resolve to: the chip as it was read.
-        for name in ("analog_subtraction", "signed_adc", "range_scope", "ranges_from_calibration"):
+        for name in ("analog_subtraction", "signed_adc", "range_scope", "ranges_from_calibration",
+                     "access_resistance"):
             out[f"spec_{name}"] = _attr(getattr(self, name))
         return out
 
