@@ -16,9 +16,10 @@ before the one being fitted replay the outputs they read in the pass after their
 step ends there: nothing after it runs, since nothing after it can reach it (where the
 network keeps its state in its modules; else the layers after it run the ideal product).
 Each layer is read once; calibrating a deep network then costs about one simulation of
-its calibration batch, plus the fits, whatever its depth.  A network with a loop through its crossbar layers
-(recurrent weights) runs every pass in full.  Measured against known random vectors (``"vectors"``), whose statistics
-are not the network's: docs/hardware.md#calibration.
+its calibration batch, plus the fits, whatever its depth.  A network with a loop through
+its crossbar layers (recurrent weights) runs every pass in full.  Measured against known
+random vectors (``"vectors"``), whose statistics are not the network's:
+docs/hardware.md#calibration.
 
 Only the inputs are used, never labels, and the inference's read-noise stream is not
 touched (the fits draw from each programming's own generator).  The batch must be a fair

@@ -26,8 +26,8 @@ Method, chosen by measurement (``benchmarks/bench_ir_drop.py``, 2 CPU cores):
     down the rows (half the products), and the outputs need only the last rows (no
     back-substitution).  Measured on the tiles of the study's conv SNN (docs/speed.md):
     183 tiles/s at 64x64 against 17.7 for scipy's ``splu`` tile by tile (10.3x; ngspice
-    0.008); 11.4x, 13.1x and 8.0x ``splu`` at 128x128, 256x256 and 512x512.  A sparse factorisation goes tile by tile, with no batching and fill-in in
-    every factor.
+    0.008); 11.4x, 13.1x and 8.0x ``splu`` at 128x128, 256x256 and 512x512.  A sparse
+    factorisation goes tile by tile, with no batching and fill-in in every factor.
 ``"pcg"``
     conjugate gradients on the symmetric positive-definite nodal matrix, preconditioned
     by exact solves of every wordline and bitline chain (Thomas algorithm).  It leaves out
@@ -438,9 +438,10 @@ def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_c
     system block-tridiagonal over the ``C`` columns with dense ``k x k`` blocks, solved by
     block Thomas forward and back: ``O(C k^3)`` a read.  On the CPU in float64, one
     native task per read (:func:`xbar.kernels.gated_reads`); else batched in torch over
-    reads and tiles, in chunks of ``chunk`` reads with alike ``k``.  With every row driven it is :func:`solve_crossbar`'s
-    circuit (``r_access = 0``), and with ideal wires ``v @ g'`` over the connected rows,
-    ``g' = g / (1 + g r_access)``."""
+    reads and tiles, in chunks of ``chunk`` reads with alike ``k``.  With every row driven
+    it is :func:`solve_crossbar`'s circuit (``r_access = 0``), and with ideal wires
+    ``v @ g'`` over the connected rows, ``g' = g / (1 + g r_access)``
+    (:func:`access_series`)."""
     check_resistances(r_wire_row, r_wire_col, r_source, r_sink, "solve_gated")
     val.non_negative("solve_gated", "r_access", r_access)
     if g.shape[-2] != v.shape[-1]:
@@ -460,7 +461,7 @@ def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_c
         return out.reshape(*lead, C)
     g = g.expand(*lead, R, C).reshape(-1, R, C)
     on = v != 0
-    gp = torch.where(on.unsqueeze(-1), g / (1.0 + g * r_access), torch.zeros((), dtype=g.dtype, device=g.device))
+    gp = torch.where(on.unsqueeze(-1), access_series(g, r_access), torch.zeros((), dtype=g.dtype, device=g.device))
     if r_wire_row == 0:
         return (v.unsqueeze(-2) @ gp).squeeze(-2).reshape(*lead, C)
     # Reads with alike numbers of connected rows together: a chunk's blocks are its largest k.
@@ -534,15 +535,12 @@ def _gated_reads(gp: torch.Tensor, v: torch.Tensor, on: torch.Tensor, r_row: flo
             rhs = y[j - first] if a is None else y[j - first] + gr * a
             a = (p_inv[j - first] @ rhs.unsqueeze(-1)).squeeze(-1)
             alpha[:, j] = a
-    # The outputs: the current into each sense node.
+    # The outputs: the current into each sense node, from the last free bitline node (B, C).
+    beta = (b_inv[..., nb - 1, :] * gt[..., :nb] * alpha[..., :nb]).sum(-1) if nb else None
     if r_sink > 0:
-        beta_last = (b_inv[..., nb - 1, :] * gt[..., :nb] * alpha[..., :nb]).sum(-1)  # (B, C)
-        return beta_last / r_sink
+        return beta / r_sink
     current = gt[..., k - 1] * alpha[..., k - 1]  # the last row's device, straight into the sense node
-    if nb:
-        beta_above = (b_inv[..., nb - 1, :] * gt[..., :nb] * alpha[..., :nb]).sum(-1)
-        current = current + h[:, k - 2].unsqueeze(-1) * beta_above
-    return current
+    return current if beta is None else current + h[:, k - 2].unsqueeze(-1) * beta
 
 
 def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
@@ -587,7 +585,7 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     Solved in float64, in chunks of tiles (each written into the result, in ``g``'s
     dtype, as it is solved: memory does not grow with the number of trials)."""
     if spec is not None and spec.array == "gated":
-        g = access_series(g, spec)
+        g = access_series(g, spec.access_resistance)
         if spec.gated_reads:
             return g
     if spec is None or not spec.has_ir_drop:
@@ -603,11 +601,10 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     return out.reshape(g.shape)
 
 
-def access_series(g: torch.Tensor, spec) -> torch.Tensor:
-    """Each device in series with its access transistor (``Spec.access_resistance``):
-    ``g / (1 + g r_access)``."""
-    r = spec.access_resistance
-    return g if r == 0 else g / (1.0 + g * r)
+def access_series(g: torch.Tensor, r_access: float) -> torch.Tensor:
+    """Each device in series with its access transistor of on-resistance ``r_access``
+    (ohm): ``g / (1 + g r_access)``."""
+    return g if r_access == 0 else g / (1.0 + g * r_access)
 
 
 def every_row_driven(g: torch.Tensor, spec) -> torch.Tensor:
@@ -615,7 +612,8 @@ def every_row_driven(g: torch.Tensor, spec) -> torch.Tensor:
     worst-case ADC range.  For a gated array, every transistor on: the connected circuit
     of the devices in series with their transistors."""
     if spec.array == "gated":
-        return effective_conductance(access_series(g, spec), spec.replace(array="connected", r_access=None))
+        return effective_conductance(access_series(g, spec.access_resistance),
+                                     spec.replace(array="connected", r_access=None))
     return effective_conductance(g, spec)
 
 
