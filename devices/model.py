@@ -56,6 +56,14 @@ class DeviceModel:
         normal draw at every time (its deviation grows, its direction stays), so chips read
         at two times are the same devices; beyond the last time there are no data and
         ``Spec`` refuses the time.
+    Current-voltage curve (the device's own non-linearity in its read voltage)
+        ``I = G0 V + NL2(G0) V^2 + NL3(G0) V^3`` with ``G0`` the low-field conductance (S)
+        and ``NL2``, ``NL3`` polynomials in ``log10(G0 / 1 S)`` (ascending powers,
+        ``iv_nl2_poly`` in A/V^2 and ``iv_nl3_poly`` in A/V^3), valid for ``|V| <=
+        iv_v_max`` (V), the form of Sandia CrossSim 3.2's I-V model; both empty: a linear
+        device.  A programmed conductance is the device's chord ``I(V) / V`` at the read
+        voltage (program-verify reads the cell there), so :func:`devices.physics.low_field`
+        turns it into ``G0``; used where ``Spec(iv="device")``.
     """
 
     name: str = "custom"
@@ -83,6 +91,9 @@ class DeviceModel:
     drift_nu_abs: bool = False
     relaxation_times: tuple[float, ...] = ()
     relaxation_polys: tuple[tuple[float, ...], ...] = ()
+    iv_nl2_poly: tuple[float, ...] = ()
+    iv_nl3_poly: tuple[float, ...] = ()
+    iv_v_max: float = math.inf
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +140,12 @@ class DeviceModel:
         if not isinstance(self.drift_nu_abs, bool):
             v.fail(o, "drift_nu_abs", self.drift_nu_abs, "must be True or False")
         self._check_relaxation(o)
+        for name in ("iv_nl2_poly", "iv_nl3_poly"):
+            poly = getattr(self, name)
+            if not isinstance(poly, tuple) or not all(isinstance(c, (int, float)) and math.isfinite(c) for c in poly):
+                v.fail(o, name, poly, "must be a tuple of finite floats (ascending powers of log10(G0 / 1 S))")
+        if not self.iv_v_max > 0:
+            v.fail(o, "iv_v_max", self.iv_v_max, "must be > 0 (V; inf: valid at every voltage)")
 
     def _check_relaxation(self, o: str) -> None:
         times, polys = self.relaxation_times, self.relaxation_polys
@@ -154,6 +171,11 @@ class DeviceModel:
         return (self.prog_sigma_rel == 0 and self.prog_sigma_abs == 0
                 and not any(self.prog_sigma_poly) and not self.relaxes and self.p_stuck_low == 0
                 and self.p_stuck_high == 0 and self.read_sigma_rel == 0)
+
+    @property
+    def nonlinear(self) -> bool:
+        """The device has a non-linear current-voltage curve (``iv_nl2_poly``, ``iv_nl3_poly``)."""
+        return any(self.iv_nl2_poly) or any(self.iv_nl3_poly)
 
     @property
     def has_read_noise(self) -> bool:

@@ -157,3 +157,41 @@ def drift(g0: torch.Tensor, t: float, model: DeviceModel, generator: torch.Gener
     if not model.has_drift:
         return g0
     return g0 * drift_factor(drift_nu(g0, model, generator), t, model)
+
+
+def _log_poly(g0: torch.Tensor, poly: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A polynomial in ``x = log10(G0)`` (ascending powers) and its derivative in ``G0``,
+    both 0 where ``G0 <= 0`` (no device)."""
+    on = g0 > 0
+    x = torch.where(on, g0, torch.ones_like(g0)).log10()
+    value, slope = torch.zeros_like(g0), torch.zeros_like(g0)
+    for k in range(len(poly) - 1, -1, -1):  # Horner, value and derivative in x together
+        slope = slope * x + value
+        value = value * x + poly[k]
+    dg = slope / (torch.where(on, g0, torch.ones_like(g0)) * math.log(10.0))
+    return torch.where(on, value, 0.0), torch.where(on, dg, 0.0)
+
+
+def iv_coefficients(g0: torch.Tensor, model: DeviceModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(G0, NL2, NL3)`` of each device of low-field conductance ``g0`` (S): its current
+    is ``G0 V + NL2 V^2 + NL3 V^3`` (A) at ``V`` volts (:class:`DeviceModel`)."""
+    return g0, _log_poly(g0, model.iv_nl2_poly)[0], _log_poly(g0, model.iv_nl3_poly)[0]
+
+
+def low_field(g: torch.Tensor, v: float, model: DeviceModel, iterations: int = 30) -> torch.Tensor:
+    """The low-field conductance ``G0`` (S) of devices whose chord ``I(v) / v`` at ``v``
+    volts is ``g`` (S): what a program-verify at ``v`` leaves.  Newton's method on
+    ``G0 + NL2(G0) v + NL3(G0) v^2 = g`` from ``G0 = g``, to float64 round-off (the chord
+    is monotonic in ``G0`` over the device's window).  ``g`` itself for a linear device."""
+    if not model.nonlinear or g.numel() == 0:
+        return g
+    g64 = g.double()
+    g0 = g64.clone()
+    for _ in range(iterations):
+        n2, d2 = _log_poly(g0, model.iv_nl2_poly)
+        n3, d3 = _log_poly(g0, model.iv_nl3_poly)
+        step = (g0 + n2 * v + n3 * v * v - g64) / (1.0 + d2 * v + d3 * v * v)
+        g0 = torch.where(g64 > 0, g0 - step, 0.0)
+        if float(step.abs().max()) <= 1e-15 * float(g64.abs().max().clamp_min(1e-300)):
+            break
+    return g0.to(g.dtype)

@@ -19,6 +19,14 @@
     white (drawn anew at every read).  No fault or drift figures: zero.  (Stuck-at rates
     are set in a preset only where its own source gives them; none of these does, so
     every preset has 0: set ``p_stuck_low`` and ``p_stuck_high`` from the array you model.)
+    Current-voltage curve (used with ``Spec(iv="device")``): Sandia CrossSim 3.2's fit
+    (``RRAMMilo.nonlinear_current``) to the I-V curves of four states (62.5 to 110 uS)
+    within +-0.5 V in Fig. 1 of the same paper, ``I = G0 V + NL2 V^2 + NL3 V^3`` with
+    ``NL2 = 0.007063 + 0.005711 x + 0.001541 x^2 + 0.0001388 x^3`` (A/V^2) and ``NL3 =
+    1.2968e-3 + 6.7919e-4 x + 8.871e-5 x^2`` (A/V^3), ``x = log10(G0 / 1 S)``, valid to
+    0.5 V.  CrossSim's fit adds a fifth point, a linear device at 225 uS (the curves
+    straighten as the conductance grows), to cover the window; between 62.5 and 110 uS
+    it rests on the measured curves alone.
 ``pcm``
     Phase-change memory after the statistical model of S. R. Nandakumar et al.,
     "Phase-change memory models for deep learning training and inference", ICECS 2019
@@ -72,6 +80,9 @@ presets = MappingProxyType({
         prog_sigma_poly=(4.782321 / 225.0, -0.009107),
         read_sigma_rel=0.01,
         read_sigma_exponent=1.0,
+        iv_nl2_poly=(0.007063, 0.005711, 0.001541, 0.0001388),
+        iv_nl3_poly=(1.2968e-3, 6.7919e-4, 8.8710e-5),
+        iv_v_max=0.5,
         source="Milo et al., IEEE IRPS 2021, Fig. 4 (via Sandia CrossSim RRAMMilo); read noise: Wan et al., Nature 2022 (via IBM aihwkit)",
     ),
     "pcm": DeviceModel(

@@ -113,7 +113,7 @@ def test_conservation_of_current():
     # driver current: (v_i - a_i0) / r_source; recover a_i0 from the solve's internals
     from xbar.circuit import _Circuit, _pcg
     c = _Circuit(g, r["r_wire_row"], r["r_wire_col"], r["r_source"], r["r_sink"])
-    a, _ = _pcg(c, v, 1e-13, 2000)
+    a, _ = _pcg(c, *c.rhs(v), 1e-13, 2000)
     injected = ((v - a[:, 0]) / r["r_source"]).sum()
     torch.testing.assert_close(out.sum(), injected, rtol=1e-9, atol=0)
 

@@ -169,10 +169,14 @@ class _LayerModel:
 
     def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, draws: ProgrammingDraws,
                  streams: NoiseStreams, adc_streams: NoiseStreams, ir_refresh: int) -> None:
-        if spec.gated_reads and "ir_drop" in on:
+        if spec.array == "gated" and spec.has_ir_drop and "ir_drop" in on:
             raise ValueError("HardwareAware: Spec(array='gated') with wires solves each read's circuit, "
                              "which hardware-aware training does not model yet: train with "
                              "Aware.only(...) without 'ir_drop', or array='connected'")
+        if spec.iv != "linear":
+            raise ValueError(f"HardwareAware: Spec(iv={spec.iv!r}) solves each read's non-linear circuit, "
+                             "which hardware-aware training does not model yet: train with iv='linear' "
+                             "and evaluate with iv='device'")
         self.spec, self.on, self.draws, self.ir_refresh = spec, on, draws, ir_refresh
         self.streams, self.adc_streams = streams, adc_streams
         self.n_in, self.n_out = _matrix(module).shape

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import torch
 
+from devices import physics
 from devices import validation as val
 from xbar import kernels
 
@@ -149,14 +150,29 @@ class _Circuit:
     def output(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Current into each sense node ``(..., C)`` from full node voltages ``(..., R, C)``."""
         last = self.R - 1
-        return self.sense_current(self.g[..., last, :], a[..., last, :], b[..., last, :],
+        return self.sense_current(self.g[..., last, :] * (a[..., last, :] - b[..., last, :]), b[..., last, :],
                                   b[..., last - 1, :] if self.R > 1 else None)
 
-    def sense_current(self, g_last, a_last, b_last, b_prev):
-        """What the neighbours of each sense node push into it: the last-row device from its
-        wordline node, and the bitline wire from the row above (none when ``R == 1``)."""
-        i = g_last * (a_last - b_last)
-        return i if b_prev is None else i + self.gc * (b_prev - b_last)
+    def sense_current(self, i_last, b_last, b_prev):
+        """What the neighbours of each sense node push into it: the last-row device's
+        current ``i_last`` from its wordline node, and the bitline wire from the row above
+        (none when ``R == 1``)."""
+        return i_last if b_prev is None else i_last + self.gc * (b_prev - b_last)
+
+    def wire_currents(self, a: torch.Tensor, b: torch.Tensor, v: torch.Tensor):
+        """The current leaving each node through its wires, driver and sense amplifier, for
+        full node voltages ``(a, b)`` (fixed nodes at their values) and drives ``v``: the
+        nodal equations but for the devices."""
+        fa, fb = torch.zeros_like(a), torch.zeros_like(b)
+        da = self.gr * (a[..., :, 1:] - a[..., :, :-1])
+        fa[..., :, :-1] -= da
+        fa[..., :, 1:] += da
+        db = self.gc * (b[..., 1:, :] - b[..., :-1, :])
+        fb[..., :-1, :] -= db
+        fb[..., 1:, :] += db
+        fa[..., :, 0] += self.gs * (a[..., :, 0] - v)
+        fb[..., self.R - 1, :] += self.gk * b[..., self.R - 1, :]
+        return fa, fb
 
 
 def _thomas_factor(diag: torch.Tensor, off: torch.Tensor):
@@ -183,8 +199,9 @@ def _thomas_solve(factors, r: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _pcg(circuit: _Circuit, v: torch.Tensor, tol: float, max_iter: int):
-    ba, bb = circuit.rhs(v)
+def _pcg(circuit: _Circuit, ba: torch.Tensor, bb: torch.Tensor, tol: float, max_iter: int):
+    """The node voltages ``(a, b)`` for right-hand sides ``(ba, bb)``, by conjugate
+    gradients to a relative residual ``tol``."""
     a, b = torch.zeros_like(ba), torch.zeros_like(bb)
     ra, rb = ba.clone(), bb.clone()
     za, zb = circuit.precondition(ra, rb)
@@ -235,7 +252,7 @@ def solve_crossbar(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wir
     v = v.to(g.dtype).expand(*lead, R)
     circuit = _Circuit(g, r_wire_row, r_wire_col, r_source, r_sink)
     if method == "pcg":
-        return circuit.output(*_pcg(circuit, v, tol, max_iter))
+        return circuit.output(*_pcg(circuit, *circuit.rhs(v), tol, max_iter))
     # Right-hand sides as matrix columns: (*batch, R, C, X).
     ba, bb = circuit.rhs(v.reshape(-1, *batch, R))
     out = _direct(circuit, ba.movedim(0, -1), bb.movedim(0, -1)).movedim(-1, 0)  # (X, *batch, C)
@@ -417,7 +434,7 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor, unit: bool = False)
         p_prev, y_prev = prev
         b_prev = p_prev @ (y_prev - c.off_b[..., R - 2, :].unsqueeze(-1) * b_last)
     # Fixed nodes hold their values here, so this is the current into each sense node.
-    return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1), a_last, b_last, b_prev)
+    return c.sense_current(c.g[..., R - 1, :].unsqueeze(-1) * (a_last - b_last), b_last, b_prev)
 
 
 def solve_gated(g: torch.Tensor, v: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
@@ -543,6 +560,83 @@ def _gated_reads(gp: torch.Tensor, v: torch.Tensor, on: torch.Tensor, r_row: flo
     return current if beta is None else current + h[:, k - 2].unsqueeze(-1) * beta
 
 
+def solve_nonlinear(g0: torch.Tensor, v: torch.Tensor, *, nl2: torch.Tensor, nl3: torch.Tensor,
+                    r_wire_row: float, r_wire_col: float, r_source: float = 0.0, r_sink: float = 0.0,
+                    tol: float = 1e-11, max_iter: int = 30, chunk: int = 256) -> torch.Tensor:
+    """Bitline output currents (A), ``(..., C)``, of crossbars of non-linear devices: device
+    ``(i, j)`` carries ``I = g0 V + nl2 V^2 + nl3 V^3`` at ``V`` volts across it (wordline
+    node less bitline node; :class:`devices.DeviceModel`'s I-V curve), ``g0``, ``nl2``,
+    ``nl3`` ``(R, C)`` or ``(..., R, C)``, driven by ``v`` ``(..., R)`` (V) on
+    :func:`solve_crossbar`'s circuit; batch dimensions broadcast.  With ideal wires every
+    device sees its row's drive: ``v @ g0 + v^2 @ nl2 + v^3 @ nl3``.
+
+    Otherwise Newton's method on the nodal equations, from the linear circuit of each
+    device's chord at its row's drive (the solution where the wires are ideal): each step
+    solves the circuit whose devices are their slopes ``dI/dV`` at the present voltages
+    for the residual currents (conjugate gradients preconditioned by the exact wordline
+    and bitline chains, as ``method="pcg"``), until no node moves by more than ``tol``
+    times the largest drive.  Each read is its own circuit, batched ``chunk`` reads at a
+    time (float64 advised).  ``nl2 = nl3 = 0`` is :func:`solve_crossbar`."""
+    check_resistances(r_wire_row, r_wire_col, r_source, r_sink, "solve_nonlinear")
+    if g0.shape[-2] != v.shape[-1]:
+        raise ValueError(f"solve_nonlinear: g0 has {g0.shape[-2]} rows but v has {v.shape[-1]} inputs")
+    if not (g0.shape == nl2.shape == nl3.shape):
+        raise ValueError(f"solve_nonlinear: g0 {tuple(g0.shape)}, nl2 {tuple(nl2.shape)} and nl3 "
+                         f"{tuple(nl3.shape)} must have one shape")
+    v = v.to(g0.dtype)
+    if r_wire_row == 0:
+        return sum(((v**k).unsqueeze(-2) @ c).squeeze(-2) for k, c in ((1, g0), (2, nl2), (3, nl3)))
+    R, C = g0.shape[-2:]
+    lead = torch.broadcast_shapes(v.shape[:-1], g0.shape[:-2])
+    v = v.expand(*lead, R).reshape(-1, R)
+    # Each read's tile by index: the coefficients are copied a chunk at a time, not per read.
+    tiles = torch.arange(g0[..., 0, 0].numel(), device=g0.device).reshape(g0.shape[:-2]).expand(lead).reshape(-1)
+    coef = [c.reshape(-1, R, C) for c in (g0, nl2, nl3)]
+    out = torch.empty(len(v), C, dtype=g0.dtype, device=g0.device)
+    for start in range(0, len(v), chunk):
+        part = slice(start, start + chunk)
+        out[part] = _newton(*(c[tiles[part]] for c in coef), v[part], (r_wire_row, r_wire_col, r_source, r_sink),
+                            tol, max_iter)
+    return out.reshape(*lead, C)
+
+
+def _device_current(coef, d: torch.Tensor) -> torch.Tensor:
+    g0, n2, n3 = coef
+    return d * (g0 + d * (n2 + d * n3))
+
+
+def _device_slope(coef, d: torch.Tensor) -> torch.Tensor:
+    g0, n2, n3 = coef
+    return g0 + d * (2.0 * n2 + 3.0 * n3 * d)
+
+
+def _newton(g0, n2, n3, v, r, tol: float, max_iter: int) -> torch.Tensor:
+    """:func:`solve_nonlinear` for ``B`` reads: ``g0``, ``n2``, ``n3`` ``(B, R, C)``, drives
+    ``v`` ``(B, R)``; the output currents ``(B, C)``."""
+    coef = (g0, n2, n3)
+    vi = v.unsqueeze(-1)
+    chord = _Circuit(g0 + vi * (n2 + vi * n3), *r)
+    a, b = _pcg(chord, *chord.rhs(v), 1e-13, 2000)
+    scale = float(v.abs().max().clamp_min(torch.finfo(v.dtype).tiny))
+    for _ in range(max_iter):
+        d = a - b
+        i_dev = _device_current(coef, d)
+        fa, fb = chord.wire_currents(a, b, v)
+        fa, fb = (fa + i_dev).masked_fill_(chord.fix_a, 0.0), (fb - i_dev).masked_fill_(chord.fix_b, 0.0)
+        jacobian = _Circuit(_device_slope(coef, d), *r)
+        da, db = _pcg(jacobian, fa.neg_(), fb.neg_(), 1e-13, 2000)
+        a, b = a + da, b + db
+        if max(float(da.abs().max()), float(db.abs().max())) <= tol * scale:
+            break
+    else:
+        raise RuntimeError(f"solve_nonlinear: Newton's method did not converge in {max_iter} steps "
+                           f"(last step {max(float(da.abs().max()), float(db.abs().max())):.2e} V): the "
+                           "drop across the wires is beyond what the device's I-V curve can follow")
+    last = chord.R - 1
+    i_last = _device_current(tuple(c[..., last, :] for c in coef), a[..., last, :] - b[..., last, :])
+    return chord.sense_current(i_last, b[..., last, :], b[..., last - 1, :] if chord.R > 1 else None)
+
+
 def first_order_matrix(g: torch.Tensor, *, r_wire_row: float, r_wire_col: float,
                        r_source: float = 0.0, r_sink: float = 0.0) -> torch.Tensor:
     """A one-pass approximation of :func:`effective_matrix`, exact to first order in the
@@ -579,15 +673,16 @@ _CHUNK_CELLS = 2**20  # bounds the solver's working memory: tiles per chunk x C 
 def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     """Effective conductances ``(..., rows, cols)`` of tiles ``g`` under ``spec``'s circuit:
     what a read multiplies.  A gated array's devices are in series with their access
-    transistors (:func:`access_series`); where it has wires, its circuit is each read's
-    own (:func:`solve_gated`, ``Spec.gated_reads``), and this is only its branches.
+    transistors (:func:`access_series`).  Where each read's circuit is its own
+    (``Spec.circuit_per_read``: a gated array with wires, non-linear devices), this is
+    only the devices (:func:`read_currents` solves each read).
 
     Solved in float64, in chunks of tiles (each written into the result, in ``g``'s
     dtype, as it is solved: memory does not grow with the number of trials)."""
     if spec is not None and spec.array == "gated":
         g = access_series(g, spec.access_resistance)
-        if spec.gated_reads:
-            return g
+    if spec is not None and spec.circuit_per_read:
+        return g
     if spec is None or not spec.has_ir_drop:
         return g
     flat = g.reshape(-1, *g.shape[-2:])
@@ -601,6 +696,24 @@ def effective_conductance(g: torch.Tensor, spec=None) -> torch.Tensor:
     return out.reshape(g.shape)
 
 
+def read_currents(g: torch.Tensor, x: torch.Tensor, spec) -> torch.Tensor:
+    """What ``x @ g`` is where each read's circuit is its own (``Spec.circuit_per_read``):
+    the output currents of tiles ``g`` ``(..., R, C)`` (what :func:`effective_conductance`
+    returns: devices, in series with their transistors in a gated array) for inputs ``x``
+    ``(..., R)`` (input units), per unit of input: a gated array's reads by
+    :func:`solve_gated`, non-linear devices' by :func:`solve_nonlinear` at the DAC's
+    voltages ``x v_read / input_range``, each device's chord at ``v_read`` being ``g``
+    (:func:`devices.physics.low_field`).  Float64."""
+    r = dict(r_wire_row=spec.r_wire_row, r_wire_col=spec.r_wire_col, r_source=spec.r_source, r_sink=spec.r_sink)
+    g, x = g.double(), x.double()
+    if spec.iv == "linear":
+        return solve_gated(g, x, **r)
+    volts = spec.v_read / spec.input_range
+    g0 = physics.low_field(g, spec.v_read, spec.device)
+    _, nl2, nl3 = physics.iv_coefficients(g0, spec.device)
+    return solve_nonlinear(g0, x * volts, nl2=nl2, nl3=nl3, **r) / volts
+
+
 def access_series(g: torch.Tensor, r_access: float) -> torch.Tensor:
     """Each device in series with its access transistor of on-resistance ``r_access``
     (ohm): ``g / (1 + g r_access)``."""
@@ -610,11 +723,13 @@ def access_series(g: torch.Tensor, r_access: float) -> torch.Tensor:
 def every_row_driven(g: torch.Tensor, spec) -> torch.Tensor:
     """The effective conductances of tiles ``g`` read with every row driven: what sizes a
     worst-case ADC range.  For a gated array, every transistor on: the connected circuit
-    of the devices in series with their transistors."""
+    of the devices in series with their transistors.  For non-linear devices, the linear
+    circuit of their chords at ``v_read`` (a designer's estimate: the drop along the wires
+    moves each device off its chord)."""
     if spec.array == "gated":
         return effective_conductance(access_series(g, spec.access_resistance),
                                      spec.replace(array="connected", r_access=None))
-    return effective_conductance(g, spec)
+    return effective_conductance(g, spec.replace(iv="linear"))
 
 
 def compensated_targets(targets: torch.Tensor, spec, g_min: float, g_max: float,

@@ -25,6 +25,9 @@ CALIBRATIONS = ("data", "vectors")
 # How the inputs meet the array (Spec.array).
 ARRAYS = ("connected", "gated")
 
+# The devices' current-voltage curve in the read (Spec.iv).
+IVS = ("linear", "device")
+
 # The gated array's access transistor, by default: its on-resistance a quarter of the
 # device's lowest resistance (1 / g_max), NeuroSim's sizing rule for 1T1R cells
 # (resistanceAccess = resistanceOn * IR_DROP_TOLERANCE, IR_DROP_TOLERANCE = 0.25, in
@@ -173,6 +176,16 @@ class Spec:
         on-resistance ``r_access`` (ohm; ``None``: a quarter of the device's lowest
         resistance, ``0.25 / g_max``, NeuroSim's sizing rule); with wires, each read's
         circuit is solved exactly (:func:`xbar.circuit.solve_gated`).
+    iv
+        the devices' current-voltage curve in the read.  ``"linear"`` (default): ``I = G
+        V``.  ``"device"``: the device model's published non-linear curve
+        (``DeviceModel.iv_nl2_poly``, ``iv_nl3_poly``; the ``rram_hfo2`` preset has one),
+        each device programmed to its target chord ``I / V`` at ``v_read`` (program-verify
+        reads there), so a device at ``v_read`` carries exactly its target current and one
+        at a lower voltage (an analog input, or the drop along the wires) less or more.
+        Every read is its own circuit, solved by Newton's method
+        (:func:`xbar.circuit.solve_nonlinear`); ``v_read`` must lie within the curve's
+        range (``iv_v_max``).  With the connected array only, for now.
     """
 
     tile: tuple[int, int] = (64, 64)
@@ -206,6 +219,7 @@ class Spec:
     calibration: str | None = "data"
     array: str = "connected"
     r_access: float | None = None
+    iv: str = "linear"
 
     def __post_init__(self) -> None:
         o = "Spec"
@@ -282,6 +296,31 @@ class Spec:
                 v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
         self._check_array(o)
+        self._check_iv(o)
+
+    def _check_iv(self, o: str) -> None:
+        """``iv``: a device with a curve, a read voltage within it, and the circuits it is solved in."""
+        v.one_of(o, "iv", self.iv, IVS)
+        if self.iv == "linear":
+            return
+        with_curve = [name for name, d in presets.items() if d.nonlinear]
+        if not self.device.nonlinear:
+            v.fail(o, "iv", self.iv, f"device {self.device.name!r} has no current-voltage curve "
+                   f"(DeviceModel.iv_nl2_poly, iv_nl3_poly): use iv='linear' or a device with one "
+                   f"(presets: {with_curve})")
+        if self.v_read > self.device.iv_v_max:
+            v.fail(o, "v_read", self.v_read, f"is beyond the {self.device.iv_v_max:g} V to which device "
+                   f"{self.device.name!r}'s I-V curve was measured: lower v_read, or use iv='linear'")
+        if self.array != "connected":
+            v.fail(o, "iv", self.iv, "non-linear devices are solved in the connected array only, for now: "
+                   "use array='connected' or iv='linear'")
+        if self.has_ir_drop and self.ir_drop_model != "exact":
+            v.fail(o, "ir_drop_model", self.ir_drop_model, "non-linear devices are solved exactly for each "
+                   "read: use ir_drop_model='exact'")
+        if self.ir_drop_compensation is not None:
+            v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets for a "
+                   "linear circuit; a non-linear one changes with every read: use iv='linear' or no "
+                   "compensation")
 
     def _check_array(self, o: str) -> None:
         """``array`` and ``r_access``, and what the gated array does not support yet."""
@@ -343,7 +382,7 @@ class Spec:
         """No non-ideality at all: the analog network must equal the ideal one."""
         return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
-                and not self.has_ir_drop and self.access_resistance == 0)
+                and not self.has_ir_drop and self.access_resistance == 0 and self.iv == "linear")
 
     @property
     def access_resistance(self) -> float:
@@ -355,10 +394,11 @@ class Spec:
         return ACCESS_SHARE / self.device.g_max if self.r_access is None else float(self.r_access)
 
     @property
-    def gated_reads(self) -> bool:
-        """Each read's circuit is its own: a gated array with wires (without, a gated read
-        is the product with each device in series with its transistor)."""
-        return self.array == "gated" and self.has_ir_drop
+    def circuit_per_read(self) -> bool:
+        """Each read's circuit is its own, solved for its inputs: a gated array with wires
+        (without, a gated read is the product with each device in series with its
+        transistor), or non-linear devices (``iv="device"``)."""
+        return (self.array == "gated" and self.has_ir_drop) or self.iv == "device"
 
     @property
     def ranges_from_calibration(self) -> bool:

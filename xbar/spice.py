@@ -25,15 +25,26 @@ NGSPICE = shutil.which("ngspice")
 
 
 def netlist(g: np.ndarray, v: np.ndarray, *, r_wire_row: float, r_wire_col: float,
-            r_source: float = 0.0, r_sink: float = 0.0, r_access: float = 0.0, gated: bool = False) -> str:
+            r_source: float = 0.0, r_sink: float = 0.0, r_access: float = 0.0, gated: bool = False,
+            nl2: np.ndarray | None = None, nl3: np.ndarray | None = None) -> str:
     """SPICE text of the circuit with conductances ``g`` ``(R, C)`` (S) for inputs ``v``
     ``(R,)`` or ``(N, R)`` (V): one operating point per input vector, each printing the
     ``C`` output currents.  Zero source/sink resistances become 0 V sources (shorts); a
     zero conductance is no device.  ``r_access`` > 0: each device in series with its
     access transistor's on-resistance (a resistor of its own, at a node of its own).
     ``gated``: the 1T1R array with the inputs on the gates: a row whose input is 0 has no
-    devices (its transistors are off), so the input vector must be one (``(R,)``)."""
+    devices (its transistors are off), so the input vector must be one (``(R,)``).
+    ``nl2``, ``nl3`` ``(R, C)``: non-linear devices, each a behavioural current source
+    ``I = g V + nl2 V^2 + nl3 V^3`` with ``V`` its wordline node less its bitline node
+    (:func:`xbar.circuit.solve_nonlinear`; ``g`` is then the low-field conductance)."""
     g, v = np.asarray(g, dtype=float), np.atleast_2d(np.asarray(v, dtype=float))
+    nonlinear = nl2 is not None or nl3 is not None
+    if nonlinear:
+        nl2 = np.zeros_like(g) if nl2 is None else np.asarray(nl2, dtype=float)
+        nl3 = np.zeros_like(g) if nl3 is None else np.asarray(nl3, dtype=float)
+        if r_access > 0:
+            raise ValueError("netlist: a non-linear device in series with an access transistor is not "
+                             "written yet: give r_access=0 or linear devices")
     R, C = g.shape
     if v.shape[-1] != R:
         raise ValueError(f"netlist: g has {R} rows but v has {v.shape[-1]} inputs")
@@ -47,7 +58,11 @@ def netlist(g: np.ndarray, v: np.ndarray, *, r_wire_row: float, r_wire_col: floa
         for j in range(C):
             if g[i, j] <= 0 or (gated and v[0, i] == 0):
                 continue
-            if r_access > 0:
+            if nonlinear:
+                d = f"V(a{i}_{j},b{i}_{j})"
+                lines.append(f"BD{i}_{j} a{i}_{j} b{i}_{j} I={g[i, j]:.17g}*{d}+{nl2[i, j]:.17g}*{d}*{d}"
+                             f"+{nl3[i, j]:.17g}*{d}*{d}*{d}")
+            elif r_access > 0:
                 lines += [f"RD{i}_{j} a{i}_{j} t{i}_{j} {1.0 / g[i, j]:.17g}",
                           f"RT{i}_{j} t{i}_{j} b{i}_{j} {r_access:.17g}"]
             else:

@@ -50,7 +50,7 @@ import torch.nn as nn
 from mapping.layout import layout_weights
 from xbar.checks import check_part
 from xbar.memory import KEPT_PAGES_FROM, MEMORY_GB, READ_SHARE, fresh_pages, spans
-from xbar.circuit import compensated_targets, effective_conductance, every_row_driven, solve_gated
+from xbar.circuit import compensated_targets, effective_conductance, every_row_driven, read_currents
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
@@ -125,9 +125,9 @@ class ProgrammedMatrix(nn.Module):
         # ADC, or for a per-tile calibration of outputs decoded against a shared reference.
         # (An offset mapping's outputs share their tile's reference column: with a scale
         # per output, they are scaled after the decoding, on the tile-row reads.)
-        # A gated array's reads are each their own circuit: read per tile-row.
-        self.gated = spec.gated_reads
-        self.merged = spec.adc_bits is None and not self.gated and (self.scheme == "differential" or (
+        # Where each read is its own circuit (a gated array, non-linear devices): per tile-row.
+        self.per_read = spec.circuit_per_read
+        self.merged = spec.adc_bits is None and not self.per_read and (self.scheme == "differential" or (
             not self.needs_calibration and layout.column_scale is None))
         self._keep, self._column_scale = keep, layout.column_scale
         # weight units per siemens of each output's column difference
@@ -273,10 +273,10 @@ class ProgrammedMatrix(nn.Module):
         self.register_buffer("out_fs", fs.unsqueeze(2).contiguous())  # (K, n_r, 1, out)
         self.register_buffer("col_a", a)
         self.register_buffer("col_b", b)
-        # A gated read's factor per read column: what calibration divides into g_read's
+        # A per-read circuit's factor per read column: what calibration divides into g_read's
         # columns (the ADC ranges), applied to the currents each read's circuit gives.
         self.register_buffer("col_gain", torch.ones(self.trials, self.n_r, 1, g_read.shape[-1], dtype=g_read.dtype,
-                                                    device=g_read.device) if self.gated else None)
+                                                    device=g_read.device) if self.per_read else None)
 
     def conductances(self) -> torch.Tensor:
         """Effective conductances as tiles ``(K, n_r, n_c, R, C)`` (S)."""
@@ -352,8 +352,8 @@ class ProgrammedMatrix(nn.Module):
         elt = self.g_read.element_size()
         n_in, n_out = self.shape
         tile_rows = 1 if self.merged else self.n_r
-        gated = 8 * self.n_r * self.n_c * (self.rows + 3 * self.cols) if self.gated else 0  # float64 solves
-        return elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out) + gated
+        solves = 8 * self.n_r * self.n_c * (self.rows + 3 * self.cols) if self.per_read else 0  # float64 solves
+        return elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out) + solves
 
     def _driven(self, x: torch.Tensor) -> torch.Tensor:
         check_dac_input(x, self.spec)
@@ -417,8 +417,8 @@ class ProgrammedMatrix(nn.Module):
         product, column noise, ADC per column (if any), digital decoding and scale
         (:func:`xbar.tile.read.tile_row_read`)."""
         r = xt.shape[-1]
-        if self.gated:
-            u = self._gated_currents(xt, blocks)
+        if self.per_read:
+            u = self._circuit_currents(xt, blocks)
         else:
             u = torch.matmul(xt, self._trials(self.g_read)[:, blocks, :r])  # column currents / full scale
         s2 = None if self.s2_read is None else self._trials(self.s2_read)[:, blocks, :r]
@@ -428,18 +428,17 @@ class ProgrammedMatrix(nn.Module):
                           normal=lambda like: self._normal(like, calibrating, adc=True), inplace=True)
         return y * self._trials(self.out_fs)[:, blocks]
 
-    def _gated_currents(self, xt: torch.Tensor, blocks: slice) -> torch.Tensor:
-        """What ``x @ g_read`` is for a gated array: each read's circuit solved
-        (:func:`xbar.circuit.solve_gated`, float64) on the devices of tile-rows ``blocks``
-        (in series with their transistors: ``g_tiles``) for inputs ``xt`` ``(K, n, N, r)``
-        (the rows past ``r`` undriven, so disconnected, their wires still there), then
-        scaled and taken to the read columns as :func:`read_matrices` takes conductances,
-        times the calibration's factor per read column: ``(K, n, N, read columns)``."""
+    def _circuit_currents(self, xt: torch.Tensor, blocks: slice) -> torch.Tensor:
+        """What ``x @ g_read`` is where each read is its own circuit: each read solved
+        (:func:`xbar.circuit.read_currents`, float64) on the devices of tile-rows ``blocks``
+        (``g_tiles``) for inputs ``xt`` ``(K, n, N, r)`` (the rows past ``r`` undriven, their
+        wires still there), then scaled and taken to the read columns as
+        :func:`read_matrices` takes conductances, times the calibration's factor per read
+        column: ``(K, n, N, read columns)``."""
         g = self._trials(self.g_tiles)[:, blocks]  # (K, n, n_c, R, C)
         pad = self.rows - xt.shape[-1]
         v = torch.nn.functional.pad(xt, (0, pad)) if pad else xt
-        i = solve_gated(g.double().unsqueeze(3), v.double().unsqueeze(2), r_wire_row=self.spec.r_wire_row,
-                        r_wire_col=self.spec.r_wire_col, r_source=self.spec.r_source, r_sink=self.spec.r_sink)
+        i = read_currents(g.unsqueeze(3), v.unsqueeze(2), self.spec)
         scale = self._scale if self._scale.shape[0] == 1 else self._trials(self._scale)
         scale = scale if scale.shape[1] == 1 else scale[:, blocks]
         u, _ = read_matrices(i.to(g.dtype), None, scale, self._keep, self.analog_pairs)  # (K, n, N, read columns)
@@ -453,7 +452,7 @@ class ProgrammedMatrix(nn.Module):
         g_read, out_fs = self._trials(self.g_read)[:, rows], self._trials(self.out_fs)[:, rows]  # views: set in place
         s2_read = None if self.s2_read is None else self._trials(self.s2_read)[:, rows]
         xt = self._tile_row_inputs(x, rows)
-        u = (self._gated_currents(xt, rows) if self.gated else xt @ g_read).abs()  # (K, rows, N, read columns)
+        u = (self._circuit_currents(xt, rows) if self.per_read else xt @ g_read).abs()  # (K, rows, N, read columns)
         columns, outputs, n_groups = range_groups(self.spec, self.analog_pairs, self.read_tiles, self.output_tiles)
         level = percentile_levels(u, columns, n_groups, self.spec)  # (K, rows, groups)
         per_column = level[..., columns].unsqueeze(2)
@@ -463,7 +462,7 @@ class ProgrammedMatrix(nn.Module):
         if s2_read is not None:
             s2_read /= per_column**2
         out_fs *= level[..., outputs].unsqueeze(2)
-        if self.gated:
+        if self.per_read:
             self._trials(self.col_gain)[:, rows].div_(per_column)
 
     def _tile_row_inputs(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
