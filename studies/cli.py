@@ -109,6 +109,9 @@ def chip_options(fn):
         click.option("--r-access", type=float, default=None,
                      help="The gated array's access transistor on-resistance (ohm); default a quarter of "
                           "the device's lowest resistance (NeuroSim's sizing rule)."),
+        click.option("--iv", type=click.Choice(["linear", "device"]), default=d.iv, show_default=True,
+                     help="The devices' current-voltage curve: linear (I = G V), or the device's published "
+                          "curve (rram_hfo2), each read's non-linear circuit solved (slow: docs/hardware.md)."),
     ]
 
     @functools.wraps(fn)
@@ -121,18 +124,18 @@ def chip_options(fn):
 
 
 CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "t_inference",
-                   "t_calibration", "drift_compensation", "array", "r_access")
+                   "t_calibration", "drift_compensation", "array", "r_access", "iv")
 
 
 def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, t_inference, t_calibration,
-          drift_compensation, array, r_access) -> dict:
+          drift_compensation, array, r_access, iv) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
                 t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation,
-                array=array, r_access=r_access)
+                array=array, r_access=r_access, iv=iv)
 
 
 def training_options(fn):
@@ -245,6 +248,8 @@ def _chip_line(spec) -> str:
     scales = "" if spec.weight_scale == "layer" else ", a weight scale per column"
     if spec.array == "gated":
         scales += f", gated 1T1R array ({spec.access_resistance:.3g} ohm access transistors)"
+    if spec.iv == "device":
+        scales += f", non-linear devices ({spec.device.name}'s I-V curve, verified at {spec.v_read:g} V)"
     when = f"t = {spec.t_inference:g} s"
     if spec.ages_after_calibration:
         when += f", calibrated at {spec.t_calibration:g} s"

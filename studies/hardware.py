@@ -1,6 +1,6 @@
 """The chip options that every study shares, beside its own: how the ADC ranges are set,
 how a differential pair is subtracted, one weight scale per layer or per column, the time since programming and since calibration,
-and the drift compensation.  Each defaults to
+the drift compensation, how the inputs meet the array and the devices' I-V curve.  Each defaults to
 :class:`xbar.Spec`'s own default (the deployed chip, docs/hardware.md)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ _SPEC = {f.name: f.default for f in fields(xbar.Spec)}
 @dataclass(frozen=True)
 class ChipOptions:
     """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``t_inference``,
-    ``t_calibration``, ``drift_compensation``, ``array`` and ``r_access``, as the
+    ``t_calibration``, ``drift_compensation``, ``array``, ``r_access`` and ``iv``, as the
     :class:`xbar.Spec` fields of the same names (validated there)."""
 
     adc_percentile: float | None = _SPEC["adc_percentile"]
@@ -27,6 +27,7 @@ class ChipOptions:
     drift_compensation: str | None = _SPEC["drift_compensation"]
     array: str = _SPEC["array"]
     r_access: float | None = _SPEC["r_access"]
+    iv: str = _SPEC["iv"]
 
     def chip(self) -> dict:
         """These options as :class:`xbar.Spec` keyword arguments."""
