@@ -132,8 +132,9 @@ def test_every_spec_option_is_covered():
     chip; ``"vectors"`` is where evaluation takes its calibration inputs from, while the
     training forward always fits on the read it makes.  ``t_calibration`` and
     ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py);
-    so is a gated array with wires, each read its own circuit (tests/test_gated.py)."""
-    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation"}
+    so is a gated array with wires, each read its own circuit (tests/test_gated.py), and
+    ``iv="device"``, each read its own non-linear circuit (tests/test_nonlinear.py)."""
+    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation", "iv"}
     fields = set(xbar.Spec.__dataclass_fields__) - no_case
     covered = {name for case in CASES.values() for name in case} | set(BASE)
     assert fields <= covered, fields - covered
