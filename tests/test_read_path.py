@@ -24,6 +24,7 @@ from xbar.layers import AnalogConv2d, AnalogLinear
 RRAM = presets["rram_hfo2"].replace(read_sigma_rel=0.0)  # programming variation, no read noise
 QUIET = presets["ideal"].replace(name="quiet")  # no random part at all
 PCM = presets["pcm"]  # drift, and 1/f read noise that is all static
+CURVE = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)  # its I-V curve, no random part
 
 # Every option of Spec, each case a departure from a base chip (64 -> tiles of 16x16).
 BASE = dict(tile=(16, 16), adc_bits=5, r_wire_row=0.0, r_wire_col=0.0)
@@ -51,6 +52,9 @@ CASES = {
                                                            r_sink=5.0),
     "IR-drop compensation": dict(r_wire_row=2.5, r_wire_col=2.5, ir_drop_compensation=0.7),
     "gated 1T1R array, ideal wires (access transistors)": dict(array="gated", r_access=2e3),
+    "gated 1T1R array with wires": dict(array="gated", r_access=2e3, r_wire_row=2.5, r_wire_col=2.5),
+    "non-linear devices with wires": dict(device=CURVE, iv="device", r_wire_row=2.5, r_wire_col=2.5),
+    "non-linear devices, analog inputs": dict(device=CURVE, iv="device", dac_bits=4),
     "first-order IR drop, variation": dict(device=RRAM, r_wire_row=2.5, r_wire_col=2.5,
                                            ir_drop_model="first_order"),
     "variation": dict(device=RRAM),
@@ -132,9 +136,8 @@ def test_every_spec_option_is_covered():
     chip; ``"vectors"`` is where evaluation takes its calibration inputs from, while the
     training forward always fits on the read it makes.  ``t_calibration`` and
     ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py);
-    so is a gated array with wires, each read its own circuit (tests/test_gated.py), and
-    ``iv="device"``, each read its own non-linear circuit (tests/test_nonlinear.py)."""
-    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation", "iv"}
+    so is a gated array with wires, each read its own circuit (tests/test_gated.py)."""
+    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation"}
     fields = set(xbar.Spec.__dataclass_fields__) - no_case
     covered = {name for case in CASES.values() for name in case} | set(BASE)
     assert fields <= covered, fields - covered

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from devices import validation as v
 from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
-from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix
+from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix, read_currents
 from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
 from xbar.network import crossbar_layers
@@ -136,7 +136,8 @@ class Aware:
                               or (dev.has_drift and spec.t_inference > 0)),
             "read_noise": dev.has_read_noise,
             "adc": spec.adc_bits is not None or spec.dac_bits is not None,
-            "ir_drop": spec.has_ir_drop or spec.access_resistance > 0,  # the circuit: wires, transistors
+            # the circuit: wires, transistors, the devices' I-V curve
+            "ir_drop": spec.has_ir_drop or spec.access_resistance > 0 or spec.iv != "linear",
             "calibration": spec.calibration is not None and not spec.is_ideal,
         }
         return tuple(n for n in INGREDIENTS if getattr(self, n) and present[n])
@@ -169,14 +170,6 @@ class _LayerModel:
 
     def __init__(self, spec: Spec, on: tuple[str, ...], module: nn.Module, draws: ProgrammingDraws,
                  streams: NoiseStreams, adc_streams: NoiseStreams, ir_refresh: int) -> None:
-        if spec.array == "gated" and spec.has_ir_drop and "ir_drop" in on:
-            raise ValueError("HardwareAware: Spec(array='gated') with wires solves each read's circuit, "
-                             "which hardware-aware training does not model yet: train with "
-                             "Aware.only(...) without 'ir_drop', or array='connected'")
-        if spec.iv != "linear":
-            raise ValueError(f"HardwareAware: Spec(iv={spec.iv!r}) solves each read's non-linear circuit, "
-                             "which hardware-aware training does not model yet: train with iv='linear' "
-                             "and evaluate with iv='device'")
         self.spec, self.on, self.draws, self.ir_refresh = spec, on, draws, ir_refresh
         self.streams, self.adc_streams = streams, adc_streams
         self.n_in, self.n_out = _matrix(module).shape
@@ -185,6 +178,8 @@ class _LayerModel:
             self.conv = dict(kernel=(module.in_channels, *module.kernel_size), stride=module.stride,
                              padding=_conv_padding(module), dilation=module.dilation)
         self.analog_pairs = spec.analog_subtraction and "adc" in on
+        # Each read its own circuit (Spec.circuit_per_read): solved for the forward values.
+        self.per_read = spec.circuit_per_read and "ir_drop" in on
         self.batches = 0
         self.atten: torch.Tensor | None = None
         self.comp_ratio: torch.Tensor | None = None  # IR-drop compensation, held
@@ -285,7 +280,8 @@ class _LayerModel:
         # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
         return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "n_r": n_r, "rows": rows,
                 "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None,
-                "adc_errors": adc_errors, "read_tiles": read_tiles, "n_c": n_c}
+                "adc_errors": adc_errors, "read_tiles": read_tiles, "n_c": n_c,
+                "devices": state.g_eff.detach() if self.per_read else None, "scale": scale, "keep": keep}
 
     def _products(self, x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
         """Every tile-row's column sums of inputs ``x`` through ``mat``: ``(*samples, n_r,
@@ -316,11 +312,31 @@ class _LayerModel:
             if spec.dac_bits is not None:
                 x = _straight_through(x, dac(x, spec))
         u = self._products(x, st["g"])
+        if self.per_read:  # each read's own circuit forward; the gradient of the devices' product
+            u = _straight_through(u, self._circuit_sums(x.detach()).to(u.dtype))
         std = None
         if st["s2"] is not None:
             std = self._products(x * x, st["s2"]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
         self.last, self.last_out = (raw, raw._version, x, u, std), None
         return x, u, std
+
+    def _circuit_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """The column sums of ``x`` where each read is its own circuit, laid out as
+        :meth:`_products`': every read's input vector (a conv's windows) on every tile,
+        solved by evaluation's :func:`xbar.circuit.read_currents`, then scaled and taken to
+        the read columns as :func:`xbar.tile.columns.read_matrices` takes conductances."""
+        st = self.state
+        if self.conv is None:
+            samples, rows = x.shape[:-1], x.reshape(-1, self.n_in)
+        else:
+            c = self.conv
+            windows = input_windows(x, c["kernel"][1:], c["dilation"], c["padding"], c["stride"])
+            samples, rows = windows.shape[:3], windows.reshape(-1, self.n_in)
+        xt = by_tile_row(rows, st["n_r"], st["rows"])  # (n_r, N, R)
+        with torch.no_grad():
+            i = read_currents(st["devices"].unsqueeze(2), xt.unsqueeze(1), self.spec)  # (n_r, n_c, N, C)
+            u, _ = read_matrices(i.to(x.dtype), None, st["scale"], st["keep"], self.analog_pairs)  # (n_r, N, cols)
+        return u.transpose(0, 1).reshape(*samples, u.shape[0], u.shape[-1])
 
     def _same_input(self, x: torch.Tensor) -> bool:
         """``x`` is the last read's input, unchanged."""
