@@ -218,6 +218,17 @@ def test_calibration_reads_through_the_nonlinear_circuit():
     assert errors["data"] < errors[None] / 2, errors
 
 
+def test_an_input_beyond_the_curve_is_refused():
+    """An ideal DAC passes inputs beyond ``input_range``; driven past the 0.5 V to which the
+    curve was measured, the read refuses with the voltage, not extrapolating the fit."""
+    layer = xbar.AnalogLinear(_linear(8, 4), xbar.Spec(tile=(8, 8), device=RRAM, calibration=None, iv="device",
+                                                      v_read=0.2), seeds=(1, 2))
+    with torch.no_grad():
+        layer(torch.full((1, 3, 8), 2.5))  # 0.5 V: at the edge, read
+        with pytest.raises(ValueError, match="drives 0.6 V, beyond the 0.5 V"):
+            layer(torch.full((1, 3, 8), 3.0))
+
+
 def test_iv_options_are_validated():
     with pytest.raises(ValueError, match="iv = 'cubic'"):
         xbar.Spec(iv="cubic")

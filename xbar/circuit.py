@@ -771,6 +771,12 @@ def read_currents(g: torch.Tensor, x: torch.Tensor, spec) -> torch.Tensor:
     if spec.iv == "linear":
         return solve_gated(g, x, **r)
     volts = spec.v_read / spec.input_range
+    top = float(x.abs().max()) * volts if x.numel() else 0.0
+    if top > spec.device.iv_v_max:
+        raise ValueError(f"crossbar read: an input drives {top:.3g} V, beyond the {spec.device.iv_v_max:g} V to "
+                         f"which device {spec.device.name!r}'s I-V curve was measured (inputs up to "
+                         f"{float(x.abs().max()):.3g} at {volts:.3g} V per unit): scale the inputs into "
+                         f"[0, input_range = {spec.input_range:g}], set dac_bits (the DAC clips), or use iv='linear'")
     g0 = physics.low_field(g, spec.v_read, spec.device)
     _, nl2, nl3 = physics.iv_coefficients(g0, spec.device)
     return solve_nonlinear(g0, x * volts, nl2=nl2, nl3=nl3, chord=g, **r) / volts
