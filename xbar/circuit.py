@@ -351,6 +351,18 @@ def _neumann_terms(bound: float) -> int | None:
     return None
 
 
+def _pivot_inverse(s: torch.Tensor, diag_b: torch.Tensor, p_prev: torch.Tensor | None,
+                   e: torch.Tensor | None) -> torch.Tensor:
+    """``P_i^-1``, the inverse of row ``i``'s block-Thomas pivot of the bitline system,
+    ``P_i = diag(diag_b) - G W_i^-1 G - E P_(i-1)^-1 E``, from ``s = G W_i^-1 G`` (overwritten)
+    and the previous row's ``P_(i-1)^-1`` and bitline couplings ``e`` (``None`` for the
+    first row)."""
+    s.neg_().diagonal(dim1=-2, dim2=-1).add_(diag_b)
+    if p_prev is not None:
+        s.addcmul_(p_prev, e.unsqueeze(-1) * e, value=-1.0)
+    return _inverse(s)
+
+
 def _inverse(m: torch.Tensor) -> torch.Tensor:
     """Batched inverses of the (symmetric positive-definite) bitline blocks.
 
@@ -412,16 +424,14 @@ def _direct(c: _Circuit, ba: torch.Tensor, bb: torch.Tensor, unit: bool = False)
             f[..., i] = bb[..., i, :] + gm[..., 0] * (w @ ba[..., i, :].unsqueeze(-1))[..., 0]
         else:
             f = bb[..., i, :, :] + gm * (w @ ba[..., i, :, :])
-        # S_i = diag(diag_b) - G W^-1 G, in place of W^-1 (but the last row's: the outputs need it)
-        s = (w if i < R - 1 else w.clone()).mul_(gm).mul_(gm.transpose(-1, -2)).neg_()
-        s.diagonal(dim1=-2, dim2=-1).add_(c.diag_b[..., i, :])
+        # G W^-1 G, in place of W^-1 (but the last row's: the outputs need it)
+        s = (w if i < R - 1 else w.clone()).mul_(gm).mul_(gm.transpose(-1, -2))
+        e = e_rows[i - 1] if i else None
         if i:
-            e = e_rows[i - 1]
-            s.addcmul_(p_inv, e.unsqueeze(-1) * e, value=-1.0)
             n = i if unit else X  # the columns carried so far
             f[..., :n].sub_(e.unsqueeze(-1) * (p_inv @ y[..., :n]))
         prev = (p_inv, y)
-        p_inv, y = _inverse(s), f
+        p_inv, y = _pivot_inverse(s, c.diag_b[..., i, :], p_inv, e), f
     b_last = p_inv @ y
     if unit:
         last_in = torch.zeros_like(b_last)
@@ -630,12 +640,9 @@ class _Factored:
         self.p = torch.empty_like(self.w)
         for i in range(R):
             gm = self.gm[:, i]
-            s = (self.w[:, i] * gm.unsqueeze(-1) * gm.unsqueeze(-2)).neg_()
-            s.diagonal(dim1=-2, dim2=-1).add_(c.diag_b[:, i])
-            if i:
-                e = self.e[i - 1]
-                s.addcmul_(self.p[:, i - 1], e.unsqueeze(-1) * e, value=-1.0)
-            self.p[:, i] = _inverse(s)
+            s = self.w[:, i] * gm.unsqueeze(-1) * gm.unsqueeze(-2)
+            self.p[:, i] = _pivot_inverse(s, c.diag_b[:, i], self.p[:, i - 1] if i else None,
+                                          self.e[i - 1] if i else None)
 
     def solve(self, ba: torch.Tensor, bb: torch.Tensor):
         """Node voltages ``(a, b)`` ``(T, R, C, X)`` for right-hand sides ``(ba, bb)`` of the
