@@ -297,6 +297,7 @@ class Spec:
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
         self._check_array(o)
         self._check_iv(o)
+        self._check_per_read(o)
 
     def _check_iv(self, o: str) -> None:
         """``iv``: a device with a curve, a read voltage within it, and the circuits it is solved in."""
@@ -314,31 +315,34 @@ class Spec:
         if self.array != "connected":
             v.fail(o, "iv", self.iv, "non-linear devices are solved in the connected array only, for now: "
                    "use array='connected' or iv='linear'")
+
+    def _check_per_read(self, o: str) -> None:
+        """What a circuit solved for each read (:attr:`circuit_per_read`: a gated array with
+        wires, non-linear devices) has no model of: the first-order IR drop and IR-drop
+        compensation, both written for one linear circuit per programming."""
+        if not self.circuit_per_read:
+            return
+        if self.array == "gated":
+            what, why, undo = "a gated array", " (a first-order model of it erred by 17-27% at 2.5 ohm/cell: " \
+                "docs/hardware.md)", "array='connected'"
+        else:
+            what, why, undo = "non-linear devices", "", "iv='linear'"
         if self.has_ir_drop and self.ir_drop_model != "exact":
-            v.fail(o, "ir_drop_model", self.ir_drop_model, "non-linear devices are solved exactly for each "
-                   "read: use ir_drop_model='exact'")
+            v.fail(o, "ir_drop_model", self.ir_drop_model, f"with {what} each read is solved exactly{why}: "
+                   "use ir_drop_model='exact'")
         if self.ir_drop_compensation is not None:
-            v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets for a "
-                   "linear circuit; a non-linear one changes with every read: use iv='linear' or no "
-                   "compensation")
+            v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets for one "
+                   f"linear circuit per programming; with {what} the circuit changes with every read: use "
+                   f"{undo} or no compensation")
 
     def _check_array(self, o: str) -> None:
-        """``array`` and ``r_access``, and what the gated array does not support yet."""
+        """``array`` and ``r_access``."""
         v.one_of(o, "array", self.array, ARRAYS)
         if self.r_access is not None:
             v.non_negative(o, "r_access", self.r_access)
             if self.array != "gated":
                 v.fail(o, "r_access", self.r_access, "is the access transistor of a gated 1T1R array: "
                        "set array='gated' (the connected array's devices have no series transistor here)")
-        if self.array == "gated" and self.has_ir_drop:
-            if self.ir_drop_model != "exact":
-                v.fail(o, "ir_drop_model", self.ir_drop_model, "a gated array is solved exactly for each "
-                       "read (a first-order model of it erred by 17-27% at 2.5 ohm/cell: docs/hardware.md): "
-                       "use ir_drop_model='exact'")
-            if self.ir_drop_compensation is not None:
-                v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets "
-                       "for the connected array's circuit; a gated array's circuit changes with every read: "
-                       "use array='connected' or no compensation")
 
     def _check_times(self, o: str) -> None:
         """``t_calibration`` and ``drift_compensation`` against ``t_inference`` and the calibration."""
