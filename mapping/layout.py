@@ -70,13 +70,17 @@ def outputs_per_tile(scheme: str, cols: int) -> int:
 
 
 def layout_weights(w: torch.Tensor, g_min: float, g_max: float, levels: int | None,
-                   tile: tuple[int, int], scheme: str = "differential", scale: str = "layer") -> TileLayout:
+                   tile: tuple[int, int], scheme: str = "differential", scale: str = "layer",
+                   column_max: torch.Tensor | None = None) -> TileLayout:
     """Map a crossbar matrix ``w`` ``(in, out)`` to tile conductance targets (S).
 
     Conductances are quantized to the device's ``levels`` (``None``: continuous).
     ``scale``: ``"layer"``, one weight scale for the layer (its largest |w| uses the
     whole conductance window), or ``"column"``, one per output (each output's largest
     |w| does: :func:`mapping.scale.column_scales`), undone by a digital factor per output.
+    ``column_max``: each output's full-scale weight ``(out,)`` given, instead of either
+    (a bit-sliced layer's columns, :mod:`mapping.slicing`: a digit's full scale whether
+    or not a weight reaches it).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme = {scheme!r} is not allowed: must be one of {list(SCHEMES)}")
@@ -87,8 +91,12 @@ def layout_weights(w: torch.Tensor, g_min: float, g_max: float, levels: int | No
     if o < 1:
         raise ValueError(f"tile = {tile!r} is not allowed: the {scheme} scheme needs at least "
                          "2 columns per tile")
-    w_max = weight_scale(w)
-    column_scale = None if scale == "layer" else column_scales(w, w_max)
+    if column_max is not None:
+        w_max = float(column_max.max())
+        column_scale = column_max / w_max
+    else:
+        w_max = weight_scale(w)
+        column_scale = None if scale == "layer" else column_scales(w, w_max)
     enc = w_max if column_scale is None else w_max * column_scale  # each output's scale
     if scheme == "differential":
         g_pos, g_neg, _ = encode_differential(w, g_min, g_max, enc)

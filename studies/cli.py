@@ -93,6 +93,12 @@ def chip_options(fn):
                      show_default=True, help="One weight scale per layer, or one per output column (each "
                                              "output's largest weight at the full conductance window, "
                                              "undone digitally)."),
+        click.option("--cell-bits", type=click.IntRange(min=1), default=None,
+                     help="Bit-sliced weights: cells of this many bits (2**bits levels), each weight's "
+                          "magnitude in --weight-slices digits, each on its own differential pair and ADC, "
+                          "shifted and added; default: one pair per weight at the device's levels."),
+        click.option("--weight-slices", type=click.IntRange(min=1), default=d.weight_slices, show_default=True,
+                     help="Cells (differential pairs) per weight, with --cell-bits."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
         click.option("--t-calibration", type=float, default=None,
@@ -123,17 +129,17 @@ def chip_options(fn):
     return command
 
 
-CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "t_inference",
-                   "t_calibration", "drift_compensation", "array", "r_access", "iv")
+CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "cell_bits",
+                   "weight_slices", "t_inference", "t_calibration", "drift_compensation", "array", "r_access", "iv")
 
 
-def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, t_inference, t_calibration,
-          drift_compensation, array, r_access, iv) -> dict:
+def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits, weight_slices, t_inference,
+          t_calibration, drift_compensation, array, r_access, iv) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
-                t_inference=t_inference, t_calibration=t_calibration,
+                cell_bits=cell_bits, weight_slices=weight_slices, t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation,
                 array=array, r_access=r_access, iv=iv)
 
@@ -246,6 +252,9 @@ def _chip_line(spec) -> str:
         ranges = f"ADC ranges at the {spec.adc_percentile:g}th percentile per {spec.range_scope}"
     sub = "analog" if spec.analog_subtraction else "digital"
     scales = "" if spec.weight_scale == "layer" else ", a weight scale per column"
+    if spec.sliced:
+        scales += (f", weights in {spec.weight_slices} slice{'s' if spec.weight_slices > 1 else ''} of "
+                   f"{spec.cell_bits}-bit cells")
     if spec.array == "gated":
         scales += f", gated 1T1R array ({spec.access_resistance:.3g} ohm access transistors)"
     if spec.iv == "device":

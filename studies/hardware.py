@@ -1,5 +1,6 @@
 """The chip options that every study shares, beside its own: how the ADC ranges are set,
-how a differential pair is subtracted, one weight scale per layer or per column, the time since programming and since calibration,
+how a differential pair is subtracted, one weight scale per layer or per column, bit-sliced
+weights, the time since programming and since calibration,
 the drift compensation, how the inputs meet the array and the devices' I-V curve.  Each defaults to
 :class:`xbar.Spec`'s own default (the deployed chip, docs/hardware.md)."""
 
@@ -14,7 +15,8 @@ _SPEC = {f.name: f.default for f in fields(xbar.Spec)}
 
 @dataclass(frozen=True)
 class ChipOptions:
-    """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``t_inference``,
+    """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``cell_bits``,
+    ``weight_slices``, ``t_inference``,
     ``t_calibration``, ``drift_compensation``, ``array``, ``r_access`` and ``iv``, as the
     :class:`xbar.Spec` fields of the same names (validated there)."""
 
@@ -22,6 +24,8 @@ class ChipOptions:
     adc_range_scope: str | None = _SPEC["adc_range_scope"]
     subtraction: str | None = _SPEC["subtraction"]
     weight_scale: str = _SPEC["weight_scale"]
+    cell_bits: int | None = _SPEC["cell_bits"]
+    weight_slices: int = _SPEC["weight_slices"]
     t_inference: float = _SPEC["t_inference"]
     t_calibration: float | None = _SPEC["t_calibration"]
     drift_compensation: str | None = _SPEC["drift_compensation"]

@@ -68,6 +68,12 @@ CASES = {
                                                                     calibration=None),
     "per-column weight scales, analog subtraction, raw": dict(weight_scale="column", adc_signed=True,
                                                               subtraction="analog", calibration=None),
+    "bit-sliced weights, 3 slices of 2-bit cells": dict(cell_bits=2, weight_slices=3, device=RRAM),
+    "bit-sliced weights, digital subtraction, wires": dict(cell_bits=1, weight_slices=4, subtraction="digital",
+                                                           r_wire_row=2.5, r_wire_col=2.5),
+    "bit-sliced weights, per-column scales, ideal ADC": dict(cell_bits=3, weight_slices=2, weight_scale="column",
+                                                             adc_bits=None),
+    "one 4-level cell per weight": dict(cell_bits=2, device=RRAM),
 }
 
 

@@ -15,7 +15,10 @@ one buys the accuracy; one that the spec does not have stays off:
     (:func:`xbar.tile.programming.program_tiles`): conductance levels, programming
     variation, stuck-at faults and drift, drawn again for every batch.  Gradient:
     through the programmed conductances (straight through the levels' rounding; none
-    for a stuck device).
+    for a stuck device).  Bit-sliced weights (``Spec.cell_bits``) are the mapping, read
+    whatever the ingredients (each slice's columns, shifted and added), their digits'
+    rounding straight through (each slice a ``1 / slices`` share of the weight's
+    gradient); a sliced spec has ``variation`` (its cells' levels) even on an ideal device.
 ``read_noise``
     the static share drawn with the programming; the per-read share drawn at every read
     (every timestep), column noise exact in distribution as in evaluation, with its
@@ -72,6 +75,7 @@ import torch.nn.functional as F
 from devices import validation as v
 from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
+from mapping.slicing import combine_slices
 from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix, read_currents
 from xbar.layers import _conv_padding
 from xbar.memory import keep_freed_memory
@@ -80,7 +84,7 @@ from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
                                    range_groups)
-from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices
+from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices
 from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
@@ -131,7 +135,7 @@ class Aware:
         """The ingredients switched on here that ``spec`` has."""
         dev = spec.device
         present = {
-            "variation": bool(dev.levels is not None or dev.prog_sigma_rel or dev.prog_sigma_abs
+            "variation": bool(dev.levels is not None or spec.sliced or dev.prog_sigma_rel or dev.prog_sigma_abs
                               or any(dev.prog_sigma_poly) or dev.p_stuck_low or dev.p_stuck_high
                               or (dev.has_drift and spec.t_inference > 0)),
             "read_noise": dev.has_read_noise,
@@ -173,6 +177,8 @@ class _LayerModel:
         self.spec, self.on, self.draws, self.ir_refresh = spec, on, draws, ir_refresh
         self.streams, self.adc_streams = streams, adc_streams
         self.n_in, self.n_out = _matrix(module).shape
+        self.slices = spec.weight_slices if spec.sliced else 1
+        self.n_out *= self.slices  # the columns read: every slice's (shifted and added after)
         self.conv = None
         if isinstance(module, nn.Conv2d):
             self.conv = dict(kernel=(module.in_channels, *module.kernel_size), stride=module.stride,
@@ -233,13 +239,19 @@ class _LayerModel:
         column currents in units of the ADC's full scale per unit input where there is an
         ADC (as evaluation reads them), weight units without."""
         spec, dev, on, draws = self.spec, self.spec.device, self.on, self.draws
-        layout = layout_weights(w, dev.g_min, dev.g_max, None, spec.tile, spec.mapping, spec.weight_scale)
-        t = layout.targets  # continuous
-        q = layout if dev.levels is None else layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels,
-                                                             spec.tile, spec.mapping, spec.weight_scale)
+        # The columns the tiles carry: the weights, or their bit slices' digits (straight
+        # through: each slice's gradient a 1/slices share of the weight's).
+        matrix, column_max, slices = crossbar_columns(w, spec)
+        # continuous targets, the gradient's path (with slices, each a 1/slices share of the weight)
+        layout = layout_weights(w.repeat(1, slices) / slices if spec.sliced else w, dev.g_min, dev.g_max, None,
+                                spec.tile, spec.mapping, spec.weight_scale, column_max)
+        t = layout.targets
+        q = layout if dev.levels is None and not spec.sliced else layout_weights(
+            matrix, dev.g_min, dev.g_max, None if spec.sliced else dev.levels, spec.tile, spec.mapping,
+            spec.weight_scale, column_max)
         nominal = q.targets.detach()
         w_per_siemens = q.w_per_siemens
-        if "variation" in on and dev.levels is not None:  # the device's levels, straight through
+        if ("variation" in on and dev.levels is not None) or spec.sliced:  # the levels, straight through
             t = _straight_through(t, nominal)
         if spec.ir_drop_compensation is not None and spec.has_ir_drop and "ir_drop" in on:
             # evaluation's pre-distorted targets, the ratio to the mapped ones held
@@ -276,7 +288,7 @@ class _LayerModel:
         if self.conv is not None:  # one convolution reads every tile-row
             g_read = _blocked_conv_weight(g_read, self.n_in, self.conv["kernel"])
             s2_read = None if s2_read is None else _blocked_conv_weight(s2_read, self.n_in, self.conv["kernel"])
-        w_pad = F.pad(w.detach(), (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
+        w_pad = F.pad(matrix, (0, 0, 0, n_r * rows - self.n_in)).reshape(n_r, rows, self.n_out)
         # With an ADC, out_fs is one code per output and tile-row: the calibration's lsb.
         return {"g": g_read, "s2": s2_read, "a": a, "b": b, "out_fs": out_fs, "n_r": n_r, "rows": rows,
                 "w": w_pad, "tiles": output_tiles, "adc": i_fs is not None,
@@ -373,6 +385,7 @@ class _LayerModel:
                 y = y - y0
             out_fs = out_fs * self._gain(x.detach(), y.detach(), out_fs, pick)
         out = y.squeeze(-2) * out_fs[0] if st["n_r"] == 1 else (y * out_fs).sum(-2)
+        out = combine_slices(out, self.slices)
         out = out if self.conv is None else out.permute(0, 3, 1, 2)
         if std is None and spec.adc_noise == 0:
             self.last_out = out

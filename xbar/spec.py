@@ -34,6 +34,10 @@ IVS = ("linear", "device")
 # DNN_NeuroSim V1.4's Param.cpp and constant.h).
 ACCESS_SHARE = 0.25
 
+# The most bits of weight magnitude a bit-sliced weight may have (cell_bits * weight_slices):
+# a float32 read resolves 24 bits, and the shift-and-add of its slices needs headroom.
+MAX_WEIGHT_BITS = 16
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -55,6 +59,15 @@ class Spec:
         full window and a digital factor per output (IBM aihwkit's
         ``weight_scaling_columnwise``): outputs with small weights use more of the
         window, above the devices' absolute noise and level steps.
+    cell_bits, weight_slices
+        bit-sliced weights (:mod:`mapping.slicing`): each weight quantized to ``weight_slices``
+        digits of ``cell_bits`` bits, sign and magnitude, each digit on its own differential
+        pair of cells at ``2**cell_bits`` levels, each slice's columns read by their own ADCs
+        and the digitized slices shifted and added (Sandia CrossSim's balanced bit-sliced
+        core; NeuroSim's ``cellBit``).  ``cell_bits=None`` (default): one pair per weight at
+        the device's own levels.  ``weight_slices=1`` with ``cell_bits``: one pair of
+        ``2**cell_bits``-level cells.  Needs the differential mapping; on a device with
+        levels, the cell's levels must be among them.
     adc_bits, adc_range, adc_signed
         per-column ADC.  ``adc_bits=None``: an ideal ADC (no quantization, no clipping).
         Its full scale: set at calibration from the calibration reads
@@ -192,6 +205,8 @@ class Spec:
     device: DeviceModel = field(default_factory=lambda: presets["ideal"])
     mapping: str = "differential"
     weight_scale: str = "layer"
+    cell_bits: int | None = None
+    weight_slices: int = 1
     adc_bits: int | None = None
     adc_range: float = 1.0
     adc_percentile: float | None = ADC_PERCENTILE
@@ -295,6 +310,7 @@ class Spec:
             if self.calibration not in CALIBRATIONS:
                 v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
+        self._check_slicing(o)
         self._check_array(o)
         self._check_iv(o)
         self._check_per_read(o)
@@ -334,6 +350,38 @@ class Spec:
             v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, "pre-distorts the targets for one "
                    f"linear circuit per programming; with {what} the circuit changes with every read: use "
                    f"{undo} or no compensation")
+
+    def _check_slicing(self, o: str) -> None:
+        """``cell_bits`` and ``weight_slices``: a cell's levels among the device's, signed
+        digits on differential pairs, and no off-level pre-distortion."""
+        v.int_at_least(o, "cell_bits", self.cell_bits, 1, optional=True)
+        v.int_at_least(o, "weight_slices", self.weight_slices, 1)
+        if self.cell_bits is None:
+            if self.weight_slices > 1:
+                v.fail(o, "weight_slices", self.weight_slices, "slices a weight over cells of cell_bits "
+                       "bits each: set cell_bits (e.g. 2 for 4-level cells)")
+            return
+        b = 2**self.cell_bits
+        if self.cell_bits * self.weight_slices > MAX_WEIGHT_BITS:
+            v.fail(o, "weight_slices", self.weight_slices, f"with cell_bits={self.cell_bits} gives "
+                   f"{self.cell_bits * self.weight_slices}-bit weight magnitudes; at most {MAX_WEIGHT_BITS} "
+                   "are simulated (float32 reads resolve 24 bits)")
+        if self.mapping != "differential":
+            v.fail(o, "cell_bits", self.cell_bits, "bit-sliced weights put each signed digit on a "
+                   "differential pair: use mapping='differential'")
+        levels = self.device.levels
+        if levels is not None and (b > levels or (levels - 1) % (b - 1)):
+            v.fail(o, "cell_bits", self.cell_bits, f"a cell of {b} evenly spaced levels is not among the "
+                   f"{levels} levels of device {self.device.name!r}: choose cell_bits with 2**cell_bits - 1 "
+                   f"dividing {levels - 1}, or a continuous device")
+        if self.ir_drop_compensation is not None:
+            v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, f"pre-distorted targets fall "
+                   f"between the {b} levels of a cell (cell_bits={self.cell_bits}): use no compensation")
+
+    @property
+    def sliced(self) -> bool:
+        """Weights on cells of ``cell_bits`` bits, over ``weight_slices`` pairs each."""
+        return self.cell_bits is not None
 
     def _check_array(self, o: str) -> None:
         """``array`` and ``r_access``."""
@@ -384,7 +432,7 @@ class Spec:
     @property
     def is_ideal(self) -> bool:
         """No non-ideality at all: the analog network must equal the ideal one."""
-        return (self.device.is_ideal and self.device.levels is None and self.adc_bits is None
+        return (self.device.is_ideal and self.device.levels is None and not self.sliced and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
                 and not self.has_ir_drop and self.access_resistance == 0 and self.iv == "linear")
 

@@ -10,7 +10,8 @@ A sweep file (``xbar sweep --example`` prints an annotated one)::
                        torch.save
     [device]           preset (a name in devices.presets), then any DeviceModel field
     [spec]             any xbar.Spec field but device; r_wire sets r_wire_row and r_wire_col;
-                       adc_bits = 0 / dac_bits = 0 mean an ideal converter,
+                       adc_bits = 0 / dac_bits = 0 mean an ideal converter, cell_bits = 0
+                       one pair per weight (no bit slicing),
                        calibration = "none" the raw hardware
     [simulation]       timesteps
     [axes]             "section.field" = [values, ...], e.g. "device.read_sigma_rel" = [0, 0.02]
@@ -55,7 +56,7 @@ SIMULATION_FIELDS = {"timesteps": 16}
 DEVICE_FIELDS = ["preset"] + [f.name for f in fields(DeviceModel) if f.name not in ("name", "source")]
 SPEC_FIELDS = [f.name for f in fields(xbar.Spec) if f.name != "device"] + ["r_wire"]
 # Optional integer fields where a sweep file writes 0 for None (ideal converter).
-ZERO_IS_NONE = ("adc_bits", "dac_bits", "adc_percentile")
+ZERO_IS_NONE = ("adc_bits", "dac_bits", "adc_percentile", "cell_bits")
 # Hardware-aware training in a sweep: ``hardware_aware = true`` trains each point's model
 # on that point's crossbars (a converted network: fine-tuned there, ``FineTune``'s
 # defaults); ``aware`` lists the ingredients it sees.

@@ -14,6 +14,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mapping.slicing import slice_weights
+
+
+def crossbar_columns(w: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The matrix whose columns a layer's tiles carry, for its weights ``w`` ``(in, out)``:
+    ``(matrix, column_max, slices)``.  ``w`` itself (``None``, 1), or with bit-sliced
+    weights (``Spec.cell_bits``) its slices' columns ``(in, slices * out)``, slice-major, in
+    weight units, each column's full-scale weight ``column_max``
+    (:func:`mapping.slicing.slice_weights`), to be shifted and added after the read
+    (:func:`mapping.slicing.combine_slices`).  Without gradient."""
+    if not spec.sliced:
+        return w.detach(), None, 1
+    s = slice_weights(w, spec.weight_slices, 2**spec.cell_bits, spec.weight_scale)
+    return s.matrix, s.column_max, s.slices
+
 
 def side_by_side(t: torch.Tensor) -> torch.Tensor:
     """``(..., n_c, R, C) -> (..., R, n_c * C)``: the tiles of a tile-row side by side."""

@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 
 from mapping.layout import layout_weights
+from mapping.slicing import combine_slices
 from xbar.checks import check_part
 from xbar.memory import KEPT_PAGES_FROM, MEMORY_GB, READ_SHARE, fresh_pages, spans
 from xbar.circuit import compensated_targets, effective_conductance, every_row_driven, read_currents
@@ -57,7 +58,7 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    CAL_FIT_TENSORS,
                                    calibration_vectors, gain_from_moments, percentile_levels, range_groups,
                                    moments_about, read_sums, sample_rows)
-from xbar.tile.columns import by_tile_row, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
+from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import (AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units,
                                   top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
@@ -75,8 +76,11 @@ class ProgrammedMatrix(nn.Module):
                  read_seed: int, only: range | None = None) -> None:
         super().__init__()
         dev = spec.device
-        layout = layout_weights(w.detach(), dev.g_min, dev.g_max, dev.levels, spec.tile, spec.mapping,
-                                spec.weight_scale)
+        # The columns the tiles carry: the weights, or their bit slices (shifted and added
+        # after the read: forward); a slice's digits are on its cells' levels already.
+        matrix, column_max, self.slices = crossbar_columns(w, spec)
+        layout = layout_weights(matrix, dev.g_min, dev.g_max, None if spec.sliced else dev.levels, spec.tile,
+                                spec.mapping, spec.weight_scale, column_max)
         self.spec, self.shape, self.scheme = spec, layout.shape, layout.scheme
         self.outputs_per_tile = layout.outputs_per_tile
         self.n_r, self.n_c = layout.grid
@@ -158,7 +162,7 @@ class ProgrammedMatrix(nn.Module):
             self._setup_blocks(i_fs, g_read, s2_read, a, b)
         self._draw_adc_errors(draws.adc)
         self.register_buffer("cal_bias", None)
-        self.register_buffer("w_target", w.detach().to(self.g_tiles.dtype))  # what calibration fits to
+        self.register_buffer("w_target", matrix.to(self.g_tiles.dtype))  # what calibration fits to
         # What calibration multiplied into g_read (ranges, gains), kept for the chip's aging;
         # the drift compensation's reference batch, its level at calibration, and its factor.
         self.register_buffer("g_factor", None)
@@ -379,7 +383,8 @@ class ProgrammedMatrix(nn.Module):
         self._record(self._driven(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``)."""
+        """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``); with
+        bit-sliced weights, the slices' outputs shifted and added."""
         x = self._driven(x)
         if self.recording is not None:
             self._record(x)
@@ -394,7 +399,7 @@ class ProgrammedMatrix(nn.Module):
             y = self._blocks_read(x).sum(1)
         if self.cal_bias is not None:
             y = y + self._trials(self.cal_bias)
-        return y
+        return combine_slices(y, self.slices)
 
     def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
         u = torch.matmul(x, self._trials(self.g_read))
