@@ -99,6 +99,12 @@ def chip_options(fn):
                           "shifted and added; default: one pair per weight at the device's levels."),
         click.option("--weight-slices", type=click.IntRange(min=1), default=d.weight_slices, show_default=True,
                      help="Cells (differential pairs) per weight, with --cell-bits."),
+        click.option("--dac-bits", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="The rows' DAC for non-binary inputs (the first layer's pixels); 0: ideal."),
+        click.option("--input-scheme", type=click.Choice(["amplitude", "bit_serial"]), default=d.input_scheme,
+                     show_default=True, help="A non-binary input as one read at its DAC code's voltage "
+                                             "(amplitude), or one binary read per bit of the code, each "
+                                             "digitized, shifted and added (bit_serial; needs --dac-bits)."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
         click.option("--t-calibration", type=float, default=None,
@@ -130,16 +136,18 @@ def chip_options(fn):
 
 
 CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "cell_bits",
-                   "weight_slices", "t_inference", "t_calibration", "drift_compensation", "array", "r_access", "iv")
+                   "weight_slices", "dac_bits", "input_scheme", "t_inference", "t_calibration", "drift_compensation",
+                   "array", "r_access", "iv")
 
 
-def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits, weight_slices, t_inference,
-          t_calibration, drift_compensation, array, r_access, iv) -> dict:
+def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits, weight_slices, dac_bits,
+          input_scheme, t_inference, t_calibration, drift_compensation, array, r_access, iv) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
-                cell_bits=cell_bits, weight_slices=weight_slices, t_inference=t_inference, t_calibration=t_calibration,
+                cell_bits=cell_bits, weight_slices=weight_slices, dac_bits=dac_bits or None,
+                input_scheme=input_scheme, t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation,
                 array=array, r_access=r_access, iv=iv)
 
@@ -255,6 +263,8 @@ def _chip_line(spec) -> str:
     if spec.sliced:
         scales += (f", weights in {spec.weight_slices} slice{'s' if spec.weight_slices > 1 else ''} of "
                    f"{spec.cell_bits}-bit cells")
+    if spec.dac_bits is not None:
+        scales += f", {spec.dac_bits}-bit DAC" + (", bit-serial inputs" if spec.input_scheme == "bit_serial" else "")
     if spec.array == "gated":
         scales += f", gated 1T1R array ({spec.access_resistance:.3g} ohm access transistors)"
     if spec.iv == "device":

@@ -74,6 +74,14 @@ CASES = {
     "bit-sliced weights, per-column scales, ideal ADC": dict(cell_bits=3, weight_slices=2, weight_scale="column",
                                                              adc_bits=None),
     "one 4-level cell per weight": dict(cell_bits=2, device=RRAM),
+    "bit-serial inputs": dict(dac_bits=4, input_scheme="bit_serial"),
+    "bit-serial signed inputs, digital subtraction": dict(dac_bits=4, dac_signed=True, adc_signed=True,
+                                                          input_scheme="bit_serial", subtraction="digital"),
+    "bit-serial inputs, non-linear devices with wires": dict(device=CURVE, iv="device", dac_bits=3,
+                                                             input_scheme="bit_serial", r_wire_row=2.5,
+                                                             r_wire_col=2.5),
+    "bit-serial inputs on bit-sliced weights": dict(dac_bits=3, input_scheme="bit_serial", cell_bits=2,
+                                                    weight_slices=2, device=RRAM),
 }
 
 

@@ -85,7 +85,8 @@ from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gain, percentile_levels,
                                    range_groups)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices
-from xbar.tile.converters import AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units
+from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
+                                  draw_adc_errors, full_scale_units, serial_planes)
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, tile_row_read
 
@@ -319,18 +320,22 @@ class _LayerModel:
         if self._same_input(x):
             return self.last[2:]
         st, spec, raw = self.state, self.spec, x
+        planes = 1
         if "adc" in self.on:
             check_dac_input(x, spec)
             if spec.dac_bits is not None:
                 x = _straight_through(x, dac(x, spec))
+            planes = serial_planes(x.detach(), spec)
+            if planes > 1:  # one binary read per bit, stacked on the samples; each straight through
+                x = (bit_planes(x.detach(), planes, spec) + (x - x.detach())).flatten(0, 1)
         u = self._products(x, st["g"])
         if self.per_read:  # each read's own circuit forward; the gradient of the devices' product
             u = _straight_through(u, self._circuit_sums(x.detach()).to(u.dtype))
         std = None
         if st["s2"] is not None:
             std = self._products(x * x, st["s2"]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
-        self.last, self.last_out = (raw, raw._version, x, u, std), None
-        return x, u, std
+        self.last, self.last_out = (raw, raw._version, x, u, std, planes), None
+        return x, u, std, planes
 
     def _circuit_sums(self, x: torch.Tensor) -> torch.Tensor:
         """The column sums of ``x`` where each read is its own circuit, laid out as
@@ -370,7 +375,7 @@ class _LayerModel:
         st = self.state
         if self.last_out is not None and self._same_input(x):  # no per-read noise: the same read
             return self.last_out
-        x, u, std = self._read_sums(x)
+        x, u, std, planes = self._read_sums(x)
         calibrating = "calibration" in self.on
         pick = self._pick(u.shape[:-2]) if calibrating else None
         out_fs = st["out_fs"]  # (n_r, out): weight units per code
@@ -385,6 +390,8 @@ class _LayerModel:
                 y = y - y0
             out_fs = out_fs * self._gain(x.detach(), y.detach(), out_fs, pick)
         out = y.squeeze(-2) * out_fs[0] if st["n_r"] == 1 else (y * out_fs).sum(-2)
+        if planes > 1:  # the bit-serial reads shifted and added
+            out = add_planes(out.unflatten(0, (planes, -1)), spec)
         out = combine_slices(out, self.slices)
         out = out if self.conv is None else out.permute(0, 3, 1, 2)
         if std is None and spec.adc_noise == 0:

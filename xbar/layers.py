@@ -78,7 +78,7 @@ class _Analog(nn.Module):
         the matrix records (:func:`xbar.calibrate`: the layers after the one being fitted)."""
         step = self._one_step(x)
         if self.matrix.recording is not None:
-            self.matrix.draw_past(self._rows_per_trial(step))
+            self.matrix.draw_past(self._rows_per_trial(step) * self.matrix.reads_per_input(step))
         y = self.ideal_forward(step)
         return y.unsqueeze(0) if self.time_first else y
 

@@ -25,6 +25,10 @@ CALIBRATIONS = ("data", "vectors")
 # How the inputs meet the array (Spec.array).
 ARRAYS = ("connected", "gated")
 
+# How a non-binary input meets the rows (Spec.input_scheme): one read at its DAC code's
+# voltage, or one binary read per bit of the code.
+INPUT_SCHEMES = ("amplitude", "bit_serial")
+
 # The devices' current-voltage curve in the read (Spec.iv).
 IVS = ("linear", "device")
 
@@ -129,6 +133,14 @@ class Spec:
         (a :class:`ValueError` at the read), rather than clipping them silently; a signed
         DAC needs a signed ADC, since negative row voltages give negative column
         currents.
+    input_scheme
+        how a non-binary input meets the rows.  ``"amplitude"`` (default): one read, each row
+        at its DAC code's voltage.  ``"bit_serial"``: one read per bit of the code's
+        magnitude (``dac_bits``, or ``dac_bits - 1`` signed), each row at ``±v_read`` where
+        that bit is set, each read digitized by the ADCs on its own and the reads shifted
+        and added (NeuroSim's bit-serial inputs; CrossSim's input bit slicing): every device
+        at the read voltage or 0, ``dac_bits`` times the reads and conversions.  Binary
+        inputs (spikes) are read once either way.  Needs ``dac_bits``.
     t_inference
         seconds between programming and inference, for drift (0: no drift).
     t_calibration
@@ -220,6 +232,7 @@ class Spec:
     adc_nonlinearity_std: float = 0.0
     dac_bits: int | None = None
     dac_signed: bool = False
+    input_scheme: str = "amplitude"
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
@@ -298,6 +311,10 @@ class Spec:
         if self.adc_nonlinearity_std > 0 and self.adc_nonlinearity == 0:
             v.fail(o, "adc_nonlinearity_std", self.adc_nonlinearity_std, "spreads adc_nonlinearity over the "
                    "ADCs: set adc_nonlinearity > 0 too")
+        v.one_of(o, "input_scheme", self.input_scheme, INPUT_SCHEMES)
+        if self.input_scheme == "bit_serial" and self.dac_bits is None:
+            v.fail(o, "input_scheme", self.input_scheme, "reads one bit of each input's DAC code at a "
+                   "time: set dac_bits (the bits read, e.g. 8)")
         v.positive(o, "input_range", self.input_range)
         v.positive(o, "v_read", self.v_read)
         v.non_negative(o, "t_inference", self.t_inference)

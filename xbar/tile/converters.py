@@ -54,6 +54,41 @@ def dac(x: torch.Tensor, spec: Spec) -> torch.Tensor:
     return quantize_unit(x / spec.input_range, spec.dac_bits, spec.dac_signed) * spec.input_range
 
 
+def serial_planes(x: torch.Tensor, spec: Spec) -> int:
+    """Reads per input vector: with bit-serial inputs (``Spec.input_scheme="bit_serial"``)
+    the DAC code's magnitude bits, one read each, unless every input is binary (0 or
+    ``±input_range``: spikes, one read); otherwise 1."""
+    if spec.input_scheme != "bit_serial":
+        return 1
+    binary = bool(((x == 0) | (x.abs() == spec.input_range)).all())
+    return 1 if binary else top_code(spec.dac_bits, spec.dac_signed).bit_length()
+
+
+def bit_planes(x: torch.Tensor, planes: int, spec: Spec) -> torch.Tensor:
+    """DAC-rounded inputs ``x`` (:func:`dac`) as ``planes`` binary reads ``(planes, *x.shape)``,
+    least significant first: plane ``j`` drives a row at ``±input_range`` (``v_read``,
+    the code's sign) where bit ``j`` of its code's magnitude is set, 0 where not.  One plane:
+    ``x`` itself (binary already)."""
+    if planes == 1:
+        return x.unsqueeze(0)
+    top = top_code(spec.dac_bits, spec.dac_signed)
+    codes = torch.round(x / spec.input_range * top)
+    magnitude, sign = codes.abs(), torch.sign(codes) * spec.input_range
+    return torch.stack([torch.div(magnitude, 2**j, rounding_mode="floor") % 2 * sign for j in range(planes)])
+
+
+def add_planes(y: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """The shift-and-add of bit-serial reads ``y`` ``(planes, ...)`` (:func:`bit_planes`),
+    each digitized on its own: ``sum_j 2**j y_j / top_code``, what the DAC's code would
+    have read in one (exactly, for a linear read)."""
+    planes = y.shape[0]
+    if planes == 1:
+        return y[0]
+    weights = torch.tensor([2.0**j for j in range(planes)], dtype=y.dtype, device=y.device)
+    weights /= top_code(spec.dac_bits, spec.dac_signed)
+    return torch.tensordot(weights, y, dims=([0], [0]))
+
+
 def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
                outputs_per_tile: int) -> torch.Tensor | None:
     """Each tile's ADC full scale (A), ``(..., n_r, n_c)``, for tiles ``g0`` ``(..., n_r,

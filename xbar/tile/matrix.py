@@ -59,8 +59,8 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    calibration_vectors, gain_from_moments, percentile_levels, range_groups,
                                    moments_about, read_sums, sample_rows)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
-from xbar.tile.converters import (AdcErrors, check_dac_input, code_weight, dac, draw_adc_errors, full_scale_units,
-                                  top_code)
+from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
+                                  draw_adc_errors, full_scale_units, serial_planes, top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
 from xbar.tile.read import ar1, tile_row_read
 
@@ -176,6 +176,9 @@ class ProgrammedMatrix(nn.Module):
             self.fit_calibration(calibration_vectors(self.shape[0], spec, trials, draws.calibration, self.g_tiles))
         self.recording: list | None = None  # a list while xbar.calibrate records the inputs
         self.rows_per_read = CAL_ROWS_PER_READ  # inputs sampled per read while recording
+        # What the reads since programming (or reset_counts) cost: input vectors read (a
+        # bit-serial input one per bit), tile reads and ADC conversions, summed over trials.
+        self.reset_counts()
         self.keep_recording = True  # False: sample (the same draws) but keep nothing
 
     @property
@@ -351,17 +354,45 @@ class ProgrammedMatrix(nn.Module):
     def read_bytes(self) -> int:
         """Bytes one input row of one trial takes at the peak of a read: the input and its
         tile-row copy, then per read column of every tile-row its current, noise standard
-        deviation, normals and ADC temporaries (four), and the decoded outputs.  What
+        deviation, normals and ADC temporaries (four), and the decoded outputs; with
+        bit-serial inputs, all of it per bit (the most a non-binary input reads).  What
         :func:`xbar.memory.chunking` sizes the trials and batches by."""
         elt = self.g_read.element_size()
         n_in, n_out = self.shape
         tile_rows = 1 if self.merged else self.n_r
         solves = 8 * self.n_r * self.n_c * (self.rows + 3 * self.cols) if self.per_read else 0  # float64 solves
-        return elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out) + solves
+        planes = 1 if self.spec.input_scheme != "bit_serial" else top_code(self.spec.dac_bits,
+                                                                             self.spec.dac_signed).bit_length()
+        return planes * (elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out) + solves)
 
     def _driven(self, x: torch.Tensor) -> torch.Tensor:
         check_dac_input(x, self.spec)
         return dac(x, self.spec)
+
+    def _serial(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Driven inputs ``x`` ``(K, N, in)`` as the reads that drive them: itself, or with
+        bit-serial inputs one binary read per bit, ``(K, planes * N, in)`` plane-major
+        (:func:`xbar.tile.converters.bit_planes`); and the number of planes."""
+        planes = serial_planes(x, self.spec)
+        if planes == 1:
+            return x, 1
+        return bit_planes(x, planes, self.spec).transpose(0, 1).flatten(1, 2), planes
+
+    def reads_per_input(self, x: torch.Tensor) -> int:
+        """The reads one input vector of ``x`` takes: 1, or its bit planes (bit-serial inputs)."""
+        return serial_planes(dac(x, self.spec), self.spec)
+
+    def _count(self, x: torch.Tensor) -> None:
+        """Add a read of ``x`` ``(K, reads, in)`` to :attr:`counts`."""
+        reads = x.shape[0] * x.shape[1]
+        self.counts["reads"] += reads
+        self.counts["tile_reads"] += reads * self.n_r * self.n_c
+        if self.spec.adc_bits is not None:
+            self.counts["conversions"] += reads * self.n_r * self.g_read.shape[-1]
+
+    def reset_counts(self) -> None:
+        """Start :attr:`counts` again from 0."""
+        self.counts = {"reads": 0, "tile_reads": 0, "conversions": 0}
 
     def _record(self, x: torch.Tensor) -> None:
         """Sample calibration rows of the driven inputs ``x`` (from the calibration
@@ -380,12 +411,12 @@ class ProgrammedMatrix(nn.Module):
     def record(self, x: torch.Tensor) -> None:
         """What a read while recording keeps of ``x`` ``(K, N, in)``, without the read
         (:func:`xbar.calibrate`: the layer being fitted, whose outputs nothing then uses)."""
-        self._record(self._driven(x))
+        self._record(self._serial(self._driven(x))[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(K, N, in)`` inputs -> ``(K, N, out)`` in weight units (``x @ w``); with
         bit-sliced weights, the slices' outputs shifted and added."""
-        x = self._driven(x)
+        x, planes = self._serial(self._driven(x))
         if self.recording is not None:
             self._record(x)
         elif self.awaits_data:
@@ -399,6 +430,10 @@ class ProgrammedMatrix(nn.Module):
             y = self._blocks_read(x).sum(1)
         if self.cal_bias is not None:
             y = y + self._trials(self.cal_bias)
+        if self.recording is None:
+            self._count(x)
+        if planes > 1:  # the bit-serial reads shifted and added
+            y = add_planes(y.unflatten(1, (planes, -1)).movedim(1, 0), self.spec)
         return combine_slices(y, self.slices)
 
     def _merged_read(self, x: torch.Tensor, calibrating: bool = False) -> torch.Tensor:
