@@ -105,6 +105,14 @@ def chip_options(fn):
                      show_default=True, help="A non-binary input as one read at its DAC code's voltage "
                                              "(amplitude), or one binary read per bit of the code, each "
                                              "digitized, shifted and added (bit_serial; needs --dac-bits)."),
+        click.option("--neuron", type=click.Choice(["digital", "analog"]), default=d.neuron, show_default=True,
+                     help="digital: each column's ADC at every step, the neuron integrating codes; analog: "
+                          "each output's current on its membrane capacitor, a comparator's spike out, no "
+                          "ADC (needs --adc-bits 0)."),
+        click.option("--neuron-gain-sigma", type=float, default=d.neuron_gain_sigma, show_default=True,
+                     help="Analog neurons: relative spread of the membrane capacitors."),
+        click.option("--neuron-threshold-sigma", type=float, default=d.neuron_threshold_sigma, show_default=True,
+                     help="Analog neurons: relative spread of the firing thresholds (comparator offsets)."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
         click.option("--t-calibration", type=float, default=None,
@@ -136,18 +144,21 @@ def chip_options(fn):
 
 
 CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "cell_bits",
-                   "weight_slices", "dac_bits", "input_scheme", "t_inference", "t_calibration", "drift_compensation",
-                   "array", "r_access", "iv")
+                   "weight_slices", "dac_bits", "input_scheme", "neuron", "neuron_gain_sigma",
+                   "neuron_threshold_sigma", "t_inference", "t_calibration", "drift_compensation", "array",
+                   "r_access", "iv")
 
 
 def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits, weight_slices, dac_bits,
-          input_scheme, t_inference, t_calibration, drift_compensation, array, r_access, iv) -> dict:
+          input_scheme, neuron, neuron_gain_sigma, neuron_threshold_sigma, t_inference, t_calibration,
+          drift_compensation, array, r_access, iv) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
                 adc_range_scope=None if adc_range_scope == "auto" else adc_range_scope,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
                 cell_bits=cell_bits, weight_slices=weight_slices, dac_bits=dac_bits or None,
-                input_scheme=input_scheme, t_inference=t_inference, t_calibration=t_calibration,
+                input_scheme=input_scheme, neuron=neuron, neuron_gain_sigma=neuron_gain_sigma,
+                neuron_threshold_sigma=neuron_threshold_sigma, t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation,
                 array=array, r_access=r_access, iv=iv)
 
@@ -252,7 +263,12 @@ def study(out, dataset, data, arch, device, tile, mapping, adc_bits, trials, tim
 
 def _chip_line(spec) -> str:
     """How the spec's ADC ranges are set, its subtraction and time since programming, in words."""
-    if spec.adc_bits is None:
+    if spec.neuron == "analog":
+        ranges = "analog neurons (no ADC)"
+        if spec.neuron_gain_sigma or spec.neuron_threshold_sigma:
+            ranges += (f", capacitors spread {100 * spec.neuron_gain_sigma:g}%, thresholds "
+                       f"{100 * spec.neuron_threshold_sigma:g}%")
+    elif spec.adc_bits is None:
         ranges = "no ADC"
     elif spec.adc_percentile is None or spec.calibration is None:
         ranges = "worst-case ADC ranges"

@@ -82,6 +82,9 @@ CASES = {
                                                              r_wire_col=2.5),
     "bit-serial inputs on bit-sliced weights": dict(dac_bits=3, input_scheme="bit_serial", cell_bits=2,
                                                     weight_slices=2, device=RRAM),
+    "analog neurons, spread capacitors and thresholds": dict(neuron="analog", adc_bits=None, device=RRAM,
+                                                             neuron_gain_sigma=0.05, neuron_threshold_sigma=0.1),
+    "analog neurons with wires, ideal parts": dict(neuron="analog", adc_bits=None, r_wire_row=2.5, r_wire_col=2.5),
 }
 
 

@@ -19,6 +19,8 @@ one buys the accuracy; one that the spec does not have stays off:
     whatever the ingredients (each slice's columns, shifted and added), their digits'
     rounding straight through (each slice a ``1 / slices`` share of the weight's
     gradient); a sliced spec has ``variation`` (its cells' levels) even on an ideal device.
+    With analog neurons, their capacitors' and thresholds' spread
+    (:mod:`xbar.membrane`), drawn with the programming.
 ``read_noise``
     the static share drawn with the programming; the per-read share drawn at every read
     (every timestep), column noise exact in distribution as in evaluation, with its
@@ -78,6 +80,7 @@ from mapping.layout import layout_weights
 from mapping.slicing import combine_slices
 from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix, read_currents
 from xbar.layers import _conv_padding
+from xbar.membrane import neuron_gains
 from xbar.memory import keep_freed_memory
 from xbar.network import crossbar_layers
 from xbar.spec import Spec
@@ -136,7 +139,8 @@ class Aware:
         """The ingredients switched on here that ``spec`` has."""
         dev = spec.device
         present = {
-            "variation": bool(dev.levels is not None or spec.sliced or dev.prog_sigma_rel or dev.prog_sigma_abs
+            "variation": bool(dev.levels is not None or spec.sliced or spec.neuron_gain_sigma
+                              or spec.neuron_threshold_sigma or dev.prog_sigma_rel or dev.prog_sigma_abs
                               or any(dev.prog_sigma_poly) or dev.p_stuck_low or dev.p_stuck_high
                               or (dev.has_drift and spec.t_inference > 0)),
             "read_noise": dev.has_read_noise,
@@ -398,6 +402,19 @@ class _LayerModel:
             self.last_out = out
         return out
 
+    def neurons(self, y: torch.Tensor) -> torch.Tensor:
+        """The analog neurons' gains on the layer's output ``y`` ``(N, ...)`` (its read and
+        bias), drawn with the programming, once per batch and output shape, as evaluation
+        draws them (:func:`xbar.membrane.neuron_gains`); ``y`` itself without them."""
+        if "variation" not in self.on:
+            return y
+        drawn = self.state.setdefault("neuron_gains", {})
+        shape = tuple(y.shape[1:])
+        if shape not in drawn:
+            drawn[shape] = neuron_gains((1, *shape), self.spec, self.draws.neurons, y.dtype)
+        gains = drawn[shape]
+        return y if gains is None else y * gains
+
     def _pick(self, samples: torch.Size):
         """At most :data:`xbar.tile.calibration.CAL_MAX_ROWS` of a read's input vectors, at
         random, as evaluation's fits sample them (``None``: all of them)."""
@@ -536,11 +553,11 @@ def _forward(m: nn.Module, layer: _LayerModel):
                                "original's devices: copy the network after HardwareAware.detach()")
         if isinstance(m, nn.Linear):
             y = layer.read(x.reshape(-1, x.shape[-1]), _matrix(m)).reshape(*x.shape[:-1], m.out_features)
-            return y if m.bias is None else y + m.bias
+            return layer.neurons(y if m.bias is None else y + m.bias)
         if x.dim() != 4:
             raise ValueError(f"hardware-aware Conv2d: input of shape {tuple(x.shape)}: must be (N, C, H, W)")
         y = layer.read(x, _matrix(m))
-        return y if m.bias is None else y + m.bias.view(1, -1, 1, 1)
+        return layer.neurons(y if m.bias is None else y + m.bias.view(1, -1, 1, 1))
     return types.MethodType(forward, m)
 
 

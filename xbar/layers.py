@@ -5,7 +5,8 @@ batch of ``K * B`` samples laid out trial-major (samples ``k*B .. k*B + B - 1`` 
 by trial ``k``'s programming).  With ``K = 1`` they are used like the layers they replace.
 ``only``: a part of the ``K`` trials, programmed and read as the whole run does them
 (:func:`xbar.convert`).
-The bias is added digitally after the ADC.
+The bias is added digitally after the ADC (with analog neurons, a current into the
+membrane: :mod:`xbar.membrane`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mapping.conv import conv_matrix, conv_output_size, fold_output, unfold_input
+from xbar.membrane import neuron_gains
 from xbar.spec import Spec
+from xbar.streams import ProgrammingDraws
 from xbar.tile import ProgrammedMatrix
 
 
@@ -33,11 +36,30 @@ class _Analog(nn.Module):
         self.matrix = ProgrammedMatrix(matrix_w.detach(), spec, trials=trials,
                                        program_seed=seeds[0], read_seed=seeds[1], only=only)
         self.trials = self.matrix.trials
+        self._neuron_gains: dict = {}  # analog neurons' gains, per output shape (xbar.membrane)
         # When True, each forward also stores the ideal output for the same input, and the
         # output map of the bias alone (the output of a zero input), ``[1, ...]``.
         self.record_ideal = False
         self.last_ideal: torch.Tensor | None = None
         self.last_bias: torch.Tensor | None = None
+
+    def _neurons(self, y: torch.Tensor) -> torch.Tensor:
+        """What the analog neurons make of the layer's output ``y`` ``(K * B, ...)``, its read
+        and bias: each neuron's gain (:func:`xbar.membrane.neuron_gains`), drawn once per
+        chip for every trial of the run and output shape; ``y`` itself for digital
+        neurons or ideal analog ones."""
+        m = self.matrix
+        shape = tuple(y.shape[1:])
+        if shape not in self._neuron_gains:
+            gen = ProgrammingDraws.from_seed(m.program_seed, y.device).neurons
+            gains = neuron_gains((m.all_trials, *shape), self.spec, gen, y.dtype)
+            self._neuron_gains[shape] = None if gains is None else gains[m.part]
+        gains = self._neuron_gains[shape]
+        if gains is None:
+            return y
+        k = len(m.active_trials)
+        gains = gains[m.active_trials.start : m.active_trials.stop]
+        return (y.reshape(k, -1, *shape) * gains.unsqueeze(1)).reshape(y.shape)
 
     def _trial_view(self, x: torch.Tensor) -> torch.Tensor:
         k = len(self.matrix.active_trials)
@@ -119,7 +141,7 @@ class AnalogLinear(_Analog):
         step = self._one_step(x)
         self._maybe_record(step)
         y = self.matrix(self._trial_view(step)).reshape(*step.shape[:-1], self.out_features)
-        y = y if self.bias is None else y + self.bias
+        y = self._neurons(y if self.bias is None else y + self.bias)
         return y.unsqueeze(0) if self.time_first else y
 
     def extra_repr(self) -> str:
@@ -183,7 +205,7 @@ class AnalogConv2d(_Analog):
         b, l = x.shape[0], out_hw[0] * out_hw[1]
         y = self.matrix(self._trial_view(cols))
         y = fold_output(y.reshape(b, l, self.out_channels), out_hw)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        return self._neurons(y if self.bias is None else y + self.bias.view(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
         m = self.matrix

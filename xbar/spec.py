@@ -29,6 +29,14 @@ ARRAYS = ("connected", "gated")
 # voltage, or one binary read per bit of the code.
 INPUT_SCHEMES = ("amplitude", "bit_serial")
 
+# What reads a layer's columns (Spec.neuron): an ADC per column at every step and a digital
+# neuron, or an analog neuron integrating the column current on its membrane capacitor.
+NEURONS = ("digital", "analog")
+
+# The largest relative spread of an analog neuron's capacitor or threshold: at 0.2 a
+# negative draw is 5 standard deviations away (one in 3.5 million neurons).
+MAX_NEURON_SIGMA = 0.2
+
 # The devices' current-voltage curve in the read (Spec.iv).
 IVS = ("linear", "device")
 
@@ -141,6 +149,14 @@ class Spec:
         and added (NeuroSim's bit-serial inputs; CrossSim's input bit slicing): every device
         at the read voltage or 0, ``dac_bits`` times the reads and conversions.  Binary
         inputs (spikes) are read once either way.  Needs ``dac_bits``.
+    neuron, neuron_gain_sigma, neuron_threshold_sigma
+        what reads a layer's columns.  ``"digital"`` (default): each column's ADC at every
+        timestep, the neuron integrating the codes digitally.  ``"analog"``: each output's
+        current charges its neuron's membrane capacitor, leak, threshold and reset in
+        analog and a comparator's spike out, with no ADC (``adc_bits`` must be ``None``);
+        each neuron's capacitor and threshold spread by the relative standard deviations
+        ``neuron_gain_sigma`` and ``neuron_threshold_sigma`` (0 by default: ideal parts),
+        drawn per chip (:mod:`xbar.membrane`).
     t_inference
         seconds between programming and inference, for drift (0: no drift).
     t_calibration
@@ -233,6 +249,9 @@ class Spec:
     dac_bits: int | None = None
     dac_signed: bool = False
     input_scheme: str = "amplitude"
+    neuron: str = "digital"
+    neuron_gain_sigma: float = 0.0
+    neuron_threshold_sigma: float = 0.0
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
@@ -328,6 +347,7 @@ class Spec:
                 v.fail(o, "calibration", self.calibration, f"must be one of {list(CALIBRATIONS)}, or None for the raw hardware")
         check_resistances(self.r_wire_row, self.r_wire_col, self.r_source, self.r_sink, owner=o)
         self._check_slicing(o)
+        self._check_neuron(o)
         self._check_array(o)
         self._check_iv(o)
         self._check_per_read(o)
@@ -395,6 +415,20 @@ class Spec:
             v.fail(o, "ir_drop_compensation", self.ir_drop_compensation, f"pre-distorted targets fall "
                    f"between the {b} levels of a cell (cell_bits={self.cell_bits}): use no compensation")
 
+    def _check_neuron(self, o: str) -> None:
+        """``neuron`` and its analog parts' spreads."""
+        v.one_of(o, "neuron", self.neuron, NEURONS)
+        if self.neuron == "analog" and self.adc_bits is not None:
+            v.fail(o, "neuron", self.neuron, f"an analog neuron integrates its column current on the "
+                   f"membrane capacitor, with no ADC: set adc_bits=None (now {self.adc_bits})")
+        for name in ("neuron_gain_sigma", "neuron_threshold_sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_NEURON_SIGMA:
+                v.fail(o, name, value, f"must be a relative standard deviation in [0, {MAX_NEURON_SIGMA:g}] "
+                       "(beyond it a neuron's capacitor or threshold would come out negative)")
+            if value > 0 and self.neuron != "analog":
+                v.fail(o, name, value, "is a spread of the analog neurons' parts: set neuron='analog'")
+
     @property
     def sliced(self) -> bool:
         """Weights on cells of ``cell_bits`` bits, over ``weight_slices`` pairs each."""
@@ -451,7 +485,8 @@ class Spec:
         """No non-ideality at all: the analog network must equal the ideal one."""
         return (self.device.is_ideal and self.device.levels is None and not self.sliced and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
-                and not self.has_ir_drop and self.access_resistance == 0 and self.iv == "linear")
+                and not self.has_ir_drop and self.access_resistance == 0 and self.iv == "linear"
+                and not (self.neuron_gain_sigma or self.neuron_threshold_sigma))
 
     @property
     def access_resistance(self) -> float:

@@ -40,7 +40,7 @@ def stream_seeds(seed: int, trials: range, kind: int = 0) -> list[int]:
 
 
 # The kinds of draw made once per programming, each from its own generator.
-DRAW_KINDS = ("devices", "drift", "static", "adc", "calibration", "calibration_adc")
+DRAW_KINDS = ("devices", "drift", "static", "adc", "calibration", "calibration_adc", "neurons")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class ProgrammingDraws:
     ``static`` (the static share of the read noise), ``adc`` (the ADCs' gain and offset
     errors, drawn whenever there is an ADC), ``calibration`` (calibration inputs and the
     rows sampled; in hardware-aware training also the fit's column noise) and
-    ``calibration_adc`` (hardware-aware training's calibration ADC noise).  Evaluation's
+    ``calibration_adc`` (hardware-aware training's calibration ADC noise) and ``neurons``
+    (the analog neurons' mismatch, :mod:`xbar.membrane`).  Evaluation's
     calibration reads draw their noise from each trial's own :class:`NoiseStreams` (kinds
     2 and 3), so that a trial's calibration is the same whatever other trials run with it."""
 
@@ -61,6 +62,7 @@ class ProgrammingDraws:
     adc: torch.Generator
     calibration: torch.Generator
     calibration_adc: torch.Generator
+    neurons: torch.Generator
 
     @classmethod
     def from_seed(cls, seed: int, device: torch.device | str = "cpu") -> "ProgrammingDraws":

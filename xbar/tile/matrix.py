@@ -182,6 +182,11 @@ class ProgrammedMatrix(nn.Module):
         self.keep_recording = True  # False: sample (the same draws) but keep nothing
 
     @property
+    def part(self) -> slice:
+        """Which of the run's ``all_trials`` trials this matrix holds."""
+        return self._part
+
+    @property
     def needs_calibration(self) -> bool:
         """The spec asks for calibration and there is something to correct."""
         return self.spec.calibration is not None and not self.spec.is_ideal
