@@ -162,3 +162,26 @@ def test_bad_slicing_is_refused_with_the_field(changes, field, says):
 def test_a_cell_on_the_devices_levels_is_allowed_and_slicing_is_not_ideal():
     spec = xbar.Spec.ideal(cell_bits=1, weight_slices=2, device=presets["ideal"].replace(levels=4))
     assert spec.sliced and not spec.is_ideal
+
+
+def test_a_tile_of_zero_weights_gets_an_adc_sized_for_the_window():
+    """A bit slice's high digits are often all zero on a tile (here a whole tile-row of
+    zero weights): its pairs draw no worst-case current of their own, so its ADCs are
+    sized for the conductance window, as a tile whose every weight is at full scale
+    (the first tile-row, all weights +w_max): equal full scales, and with RRAM variation
+    and wires every read is finite (a full scale sized for what the wires leave of zero,
+    as before, overflowed the per-read noise)."""
+    w = torch.zeros(128, 20, dtype=torch.float64)
+    w[:64] = 1.0
+    spec = xbar.Spec.ideal(tile=(64, 64), adc_bits=6, calibration=None)
+    m = xbar.ProgrammedMatrix(w, spec, trials=1, program_seed=0, read_seed=1)
+    torch.testing.assert_close(m.out_fs[0, 1], m.out_fs[0, 0], rtol=1e-12, atol=0)
+    lin = nn.Linear(128, 20, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(randn(0, 20, 128) * (torch.arange(128) < 40))  # the last 88 inputs' weights zero
+    layer = xbar.AnalogLinear(lin, xbar.Spec(cell_bits=2, weight_slices=4, device=presets["rram_hfo2"],
+                                             adc_bits=6, calibration=None), trials=2)
+    for name in ("g_read", "s2_read", "out_fs"):
+        assert bool(torch.isfinite(getattr(layer.matrix, name)).all()), name
+    with torch.no_grad():
+        assert bool(torch.isfinite(layer(torch.rand(4, 128, dtype=torch.float64))).all())

@@ -90,14 +90,16 @@ def add_planes(y: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 
 def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
-               outputs_per_tile: int) -> torch.Tensor | None:
+               outputs_per_tile: int, zero_tiles: torch.Tensor | None = None) -> torch.Tensor | None:
     """Each tile's ADC full scale (A), ``(..., n_r, n_c)``, for tiles ``g0`` ``(..., n_r,
     n_c, R, C)`` of a layer of ``n_in`` inputs: ``adc_range`` times the largest column
     current with every row that an input drives at full scale (the rows of the last
     tile-row beyond the layer's inputs are padding, driven by nothing).  ``g0``: the
     effective conductances of the programmed state, IR drop included, so that the current
     is the one the column can draw (superposition: the all-on current is the sum of the
-    effective conductances of the driven rows times ``v_read``).  ``None`` without an ADC."""
+    effective conductances of the driven rows times ``v_read``).  ``zero_tiles`` ``(n_r,
+    n_c)``: the tiles that hold only zero weights, whose analog pairs' ADCs are sized for
+    the conductance window instead.  ``None`` without an ADC."""
     if spec.adc_bits is None:
         return None
     n_r, rows = g0.shape[-4], g0.shape[-2]
@@ -106,6 +108,13 @@ def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,
     if analog_pairs:  # one signed ADC reads G+ - G-: its largest magnitude either way
         diff = g0[..., 0 : 2 * outputs_per_tile : 2] - g0[..., 1 : 2 * outputs_per_tile : 2]
         cols = torch.maximum(diff.clamp_min(0).sum(-2), (-diff).clamp_min(0).sum(-2))
+        if zero_tiles is not None:
+            # A tile of zero weights (every pair at one target: a pruned block, or a bit
+            # slice's high digits) has no worst case of its own, only what the wires and
+            # the devices' spread leave: its ADC is sized for the window, the most any
+            # pair of its driven rows can draw.
+            window = (spec.device.g_max - spec.device.g_min) * driven.sum(-1).to(g0.dtype)[:, None, None]
+            cols = torch.where(zero_tiles[..., None], window, cols)
     else:
         cols = g0.sum(-2)
     i_fs = spec.adc_range * spec.v_read * cols.amax(-1)

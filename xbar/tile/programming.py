@@ -107,8 +107,12 @@ def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[to
     """The worst-case ADC full scale of each tile (A), ``(n_r, n_c)``, as a designer sizes
     it: from the nominal targets ``nominal`` ``(n_r, n_c, R, C)`` through the circuit, not
     from a programmed chip's own devices, which no designer knows (the ranges set from
-    calibration reads, ``Spec.adc_percentile``, replace it when the chip is calibrated).
-    ``None`` without an ADC."""
+    calibration reads, ``Spec.adc_percentile``, replace it when the chip is calibrated);
+    a tile of zero weights, for the conductance window
+    (:func:`xbar.tile.converters.full_scale`).  ``None`` without an ADC."""
     if spec.adc_bits is None:
         return None
-    return full_scale(circuit(nominal.detach()).detach(), spec, n_in, analog_pairs, outputs_per_tile)
+    nominal = nominal.detach()
+    pairs = nominal[..., 0 : 2 * outputs_per_tile : 2] - nominal[..., 1 : 2 * outputs_per_tile : 2]
+    zero_tiles = (pairs == 0).flatten(-2).all(-1) if analog_pairs else None
+    return full_scale(circuit(nominal).detach(), spec, n_in, analog_pairs, outputs_per_tile, zero_tiles)
