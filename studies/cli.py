@@ -76,6 +76,7 @@ def chip_options(fn):
     (:class:`studies.hardware.ChipOptions`), handed to the command as one ``chip`` dict of
     ChipOptions fields."""
     from studies.hardware import ChipOptions
+    from xbar.spec import INPUT_SCHEMES, NEURONS
 
     d = ChipOptions()
     options = [
@@ -101,11 +102,11 @@ def chip_options(fn):
                      help="Cells (differential pairs) per weight, with --cell-bits."),
         click.option("--dac-bits", type=click.IntRange(min=0), default=0, show_default=True,
                      help="The rows' DAC for non-binary inputs (the first layer's pixels); 0: ideal."),
-        click.option("--input-scheme", type=click.Choice(["amplitude", "bit_serial"]), default=d.input_scheme,
+        click.option("--input-scheme", type=click.Choice(INPUT_SCHEMES), default=d.input_scheme,
                      show_default=True, help="A non-binary input as one read at its DAC code's voltage "
                                              "(amplitude), or one binary read per bit of the code, each "
                                              "digitized, shifted and added (bit_serial; needs --dac-bits)."),
-        click.option("--neuron", type=click.Choice(["digital", "analog"]), default=d.neuron, show_default=True,
+        click.option("--neuron", type=click.Choice(NEURONS), default=d.neuron, show_default=True,
                      help="digital: each column's ADC at every step, the neuron integrating codes; analog: "
                           "each output's current on its membrane capacitor, a comparator's spike out, no "
                           "ADC (needs --adc-bits 0)."),
@@ -113,6 +114,8 @@ def chip_options(fn):
                      help="Analog neurons: relative spread of the membrane capacitors."),
         click.option("--neuron-threshold-sigma", type=float, default=d.neuron_threshold_sigma, show_default=True,
                      help="Analog neurons: relative spread of the firing thresholds (comparator offsets)."),
+        click.option("--neuron-leakage", type=float, default=d.neuron_leakage, show_default=True,
+                     help="Analog neurons: share of the membrane lost per step to the capacitor's leakage."),
         click.option("--t-inference", type=float, default=d.t_inference, show_default=True,
                      help="Seconds between programming and inference (drift, relaxation)."),
         click.option("--t-calibration", type=float, default=None,
@@ -145,12 +148,13 @@ def chip_options(fn):
 
 CHIP_PARAMETERS = ("adc_percentile", "adc_range_scope", "subtraction", "weight_scale", "cell_bits",
                    "weight_slices", "dac_bits", "input_scheme", "neuron", "neuron_gain_sigma",
-                   "neuron_threshold_sigma", "t_inference", "t_calibration", "drift_compensation", "array",
+                   "neuron_threshold_sigma", "neuron_leakage", "t_inference", "t_calibration", "drift_compensation", "array",
                    "r_access", "iv")
 
 
 def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits, weight_slices, dac_bits,
-          input_scheme, neuron, neuron_gain_sigma, neuron_threshold_sigma, t_inference, t_calibration,
+          input_scheme, neuron, neuron_gain_sigma, neuron_threshold_sigma, neuron_leakage, t_inference,
+          t_calibration,
           drift_compensation, array, r_access, iv) -> dict:
     """The chip options as ChipOptions fields (0 percentile: the worst case; auto: Spec's default)."""
     return dict(adc_percentile=adc_percentile or None,
@@ -158,7 +162,7 @@ def _chip(adc_percentile, adc_range_scope, subtraction, weight_scale, cell_bits,
                 subtraction=None if subtraction == "auto" else subtraction, weight_scale=weight_scale,
                 cell_bits=cell_bits, weight_slices=weight_slices, dac_bits=dac_bits or None,
                 input_scheme=input_scheme, neuron=neuron, neuron_gain_sigma=neuron_gain_sigma,
-                neuron_threshold_sigma=neuron_threshold_sigma, t_inference=t_inference, t_calibration=t_calibration,
+                neuron_threshold_sigma=neuron_threshold_sigma, neuron_leakage=neuron_leakage, t_inference=t_inference, t_calibration=t_calibration,
                 drift_compensation=None if drift_compensation == "none" else drift_compensation,
                 array=array, r_access=r_access, iv=iv)
 
@@ -268,6 +272,8 @@ def _chip_line(spec) -> str:
         if spec.neuron_gain_sigma or spec.neuron_threshold_sigma:
             ranges += (f", capacitors spread {100 * spec.neuron_gain_sigma:g}%, thresholds "
                        f"{100 * spec.neuron_threshold_sigma:g}%")
+        if spec.neuron_leakage:
+            ranges += f", {100 * spec.neuron_leakage:g}% of the membrane leaking per step"
     elif spec.adc_bits is None:
         ranges = "no ADC"
     elif spec.adc_percentile is None or spec.calibration is None:

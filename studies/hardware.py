@@ -17,7 +17,7 @@ _SPEC = {f.name: f.default for f in fields(xbar.Spec)}
 class ChipOptions:
     """``adc_percentile``, ``adc_range_scope``, ``subtraction``, ``weight_scale``, ``cell_bits``,
     ``weight_slices``, ``dac_bits``, ``input_scheme``, ``neuron``, ``neuron_gain_sigma``,
-    ``neuron_threshold_sigma``, ``t_inference``,
+    ``neuron_threshold_sigma``, ``neuron_leakage``, ``t_inference``,
     ``t_calibration``, ``drift_compensation``, ``array``, ``r_access`` and ``iv``, as the
     :class:`xbar.Spec` fields of the same names (validated there)."""
 
@@ -32,6 +32,7 @@ class ChipOptions:
     neuron: str = _SPEC["neuron"]
     neuron_gain_sigma: float = _SPEC["neuron_gain_sigma"]
     neuron_threshold_sigma: float = _SPEC["neuron_threshold_sigma"]
+    neuron_leakage: float = _SPEC["neuron_leakage"]
     t_inference: float = _SPEC["t_inference"]
     t_calibration: float | None = _SPEC["t_calibration"]
     drift_compensation: str | None = _SPEC["drift_compensation"]

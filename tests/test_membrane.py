@@ -122,3 +122,52 @@ def test_hardware_aware_training_draws_the_neurons_with_the_programming():
 def test_bad_neurons_are_refused_with_the_field(changes, field, says):
     with pytest.raises(ValueError, match=rf"Spec\.{field} = .* not allowed.*{says}"):
         xbar.Spec(**changes)
+
+
+def _leaky_net(beta):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(30, 10), LIF(beta, threshold=0.5)).double()
+
+
+def test_leakage_is_an_extra_leak_of_every_membrane():
+    """With leakage l, an analog chip's LIF neurons of leak beta run as the ideal network
+    whose neurons leak beta - l, spike for spike (membranes to round-off), and not as the
+    ideal network itself; detached from training, no hook is left."""
+    model, twin = _leaky_net(0.9), _leaky_net(0.8)
+    twin.load_state_dict(model.state_dict())
+    spec = xbar.Spec.ideal(neuron="analog", neuron_leakage=0.1, calibration=None)
+    hw = xbar.convert(model, spec, seed=0)
+    x = rand(4, 16, 30)
+    with torch.no_grad():
+        steps = [(hw(x), twin(x), model(x), hw[1].mem.clone(), twin[1].mem.clone()) for _ in range(20)]
+    assert all(torch.equal(a, b) for a, b, *_ in steps)
+    assert all(torch.allclose(m, n, rtol=0, atol=1e-12) for *_, m, n in steps)
+    assert sum(float((a != c).sum()) for a, _, c, *_ in steps) > 10  # the leak shows
+    trained = _leaky_net(0.9)
+    with xbar.HardwareAware(trained, spec) as aware:
+        aware.new_batch()
+        assert len(aware._hooks) == 1  # before the LIF neuron (the crossbar layer has its own forward)
+        out = [trained(x) for _ in range(5)]
+    assert not any(m._forward_pre_hooks for m in trained.modules())
+    xbar.reset_state(twin)
+    with torch.no_grad():
+        assert all(torch.equal(o.detach(), twin(x)) for o in out)
+
+
+def test_leakage_reaches_another_librarys_membrane():
+    """snntorch's Leaky keeps its membrane itself: with leakage l, its beta acts as beta - l
+    (to its float32 beta's rounding)."""
+    snntorch = pytest.importorskip("snntorch")
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(20, 8), snntorch.Leaky(beta=0.9, threshold=0.4, init_hidden=True)).double()
+    twin = nn.Sequential(nn.Linear(20, 8), snntorch.Leaky(beta=0.7, threshold=0.4, init_hidden=True)).double()
+    twin[0].load_state_dict(model[0].state_dict())
+    hw = xbar.convert(model, xbar.Spec.ideal(neuron="analog", neuron_leakage=0.2, calibration=None), seed=0)
+    x = rand(5, 12, 20)
+    xbar.reset_state(hw), xbar.reset_state(twin)
+    with torch.no_grad():
+        for _ in range(15):
+            spikes = (hw(x), twin(x))
+            assert torch.equal(*spikes)
+            torch.testing.assert_close(hw[1].mem, twin[1].mem, rtol=0, atol=1e-6)
+        assert float(spikes[0].sum()) > 10

@@ -185,6 +185,24 @@ def test_wire_axes_and_a_base_r_wire_combine(tmp_path):
         read_sweep_file(write(tmp_path, zero))
 
 
+def test_how_weights_and_inputs_meet_the_array_are_axes(tmp_path):
+    """Bit slicing (cell_bits = 0: one pair per weight), the input scheme and the neurons
+    are spec fields like any other: axes and base values of a sweep file, every point
+    checked before anything runs."""
+    text = TINY.replace('"spec.adc_bits" = [0, 3, 4, 6]', '"spec.cell_bits" = [0, 2]\n"spec.weight_slices" = [1]')
+    specs = {p.coords["spec.cell_bits"]: p.spec for p in read_sweep_file(write(tmp_path, text)).points()}
+    assert specs[0].cell_bits is None and not specs[0].sliced
+    assert specs[2].cell_bits == 2 and specs[2].sliced
+    with pytest.raises(SweepFileError, match="weight_slices = 2 is not allowed.*set cell_bits"):
+        read_sweep_file(write(tmp_path, text.replace('"spec.weight_slices" = [1]', '"spec.weight_slices" = [1, 2]')))
+    analog = TINY.replace('"spec.adc_bits" = [0, 3, 4, 6]', '"spec.neuron_threshold_sigma" = [0.0, 0.05]').replace(
+        "adc_bits = 6", 'adc_bits = 0\nneuron = "analog"\ndac_bits = 4\ninput_scheme = "bit_serial"')
+    points = read_sweep_file(write(tmp_path, analog, "analog.toml")).points()
+    assert [(p.spec.neuron, p.spec.neuron_threshold_sigma, p.spec.input_scheme, p.spec.adc_bits)
+            for p in points if p.coords["device.read_sigma_rel"] == 0.0] == [
+        ("analog", 0.0, "bit_serial", None), ("analog", 0.05, "bit_serial", None)]
+
+
 # --- running ------------------------------------------------------------------------------
 
 def test_the_store_has_one_dim_per_axis_and_the_config(reference):

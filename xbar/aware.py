@@ -19,8 +19,8 @@ one buys the accuracy; one that the spec does not have stays off:
     whatever the ingredients (each slice's columns, shifted and added), their digits'
     rounding straight through (each slice a ``1 / slices`` share of the weight's
     gradient); a sliced spec has ``variation`` (its cells' levels) even on an ideal device.
-    With analog neurons, their capacitors' and thresholds' spread
-    (:mod:`xbar.membrane`), drawn with the programming.
+    With analog neurons, their capacitors' and thresholds' spread, drawn with the
+    programming, and their capacitors' leakage (:mod:`xbar.membrane`).
 ``read_noise``
     the static share drawn with the programming; the per-read share drawn at every read
     (every timestep), column noise exact in distribution as in evaluation, with its
@@ -80,7 +80,7 @@ from mapping.layout import layout_weights
 from mapping.slicing import combine_slices
 from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix, read_currents
 from xbar.layers import _conv_padding
-from xbar.membrane import neuron_gains
+from xbar.membrane import leak_hooks, neuron_gains
 from xbar.memory import keep_freed_memory
 from xbar.network import crossbar_layers
 from xbar.spec import Spec
@@ -140,7 +140,7 @@ class Aware:
         dev = spec.device
         present = {
             "variation": bool(dev.levels is not None or spec.sliced or spec.neuron_gain_sigma
-                              or spec.neuron_threshold_sigma or dev.prog_sigma_rel or dev.prog_sigma_abs
+                              or spec.neuron_threshold_sigma or spec.neuron_leakage or dev.prog_sigma_rel or dev.prog_sigma_abs
                               or any(dev.prog_sigma_poly) or dev.p_stuck_low or dev.p_stuck_high
                               or (dev.has_drift and spec.t_inference > 0)),
             "read_noise": dev.has_read_noise,
@@ -511,6 +511,7 @@ class HardwareAware:
             self.layers.append((name, m, _LayerModel(spec, self.active, m, self.draws, streams, adc_streams,
                                                      aware.ir_refresh)))
         self._attached = False
+        self._hooks: list = []
 
     def new_batch(self) -> None:
         """Fresh devices for the next batch: programming drawn again, read-noise state
@@ -523,6 +524,8 @@ class HardwareAware:
             keep_freed_memory()  # a read's large temporaries, reused rather than faulted in again
             for _, m, layer in self.layers:
                 m.forward = _forward(m, layer)  # the instance's own, in place of its class's
+            if "variation" in self.active:  # the analog neurons' leakage (xbar.membrane)
+                self._hooks = leak_hooks(self.model, self.spec, skip=[m for _, m, _ in self.layers])
             self._attached = True
         return self
 
@@ -530,6 +533,9 @@ class HardwareAware:
         if self._attached:
             for _, m, _ in self.layers:
                 del m.forward
+            for hook in self._hooks:
+                hook.remove()
+            self._hooks = []
         self._attached = False
 
     def __enter__(self) -> "HardwareAware":

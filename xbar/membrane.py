@@ -21,17 +21,27 @@ programming seed's ``neurons`` generator, :class:`xbar.streams.ProgrammingDraws`
 Both are therefore one gain per neuron on what the crossbar layer delivers (its read and
 its bias, a current into the same capacitor): :func:`neuron_gains`, applied by
 evaluation's layers and hardware-aware training alike, whatever library's neuron follows
-the layer.  With ideal parts (both 0) the analog neuron is the digital one without an
-ADC.  A conv layer's outputs are distinct neurons at every position (each its own
-capacitor), so each draws its own.  Not modelled: leakage beyond the neuron's own leak,
-the comparator's noise, and a reset that subtracts a nominal charge whatever the
-threshold.
+the layer.  A conv layer's outputs are distinct neurons at every position (each its own
+capacitor), so each draws its own.
+
+And what every neuron shares: the capacitor's leakage (``neuron_leakage``), a share of
+the membrane lost at every step beyond the neuron's own leak, as charge leaking through
+the reset switch and the junctions that hold it: ``v_t = (beta - leakage) v_{t-1} +
+x_t`` for a neuron ``v_t = beta v_{t-1} + x_t``.  It acts on the membrane the neuron
+keeps between steps (:func:`leak_hooks`: one hook before every neuron of the network,
+whatever its library, taking ``leakage * v_{t-1}`` from its input).
+
+With ideal parts (all three 0) the analog neuron is the digital one without an ADC.  Not
+modelled: the comparator's noise, and a reset that subtracts a nominal charge whatever
+the threshold.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
+from xbar.neurons import kept_membrane
 from xbar.spec import Spec
 
 
@@ -50,3 +60,26 @@ def neuron_gains(shape: tuple[int, ...], spec: Spec, gen: torch.Generator, dtype
                          f"{spec.neuron_threshold_sigma:g}): a Gaussian spread this wide is not a physical part; "
                          "lower the spreads")
     return 1.0 / (capacitor * threshold)
+
+
+def leak_hooks(model: nn.Module, spec: Spec, skip=()) -> list:
+    """With analog neurons that leak (``Spec.neuron_leakage``), a hook before the forward of
+    every module of ``model`` but ``skip``: where the module keeps a membrane of its
+    input's shape (a neuron, :func:`xbar.neurons.kept_membrane`), ``leakage`` times that
+    membrane (the previous step's) is taken from its input.  Returns the hooks' handles
+    (``.remove()`` each to take them off); none without leakage."""
+    if spec.neuron != "analog" or not spec.neuron_leakage:
+        return []
+    leakage = spec.neuron_leakage
+
+    def leak(module: nn.Module, args):
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        membrane = kept_membrane(module, args)
+        if membrane is None or membrane.shape != args[0].shape:
+            return None  # not a neuron, or its first step (no membrane yet)
+        return (args[0] - leakage * membrane, *args[1:])
+
+    skipped = {id(m) for m in skip}
+    return [m.register_forward_pre_hook(leak) for m in model.modules()
+            if id(m) not in skipped and not list(m.children())]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from xbar.checks import check_count, check_part, model_dtype
+from xbar.membrane import leak_hooks
 from xbar.memory import keep_freed_memory, release_freed_memory
 from xbar.layers import AnalogConv2d, AnalogLinear, _Analog, _conv_padding
 from xbar.neurons import reset_state
@@ -217,6 +218,7 @@ def convert(model: nn.Module, spec: Spec, seed: int = 0, *, trials: int = 1,
         warnings.warn("convert: these layers stay digital (computed ideally), not on crossbars:\n  "
                       + "\n  ".join(f"{r.name} ({r.kind}): {r.detail}" for r in report.left_ideal),
                       stacklevel=2)
+    leak_hooks(hw, spec, skip=[m for m in hw.modules() if isinstance(m, _Analog)])  # analog neurons' leakage
     hw.xbar_spec = spec
     hw.xbar_trials = trials if only is None else len(only)
     hw.xbar_first_trial = 0 if only is None else only.start

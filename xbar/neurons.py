@@ -67,6 +67,17 @@ def _attr_membrane(module: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def kept_membrane(module: nn.Module, args: tuple) -> torch.Tensor | None:
+    """The membrane ``module`` holds between steps as it is called with ``args``: its own
+    (xbar, snntorch, SpikingJelly), or that of the state it is handed (norse's ``(x,
+    state)``); ``None`` for a module that keeps none, or before its first step."""
+    if len(args) > 1:
+        membrane = _state_membrane(args[1])
+        if membrane is not None:
+            return membrane
+    return _attr_membrane(module)
+
+
 def neuron_reading(module: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(spikes, membrane)`` of ``module`` right after it returned ``output``, or
     ``None`` when it is not a neuron (no membrane tensor kept or returned)."""

@@ -149,14 +149,15 @@ class Spec:
         and added (NeuroSim's bit-serial inputs; CrossSim's input bit slicing): every device
         at the read voltage or 0, ``dac_bits`` times the reads and conversions.  Binary
         inputs (spikes) are read once either way.  Needs ``dac_bits``.
-    neuron, neuron_gain_sigma, neuron_threshold_sigma
+    neuron, neuron_gain_sigma, neuron_threshold_sigma, neuron_leakage
         what reads a layer's columns.  ``"digital"`` (default): each column's ADC at every
         timestep, the neuron integrating the codes digitally.  ``"analog"``: each output's
         current charges its neuron's membrane capacitor, leak, threshold and reset in
         analog and a comparator's spike out, with no ADC (``adc_bits`` must be ``None``);
         each neuron's capacitor and threshold spread by the relative standard deviations
-        ``neuron_gain_sigma`` and ``neuron_threshold_sigma`` (0 by default: ideal parts),
-        drawn per chip (:mod:`xbar.membrane`).
+        ``neuron_gain_sigma`` and ``neuron_threshold_sigma``, drawn per chip, and every
+        membrane losing the share ``neuron_leakage`` of itself per step to its
+        capacitor's leakage (all 0 by default: ideal parts; :mod:`xbar.membrane`).
     t_inference
         seconds between programming and inference, for drift (0: no drift).
     t_calibration
@@ -252,6 +253,7 @@ class Spec:
     neuron: str = "digital"
     neuron_gain_sigma: float = 0.0
     neuron_threshold_sigma: float = 0.0
+    neuron_leakage: float = 0.0
     input_range: float = 1.0
     v_read: float = 0.2
     t_inference: float = 0.0
@@ -428,6 +430,11 @@ class Spec:
                        "(beyond it a neuron's capacitor or threshold would come out negative)")
             if value > 0 and self.neuron != "analog":
                 v.fail(o, name, value, "is a spread of the analog neurons' parts: set neuron='analog'")
+        leak = self.neuron_leakage
+        if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0 <= leak < 1:
+            v.fail(o, "neuron_leakage", leak, "must be the share of the membrane lost per step, in [0, 1)")
+        if leak > 0 and self.neuron != "analog":
+            v.fail(o, "neuron_leakage", leak, "is the analog neurons' capacitor leakage: set neuron='analog'")
 
     @property
     def sliced(self) -> bool:
@@ -486,7 +493,7 @@ class Spec:
         return (self.device.is_ideal and self.device.levels is None and not self.sliced and self.adc_bits is None
                 and self.dac_bits is None and not (self.device.has_drift and self.t_inference > 0)
                 and not self.has_ir_drop and self.access_resistance == 0 and self.iv == "linear"
-                and not (self.neuron_gain_sigma or self.neuron_threshold_sigma))
+                and not (self.neuron_gain_sigma or self.neuron_threshold_sigma or self.neuron_leakage))
 
     @property
     def access_resistance(self) -> float:
