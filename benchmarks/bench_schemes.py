@@ -41,6 +41,7 @@ CHIPS = {
     "4-level cells, 4 slices": dict(cell_bits=2, weight_slices=4),
     "8-bit DAC, amplitude": dict(dac_bits=8),
     "8-bit DAC, bit-serial": dict(dac_bits=8, input_scheme="bit_serial"),
+    "8-bit DAC, bits integrated": dict(dac_bits=8, input_scheme="bit_integrated"),
     "analog neurons (no ADC)": dict(neuron="analog", adc_bits=None),
 }
 

@@ -105,7 +105,9 @@ def chip_options(fn):
         click.option("--input-scheme", type=click.Choice(INPUT_SCHEMES), default=d.input_scheme,
                      show_default=True, help="A non-binary input as one read at its DAC code's voltage "
                                              "(amplitude), or one binary read per bit of the code, each "
-                                             "digitized, shifted and added (bit_serial; needs --dac-bits)."),
+                                             "digitized, shifted and added (bit_serial), or their charges "
+                                             "integrated before one conversion (bit_integrated); both "
+                                             "need --dac-bits."),
         click.option("--neuron", type=click.Choice(NEURONS), default=d.neuron, show_default=True,
                      help="digital: each column's ADC at every step, the neuron integrating codes; analog: "
                           "each output's current on its membrane capacitor, a comparator's spike out, no "

@@ -64,12 +64,12 @@ def test_an_ideal_bit_serial_layer_reads_the_dac_codes_product_and_counts_its_re
     assert m.counts == {"reads": reads, "tile_reads": reads * 2, "conversions": reads * 2 * 20}
 
 
-@pytest.mark.parametrize("scheme", ["amplitude", "bit_serial"])
+@pytest.mark.parametrize("scheme", ["amplitude", "bit_serial", "bit_integrated"])
 def test_each_read_is_rounded_by_the_adc_on_its_own(scheme):
     """Ideal devices, a 6-bit ADC at its worst-case range, inputs on a 6-bit DAC: the error
     against the DAC codes' product has variance sum over tile-rows of lsb^2 / 12 for one
-    read, and that times sum_j (2^j / top)^2 (about a third) for the shifted and added
-    reads of the bits."""
+    conversion (amplitude, and the bits' charges integrated before one), and that times
+    sum_j (2^j / top)^2 (about a third) for the shifted and added conversions of the bits."""
     w = torch.randn(100, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = rand(1, 1, 4000, 100)
     spec = xbar.Spec.ideal(dac_bits=6, adc_bits=6, input_scheme=scheme, calibration=None)
@@ -81,6 +81,57 @@ def test_each_read_is_rounded_by_the_adc_on_its_own(scheme):
     theory = (lsb**2).sum(0) / 12 * shift
     ratio = err.var(0) / theory
     assert abs(float(ratio.mean()) - 1) < 0.03 and float((ratio - 1).abs().max()) < 0.12, ratio
+
+
+def test_integrated_bits_read_once_converted_each_with_its_own_noise():
+    """Bits integrated before one conversion: the reads of an ideal layer are the DAC
+    codes' product, counted one per bit and one conversion per read column; each bit's
+    read draws its own noise, so with equal weights (every device's noise alike) the
+    output's variance against the amplitude read's is sum_i sum_j (2^j/top)^2 p_ij^2
+    over sum_i x_i^2, from the inputs alone."""
+    w = torch.full((40, 6), 0.5, dtype=torch.float64)
+    x = rand(2, 1, 1, 40).expand(1, 20000, 40)
+    spec = xbar.Spec(device=presets["rram_hfo2"].replace(prog_sigma_poly=(), read_noise_static=0.0),
+                     r_wire_row=0.0, r_wire_col=0.0, dac_bits=4, calibration=None)
+    var = {}
+    for scheme in ("amplitude", "bit_integrated"):
+        m = xbar.ProgrammedMatrix(w, spec.replace(input_scheme=scheme), trials=1, program_seed=0, read_seed=1)
+        with torch.no_grad():
+            var[scheme] = float(m(x)[0].var(0).mean())
+        assert m.counts["reads"] == 20000 * (4 if scheme == "bit_integrated" else 1)
+    x_q = dac(x[0, :1], spec)
+    p = bit_planes(x_q, 4, spec)
+    theory = float(((2.0 ** torch.arange(4, dtype=torch.float64) / 15) ** 2 @ (p * p).sum(-1).squeeze(-1)) / (x_q * x_q).sum())
+    assert abs(var["bit_integrated"] / var["amplitude"] / theory - 1) < 0.05, (var, theory)
+    assert theory < 0.8  # the bits' independent noises partly average
+    ideal = xbar.ProgrammedMatrix(w, xbar.Spec.ideal(dac_bits=4, adc_bits=8, input_scheme="bit_integrated",
+                                                     calibration=None), trials=1, program_seed=0, read_seed=1)
+    with torch.no_grad():
+        y = ideal(x[:, :50])
+    assert ideal.counts["conversions"] == 50 * 6  # one per output (analog pairs), not one per bit
+    # one rounding: within half a code of the product (bit by bit, each bit's half code would add up)
+    torch.testing.assert_close(y, dac(x[:, :50], spec) @ w, rtol=0, atol=float(ideal.out_fs.max()) / 2 + 1e-12)
+
+
+def test_integrated_bits_keep_non_linear_devices_at_the_read_voltage():
+    """Non-linear devices programmed to their chord at v_read, ideal wires: an analog input
+    read at its amplitude meets the curve below v_read and reads off the linear product;
+    read bit by bit (integrated or converted each), every device sees v_read or 0 and the
+    reads are the linear product of the DAC codes, exactly."""
+    device = presets["rram_hfo2"].replace(prog_sigma_poly=(), read_sigma_rel=0.0)
+    w = torch.randn(30, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = rand(1, 1, 40, 30)
+    base = dict(device=device, iv="device", dac_bits=5, r_wire_row=0.0, r_wire_col=0.0, calibration=None)
+    ideal = dac(x, xbar.Spec(**base)) @ w
+    out = {}
+    for scheme in ("amplitude", "bit_serial", "bit_integrated"):
+        m = xbar.ProgrammedMatrix(w, xbar.Spec(**base, input_scheme=scheme), trials=1, program_seed=0, read_seed=1)
+        with torch.no_grad():
+            out[scheme] = m(x)
+    scale = float(ideal.abs().max())
+    assert float((out["amplitude"] - ideal).abs().max()) > 1e-3 * scale
+    for scheme in ("bit_serial", "bit_integrated"):
+        torch.testing.assert_close(out[scheme], ideal, rtol=0, atol=1e-9 * scale)
 
 
 def _small_snn():

@@ -82,6 +82,10 @@ CASES = {
                                                              r_wire_col=2.5),
     "bit-serial inputs on bit-sliced weights": dict(dac_bits=3, input_scheme="bit_serial", cell_bits=2,
                                                     weight_slices=2, device=RRAM),
+    "bits integrated before one conversion": dict(dac_bits=4, input_scheme="bit_integrated", device=PCM),
+    "bits integrated, non-linear devices with wires": dict(device=CURVE, iv="device", dac_bits=3,
+                                                           input_scheme="bit_integrated", r_wire_row=2.5,
+                                                           r_wire_col=2.5),
     "analog neurons, spread capacitors and thresholds": dict(neuron="analog", adc_bits=None, device=RRAM,
                                                              neuron_gain_sigma=0.05, neuron_threshold_sigma=0.1),
     "analog neurons with wires, ideal parts": dict(neuron="analog", adc_bits=None, r_wire_row=2.5, r_wire_col=2.5),
@@ -153,8 +157,10 @@ def test_every_spec_option_is_covered():
     chip; ``"vectors"`` is where evaluation takes its calibration inputs from, while the
     training forward always fits on the read it makes.  ``t_calibration`` and
     ``drift_compensation``: evaluation only, refused by training (tests/test_calibration.py);
-    so is a gated array with wires, each read its own circuit (tests/test_gated.py)."""
-    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation"}
+    so is a gated array with wires, each read its own circuit (tests/test_gated.py).
+    ``neuron_leakage`` acts on the neurons, not on the read (both paths:
+    tests/test_membrane.py)."""
+    no_case = {"calibration", "adc_noise", "t_calibration", "drift_compensation", "neuron_leakage"}
     fields = set(xbar.Spec.__dataclass_fields__) - no_case
     covered = {name for case in CASES.values() for name in case} | set(BASE)
     assert fields <= covered, fields - covered

@@ -78,7 +78,7 @@ from devices import validation as v
 from mapping.conv import conv_matrix, input_windows
 from mapping.layout import layout_weights
 from mapping.slicing import combine_slices
-from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix, read_currents
+from xbar.circuit import compensated_targets, effective_conductance, first_order_matrix
 from xbar.layers import _conv_padding
 from xbar.membrane import leak_hooks, neuron_gains
 from xbar.memory import keep_freed_memory
@@ -89,9 +89,9 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gai
                                    range_groups)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices
 from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
-                                  draw_adc_errors, full_scale_units, serial_planes)
+                                  draw_adc_errors, full_scale_units, noise_square, serial_planes)
 from xbar.tile.programming import designed_full_scale, program_tiles
-from xbar.tile.read import ar1, tile_row_read
+from xbar.tile.read import ar1, circuit_currents, tile_row_read
 
 INGREDIENTS = ("variation", "read_noise", "adc", "ir_drop", "calibration")
 
@@ -329,7 +329,7 @@ class _LayerModel:
             check_dac_input(x, spec)
             if spec.dac_bits is not None:
                 x = _straight_through(x, dac(x, spec))
-            planes = serial_planes(x.detach(), spec)
+            planes = serial_planes(x.detach(), spec) if spec.input_scheme == "bit_serial" else 1
             if planes > 1:  # one binary read per bit, stacked on the samples; each straight through
                 x = (bit_planes(x.detach(), planes, spec) + (x - x.detach())).flatten(0, 1)
         u = self._products(x, st["g"])
@@ -337,14 +337,15 @@ class _LayerModel:
             u = _straight_through(u, self._circuit_sums(x.detach()).to(u.dtype))
         std = None
         if st["s2"] is not None:
-            std = self._products(x * x, st["s2"]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
+            x2 = x * x if spec.input_scheme != "bit_integrated" else _straight_through(x * x, noise_square(x.detach(), spec))
+            std = self._products(x2, st["s2"]).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
         self.last, self.last_out = (raw, raw._version, x, u, std, planes), None
         return x, u, std, planes
 
     def _circuit_sums(self, x: torch.Tensor) -> torch.Tensor:
         """The column sums of ``x`` where each read is its own circuit, laid out as
         :meth:`_products`': every read's input vector (a conv's windows) on every tile,
-        solved by evaluation's :func:`xbar.circuit.read_currents`, then scaled and taken to
+        solved by evaluation's :func:`xbar.tile.read.circuit_currents`, then scaled and taken to
         the read columns as :func:`xbar.tile.columns.read_matrices` takes conductances."""
         st = self.state
         if self.conv is None:
@@ -355,7 +356,7 @@ class _LayerModel:
             samples, rows = windows.shape[:3], windows.reshape(-1, self.n_in)
         xt = by_tile_row(rows, st["n_r"], st["rows"])  # (n_r, N, R)
         with torch.no_grad():
-            i = read_currents(st["devices"].unsqueeze(2), xt.unsqueeze(1), self.spec)  # (n_r, n_c, N, C)
+            i = circuit_currents(st["devices"].unsqueeze(2), xt.unsqueeze(1), self.spec)  # (n_r, n_c, N, C)
             u, _ = read_matrices(i.to(x.dtype), None, st["scale"], st["keep"], self.analog_pairs)  # (n_r, N, cols)
         return u.transpose(0, 1).reshape(*samples, u.shape[0], u.shape[-1])
 

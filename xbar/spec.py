@@ -26,8 +26,9 @@ CALIBRATIONS = ("data", "vectors")
 ARRAYS = ("connected", "gated")
 
 # How a non-binary input meets the rows (Spec.input_scheme): one read at its DAC code's
-# voltage, or one binary read per bit of the code.
-INPUT_SCHEMES = ("amplitude", "bit_serial")
+# voltage, or one binary read per bit of the code, each converted or their charges
+# integrated before one conversion.
+INPUT_SCHEMES = ("amplitude", "bit_serial", "bit_integrated")
 
 # What reads a layer's columns (Spec.neuron): an ADC per column at every step and a digital
 # neuron, or an analog neuron integrating the column current on its membrane capacitor.
@@ -147,8 +148,13 @@ class Spec:
         magnitude (``dac_bits``, or ``dac_bits - 1`` signed), each row at ``±v_read`` where
         that bit is set, each read digitized by the ADCs on its own and the reads shifted
         and added (NeuroSim's bit-serial inputs; CrossSim's input bit slicing): every device
-        at the read voltage or 0, ``dac_bits`` times the reads and conversions.  Binary
-        inputs (spikes) are read once either way.  Needs ``dac_bits``.
+        at the read voltage or 0, ``dac_bits`` times the reads and conversions.
+        ``"bit_integrated"``: the same binary reads, their charges integrated with binary
+        weights on a capacitor before one conversion (NeuRRAM's multi-bit inputs, sampled
+        and integrated bit by bit in its neurons): ``dac_bits`` times the reads, one
+        conversion; each bit's read its own noise and, where each read is its own circuit,
+        its own solve.  Binary inputs (spikes) are read once either way.  Both need
+        ``dac_bits``.
     neuron, neuron_gain_sigma, neuron_threshold_sigma, neuron_leakage
         what reads a layer's columns.  ``"digital"`` (default): each column's ADC at every
         timestep, the neuron integrating the codes digitally.  ``"analog"``: each output's
@@ -333,7 +339,7 @@ class Spec:
             v.fail(o, "adc_nonlinearity_std", self.adc_nonlinearity_std, "spreads adc_nonlinearity over the "
                    "ADCs: set adc_nonlinearity > 0 too")
         v.one_of(o, "input_scheme", self.input_scheme, INPUT_SCHEMES)
-        if self.input_scheme == "bit_serial" and self.dac_bits is None:
+        if self.input_scheme != "amplitude" and self.dac_bits is None:
             v.fail(o, "input_scheme", self.input_scheme, "reads one bit of each input's DAC code at a "
                    "time: set dac_bits (the bits read, e.g. 8)")
         v.positive(o, "input_range", self.input_range)

@@ -55,10 +55,10 @@ def dac(x: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 
 def serial_planes(x: torch.Tensor, spec: Spec) -> int:
-    """Reads per input vector: with bit-serial inputs (``Spec.input_scheme="bit_serial"``)
-    the DAC code's magnitude bits, one read each, unless every input is binary (0 or
-    ``±input_range``: spikes, one read); otherwise 1."""
-    if spec.input_scheme != "bit_serial":
+    """Reads per input vector: with bit-serial inputs (``Spec.input_scheme`` ``"bit_serial"``
+    or ``"bit_integrated"``) the DAC code's magnitude bits, one read each, unless every
+    input is binary (0 or ``±input_range``: spikes, one read); otherwise 1."""
+    if spec.input_scheme == "amplitude":
         return 1
     binary = bool(((x == 0) | (x.abs() == spec.input_range)).all())
     return 1 if binary else top_code(spec.dac_bits, spec.dac_signed).bit_length()
@@ -87,6 +87,19 @@ def add_planes(y: torch.Tensor, spec: Spec) -> torch.Tensor:
     weights = torch.tensor([2.0**j for j in range(planes)], dtype=y.dtype, device=y.device)
     weights /= top_code(spec.dac_bits, spec.dac_signed)
     return torch.tensordot(weights, y, dims=([0], [0]))
+
+
+def noise_square(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """What a read's per-read noise variance is linear in, per row: the squared drive
+    ``x * x``; with bits integrated before one conversion (``"bit_integrated"``), each bit's
+    read draws its own noise, so the binary-weighted sum of independent reads has
+    ``sum_j (2**j / top_code)**2 p_j**2`` (:func:`bit_planes`)."""
+    planes = serial_planes(x, spec) if spec.input_scheme == "bit_integrated" else 1
+    if planes == 1:
+        return x * x
+    p = bit_planes(x, planes, spec)
+    return add_planes(p * p * (2.0 ** torch.arange(planes, dtype=x.dtype, device=x.device)
+                               / top_code(spec.dac_bits, spec.dac_signed)).view(-1, *[1] * x.dim()), spec)
 
 
 def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,

@@ -51,7 +51,7 @@ from mapping.layout import layout_weights
 from mapping.slicing import combine_slices
 from xbar.checks import check_part
 from xbar.memory import KEPT_PAGES_FROM, MEMORY_GB, READ_SHARE, fresh_pages, spans
-from xbar.circuit import compensated_targets, effective_conductance, every_row_driven, read_currents
+from xbar.circuit import compensated_targets, effective_conductance, every_row_driven
 from xbar.spec import Spec
 from xbar.streams import NoiseStreams, ProgrammingDraws
 from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PER_READ, CAL_ZERO_READS, CAL_FIT_ELEMENTS,
@@ -60,9 +60,9 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    moments_about, read_sums, sample_rows)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
-                                  draw_adc_errors, full_scale_units, serial_planes, top_code)
+                                  draw_adc_errors, full_scale_units, noise_square, serial_planes, top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
-from xbar.tile.read import ar1, tile_row_read
+from xbar.tile.read import ar1, circuit_currents, tile_row_read
 
 
 class ProgrammedMatrix(nn.Module):
@@ -344,7 +344,7 @@ class ProgrammedMatrix(nn.Module):
         Nothing without ``s2``."""
         if s2 is None:
             return False
-        var = torch.matmul(x * x, s2)
+        var = torch.matmul(noise_square(x, self.spec), s2)
         if self.rho and not calibrating:
             eps = self._ar[site] = ar1(self._ar.get(site), self._normal(u, calibrating), self.rho)
             u.addcmul_(var.sqrt_(), eps)
@@ -378,22 +378,26 @@ class ProgrammedMatrix(nn.Module):
         """Driven inputs ``x`` ``(K, N, in)`` as the reads that drive them: itself, or with
         bit-serial inputs one binary read per bit, ``(K, planes * N, in)`` plane-major
         (:func:`xbar.tile.converters.bit_planes`); and the number of planes."""
-        planes = serial_planes(x, self.spec)
+        planes = serial_planes(x, self.spec) if self.spec.input_scheme == "bit_serial" else 1
         if planes == 1:
             return x, 1
         return bit_planes(x, planes, self.spec).transpose(0, 1).flatten(1, 2), planes
 
     def reads_per_input(self, x: torch.Tensor) -> int:
-        """The reads one input vector of ``x`` takes: 1, or its bit planes (bit-serial inputs)."""
-        return serial_planes(dac(x, self.spec), self.spec)
+        """The input rows one input vector of ``x`` is read as: 1, or its bit planes, each
+        converted on its own (``Spec.input_scheme="bit_serial"``)."""
+        return serial_planes(dac(x, self.spec), self.spec) if self.spec.input_scheme == "bit_serial" else 1
 
     def _count(self, x: torch.Tensor) -> None:
-        """Add a read of ``x`` ``(K, reads, in)`` to :attr:`counts`."""
-        reads = x.shape[0] * x.shape[1]
+        """Add a read of the input rows ``x`` ``(K, N, in)`` to :attr:`counts`: each one read
+        and converted, or with bits integrated (``"bit_integrated"``), one read per bit and
+        one conversion."""
+        vectors = x.shape[0] * x.shape[1]
+        reads = vectors * (serial_planes(x, self.spec) if self.spec.input_scheme == "bit_integrated" else 1)
         self.counts["reads"] += reads
         self.counts["tile_reads"] += reads * self.n_r * self.n_c
         if self.spec.adc_bits is not None:
-            self.counts["conversions"] += reads * self.n_r * self.g_read.shape[-1]
+            self.counts["conversions"] += vectors * self.n_r * self.g_read.shape[-1]
 
     def reset_counts(self) -> None:
         """Start :attr:`counts` again from 0."""
@@ -475,7 +479,7 @@ class ProgrammedMatrix(nn.Module):
 
     def _circuit_currents(self, xt: torch.Tensor, blocks: slice) -> torch.Tensor:
         """What ``x @ g_read`` is where each read is its own circuit: each read solved
-        (:func:`xbar.circuit.read_currents`, float64) on the devices of tile-rows ``blocks``
+        (:func:`xbar.tile.read.circuit_currents`, float64) on the devices of tile-rows ``blocks``
         (``g_tiles``) for inputs ``xt`` ``(K, n, N, r)`` (the rows past ``r`` undriven, their
         wires still there), then scaled and taken to the read columns as
         :func:`read_matrices` takes conductances, times the calibration's factor per read
@@ -483,7 +487,7 @@ class ProgrammedMatrix(nn.Module):
         g = self._trials(self.g_tiles)[:, blocks]  # (K, n, n_c, R, C)
         pad = self.rows - xt.shape[-1]
         v = torch.nn.functional.pad(xt, (0, pad)) if pad else xt
-        i = read_currents(g.unsqueeze(3), v.unsqueeze(2), self.spec)
+        i = circuit_currents(g.unsqueeze(3), v.unsqueeze(2), self.spec)
         scale = self._scale if self._scale.shape[0] == 1 else self._trials(self._scale)
         scale = scale if scale.shape[1] == 1 else scale[:, blocks]
         u, _ = read_matrices(i.to(g.dtype), None, scale, self._keep, self.analog_pairs)  # (K, n, N, read columns)

@@ -20,9 +20,21 @@ from typing import Callable
 
 import torch
 
+from xbar.circuit import read_currents
 from xbar.spec import Spec
 from xbar.tile.columns import decode_reads
-from xbar.tile.converters import AdcErrors, adc_input, to_codes_, top_code
+from xbar.tile.converters import AdcErrors, adc_input, add_planes, bit_planes, serial_planes, to_codes_, top_code
+
+
+def circuit_currents(g: torch.Tensor, x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """What ``x @ g`` is where each read is its own circuit
+    (:func:`xbar.circuit.read_currents`); with bits integrated before one conversion
+    (``Spec.input_scheme="bit_integrated"``), each bit's binary read solved on its own and
+    their currents summed with the bits' weights, as their charges add on the capacitor."""
+    planes = serial_planes(x, spec) if spec.input_scheme == "bit_integrated" else 1
+    if planes == 1:
+        return read_currents(g, x, spec)
+    return add_planes(torch.stack([read_currents(g, p, spec) for p in bit_planes(x, planes, spec)]), spec)
 
 
 def ar1(prev: torch.Tensor | None, eps: torch.Tensor, rho: float) -> torch.Tensor:
