@@ -113,6 +113,8 @@ def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[to
     if spec.adc_bits is None:
         return None
     nominal = nominal.detach()
-    pairs = nominal[..., 0 : 2 * outputs_per_tile : 2] - nominal[..., 1 : 2 * outputs_per_tile : 2]
-    zero_tiles = (pairs == 0).flatten(-2).all(-1) if analog_pairs else None
+    zero_tiles = None
+    if analog_pairs:  # each pair's two targets equal: a zero weight
+        pairs = nominal[..., 0 : 2 * outputs_per_tile : 2] - nominal[..., 1 : 2 * outputs_per_tile : 2]
+        zero_tiles = (pairs == 0).flatten(-2).all(-1)
     return full_scale(circuit(nominal).detach(), spec, n_in, analog_pairs, outputs_per_tile, zero_tiles)
