@@ -89,7 +89,7 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_ZERO_READS, calibration_gai
                                    range_groups)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices
 from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
-                                  draw_adc_errors, full_scale_units, noise_square, serial_planes)
+                                  converted_planes, draw_adc_errors, full_scale_units, noise_square)
 from xbar.tile.programming import designed_full_scale, program_tiles
 from xbar.tile.read import ar1, circuit_currents, tile_row_read
 
@@ -329,7 +329,7 @@ class _LayerModel:
             check_dac_input(x, spec)
             if spec.dac_bits is not None:
                 x = _straight_through(x, dac(x, spec))
-            planes = serial_planes(x.detach(), spec) if spec.input_scheme == "bit_serial" else 1
+            planes = converted_planes(x.detach(), spec)
             if planes > 1:  # one binary read per bit, stacked on the samples; each straight through
                 x = (bit_planes(x.detach(), planes, spec) + (x - x.detach())).flatten(0, 1)
         u = self._products(x, st["g"])

@@ -64,6 +64,18 @@ def serial_planes(x: torch.Tensor, spec: Spec) -> int:
     return 1 if binary else top_code(spec.dac_bits, spec.dac_signed).bit_length()
 
 
+def converted_planes(x: torch.Tensor, spec: Spec) -> int:
+    """The bit reads of ``x`` that are each converted on their own (``"bit_serial"``); 1
+    otherwise."""
+    return serial_planes(x, spec) if spec.input_scheme == "bit_serial" else 1
+
+
+def integrated_planes(x: torch.Tensor, spec: Spec) -> int:
+    """The bit reads of ``x`` whose charges are integrated before one conversion
+    (``"bit_integrated"``); 1 otherwise."""
+    return serial_planes(x, spec) if spec.input_scheme == "bit_integrated" else 1
+
+
 def bit_planes(x: torch.Tensor, planes: int, spec: Spec) -> torch.Tensor:
     """DAC-rounded inputs ``x`` (:func:`dac`) as ``planes`` binary reads ``(planes, *x.shape)``,
     least significant first: plane ``j`` drives a row at ``±input_range`` (``v_read``,
@@ -94,7 +106,7 @@ def noise_square(x: torch.Tensor, spec: Spec) -> torch.Tensor:
     ``x * x``; with bits integrated before one conversion (``"bit_integrated"``), each bit's
     read draws its own noise, so the binary-weighted sum of independent reads has
     ``sum_j (2**j / top_code)**2 p_j**2`` (:func:`bit_planes`)."""
-    planes = serial_planes(x, spec) if spec.input_scheme == "bit_integrated" else 1
+    planes = integrated_planes(x, spec)
     if planes == 1:
         return x * x
     p = bit_planes(x, planes, spec)

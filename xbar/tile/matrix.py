@@ -60,7 +60,8 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    moments_about, read_sums, sample_rows)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
-                                  draw_adc_errors, full_scale_units, noise_square, serial_planes, top_code)
+                                  converted_planes, draw_adc_errors, full_scale_units, integrated_planes, noise_square,
+                                  top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
 from xbar.tile.read import ar1, circuit_currents, tile_row_read
 
@@ -378,7 +379,7 @@ class ProgrammedMatrix(nn.Module):
         """Driven inputs ``x`` ``(K, N, in)`` as the reads that drive them: itself, or with
         bit-serial inputs one binary read per bit, ``(K, planes * N, in)`` plane-major
         (:func:`xbar.tile.converters.bit_planes`); and the number of planes."""
-        planes = serial_planes(x, self.spec) if self.spec.input_scheme == "bit_serial" else 1
+        planes = converted_planes(x, self.spec)
         if planes == 1:
             return x, 1
         return bit_planes(x, planes, self.spec).transpose(0, 1).flatten(1, 2), planes
@@ -386,14 +387,14 @@ class ProgrammedMatrix(nn.Module):
     def reads_per_input(self, x: torch.Tensor) -> int:
         """The input rows one input vector of ``x`` is read as: 1, or its bit planes, each
         converted on its own (``Spec.input_scheme="bit_serial"``)."""
-        return serial_planes(dac(x, self.spec), self.spec) if self.spec.input_scheme == "bit_serial" else 1
+        return converted_planes(dac(x, self.spec), self.spec)
 
     def _count(self, x: torch.Tensor) -> None:
         """Add a read of the input rows ``x`` ``(K, N, in)`` to :attr:`counts`: each one read
         and converted, or with bits integrated (``"bit_integrated"``), one read per bit and
         one conversion."""
         vectors = x.shape[0] * x.shape[1]
-        reads = vectors * (serial_planes(x, self.spec) if self.spec.input_scheme == "bit_integrated" else 1)
+        reads = vectors * integrated_planes(x, self.spec)
         self.counts["reads"] += reads
         self.counts["tile_reads"] += reads * self.n_r * self.n_c
         if self.spec.adc_bits is not None:

@@ -23,7 +23,7 @@ import torch
 from xbar.circuit import read_currents
 from xbar.spec import Spec
 from xbar.tile.columns import decode_reads
-from xbar.tile.converters import AdcErrors, adc_input, add_planes, bit_planes, serial_planes, to_codes_, top_code
+from xbar.tile.converters import AdcErrors, adc_input, add_planes, bit_planes, integrated_planes, to_codes_, top_code
 
 
 def circuit_currents(g: torch.Tensor, x: torch.Tensor, spec: Spec) -> torch.Tensor:
@@ -31,7 +31,7 @@ def circuit_currents(g: torch.Tensor, x: torch.Tensor, spec: Spec) -> torch.Tens
     (:func:`xbar.circuit.read_currents`); with bits integrated before one conversion
     (``Spec.input_scheme="bit_integrated"``), each bit's binary read solved on its own and
     their currents summed with the bits' weights, as their charges add on the capacitor."""
-    planes = serial_planes(x, spec) if spec.input_scheme == "bit_integrated" else 1
+    planes = integrated_planes(x, spec)
     if planes == 1:
         return read_currents(g, x, spec)
     return add_planes(torch.stack([read_currents(g, p, spec) for p in bit_planes(x, planes, spec)]), spec)
