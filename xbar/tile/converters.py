@@ -61,7 +61,12 @@ def serial_planes(x: torch.Tensor, spec: Spec) -> int:
     if spec.input_scheme == "amplitude":
         return 1
     binary = bool(((x == 0) | (x.abs() == spec.input_range)).all())
-    return 1 if binary else top_code(spec.dac_bits, spec.dac_signed).bit_length()
+    return 1 if binary else magnitude_bits(spec)
+
+
+def magnitude_bits(spec: Spec) -> int:
+    """The bits of a DAC code's magnitude: ``dac_bits``, or one fewer signed."""
+    return top_code(spec.dac_bits, spec.dac_signed).bit_length()
 
 
 def converted_planes(x: torch.Tensor, spec: Spec) -> int:
@@ -93,12 +98,16 @@ def add_planes(y: torch.Tensor, spec: Spec) -> torch.Tensor:
     """The shift-and-add of bit-serial reads ``y`` ``(planes, ...)`` (:func:`bit_planes`),
     each digitized on its own: ``sum_j 2**j y_j / top_code``, what the DAC's code would
     have read in one (exactly, for a linear read)."""
-    planes = y.shape[0]
-    if planes == 1:
+    if y.shape[0] == 1:
         return y[0]
-    weights = torch.tensor([2.0**j for j in range(planes)], dtype=y.dtype, device=y.device)
-    weights /= top_code(spec.dac_bits, spec.dac_signed)
-    return torch.tensordot(weights, y, dims=([0], [0]))
+    return torch.tensordot(_bit_weights(y, spec), y, dims=([0], [0]))
+
+
+def _bit_weights(y: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """Each bit plane's weight in the DAC code's value, ``2**j / top_code``, for planes
+    ``y`` ``(planes, ...)`` (in ``y``'s dtype and device)."""
+    weights = 2.0 ** torch.arange(y.shape[0], dtype=y.dtype, device=y.device)
+    return weights / top_code(spec.dac_bits, spec.dac_signed)
 
 
 def noise_square(x: torch.Tensor, spec: Spec) -> torch.Tensor:
@@ -110,8 +119,7 @@ def noise_square(x: torch.Tensor, spec: Spec) -> torch.Tensor:
     if planes == 1:
         return x * x
     p = bit_planes(x, planes, spec)
-    return add_planes(p * p * (2.0 ** torch.arange(planes, dtype=x.dtype, device=x.device)
-                               / top_code(spec.dac_bits, spec.dac_signed)).view(-1, *[1] * x.dim()), spec)
+    return torch.tensordot(_bit_weights(p, spec) ** 2, p * p, dims=([0], [0]))
 
 
 def full_scale(g0: torch.Tensor, spec: Spec, n_in: int, analog_pairs: bool,

@@ -60,8 +60,8 @@ from xbar.tile.calibration import (CAL_MAX_ROWS, CAL_REFERENCE_ROWS, CAL_ROWS_PE
                                    moments_about, read_sums, sample_rows)
 from xbar.tile.columns import by_tile_row, crossbar_columns, read_column_tiles, read_columns, read_matrices, side_by_side, tile_row_parts
 from xbar.tile.converters import (AdcErrors, add_planes, bit_planes, check_dac_input, code_weight, dac,
-                                  converted_planes, draw_adc_errors, full_scale_units, integrated_planes, noise_square,
-                                  top_code)
+                                  converted_planes, draw_adc_errors, full_scale_units, integrated_planes, magnitude_bits,
+                                  noise_square, top_code)
 from xbar.tile.programming import designed_full_scale, programmed_devices, seen_through
 from xbar.tile.read import ar1, circuit_currents, tile_row_read
 
@@ -367,8 +367,7 @@ class ProgrammedMatrix(nn.Module):
         n_in, n_out = self.shape
         tile_rows = 1 if self.merged else self.n_r
         solves = 8 * self.n_r * self.n_c * (self.rows + 3 * self.cols) if self.per_read else 0  # float64 solves
-        planes = 1 if self.spec.input_scheme != "bit_serial" else top_code(self.spec.dac_bits,
-                                                                             self.spec.dac_signed).bit_length()
+        planes = magnitude_bits(self.spec) if self.spec.input_scheme == "bit_serial" else 1
         return planes * (elt * (2 * n_in + 4 * tile_rows * self.g_read.shape[-1] + (tile_rows + 1) * n_out) + solves)
 
     def _driven(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from devices import drift_factor, drift_nu, program, read_sigma_rel, static_read_noise
+from mapping.layout import decode_columns
 from xbar.spec import Spec
 from xbar.tile.converters import full_scale
 from xbar.streams import ProgrammingDraws
@@ -115,6 +116,5 @@ def designed_full_scale(nominal: torch.Tensor, spec: Spec, circuit: Callable[[to
     nominal = nominal.detach()
     zero_tiles = None
     if analog_pairs:  # each pair's two targets equal: a zero weight
-        pairs = nominal[..., 0 : 2 * outputs_per_tile : 2] - nominal[..., 1 : 2 * outputs_per_tile : 2]
-        zero_tiles = (pairs == 0).flatten(-2).all(-1)
+        zero_tiles = (decode_columns(nominal, "differential", outputs_per_tile) == 0).flatten(-2).all(-1)
     return full_scale(circuit(nominal).detach(), spec, n_in, analog_pairs, outputs_per_tile, zero_tiles)
