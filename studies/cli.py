@@ -288,7 +288,8 @@ def _chip_line(spec) -> str:
         scales += (f", weights in {spec.weight_slices} slice{'s' if spec.weight_slices > 1 else ''} of "
                    f"{spec.cell_bits}-bit cells")
     if spec.dac_bits is not None:
-        scales += f", {spec.dac_bits}-bit DAC" + (", bit-serial inputs" if spec.input_scheme == "bit_serial" else "")
+        scales += f", {spec.dac_bits}-bit DAC" + {"amplitude": "", "bit_serial": ", bit-serial inputs",
+                                                  "bit_integrated": ", its bits integrated"}[spec.input_scheme]
     if spec.array == "gated":
         scales += f", gated 1T1R array ({spec.access_resistance:.3g} ohm access transistors)"
     if spec.iv == "device":
